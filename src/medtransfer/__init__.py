@@ -1,0 +1,2 @@
+"""medtransfer."""
+__version__ = "0.1.0"

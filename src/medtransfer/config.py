@@ -1,0 +1,269 @@
+"""Configuration: frozen dataclasses loaded from YAML.
+
+* unknown keys are rejected with a did-you-mean (``ConfigError``);
+* values are checked against the field types (int, float, str, bool, Optional, list/tuple, nested dataclasses);
+* ``--set a.b=value`` overrides are applied to the raw mapping before validation (values parsed as YAML);
+* :func:`write_run_info` writes the resolved config, package versions and seed next to every output.
+
+The schema for a training run is :class:`Config`; later layers (studies) extend it with their own sections.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from medtransfer.errors import ConfigError
+from medtransfer.registry import suggest
+
+C = TypeVar("C")
+
+
+# --------------------------------------------------------------------------- schema
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the images come from and how they are prepared."""
+
+    path: str | None = None  # file or folder; a relative path is resolved against the current directory
+    format: str | None = None  # a registered data source; None = auto-detect
+    image_size: int = 64  # training resolution (square), images are resized once into the cache
+    labels: list[str] | None = None  # label column(s) for the folder source, or a subset of label names
+    classes: list[str] | None = None  # class filter (e.g. MedNIST ['CXR'])
+    image_column: str | None = None  # folder source: column with file names (auto-detected when None)
+    patient_column: str | None = None  # folder source: column with patient ids
+    split_file: str | None = None  # a split CSV written by `medtransfer data split`; None = make one
+    split_fractions: list[float] = field(default_factory=lambda: [0.7, 0.1, 0.2])
+    use_source_splits: bool = True  # use the file's own train/val/test when it has them (MedMNIST)
+    cache_dir: str | None = None  # decoded-image cache; None = $MEDTRANSFER_CACHE or ~/.cache/medtransfer
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backbone: str = "resnet18"
+    source: str = "scratch"  # scratch | imagenet | a weights file | a source-model directory
+    dropout: float = 0.2
+    in_chans: int = 1
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    strategy: str = "finetune"
+    lr_policy: str | None = None  # None = the strategy's default (one_cycle for `recipe`)
+    lr_mult: float = 0.3  # discriminative: each group toward the input gets lr * lr_mult^depth
+    unfreeze_every: int = 1  # gradual_unfreeze: one more group every k epochs
+    unfreeze_schedule: list[int] | None = None  # explicit epochs at which the next group unfreezes
+    head_epochs: int = 1  # epochs with only the head training before unfreezing starts
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    n_train: int | None = None  # size of the nested training subset; None = all
+    grad_clip: float | None = 1.0
+    early_stop_patience: int | None = None
+    pos_weight: bool = False  # class-balancing weight for binary / multi-label BCE
+    augment: bool = True
+    hflip: bool = False  # off by default: laterality matters in chest films
+    num_workers: int = 0
+    device: str = "auto"
+    warmup_pct: float = 0.25  # one-cycle
+    div_factor: float = 25.0  # one-cycle initial divisor
+    final_div_factor: float = 1e4  # one-cycle final divisor
+    step_size: int = 5  # step policy
+    gamma: float = 0.1  # step policy
+
+
+@dataclass(frozen=True)
+class Config:
+    """A training run: ``medtransfer train CONFIG``."""
+
+    task: str | None = None  # binary | multiclass | multilabel; None = from the data
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# --------------------------------------------------------------------------- building
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check/convert ``value`` to the annotated type ``tp``; raise ConfigError naming ``where``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} is not a valid {_type_name(tp)}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, prefix=where)
+    if origin in (list, tuple):
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (inner, *_) = typing.get_args(tp) or (Any,)
+        items = [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+        return items if origin is list else tuple(items)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def from_dict(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
+    """Build the frozen dataclass ``cls`` from a mapping, rejecting unknown keys.
+
+    Example:
+        >>> from_dict(Config, {"train": {"epochs": 3}}).train.epochs
+        3
+    """
+    if data is None:
+        data = {}
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        where = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            close = suggest(str(key), names)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {names}"
+            raise ConfigError(f"unknown config key '{where}'{hint}")
+        kwargs[key] = _coerce(value, hints[key], where)
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """The plain mapping of a config dataclass (for YAML dumps)."""
+    return dataclasses.asdict(cfg)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Split ``a.b=value`` into (["a", "b"], parsed value); the value is parsed as YAML."""
+    if "=" not in item:
+        raise ConfigError(f"override '{item}' must look like key.sub=value")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override '{item}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Return a copy of ``data`` with ``key.sub=value`` overrides applied (keys are validated later)."""
+    out = json.loads(json.dumps(data))  # deep copy of plain YAML data
+    for item in overrides:
+        keys, value = parse_override(item)
+        node = out
+        for k in keys[:-1]:
+            if node.get(k) is None:
+                node[k] = {}
+            if not isinstance(node[k], dict):
+                raise ConfigError(f"override '{item}': '{k}' is not a section")
+            node = node[k]
+        node[keys[-1]] = value
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping of keys")
+    return data
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (), cls: type[C] = Config) -> C:
+    """Load a YAML config (or defaults when ``path`` is None), apply overrides, validate."""
+    data = read_yaml(path) if path is not None else {}
+    return from_dict(cls, apply_overrides(data, list(overrides)))
+
+
+def replace(cfg: C, **changes: Any) -> C:
+    """``dataclasses.replace`` that also accepts dotted keys for nested sections, e.g. ``{"train.epochs": 3}``."""
+    data = to_dict(cfg)
+    return from_dict(type(cfg), apply_overrides(data, [f"{k}={json.dumps(v)}" for k, v in changes.items()]))
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of Python, medtransfer and the libraries that determine results."""
+    from importlib import metadata
+
+    out = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for pkg in ("medtransfer", "torch", "torchvision", "timm", "monai", "numpy", "scipy", "scikit-learn", "pandas"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def dump_yaml(data: dict[str, Any], path: str | Path) -> None:
+    """Write YAML atomically (temporary file + rename)."""
+    from medtransfer.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
+
+
+def write_run_info(out_dir: str | Path, cfg: Any, seed: int | None = None, extra: dict | None = None) -> None:
+    """Write ``config.yaml`` (resolved), and ``run_info.json`` (versions, seed, command line) into ``out_dir``."""
+    from medtransfer.io import atomic_write_text
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dump_yaml(to_dict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg), out / "config.yaml")
+    info = {"seed": seed, "versions": package_versions(), "argv": sys.argv, **(extra or {})}
+    atomic_write_text(out / "run_info.json", json.dumps(info, indent=2, default=str))

@@ -1,0 +1,75 @@
+"""Small named registries: one instance per kind of thing (backbones, strategies, data sources ...).
+
+Registering a name twice raises; looking up an unknown name raises with close matches, e.g.::
+
+    unknown strategy 'gradual_unfreez'; did you mean ['gradual_unfreeze']? available: [...]
+
+Registration happens where the object is defined; subpackages import their modules by explicit name
+(no folder scanning). Nothing is registered on ``import medtransfer``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+from medtransfer.errors import UnknownNameError
+
+T = TypeVar("T")
+
+
+def suggest(name: str, options: list[str] | tuple[str, ...], n: int = 3) -> list[str]:
+    """Close matches of ``name`` among ``options`` (case-insensitive)."""
+    lowered = {o.lower(): o for o in options}
+    return [lowered[m] for m in difflib.get_close_matches(name.lower(), list(lowered), n=n, cutoff=0.6)]
+
+
+class Registry(Generic[T]):
+    """A name → object mapping for one kind of thing.
+
+    Example:
+        >>> STRATEGIES = Registry("strategy")
+        >>> @STRATEGIES.register("finetune")
+        ... class FineTune: ...
+        >>> STRATEGIES.get("finetune") is FineTune
+        True
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._items: dict[str, T] = {}
+
+    def register(self, name: str, obj: T | None = None) -> Callable[[T], T] | T:
+        """Register ``obj`` under ``name``; usable as a decorator when ``obj`` is omitted."""
+
+        def add(item: T) -> T:
+            if name in self._items:
+                raise ValueError(f"{self.kind} '{name}' is already registered")
+            self._items[name] = item
+            return item
+
+        return add if obj is None else add(obj)
+
+    def get(self, name: str) -> T:
+        """Return the object registered as ``name`` or raise :class:`UnknownNameError` with suggestions."""
+        try:
+            return self._items[name]
+        except KeyError:
+            close = suggest(name, self.names())
+            hint = f" did you mean {close}?" if close else ""
+            raise UnknownNameError(
+                f"unknown {self.kind} '{name}';{hint} available: {self.names()}"
+            ) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._items)
