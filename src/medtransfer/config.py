@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import platform
+import re
 import sys
 import types
 import typing
@@ -26,6 +27,17 @@ from medtransfer.errors import ConfigError
 from medtransfer.registry import suggest
 
 C = TypeVar("C")
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """SafeLoader that reads ``1e-4`` as a float (plain YAML 1.1 wants ``1.0e-4``, else a string)."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 # --------------------------------------------------------------------------- schema
@@ -51,7 +63,7 @@ class ModelConfig:
     backbone: str = "resnet18"
     source: str = "scratch"  # scratch | imagenet | a weights file | a source-model directory
     dropout: float = 0.2
-    in_chans: int = 1
+    in_chans: int | None = None  # None = the number of channels of the data
 
 
 @dataclass(frozen=True)
@@ -80,7 +92,7 @@ class TrainConfig:
     device: str = "auto"
     warmup_pct: float = 0.25  # one-cycle
     div_factor: float = 25.0  # one-cycle initial divisor
-    final_div_factor: float = 1e4  # one-cycle final divisor
+    final_div_factor: float = 1e5  # one-cycle final divisor (fastai default)
     step_size: int = 5  # step policy
     gamma: float = 0.1  # step policy
 
@@ -191,7 +203,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not key:
         raise ConfigError(f"override '{item}' has an empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.load(raw, Loader=_YamlLoader) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key.split("."), value
@@ -218,7 +230,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.load(p.read_text(), Loader=_YamlLoader) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):

@@ -1,3 +1,2 @@
-"""Built-in data sources, imported by explicit name so each registers itself once."""
-
-from medtransfer.data.sources import folder, medmnist, mednist, nih_cxr14, synthetic  # noqa: F401
+"""Built-in data sources. Each module registers itself in ``DATA_SOURCES`` when imported;
+:func:`medtransfer.data.sources.base.builtin_sources` imports them by explicit name on first use."""

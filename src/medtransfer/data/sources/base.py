@@ -43,6 +43,17 @@ class DataSource:
 
 DATA_SOURCES: Registry[type[DataSource]] = Registry("data format")
 
+BUILTIN_MODULES = ("folder", "medmnist", "mednist", "nih_cxr14", "synthetic")
+
+
+def builtin_sources() -> Registry[type[DataSource]]:
+    """The registry with the built-in sources imported (by explicit module name; idempotent)."""
+    import importlib
+
+    for module in BUILTIN_MODULES:
+        importlib.import_module(f"medtransfer.data.sources.{module}")
+    return DATA_SOURCES
+
 
 def _as_path(path: str | Path) -> Path:
     return Path(path).expanduser()
@@ -50,8 +61,7 @@ def _as_path(path: str | Path) -> Path:
 
 def detect_format(path: str | Path) -> str:
     """The single registered source that recognises ``path``; raise when none or several do."""
-    from medtransfer.data import sources  # noqa: F401  (registers the built-in sources)
-
+    builtin_sources()
     p = str(path)
     if not p.startswith("synthetic:") and not _as_path(p).exists():
         raise DataError(f"data path not found: {p}")
@@ -73,8 +83,7 @@ def load_dataset(path: str | Path, format: str | None = None, options: SourceOpt
         >>> ds.labels.shape, ds.label_names                     # doctest: +SKIP
         ((32, 1), ('lesion',))
     """
-    from medtransfer.data import sources  # noqa: F401  (registers the built-in sources)
-
+    builtin_sources()
     options = options or SourceOptions()
     name = format or detect_format(path)
     source_cls = DATA_SOURCES.get(name)

@@ -1,0 +1,3 @@
+from medtransfer.cli import main
+
+main()

@@ -1,0 +1,63 @@
+"""The ``medtransfer`` command line: thin commands that parse options, build a config and call one function.
+
+Errors the user can fix (:class:`~medtransfer.errors.UserError`) are printed as one line with a non-zero exit
+code; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from medtransfer import __version__
+from medtransfer.errors import UserError
+
+app = typer.Typer(
+    name="medtransfer",
+    help="Targeted transfer learning on small medical imaging datasets.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+_state = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"medtransfer {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="More log output."),
+) -> None:
+    from medtransfer.logs import setup_logging
+
+    _state["debug"] = debug
+    setup_logging(verbose)
+
+
+def _register_commands() -> None:
+    # Explicit imports (no folder scanning); each module adds its commands to `app`.
+    from medtransfer.cli import data, demo, train  # noqa: F401
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``medtransfer`` script."""
+    _register_commands()
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        app(args=args, prog_name="medtransfer")
+    except UserError as e:
+        if _state["debug"] or "--debug" in args:
+            raise
+        typer.secho("error: " + " ".join(str(e).split()), err=True, fg="red")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.secho("interrupted", err=True)
+        sys.exit(130)

@@ -1,0 +1,87 @@
+"""``medtransfer train | evaluate | predict | lr-find``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from medtransfer.cli import app
+
+console = Console()
+SET = typer.Option(None, "--set", help="Override a config key: --set train.epochs=5 (repeatable).")
+
+
+def _fmt_ci(m: dict) -> str:
+    lo, hi = m.get("auc_ci") or (float("nan"), float("nan"))
+    return f"{m['auc']:.4f} (95% CI {lo:.4f}–{hi:.4f}, n={m['n']})"
+
+
+@app.command("train")
+def train(
+    config: Path = typer.Argument(..., help="Train config (YAML); see docs/config.md."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder to write."),
+    set_: list[str] = SET,
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint."),
+) -> None:
+    """Train one model: one source, one transfer strategy, one training-set size."""
+    from medtransfer.config import load_config
+    from medtransfer.errors import TrainingFailed, UserError
+    from medtransfer.training.run import train_run
+
+    cfg = load_config(config, set_ or [])
+    try:
+        m = train_run(cfg, out, resume=resume)
+    except TrainingFailed as e:
+        raise UserError(f"training failed: {e} (recorded in {out / 'status.json'})") from None
+    console.print(f"validation AUC {_fmt_ci(m['val'])}")
+    if m.get("split") == "test":
+        console.print(f"test AUC       {_fmt_ci(m)}")
+    console.print(f"{m['epochs_run']} epochs, best {m['best_epoch'] + 1}, {m['seconds']:.0f} s → {out}")
+
+
+@app.command("evaluate")
+def evaluate(
+    run: Path = typer.Argument(..., help="A run folder written by `medtransfer train`."),
+    data: str = typer.Option(..., "--data", help="Dataset to evaluate on."),
+    out: Path = typer.Option(..., "--out", "-o", help="metrics.json to write."),
+    format: str | None = typer.Option(None, "--format", "-f"),
+    split: str | None = typer.Option(None, "--split", help="train | val | test (default: all images)."),
+    labels: str | None = typer.Option(None, "--labels", help="Label columns of the data, comma-separated."),
+) -> None:
+    """AUC per label and macro with bootstrap 95% CI on any dataset with the run's labels."""
+    from medtransfer.training.inference import evaluate_run
+
+    lab = [x.strip() for x in labels.split(",")] if labels else None
+    m = evaluate_run(run, data, out, format=format, split=split, labels=lab)
+    console.print(f"AUC {_fmt_ci(m)} → {out}")
+
+
+@app.command("predict")
+def predict(
+    run: Path = typer.Argument(..., help="A run folder written by `medtransfer train`."),
+    data: str = typer.Option(..., "--data", help="Images to score."),
+    out: Path = typer.Option(..., "--out", "-o", help="predictions.csv to write."),
+    format: str | None = typer.Option(None, "--format", "-f"),
+) -> None:
+    """Per-image probabilities as CSV (image_id, patient_id, prob_<label> ...)."""
+    from medtransfer.training.inference import predict_run
+
+    table = predict_run(run, data, out, format=format)
+    console.print(f"{len(table)} predictions → {out}")
+
+
+@app.command("lr-find")
+def lr_find(
+    config: Path = typer.Argument(..., help="Train config (YAML)."),
+    set_: list[str] = SET,
+    num_iter: int = typer.Option(100, "--iters", help="Number of steps of the range test."),
+) -> None:
+    """Learning-rate range test (Leslie Smith); prints a suggested train.lr."""
+    from medtransfer.config import load_config
+    from medtransfer.training.run import suggest_lr
+
+    cfg = load_config(config, set_ or [])
+    lr = suggest_lr(cfg, num_iter=num_iter)
+    console.print(f"suggested train.lr: {lr:.2e}   (use --set train.lr={lr:.1e})")

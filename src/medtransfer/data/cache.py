@@ -1,0 +1,121 @@
+"""Decode once: every image is decoded a single time to uint8 at the training resolution.
+
+The result is a memory-mapped ``.npy`` array ``(N, C, S, S)`` under the cache folder, keyed by the image
+source's identity (which hashes its file list or array), the resolution and the channel count. The second
+epoch and the next run read no image files. The file is written under a temporary name and renamed when
+complete, so an interrupted build leaves nothing that a later run could mistake for a cache.
+
+Intensity: uint8 images are kept as they are; other dtypes (16-bit PNG, DICOM after rescale, NIfTI) are
+min–max scaled per image to 0–255, the usual display mapping for radiographs without a VOI window.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from medtransfer.data.dataset import ArraySource, ImageDataset
+from medtransfer.errors import DataError
+from medtransfer.io import atomic_write
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = "1"
+
+
+def default_cache_dir() -> Path:
+    """``$MEDTRANSFER_CACHE`` or ``~/.cache/medtransfer``."""
+    env = os.environ.get("MEDTRANSFER_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "medtransfer"
+
+
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    """Map one ``(C, H, W)`` image to uint8 (min–max per image for non-uint8 input)."""
+    if img.dtype == np.uint8:
+        return img
+    x = img.astype(np.float32)
+    finite = np.isfinite(x)  # NaN/inf pixels (e.g. masked NIfTI) become 0: a NaN cast to uint8 is undefined
+    if not finite.any():
+        return np.zeros(img.shape, np.uint8)
+    lo, hi = float(x[finite].min()), float(x[finite].max())
+    if hi <= lo:
+        return np.zeros(img.shape, np.uint8)
+    scaled = np.rint((np.where(finite, x, lo) - lo) * (255.0 / (hi - lo)))
+    return np.clip(scaled, 0, 255).astype(np.uint8)
+
+
+def resize_uint8(img: np.ndarray, size: int) -> np.ndarray:
+    """Resize a ``(C, H, W)`` uint8 image to ``(C, size, size)`` with PIL's antialiased bilinear filter."""
+    if img.shape[1] == size and img.shape[2] == size:
+        return img
+    return np.stack([np.asarray(Image.fromarray(ch).resize((size, size), Image.BILINEAR)) for ch in img])
+
+
+def cache_key(ds: ImageDataset, size: int | None) -> str:
+    h = hashlib.sha1(f"{CACHE_VERSION}|{ds.images.identity}|{size}|{ds.channels}".encode()).hexdigest()[:20]
+    return f"{ds.name.replace('/', '_').replace(':', '_')[:40]}-{size or 'native'}-{h}"
+
+
+def cached_images(
+    ds: ImageDataset, size: int | None, cache_dir: str | Path | None = None, progress: bool = True
+) -> np.ndarray:
+    """All images of ``ds`` as a read-only uint8 memmap ``(N, C, S, S)``, building the cache on first use.
+
+    ``size=None`` keeps the native resolution, which then must be the same for every image.
+
+    Example:
+        >>> arr = cached_images(load_dataset("synthetic:chest,n=8"), 32)   # doctest: +SKIP
+        >>> arr.shape, arr.dtype                                            # doctest: +SKIP
+        ((8, 1, 32, 32), dtype('uint8'))
+    """
+    folder = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    path = folder / f"{cache_key(ds, size)}.npy"
+    if path.is_file():
+        arr = np.load(path, mmap_mode="r")
+        if arr.shape[0] == len(ds) and arr.dtype == np.uint8:
+            return arr
+        log.warning("cache %s does not match the dataset; rebuilding", path)
+    first = ds.load(0)
+    c = first.shape[0]
+    h, w = (size, size) if size else first.shape[1:]
+    shape = (len(ds), c, h, w)
+    atomic_write(path, lambda tmp: _fill(ds, size, shape, tmp, progress))
+    log.info("decoded %d images into %s", len(ds), path)
+    return np.load(path, mmap_mode="r")
+
+
+def _fill(ds: ImageDataset, size: int | None, shape: tuple[int, ...], tmp: Path, progress: bool) -> None:
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+    images = ds.images
+    # Fast path: an in-memory uint8 array already at the right size is copied in one go.
+    if isinstance(images, ArraySource) and images.array.dtype == np.uint8 and (size is None or (
+        images.array.shape[1] == size and images.array.shape[2] == size
+    )):
+        arr = images.array
+        out[:] = arr[:, None] if arr.ndim == 3 else np.moveaxis(arr, -1, 1)
+        out.flush()
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn(f"decoding {ds.name}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TimeRemainingColumn())
+    with Progress(*columns, disable=not progress or len(ds) < 200, transient=True) as bar:
+        task = bar.add_task("decode", total=len(ds))
+        for i in range(len(ds)):
+            img = to_uint8(ds.load(i))
+            if img.shape[0] != shape[1]:
+                raise DataError(f"{images.describe(i)} has {img.shape[0]} channel(s); the first image has {shape[1]}")
+            if size is None and img.shape[1:] != tuple(shape[2:]):
+                raise DataError(
+                    f"{images.describe(i)} is {img.shape[1]}x{img.shape[2]} but the first image is "
+                    f"{shape[2]}x{shape[3]}; set data.image_size (--set data.image_size=S) to resize all images"
+                )
+            out[i] = resize_uint8(img, size) if size else img
+            bar.advance(task)
+    out.flush()
+    del out

@@ -1,0 +1,75 @@
+"""What ``medtransfer data inspect`` reports: counts, labels, patients, image sizes, problems found."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from medtransfer.data.dataset import ImageDataset
+from medtransfer.errors import DataError
+
+
+@dataclass
+class Inspection:
+    name: str
+    task: str
+    n_images: int
+    n_patients: int
+    channels: int
+    labels: list[dict] = field(default_factory=list)  # name, n_pos, n_neg, n_unknown, prevalence
+    sizes: dict[str, int] = field(default_factory=dict)  # "HxW" → count among images read
+    dtypes: dict[str, int] = field(default_factory=dict)
+    n_read: int = 0
+    source_splits: dict[str, int] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+
+def inspect_dataset(ds: ImageDataset, sample: int | None = 32) -> Inspection:
+    """Summarise ``ds``; decode ``sample`` evenly spaced images (all when ``sample`` is None).
+
+    Example:
+        >>> rep = inspect_dataset(load_dataset("synthetic:hand,n=16"))   # doctest: +SKIP
+        >>> rep.n_images, rep.task                                        # doctest: +SKIP
+        (16, 'binary')
+    """
+    rep = Inspection(ds.name, ds.task, len(ds), int(ds.meta["patient_id"].nunique()), ds.channels)
+    for k, name in enumerate(ds.label_names):
+        col = ds.labels[:, k]
+        known = np.isfinite(col)
+        n_pos = int((col[known] == 1).sum())
+        n_known = int(known.sum())
+        rep.labels.append({
+            "name": name, "n_pos": n_pos, "n_neg": n_known - n_pos, "n_unknown": int((~known).sum()),
+            "prevalence": n_pos / n_known if n_known else float("nan"),
+        })
+        if n_known and n_pos in (0, n_known):
+            rep.problems.append(f"label '{name}' has only {'negatives' if n_pos == 0 else 'positives'}")
+    if "source_split" in ds.meta.columns:
+        rep.source_splits = {str(k): int(v) for k, v in ds.meta["source_split"].value_counts().items()}
+    missing = ds.info.get("n_images_missing", 0)
+    if missing:
+        rep.problems.append(
+            f"{missing} of {len(ds)} image files are missing under {ds.info.get('image_root', 'the image folder')}"
+        )
+    idx = np.arange(len(ds)) if sample is None else np.unique(np.linspace(0, len(ds) - 1, min(sample, len(ds))).astype(int))
+    sizes: Counter = Counter()
+    dtypes: Counter = Counter()
+    unreadable = []
+    for i in idx:
+        try:
+            img = ds.load(int(i))
+        except DataError as e:
+            if not missing or "not found" not in str(e):
+                unreadable.append(str(e))
+            continue
+        sizes[f"{img.shape[1]}x{img.shape[2]}"] += 1
+        dtypes[str(img.dtype)] += 1
+        rep.n_read += 1
+    rep.sizes, rep.dtypes = dict(sizes), dict(dtypes)
+    if unreadable:
+        rep.problems.append(f"{len(unreadable)} unreadable image(s) among {len(idx)} read; first: {unreadable[0]}")
+    if len(sizes) > 1:
+        rep.problems.append(f"images have {len(sizes)} different sizes; they are resized to data.image_size")
+    return rep

@@ -1,0 +1,253 @@
+"""Decode one 2D image file into a ``(C, H, W)`` array in the file's own dtype.
+
+:func:`read_image` dispatches on the file name:
+
+* PNG / JPEG / TIFF / BMP (Pillow): 8-bit → ``uint8``, 16-bit grey → ``uint16``, float TIFF → ``float32``;
+  RGB stays 3 channels, alpha is dropped, palette images become grey (``L``).
+* DICOM (``.dcm``, ``.dicom`` or no suffix with the ``DICM`` preamble, pydicom): the modality LUT
+  (RescaleSlope/RescaleIntercept) is applied and ``MONOCHROME1`` is inverted so that high = bright,
+  as in ``MONOCHROME2``; returns ``float32``.
+* NIfTI (``.nii``, ``.nii.gz``, nibabel): singleton axes are squeezed and the result must be 2D; returns
+  ``float32``. Orientation: the affine is ignored; rows follow the second voxel axis and columns the
+  first (``data.T``), with no flips, so the voxel → pixel mapping is the same whatever the radiological
+  convention of the file. Images may show up rotated compared to a viewer, but consistently so.
+
+Every problem the user can fix (missing file, truncated file, a 3D volume) raises :class:`DataError`
+naming the file. Nothing is configured on import: Pillow's global ``LOAD_TRUNCATED_IMAGES`` is left alone,
+and truncated files are refused by forcing the decode (``Image.load``) inside the reader.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from medtransfer.errors import DataError
+
+log = logging.getLogger(__name__)
+
+PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+DICOM_SUFFIXES = (".dcm", ".dicom")
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+IMAGE_SUFFIXES = PIL_SUFFIXES + DICOM_SUFFIXES + NIFTI_SUFFIXES
+
+_PNG_END = b"IEND\xaeB`\x82"
+_JPEG_END = b"\xff\xd9"
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Decode a 2D image file into ``(C, H, W)`` in its native dtype (uint8, uint16 or float32).
+
+    Example:
+        >>> img = read_image(Path("images/case_001.png"))   # doctest: +SKIP
+        >>> img.shape, img.dtype                              # doctest: +SKIP
+        ((1, 512, 512), dtype('uint8'))
+    """
+    path = Path(path)
+    kind = _kind(path)
+    try:
+        if kind == "pil":
+            return _read_pil(path)
+        if kind == "dicom":
+            return _read_dicom(path)
+        return _read_nifti(path)
+    except DataError:
+        raise
+    except FileNotFoundError:
+        raise DataError(f"image file not found: {path}") from None
+    except Exception as e:  # decoders raise many types (OSError, SyntaxError, zlib.error, EOFError ...)
+        raise _unreadable(path, e) from e
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """``(H, W)`` of a 2D image, read from the header where the format allows (no pixel decode).
+
+    Example:
+        >>> image_size(Path("images/case_001.png"))   # doctest: +SKIP
+        (512, 512)
+    """
+    path = Path(path)
+    kind = _kind(path)
+    try:
+        if kind == "pil":
+            from PIL import Image
+
+            with Image.open(path) as im:  # opening parses the header only
+                return im.size[1], im.size[0]
+        if kind == "dicom":
+            import pydicom
+
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            return int(ds.Rows), int(ds.Columns)
+        import nibabel as nib
+
+        full = nib.load(path).shape  # header only; the data stay on disk
+        shape = [s for s in full if s != 1]
+        if len(shape) != 2:
+            raise _not_2d(path, full)
+        return shape[1], shape[0]  # rows follow the second voxel axis (see the module docstring)
+    except DataError:
+        raise
+    except FileNotFoundError:
+        raise DataError(f"image file not found: {path}") from None
+    except Exception as e:
+        raise _unreadable(path, e) from e
+
+
+def is_image_file(path: Path) -> bool:
+    """Whether :func:`read_image` knows the file's suffix (DICOM files without a suffix are not counted)."""
+    name = path.name.lower()
+    return name.endswith(IMAGE_SUFFIXES)
+
+
+def _kind(path: Path) -> str:
+    """``pil``, ``dicom`` or ``nifti`` from the suffix (or the DICOM preamble); raise for anything else."""
+    name = path.name.lower()
+    if name.endswith(PIL_SUFFIXES):
+        kind = "pil"
+    elif name.endswith(DICOM_SUFFIXES):
+        kind = "dicom"
+    elif name.endswith(NIFTI_SUFFIXES):
+        kind = "nifti"
+    elif not path.suffix or path.suffix[1:].isdigit():  # DICOM files are often named 1.2.840... or IM0001
+        if not path.exists():
+            raise DataError(f"image file not found: {path}")
+        if not _has_dicom_preamble(path):
+            raise DataError(
+                f"cannot read image {path}: no file suffix and no DICOM preamble; "
+                f"rename it with one of {list(IMAGE_SUFFIXES)}"
+            )
+        kind = "dicom"
+    else:
+        raise DataError(f"cannot read image {path}: unsupported file type; use one of {list(IMAGE_SUFFIXES)}")
+    if not path.exists():
+        raise DataError(f"image file not found: {path}")
+    return kind
+
+
+def _has_dicom_preamble(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def _unreadable(path: Path, error: BaseException) -> DataError:
+    reason = " ".join(str(error).split()) or type(error).__name__  # keep the message on one line
+    return DataError(f"cannot read image {path}: {reason}; the file may be truncated or not an image")
+
+
+def _not_2d(path: Path, shape: tuple[int, ...]) -> DataError:
+    return DataError(
+        f"image {path} has shape {tuple(shape)}: 2D sources need 2D images; "
+        "extract 2D slices or use a 3D (segmentation) source"
+    )
+
+
+def _to_chw(arr: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0))
+
+
+def _read_pil(path: Path) -> np.ndarray:
+    from PIL import Image, ImageFile
+
+    with Image.open(path) as im:
+        if getattr(im, "n_frames", 1) > 1:
+            raise _not_2d(path, (im.n_frames, im.size[1], im.size[0]))
+        # Pillow opens lazily: a truncated file only fails when the pixels are decoded, so decode here
+        # (inside the try of read_image) rather than at some later np.asarray deep in a DataLoader.
+        im.load()
+        if ImageFile.LOAD_TRUNCATED_IMAGES:
+            # Someone else switched Pillow to fill truncated images with grey; still refuse them.
+            _require_complete(path, im.format)
+        arr = _pil_to_array(im)
+    return _to_chw(arr)
+
+
+def _pil_to_array(im) -> np.ndarray:
+    """Pillow image → ``(H, W)`` or ``(H, W, 3)`` array without changing the bit depth."""
+    mode = im.mode
+    if mode.startswith("I;16"):  # 16-bit grey (PNG, TIFF), any byte order
+        return np.asarray(im).astype(np.uint16, copy=False)
+    if mode == "I":  # 32-bit int: what older Pillow gives for 16-bit PNGs
+        arr = np.asarray(im)
+        if arr.size and arr.min() >= 0 and arr.max() <= np.iinfo(np.uint16).max:
+            return arr.astype(np.uint16)
+        return arr.astype(np.float32)
+    if mode == "F":
+        return np.asarray(im, dtype=np.float32)
+    if mode in ("L", "RGB"):
+        return np.asarray(im)
+    if mode in ("LA", "La"):
+        return np.asarray(im)[..., 0]
+    if mode in ("P", "PA", "1"):
+        return np.asarray(im.convert("L"))
+    # RGBA, CMYK, YCbCr, LAB, HSV ...: 3-channel RGB without alpha
+    return np.asarray(im.convert("RGB"))
+
+
+def _require_complete(path: Path, fmt: str | None) -> None:
+    """Refuse a PNG without its end chunk or a JPEG without its end marker (checks the last bytes only)."""
+    marker = {"PNG": _PNG_END, "JPEG": _JPEG_END}.get(fmt or "")
+    if marker is None:
+        return
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        f.seek(max(0, size - 4096))  # tolerate a little trailing padding after the end marker
+        tail = f.read()
+    if marker not in tail:
+        raise DataError(
+            f"cannot read image {path}: image file is truncated (no {fmt} end marker); "
+            "the file may be truncated or not an image"
+        )
+
+
+def _read_dicom(path: Path) -> np.ndarray:
+    import pydicom
+    from pydicom.pixels import apply_modality_lut
+
+    ds = pydicom.dcmread(path)
+    if "PixelData" not in ds:
+        raise DataError(f"cannot read image {path}: the DICOM file has no pixel data; is it an image?")
+    arr = ds.pixel_array
+    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
+    if frames > 1:
+        raise _not_2d(path, arr.shape)
+    if samples > 1:  # colour DICOM (e.g. secondary capture): no modality LUT applies
+        return _to_chw(arr.astype(np.float32))
+    out = np.asarray(apply_modality_lut(arr, ds), dtype=np.float32)
+    if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+        out = _invert_monochrome1(out, ds, apply_modality_lut)
+    return _to_chw(out)
+
+
+def _invert_monochrome1(out: np.ndarray, ds, apply_modality_lut) -> np.ndarray:
+    """MONOCHROME1 shows low values bright: mirror the values within the range the stored bits allow.
+
+    Mirroring within the possible range (not the image's own min/max) keeps intensities comparable
+    across images of the same acquisition.
+    """
+    bits = int(getattr(ds, "BitsStored", 0) or getattr(ds, "BitsAllocated", 16))
+    if int(getattr(ds, "PixelRepresentation", 0)) == 1:
+        stored = np.array([-(2 ** (bits - 1)), 2 ** (bits - 1) - 1], dtype=np.float64)
+    else:
+        stored = np.array([0, 2**bits - 1], dtype=np.float64)
+    lo, hi = np.sort(np.asarray(apply_modality_lut(stored, ds), dtype=np.float64))
+    return (lo + hi - out).astype(np.float32)
+
+
+def _read_nifti(path: Path) -> np.ndarray:
+    import nibabel as nib
+
+    img = nib.load(path)
+    shape = img.shape
+    if len([s for s in shape if s != 1]) != 2:
+        raise _not_2d(path, shape)
+    data = np.squeeze(np.asarray(img.get_fdata(dtype=np.float32)))
+    return _to_chw(data.T)  # (i, j) voxel axes → rows = j, columns = i (see the module docstring)

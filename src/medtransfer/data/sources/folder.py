@@ -1,0 +1,316 @@
+"""A folder of image files described by one CSV: the form most users' own data comes in.
+
+The CSV has one row per image: a file name column (relative to the CSV's folder, or to an ``images/``
+subfolder, or absolute), optional label column(s) and an optional patient column::
+
+    file,label,patient_id
+    images/case_001.png,pneumonia,P17
+
+One label column gives a binary task when its values are 0/1 (the label name is the column name), otherwise a
+multi-class task over its sorted distinct values. Several label columns give a multi-label task (values 0, 1
+or empty = unknown). Row numbers in error messages count the header as row 1, as a spreadsheet shows them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from medtransfer.data.dataset import FileSource, ImageDataset, one_hot
+from medtransfer.data.readers import read_image
+from medtransfer.data.sources.base import DATA_SOURCES, DataSource, SourceOptions
+from medtransfer.data.sources.nih_cxr14 import is_data_entry_file
+from medtransfer.errors import DataError
+from medtransfer.registry import suggest
+
+log = logging.getLogger(__name__)
+
+IMAGE_COLUMNS = ("file", "filename", "image", "image_id", "path", "Image Index")
+PATIENT_COLUMNS = ("patient_id", "Patient ID", "patient")
+LABEL_COLUMN = "label"
+MAX_LISTED = 5
+
+
+def _csvs_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(".csv"))
+
+
+def _row(i: int) -> int:
+    """CSV row number as a spreadsheet shows it: the header is row 1, the first data row is row 2."""
+    return i + 2
+
+
+@DATA_SOURCES.register("folder")
+class FolderSource(DataSource):
+    """Image files (PNG, JPEG, TIFF, DICOM, 2D NIfTI) listed in one CSV with labels and patient ids."""
+
+    name = "folder"
+    description = "a folder with one CSV (file name, label column(s), optional patient id) and the images"
+
+    @staticmethod
+    def detect(path: Path) -> bool:
+        if path.is_file():
+            return path.name.lower().endswith(".csv") and not is_data_entry_file(path)
+        if path.is_dir():
+            csvs = _csvs_in(path)
+            return len(csvs) == 1 and not is_data_entry_file(csvs[0])
+        return False
+
+    def load(self, path: Path, options: SourceOptions) -> ImageDataset:
+        csv = _find_csv(path)
+        folder = csv.parent
+        header = _read_header(csv)
+        image_col = _image_column(header, options.image_column, csv)
+        label_cols = _label_columns(header, options, csv)
+        patient_col = _patient_column(header, options.patient_column, csv)
+        if image_col in label_cols:
+            raise DataError(f"{csv.name}: column '{image_col}' cannot be both the image and a label column")
+
+        text_cols = {c: str for c in (image_col, patient_col, *label_cols) if c is not None}
+        df = _read_rows(csv, text_cols)
+        names = _image_names(df[image_col], csv, image_col)
+        paths = _resolve_paths(names, folder, csv)
+
+        labels, label_names, task = _labels(df, label_cols, options.task, csv)
+
+        if patient_col is not None:
+            patients = df[patient_col].str.strip()
+            blank = patients.isna() | (patients == "")
+            if blank.any():
+                log.warning(
+                    "%s: %d rows have no '%s'; each counts as its own patient",
+                    csv.name,
+                    int(blank.sum()),
+                    patient_col,
+                )
+                patients = patients.where(~blank, names)
+        else:
+            patients = names
+        meta = pd.DataFrame({"image_id": names.to_numpy(), "patient_id": patients.to_numpy(), "path": paths})
+        for col in df.columns:
+            if col in (image_col, patient_col) or col in label_cols:
+                continue
+            # never overwrite a column the data contract defines (a CSV may have its own 'path')
+            key = col if col not in meta.columns else f"csv_{col}"
+            meta[key] = df[col].to_numpy()
+
+        channels = read_image(Path(paths[0])).shape[0]  # one decode; also fails early on an unreadable file
+        return ImageDataset(
+            name=folder.name or csv.stem,
+            images=FileSource(paths, read_image, channels=channels),
+            labels=labels,
+            label_names=label_names,
+            task=task,
+            meta=meta,
+            info={
+                "csv": str(csv),
+                "image_root": str(folder),
+                "image_column": image_col,
+                "label_columns": list(label_cols),
+                "patient_column": patient_col,
+            },
+        )
+
+
+def _find_csv(path: Path) -> Path:
+    if path.is_file():
+        if not path.name.lower().endswith((".csv", ".csv.gz")):
+            raise DataError(f"{path} is not a CSV file; pass a folder with one CSV or the CSV itself")
+        return path
+    if not any(path.iterdir()):
+        raise DataError(
+            f"folder {path} is empty; put the images and one CSV listing them (e.g. file,label) there"
+        )
+    csvs = _csvs_in(path)
+    if not csvs:
+        raise DataError(
+            f"no CSV file in {path}; add one CSV listing the images (a file name column and label columns)"
+        )
+    if len(csvs) > 1:
+        raise DataError(
+            f"several CSV files in {path}: {[p.name for p in csvs]}; pass the path of the one to use"
+        )
+    return csvs[0]
+
+
+def _read_header(csv: Path) -> list[str]:
+    try:
+        return [str(c) for c in pd.read_csv(csv, nrows=0).columns]
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{csv} is empty; it needs a header row and one row per image") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as e:
+        raise DataError(f"cannot read {csv}: {' '.join(str(e).split())}; is it a CSV file?") from e
+
+
+def _read_rows(csv: Path, text_cols: dict[str, type]) -> pd.DataFrame:
+    # Image, patient and label columns are read as text: ids keep leading zeros and bad label values are
+    # reported as written; the other columns keep pandas' type inference for the metadata.
+    try:
+        df = pd.read_csv(csv, dtype=text_cols)
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as e:
+        raise DataError(f"cannot read {csv}: {' '.join(str(e).split())}; is it a CSV file?") from e
+    if df.empty:
+        raise DataError(f"{csv} has a header but no rows; list one image per row")
+    return df
+
+
+def _missing_column(csv: Path, what: str, name: str, columns: list[str]) -> DataError:
+    close = suggest(name, columns)
+    hint = f" (did you mean {close}?)" if close else ""
+    return DataError(f"{csv.name} has no {what} column '{name}'{hint}; available columns: {columns}")
+
+
+def _find_column(columns: list[str], candidates: tuple[str, ...]) -> str | None:
+    lowered = {c.strip().lower(): c for c in reversed(columns)}  # first spelling wins on duplicates
+    for cand in candidates:
+        if cand.lower() in lowered:
+            return lowered[cand.lower()]
+    return None
+
+
+def _image_column(columns: list[str], name: str | None, csv: Path) -> str:
+    if name is not None:
+        if name not in columns:
+            raise _missing_column(csv, "image", name, columns)
+        return name
+    found = _find_column(columns, IMAGE_COLUMNS)
+    if found is None:
+        raise DataError(
+            f"{csv.name}: no image file column among {columns}; name one {list(IMAGE_COLUMNS[:3])} "
+            "or pass image_column"
+        )
+    return found
+
+
+def _patient_column(columns: list[str], name: str | None, csv: Path) -> str | None:
+    if name is not None:
+        if name not in columns:
+            raise _missing_column(csv, "patient", name, columns)
+        return name
+    return _find_column(columns, PATIENT_COLUMNS)
+
+
+def _label_columns(columns: list[str], options: SourceOptions, csv: Path) -> tuple[str, ...]:
+    if options.labels is not None:
+        labels = tuple(options.labels)
+        for name in labels:
+            if name not in columns:
+                raise _missing_column(csv, "label", name, columns)
+        if len(set(labels)) != len(labels):
+            raise DataError(f"{csv.name}: label columns {list(labels)} repeat a column; name each once")
+        return labels
+    found = _find_column(columns, (LABEL_COLUMN,))
+    if found is None and options.task not in (None, "unlabelled"):
+        raise DataError(
+            f"{csv.name}: task {options.task} needs label columns but there is no '{LABEL_COLUMN}' column; "
+            f"pass labels=... from {columns}"
+        )
+    return (found,) if found is not None else ()
+
+
+def _image_names(column: pd.Series, csv: Path, image_col: str) -> pd.Series:
+    names = column.str.strip()
+    blank = names.isna() | (names == "")
+    if blank.any():
+        row = _row(int(np.flatnonzero(blank.to_numpy())[0]))
+        raise DataError(f"{csv.name} row {row}: empty '{image_col}'; fill in the image file name")
+    return names.reset_index(drop=True)
+
+
+def _resolve_paths(names: pd.Series, folder: Path, csv: Path) -> list[str]:
+    """Absolute names as they are; relative ones under the CSV's folder, else under its ``images/``."""
+    images = folder / "images"
+    paths: list[str] = []
+    missing: list[int] = []
+    for i, name in enumerate(names):
+        bases = ("",) if os.path.isabs(name) else (folder, images)
+        candidates = [os.path.normpath(os.path.join(base, name)) for base in bases]
+        p = next((c for c in candidates if os.path.exists(c)), None)
+        if p is None:
+            missing.append(i)
+            p = candidates[0]
+        paths.append(p)
+    if missing:
+        first = [names.iat[i] for i in missing[:MAX_LISTED]]
+        raise DataError(
+            f"{len(missing)} of {len(names)} images listed in {csv.name} are missing "
+            f"(first at row {_row(missing[0])}: {first}); paths are looked up relative to {folder} "
+            f"and {images}: check the file names or copy the images there"
+        )
+    seen: dict[str, int] = {}
+    for i, p in enumerate(paths):
+        if p in seen:
+            raise DataError(
+                f"{csv.name} rows {_row(seen[p])} and {_row(i)} list the same image '{names.iat[i]}'; "
+                "keep one row per image"
+            )
+        seen[p] = i
+    return paths
+
+
+def _labels(
+    df: pd.DataFrame, cols: tuple[str, ...], task: str | None, csv: Path
+) -> tuple[np.ndarray, tuple[str, ...], str]:
+    """Label array, label names and task from the label column(s), checked against a forced ``task``."""
+    n = len(df)
+    if not cols:
+        if task not in (None, "unlabelled"):
+            raise DataError(f"{csv.name}: task {task} needs label columns; pass labels=...")
+        return np.zeros((n, 0), dtype=np.float32), (), "unlabelled"
+    if task == "unlabelled":
+        raise DataError(f"{csv.name}: task unlabelled contradicts label columns {list(cols)}; drop one")
+    if len(cols) > 1:
+        if task not in (None, "multilabel"):
+            raise DataError(
+                f"{csv.name}: {len(cols)} label columns {list(cols)} make a multilabel task, not {task}; "
+                "pass one label column for a binary or multiclass task"
+            )
+        return np.stack([_binary_column(df, c, csv) for c in cols], axis=1), tuple(cols), "multilabel"
+
+    col = cols[0]
+    text = df[col].str.strip()
+    known = text.notna() & (text != "")
+    values = text[known]
+    numbers = pd.to_numeric(values, errors="coerce")
+    is_binary = bool(numbers.notna().all() and numbers.isin((0, 1)).all())
+    if task in ("binary", "multilabel") or (task is None and is_binary):
+        if not is_binary:
+            distinct = sorted(values.unique().tolist())
+            shown = distinct[:MAX_LISTED] + (["..."] if len(distinct) > MAX_LISTED else [])
+            raise DataError(
+                f"{csv.name}: column '{col}' has {len(distinct)} distinct values {shown}; "
+                f"a {task or 'binary'} task needs 0/1 values: recode them or use task multiclass"
+            )
+        return _binary_column(df, col, csv)[:, None], (col,), task or "binary"
+
+    # multiclass: one-hot over the sorted distinct values (numerically sorted when all values are numbers)
+    if numbers.notna().all():
+        keys = numbers.map(lambda v: str(int(v)) if float(v).is_integer() else str(v))
+        classes = sorted(keys.unique().tolist(), key=float)
+    else:
+        keys = values
+        classes = sorted(keys.unique().tolist())
+    codes = np.full(n, -1, dtype=np.int64)
+    codes[np.flatnonzero(known.to_numpy())] = pd.Categorical(keys, categories=classes).codes
+    if len(classes) < 2:
+        log.warning("%s: column '%s' has a single class %s", csv.name, col, classes)
+    return one_hot(codes, len(classes)), tuple(classes), "multiclass"
+
+
+def _binary_column(df: pd.DataFrame, col: str, csv: Path) -> np.ndarray:
+    """A 0/1/empty column → float32 with NaN for empty; any other value raises naming its row."""
+    text = df[col].str.strip()
+    blank = text.isna() | (text == "")
+    numbers = pd.to_numeric(text.where(~blank), errors="coerce")
+    bad = ~blank & ~numbers.isin((0, 1))
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(
+            f"{csv.name} row {_row(i)}, column '{col}': value '{text.iat[i]}' is not 0, 1 or empty; "
+            "multi-label columns take 0, 1 or empty (unknown): recode it"
+        )
+    return numbers.to_numpy(dtype=np.float32, na_value=np.nan)

@@ -1,0 +1,726 @@
+"""Deterministic radiograph-like phantoms of two anatomical sites (``chest``, ``hand``), data format ``synthetic``.
+
+The dataset "path" is a spec string::
+
+    synthetic:SITE[,key=value...]      e.g.  synthetic:chest,n=400,visibility=0.4,seed=1
+
+``SITE`` is ``chest``, ``hand`` or ``both`` (alias ``mixed``); keys: ``n`` (512), ``size`` (64),
+``visibility`` (0.5; lesion contrast, 0 = invisible, 1 = obvious), ``prevalence`` (0.5), ``seed`` (0) and
+``labels``: ``lesion`` (binary, the default for one site), ``site`` (multi-class ``chest``/``hand``, the default
+for ``both``) or ``none`` (an unlabelled archive for self-supervised pretraining).
+
+Image ``i`` is drawn from ``np.random.default_rng([seed, site_code, i])`` plus its pseudo-patient's anatomy
+(``default_rng([seed, 10 + site_code, patient])``), so any image can be made lazily, in any order, identically
+every time. Every random draw happens whether or not the image has a lesion: with ``visibility=0`` a positive
+image is bit-identical to the negative one. Lesion labels, patient grouping (1-3 images per patient) and, for
+``both``, the site of each patient come from seeded vectors whose prefix does not depend on ``n``.
+
+Each image is built from analytic shapes on a cached coordinate grid (no per-pixel Python), then exposed:
+blur, gamma/contrast and signal-dependent (Poisson-like) quantum noise, and stored as ``uint8`` ``(1, size, size)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from medtransfer.data.dataset import GeneratedSource, ImageDataset, one_hot
+from medtransfer.data.sources.base import DATA_SOURCES, DataSource, SourceOptions
+from medtransfer.errors import DataError
+
+GENERATOR_VERSION = "phantom-v1"  # bump whenever the pictures change (it is part of the cache identity)
+SITES = ("chest", "hand")
+_SITE_CODE = {"chest": 1, "hand": 2}
+_PLAN_CODE = {"chest": 21, "hand": 22, "both": 23}  # seeded vectors: labels, patient grouping, patient site
+_LABEL_KINDS = ("lesion", "site", "none")
+_EXAMPLE = "synthetic:chest,n=400,visibility=0.4,seed=1"
+
+# Lesion peak contrast at visibility=1, in the same units as the anatomy (ribs ~0.13, lung/soft tissue ~0.3).
+_CHEST_LESION_GAIN = 0.16
+_HAND_LESION_GAIN = 0.40
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """A parsed ``synthetic:`` spec; :meth:`canonical` is the normalised string (part of the cache identity)."""
+
+    site: str = "chest"
+    n: int = 512
+    size: int = 64
+    visibility: float = 0.5
+    prevalence: float = 0.5
+    seed: int = 0
+    labels: str = ""  # "" = the site's default (lesion for one site, site for both)
+
+    @classmethod
+    def parse(cls, text: str) -> SyntheticSpec:
+        """Parse ``synthetic:SITE[,key=value...]``; raise :class:`DataError` (one line) on anything invalid.
+
+        Example:
+            >>> SyntheticSpec.parse("synthetic:chest,n=400,visibility=0.4").n
+            400
+        """
+        text = str(text).strip()
+        valid = ", ".join(f.name for f in fields(cls))
+        hint = f"valid keys: {valid} (site: chest|hand|both, labels: lesion|site|none); e.g. {_EXAMPLE}"
+        if not text.startswith("synthetic:"):
+            raise DataError(f"bad synthetic spec '{text}': must start with 'synthetic:'; {hint}")
+        values: dict[str, str] = {}
+        for k, token in enumerate(t.strip() for t in text[len("synthetic:") :].split(",")):
+            if not token:
+                continue
+            key, sep, value = token.partition("=")
+            key, value = (key.strip().lower(), value.strip()) if sep else ("site", key.strip())
+            if k > 0 and not sep:
+                raise DataError(f"bad synthetic spec '{text}': '{token}' is not key=value; {hint}")
+            if key not in {f.name for f in fields(cls)}:
+                raise DataError(f"bad synthetic spec '{text}': unknown key '{key}'; {hint}")
+            if key in values:
+                raise DataError(f"bad synthetic spec '{text}': key '{key}' given twice; {hint}")
+            values[key] = value
+        try:
+            site = values.get("site", "chest").lower()
+            site = "both" if site == "mixed" else site
+            spec = cls(
+                site=site,
+                n=int(values.get("n", cls.n)),
+                size=int(values.get("size", cls.size)),
+                visibility=float(values.get("visibility", cls.visibility)),
+                prevalence=float(values.get("prevalence", cls.prevalence)),
+                seed=int(values.get("seed", cls.seed)),
+                labels=values.get("labels", "").lower(),
+            )
+        except ValueError as exc:
+            raise DataError(f"bad synthetic spec '{text}': {exc}; {hint}") from None
+        problem = spec._problem()
+        if problem:
+            raise DataError(f"bad synthetic spec '{text}': {problem}; {hint}")
+        return spec
+
+    def _problem(self) -> str:
+        if self.site not in (*SITES, "both"):
+            return f"unknown site '{self.site}'"
+        if not 1 <= self.n <= 10_000_000:
+            return f"n={self.n} must be in 1..10000000"
+        if not 16 <= self.size <= 1024:
+            return f"size={self.size} must be in 16..1024"
+        if not (0.0 <= self.visibility <= 1.0 and 0.0 <= self.prevalence <= 1.0):
+            return "visibility and prevalence must be in [0, 1]"
+        if not 0 <= self.seed < 2**32:
+            return f"seed={self.seed} must be in 0..2**32-1"
+        if self.labels and self.labels not in _LABEL_KINDS:
+            return f"unknown labels '{self.labels}'"
+        if self.label_kind == "site" and self.site != "both":
+            return "labels=site needs site=both"
+        return ""
+
+    @property
+    def label_kind(self) -> str:
+        return self.labels or ("site" if self.site == "both" else "lesion")
+
+    def canonical(self) -> str:
+        return (
+            f"synthetic:{self.site},n={self.n},size={self.size},visibility={self.visibility:g},"
+            f"prevalence={self.prevalence:g},seed={self.seed},labels={self.label_kind}"
+        )
+
+
+# --------------------------------------------------------------------------------------------- shared pieces
+
+F32 = np.float32
+
+
+@lru_cache(maxsize=8)
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-centre coordinates in [-1, 1] (x to the right, y downwards), float32, read-only."""
+    c = ((np.arange(size, dtype=np.float32) + 0.5) / size * 2 - 1).astype(np.float32)
+    y, x = np.meshgrid(c, c, indexing="ij")
+    x.flags.writeable = y.flags.writeable = False
+    return x, y
+
+
+@lru_cache(maxsize=1)
+def _noise_bank() -> np.ndarray:
+    """A fixed bank of standard normals; each film reads a random window (far cheaper than fresh normals)."""
+    bank = np.random.default_rng(20240917).standard_normal(2**21, dtype=np.float32)
+    bank.flags.writeable = False
+    return bank
+
+
+class _Film:
+    """One film's geometry: the pixel grid mapped into the phantom's canonical frame, and windows onto it.
+
+    The canonical frame has x to the right and y downwards with the anatomy inside about [-1, 1]²; a pose
+    (rotation, scale, translation) places it on the detector. :meth:`window` finds the pixels a canonical box
+    can reach, so small structures are drawn on small sub-arrays (most of the speed comes from this).
+    """
+
+    def __init__(self, size: int, rot: float, tx: float, ty: float, scale: float, edge: float) -> None:
+        gx, gy = _grid(size)
+        self.size, self.tx, self.ty, self.scale = size, tx, ty, scale
+        self.cos, self.sin = math.cos(rot), math.sin(rot)
+        xt, yt = gx - F32(tx), gy - F32(ty)
+        c, s = F32(self.cos / scale), F32(self.sin / scale)
+        self.x = xt * c
+        self.x += yt * s
+        self.y = yt * c
+        self.y -= xt * s
+        self.px = 2.0 / (size * scale) * edge  # the anti-aliasing edge (one pixel times the blur), canonical units
+
+    def window(self, x0: float, x1: float, y0: float, y1: float) -> tuple[slice, slice] | None:
+        """Row and column slices covering the canonical box ``[x0, x1] × [y0, y1]`` (None when off the film)."""
+        cols, rows = [], []
+        for x, y in ((x0, y0), (x1, y0), (x0, y1), (x1, y1)):
+            cols.append(self.scale * (self.cos * x - self.sin * y) + self.tx)
+            rows.append(self.scale * (self.sin * x + self.cos * y) + self.ty)
+        h = self.size / 2
+        c0, c1 = max(0, int((min(cols) + 1) * h) - 1), min(self.size, int((max(cols) + 1) * h) + 2)
+        r0, r1 = max(0, int((min(rows) + 1) * h) - 1), min(self.size, int((max(rows) + 1) * h) + 2)
+        if c0 >= c1 or r0 >= r1:
+            return None
+        return slice(r0, r1), slice(c0, c1)
+
+
+def _soft(d: np.ndarray, px: float) -> np.ndarray:
+    """Signed distance (positive inside, modified in place) → anti-aliased mask in [0, 1]."""
+    d *= F32(1.0 / px)
+    d += F32(0.5)
+    return np.clip(d, 0.0, 1.0, out=d)
+
+
+def _ellipse(x: np.ndarray, y: np.ndarray, cx: float, cy: float, ax: float, ay: float, px: float) -> np.ndarray:
+    """Soft mask of an axis-aligned ellipse, using 1 - f ≈ 2·distance/radius near the boundary."""
+    k = 0.5 * min(ax, ay) / px
+    sk = math.sqrt(k)
+    u = x - F32(cx)
+    u *= F32(sk / ax)
+    u *= u
+    v = y - F32(cy)
+    v *= F32(sk / ay)
+    v *= v
+    u += v
+    np.subtract(F32(k + 0.5), u, out=u)
+    return np.clip(u, 0.0, 1.0, out=u)
+
+
+def _blob(film: _Film, cx: float, cy: float, radius: float, profile: str):
+    """Window and values of a round lesion: ``sphere`` (projected thickness) or ``disc`` (flat, soft edge)."""
+    win = film.window(cx - radius, cx + radius, cy - radius, cy + radius)
+    if win is None:
+        return None, None
+    dx = film.x[win] - F32(cx)
+    dy = film.y[win] - F32(cy)
+    dx *= dx
+    dy *= dy
+    dx += dy
+    dx *= F32(-1.0 / radius**2)
+    dx += F32(1.0)
+    np.clip(dx, 0.0, 1.0, out=dx)
+    return win, (np.sqrt(dx, out=dx) if profile == "sphere" else np.minimum(dx * F32(3), F32(1), out=dx))
+
+
+def _expose(img: np.ndarray, r: np.ndarray, size: int) -> np.ndarray:
+    """Characteristic curve, contrast and Poisson-like noise; ``r`` holds four uniforms. → uint8 (1, size, size).
+
+    (Blur is applied upstream: every edge is drawn with a random softness.)
+    """
+    np.clip(img, 0.0, 1.0, out=img)
+    # a gamma-like monotone curve x + k·x·(1 - x), |k| ≤ 0.3, then window/level
+    t = F32(1.0) - img
+    t *= img
+    t *= F32(0.6 * (r[0] - 0.5))
+    img += t
+    img *= F32(0.88 + 0.12 * r[1] - 0.06 * r[2])
+    img += F32(0.06 * r[2])
+    # quantum noise: std ∝ sqrt(signal); a random window of a fixed bank keeps it deterministic and cheap
+    bank = _noise_bank()
+    n = size * size
+    start = int(r[3] * (bank.size - n))
+    noise = bank[start : start + n].reshape(size, size) * F32(255.0 / math.sqrt(300.0 + 900.0 * r[3]))
+    img += F32(0.02)
+    np.sqrt(img, out=t)
+    t *= noise
+    img *= F32(255.0)
+    img += t
+    img += F32(0.5 - 0.02 * 255)
+    np.clip(img, 0.0, 255.0, out=img)
+    return img.astype(np.uint8)[None]
+
+
+# --------------------------------------------------------------------------------------------- chest
+
+
+@lru_cache(maxsize=4096)
+def _chest_patient(seed: int, patient: int) -> np.ndarray:
+    """Patient-level anatomy (habitus, lung and heart size, rib spacing), shared by the patient's films."""
+    return np.random.default_rng([seed, 10 + _SITE_CODE["chest"], patient]).random(12)
+
+
+def _render_chest(rng: np.random.Generator, seed: int, patient: int, lesion: bool, visibility: float, size: int):
+    r = rng.random(32)
+    a = _chest_patient(seed, patient)
+    body_w = 0.84 + 0.1 * a[0]
+    lung_w = 0.29 + 0.05 * a[1]
+    lung_h = 0.56 + 0.08 * a[2] + 0.05 * (r[0] - 0.5)  # inspiration varies per film
+    heart = 0.85 + 0.35 * a[3]
+    spacing = (0.1 + 0.025 * a[4]) * (1 + 0.04 * (r[0] - 0.5))
+    asym = 0.04 * (a[5] - 0.5)
+    rib_tilt = 0.1 + 0.25 * a[6]
+    film = _Film(size, 0.1 * (r[1] - 0.5), 0.1 * (r[2] - 0.5), 0.08 * (r[3] - 0.5) + 0.03, 0.93 + 0.1 * r[4],
+                 1.0 + r[5])
+    x, y, px = film.x, film.y, film.px
+
+    # body: a boxy torso (u⁴ + v⁴ < 1) with rounded shoulders, and the neck
+    u = x * F32(1 / body_w)
+    u *= u
+    u *= u
+    v = y - F32(0.22)
+    v *= F32(1 / 1.1)
+    v *= v
+    v *= v
+    u += v
+    np.subtract(F32(1), u, out=u)
+    body = _soft(u * F32(0.25 * body_w), px)
+    win = film.window(-0.3, 0.3, -1.3, -0.6)
+    if win:
+        d = np.minimum(F32(0.2) - np.abs(x[win]), F32(-0.62) - y[win])
+        np.maximum(body[win], _soft(d, px), out=body[win])
+    img = body * F32(0.5 + 0.06 * a[8])
+    img += F32(0.05)
+
+    # lungs: apex narrow and medial, base wide; cut by the diaphragm domes (the right one, image left, is
+    # higher) and medially by the mediastinum; vessel markings fan out from each hilum
+    lungs = np.zeros_like(x)
+    streaks = rng.random(96).astype(np.float32)
+    streaks *= streaks > F32(0.55)
+    lung_boxes = []
+    for side, dome in ((-1, 0.33 - 0.05 * r[6]), (1, 0.41 - 0.05 * r[7])):
+        cx, cy = side * (0.38 + asym * side), -0.12
+        w, h = lung_w * (1.03 if side < 0 else 1.0), lung_h
+        win = film.window(cx - 1.3 * w, cx + 1.3 * w, cy - h, cy + h)
+        lung_boxes.append(win)
+        if win is None:
+            continue
+        xs, ys = x[win], y[win]
+        k = 0.5 * min(w, h) / px
+        t = ys - F32(cy)
+        t *= F32(1 / h)
+        ux = xs - F32(cx)
+        ux -= t * F32(0.07 * side)
+        ux /= F32(1) + t * F32(0.22)
+        ux *= F32(math.sqrt(k) / w)
+        ux *= ux
+        t *= F32(math.sqrt(k))
+        t *= t
+        ux += t
+        m = np.subtract(F32(k + 0.5), ux, out=ux)
+        np.clip(m, 0.0, 1.0, out=m)
+        dd = xs - F32(cx - 0.03 * side)
+        dd *= dd
+        dd *= F32(0.9)
+        dd += F32(dome)
+        dd -= ys
+        m *= _soft(dd, px)
+        m *= _soft(xs * F32(side) - F32(0.1), px)
+        lv = lungs[win]
+        np.maximum(lv, m, out=lv)
+        # vessels: sparse streaks indexed by a pseudo-angle around the hilum, fading outwards
+        hx = xs - F32(0.13 * side)
+        hy = ys + F32(0.02)
+        rad = np.abs(hx)
+        rad += np.abs(hy)
+        rad += F32(1e-3)
+        hy /= rad
+        hy += F32(1)
+        hy *= F32(23.5)
+        idx = hy.astype(np.intp)
+        if side > 0:
+            idx += 48
+        ves = streaks[idx]
+        rad *= F32(-1.5)
+        rad += F32(1.0)
+        ves *= np.clip(rad, 0.0, 1.0, out=rad)
+        ves *= m
+        img[win] += ves * F32(0.12)
+
+    # mediastinum: the heart bulges to the patient's left (image right); the aortic knob above it
+    hx, hy, hw, hh = 0.14 + 0.06 * (heart - 1), 0.24, 0.33 * heart, 0.22 * heart
+    for cx, cy, w, h, extra in ((hx, hy, hw, hh, 0.03), (0.1, -0.28, 0.08, 0.06, 0.0)):
+        win = film.window(cx - w, cx + w, cy - h, cy + h)
+        if win is None:
+            continue
+        m = _ellipse(x[win], y[win], cx, cy, w, h, px)
+        lv = lungs[win]
+        np.subtract(F32(1), m, out=m)
+        lv *= m
+        if extra:
+            m -= F32(1)
+            img[win] -= m * F32(extra)
+
+    img -= lungs * F32(0.32 + 0.06 * a[7])
+
+    # posterior ribs: arcs leaving the spine, rising a little, then curving down along the chest wall;
+    # anterior ribs: fainter, sloping down towards the sternum (seen through the lungs)
+    win = film.window(-body_w, body_w, -0.9, 0.8)
+    if win:
+        xs, ys = x[win], y[win]
+        ax = np.abs(xs)
+        q = ax * F32(-0.85)
+        q += F32(rib_tilt)
+        q *= ax
+        q += ys
+        q *= F32(2 * math.pi / spacing)
+        q += F32(2 * math.pi * r[8])
+        c = np.cos(q, out=q)
+        rib = c - F32(0.3)
+        rib *= F32(4.0)
+        np.clip(rib, 0.0, 1.0, out=rib)
+        c -= F32(0.85)
+        c *= F32(3.0)
+        rib -= np.clip(c, 0.0, 0.4, out=c)  # bright cortex, darker marrow
+        rib *= _ellipse(xs, ys, 0.0, -0.1, body_w * 0.93, 0.8, px)
+        rib *= lungs[win] * F32(0.09) + F32(0.05)  # ribs stand out against aerated lung
+        ax *= F32(-0.45)
+        ax += ys
+        ax *= F32(2 * math.pi / (1.3 * spacing))
+        ax += F32(2 * math.pi * r[9])
+        ant = np.cos(ax, out=ax)
+        ant -= F32(0.5)
+        np.clip(ant, 0.0, 0.5, out=ant)
+        ant *= lungs[win]
+        ant *= F32(0.08)
+        rib += ant
+        img[win] += rib
+
+    # clavicles
+    win = film.window(-0.75, 0.75, -0.95, -0.45)
+    if win:
+        xs, ys = x[win], y[win]
+        ax = np.abs(xs)
+        t = ax - F32(0.07)
+        cl = t * F32(0.12)
+        cl -= F32(0.22)
+        cl *= t
+        cl += F32(-0.6 - 0.04 * r[10])
+        cl -= ys
+        d = np.subtract(F32(0.04), np.abs(cl, out=cl), out=cl)
+        clav = _soft(d, px)
+        clav *= _soft(np.minimum(t, F32(0.66) - ax), px)
+        img[win] += clav * F32(0.2)
+
+    # spine: a column of vertebrae behind the mediastinum
+    win = film.window(-0.12, 0.12, -1.2, 1.2)
+    if win:
+        xs, ys = x[win], y[win]
+        sp = _soft(F32(0.07) - np.abs(xs), px)
+        vert = np.cos(ys * F32(2 * math.pi / (0.95 * spacing)))
+        vert *= F32(0.025)
+        vert += F32(0.06)
+        sp *= vert
+        sp *= body[win]
+        img[win] += sp
+
+    # lesion: a round opacity inside a lung field, clear of the heart; drawn (or not) with the same draws
+    side = -1 if r[11] < 0.5 else 1
+    cx, cy = side * (0.38 + asym * side), -0.12
+    ang = 2 * math.pi * r[12]
+    rho = 0.75 * math.sqrt(r[13])
+    lx = cx + rho * lung_w * math.cos(ang)
+    ly = cy + 0.1 + rho * lung_h * 0.8 * math.sin(ang)
+    if side > 0 and ((lx - hx) / hw) ** 2 + ((ly - hy) / hh) ** 2 < 1.2:
+        ly -= 0.4  # out of the heart shadow
+    radius = 0.045 + 0.075 * r[14]
+    if lesion and visibility > 0:
+        win, blob = _blob(film, lx, ly, radius, "sphere")
+        if win:
+            blob *= lungs[win] * F32(0.7) + F32(0.3)
+            img[win] += blob * F32(_CHEST_LESION_GAIN * visibility)
+    return _expose(img, r[24:28], size)
+
+
+# --------------------------------------------------------------------------------------------- hand
+
+# per digit (thumb .. little): angle from vertical (deg), start radius, bone lengths, bone half-widths
+_DIGIT_ANGLE = np.array([-40.0, -15.0, -3.0, 9.0, 21.0])
+_DIGIT_R0 = np.array([0.16, 0.2, 0.2, 0.2, 0.2])
+_DIGIT_LEN = np.array(
+    [  # metacarpal, proximal, middle, distal phalanx
+        [0.27, 0.19, 0.0, 0.14],
+        [0.39, 0.25, 0.15, 0.11],
+        [0.38, 0.28, 0.18, 0.12],
+        [0.36, 0.26, 0.17, 0.12],
+        [0.32, 0.2, 0.12, 0.1],
+    ]
+)
+_DIGIT_HW = np.array(
+    [
+        [0.05, 0.046, 0.0, 0.038],
+        [0.043, 0.043, 0.036, 0.03],
+        [0.045, 0.045, 0.037, 0.03],
+        [0.041, 0.042, 0.035, 0.029],
+        [0.037, 0.037, 0.031, 0.026],
+    ]
+)
+_CARPAL_R = np.array([0.2, 0.23, 0.17, 0.22, 0.19, 0.24, 0.18, 0.2] * 2, dtype=np.float32)  # squared radii
+_HAND_BIN = 0.005
+_HAND_NBINS = 400  # profiles along each digit from the focal point, up to 2 units
+_FY = 0.42  # the digits radiate from a focal point at the wrist, (0, _FY) in the canonical frame
+
+
+@lru_cache(maxsize=4096)
+def _hand_patient(seed: int, patient: int) -> np.ndarray:
+    """Patient-level anatomy (bone lengths, joint spaces, soft tissue), shared by the patient's films."""
+    return np.random.default_rng([seed, 10 + _SITE_CODE["hand"], patient]).random(12)
+
+
+@lru_cache(maxsize=256)
+def _digit_profiles(seed: int, patient: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Look-up tables along each digit (from the focal point): bone, marrow and soft-tissue half-widths.
+
+    Missing tissue is -1 (so a zero width draws nothing). Also returns where each bone starts.
+    """
+    a = _hand_patient(seed, patient)
+    lens = 0.95 + 0.1 * a[:5]
+    gap = 0.026 + 0.012 * a[5]
+    u = (np.arange(_HAND_NBINS) + 0.5) * _HAND_BIN
+    bone = np.full((5, _HAND_NBINS), -1.0)
+    marrow = np.full((5, _HAND_NBINS), -1.0)
+    soft = np.full((5, _HAND_NBINS), -1.0)
+    starts = np.zeros((5, 4))
+    for k in range(5):
+        pos = _DIGIT_R0[k]
+        for j in range(4):
+            length = _DIGIT_LEN[k, j] * lens[k]
+            if length == 0:
+                continue
+            starts[k, j] = pos
+            t = (u - pos) / length
+            inside = (t >= 0) & (t <= 1)
+            s = 2 * t - 1
+            end = np.sqrt(np.clip((1 - np.abs(s)) * length / 0.03, 0, 1))  # rounded bone ends
+            hw = _DIGIT_HW[k, j] * (0.75 + 0.5 * s**4) * end
+            bone[k] = np.where(inside, hw, bone[k])
+            marrow[k] = np.where(inside & (np.abs(s) < 0.85), hw * 0.5 * (1 - s**6), marrow[k])
+            pos += length + gap
+        tip = pos - gap + 0.035
+        cap = 0.06
+        # wide near the base so that neighbouring digits merge into the palm (thumb: the thenar eminence)
+        mcp = starts[k, 1]
+        if k == 0:
+            knots, widths = [0.0, 0.5 * (_DIGIT_R0[0] + mcp), mcp, tip - cap], [0.15, 0.13, 0.085, 0.075]
+        else:
+            web = mcp + 0.35 * _DIGIT_LEN[k, 1] * lens[k]
+            knots, widths = [0.0, mcp - 0.02, web, tip - cap], [0.12, 0.12, 0.085, 0.07]
+        sw = np.interp(u, knots, widths)
+        rounded = sw * np.sqrt(np.clip(1 - ((u - (tip - cap)) / cap) ** 2, 0, 1))
+        soft[k] = np.where(u < tip - cap, sw, np.where(u <= tip, rounded, -1.0))
+    out = tuple(t.astype(np.float32).ravel() for t in (bone, marrow, soft)) + (starts,)
+    for t in out:
+        t.flags.writeable = False
+    return out
+
+
+def _render_hand(rng: np.random.Generator, seed: int, patient: int, lesion: bool, visibility: float, size: int):
+    r = rng.random(32)
+    a = _hand_patient(seed, patient)
+    bone_lut, marrow_lut, soft_lut, starts = _digit_profiles(seed, patient)
+    spread = 0.75 + 0.5 * r[0]
+    scale = 1.0 + 0.12 * r[2] + 0.06 * (a[6] - 0.5)
+    film = _Film(size, 0.2 * (r[1] - 0.5), 0.1 * (r[3] - 0.5), 0.06 * (r[4] - 0.5) + 0.02, scale, 1.0 + r[5])
+    x, y, px = film.x, film.y, film.px
+    angles = np.deg2rad(_DIGIT_ANGLE * spread + 5 * (r[6:11] - 0.5))
+    sa, ca = np.sin(angles), np.cos(angles)
+
+    bone = np.zeros_like(x)
+    marrow = np.zeros_like(x)
+    soft = np.zeros_like(x)
+
+    # digits: each pixel belongs to the nearest ray (by a pseudo-angle, no arctan); along-ray distance and
+    # distance from the ray index 1-D profiles of bone, marrow and soft-tissue half-width
+    win = film.window(-1.2, 1.2, -1.5, _FY)
+    if win:
+        xs, ys = x[win], y[win]
+        up = F32(_FY) - ys
+        pa = np.abs(xs)
+        pa += np.abs(up)
+        pa += F32(1e-6)
+        np.divide(xs, pa, out=pa)
+        ray_pa = sa / (np.abs(sa) + np.abs(ca))
+        mids = ((ray_pa[1:] + ray_pa[:-1]) / 2).astype(np.float32)
+        k = (pa > mids[0]).astype(np.intp)
+        for m in mids[1:]:
+            k += pa > m
+        sk, ck = sa.astype(np.float32)[k], ca.astype(np.float32)[k]
+        along = xs * sk
+        along += up * ck
+        across = xs * ck
+        across -= up * sk
+        np.abs(across, out=across)
+        along *= F32(1 / _HAND_BIN)
+        np.clip(along, 0, _HAND_NBINS - 1, out=along)
+        ub = along.astype(np.intp)
+        ub += k * _HAND_NBINS
+        for lut, dest in ((bone_lut, bone), (marrow_lut, marrow), (soft_lut, soft)):
+            d = lut[ub]
+            d -= across
+            dest[win] = _soft(d, px)
+
+    # wrist and forearm soft tissue (the palm comes from the digits' wide soft tissue near their bases)
+    win = film.window(-0.5, 0.5, _FY - 0.2, 1.5)
+    if win:
+        xs, ys = x[win], y[win]
+        d = np.minimum(F32(0.25 + 0.04 * a[7]) - np.abs(xs + F32(0.01)), ys - F32(_FY - 0.12))
+        sv = soft[win]
+        np.maximum(sv, _soft(d, px), out=sv)
+
+    # carpal bones: two staggered rows of rounded bones of varying size with thin joint spaces
+    win = film.window(-0.25, 0.25, _FY - 0.15, _FY + 0.12)
+    if win:
+        xs, ys = x[win], y[win]
+        cv = ys - F32(_FY - 0.055)
+        cv *= F32(1 / 0.09)
+        row = np.floor(cv)
+        cu = xs * F32(1 / 0.085)
+        cu += row * F32(0.5)
+        col = np.floor(cu)
+        cell_r = _CARPAL_R[(col.astype(np.intp) + 3 + 8 * (row.astype(np.intp) & 1)) & 15]
+        cu -= col
+        cu -= F32(0.5)
+        cv -= row
+        cv -= F32(0.5)
+        cu *= cu
+        cv *= cv
+        cu += cv
+        m = np.subtract(cell_r, cu)
+        m *= F32(0.085)
+        carpal = _soft(m, px)
+        carpal *= _ellipse(xs, ys, 0.0, _FY + 0.0, 0.19, 0.1, px)
+        cu -= F32(0.07)
+        cu *= F32(-0.085)
+        inner = _soft(cu, px)
+        inner *= carpal
+        bv = bone[win]
+        np.maximum(bv, carpal, out=bv)
+        marrow[win] += inner
+
+    # radius and ulna, flaring at their distal ends
+    win = film.window(-0.35, 0.35, _FY + 0.05, 1.5)
+    if win:
+        xs, ys = x[win], y[win]
+        t = ys - F32(_FY + 0.1)
+        t *= F32(-4)
+        t += F32(1)
+        np.clip(t, 0.0, 1.0, out=t)
+        t *= t
+        rad = _soft(F32(0.075) - np.abs(xs + F32(0.11)) + t * F32(0.045), px)
+        uln = _soft(F32(0.05) - np.abs(xs - F32(0.13)) + t * F32(0.015), px)
+        np.maximum(rad, uln, out=rad)
+        rad *= _soft(ys - F32(_FY + 0.12), px)
+        bv = bone[win]
+        np.maximum(bv, rad, out=bv)
+        mr = _soft(F32(0.04) - np.abs(xs + F32(0.11)), px)
+        np.maximum(mr, _soft(F32(0.022) - np.abs(xs - F32(0.13)), px), out=mr)
+        mr *= rad
+        marrow[win] += mr
+
+    img = soft * F32(0.24 + 0.05 * a[8])
+    img += F32(0.04)
+    img += bone * F32(0.46)
+    img -= marrow * F32(0.16)
+
+    # lesion: a lytic (dark) focus in a metacarpal or proximal phalanx; drawn (or not) with the same draws
+    dk = min(int(r[12] * 5), 4)
+    dj = 0 if r[13] < 0.5 else 1
+    length = _DIGIT_LEN[dk, dj] * (0.95 + 0.1 * a[dk])
+    along = starts[dk, dj] + length * (0.3 + 0.4 * r[14])
+    half = _DIGIT_HW[dk, dj]
+    off = half * 0.5 * (r[15] - 0.5)
+    lx = along * sa[dk] + off * ca[dk]
+    ly = _FY - along * ca[dk] + off * sa[dk]
+    radius = half * (1.0 + 0.5 * r[16])
+    if lesion and visibility > 0:
+        win, blob = _blob(film, lx, ly, radius, "disc")
+        if win:
+            blob *= bone[win]
+            img[win] -= blob * F32(_HAND_LESION_GAIN * visibility)
+    return _expose(img, r[24:28], size)
+
+
+# --------------------------------------------------------------------------------------------- the archive
+
+
+class SyntheticArchive:
+    """The plan for one spec (labels, patients, sites) and ``make(i)`` for its images.
+
+    Example:
+        >>> arc = SyntheticArchive(SyntheticSpec.parse("synthetic:hand,n=8"))
+        >>> arc.make(3).shape, arc.make(3).dtype
+        ((1, 64, 64), dtype('uint8'))
+    """
+
+    def __init__(self, spec: SyntheticSpec) -> None:
+        self.spec = spec
+        n, seed, plan = spec.n, spec.seed, _PLAN_CODE[spec.site]
+        self.lesion = np.random.default_rng([seed, plan, 0]).random(n) < spec.prevalence
+        sizes = np.random.default_rng([seed, plan, 1]).integers(1, 4, size=n)  # ≥ n patients, 1-3 images each
+        self.patient = np.repeat(np.arange(n), sizes)[:n]
+        if spec.site == "both":
+            patient_site = np.random.default_rng([seed, plan, 2]).random(n) < 0.5
+            self.site_code = np.where(patient_site[self.patient], 2, 1)
+        else:
+            self.site_code = np.full(n, _SITE_CODE[spec.site])
+
+    def make(self, i: int) -> np.ndarray:
+        spec, code = self.spec, int(self.site_code[i])
+        rng = np.random.default_rng([spec.seed, code, i])
+        p = int(self.patient[i])
+        render = _render_chest if code == 1 else _render_hand
+        return render(rng, spec.seed, p, bool(self.lesion[i]), spec.visibility, spec.size)
+
+    def dataset(self) -> ImageDataset:
+        spec = self.spec
+        sites = np.array(SITES)[self.site_code - 1]
+        image_id = [f"{s}-{i:06d}" for i, s in enumerate(sites)]
+        patient_id = [f"{s}-p{p:06d}" for s, p in zip(sites, self.patient, strict=True)]
+        meta = pd.DataFrame({"image_id": image_id, "patient_id": patient_id, "site": sites})
+        kind = spec.label_kind
+        if kind == "lesion":
+            labels, names, task = self.lesion.astype(np.float32)[:, None], ("lesion",), "binary"
+        elif kind == "site":
+            labels, names, task = one_hot(self.site_code - 1, 2), SITES, "multiclass"
+        else:
+            labels, names, task = np.zeros((spec.n, 0), np.float32), (), "unlabelled"
+        canonical = spec.canonical()
+        images = GeneratedSource(spec.n, self.make, identity=f"{canonical}|{GENERATOR_VERSION}")
+        info = {"spec": canonical, "generator": GENERATOR_VERSION, "patients": int(self.patient[-1]) + 1}
+        return ImageDataset(canonical, images, labels, names, task, meta, info)
+
+
+@DATA_SOURCES.register("synthetic")
+class SyntheticSource(DataSource):
+    """Radiograph-like chest/hand phantoms with an optional lesion label, from a ``synthetic:`` spec."""
+
+    name = "synthetic"
+    description = "deterministic chest/hand radiograph phantoms, e.g. synthetic:chest,n=400,visibility=0.4"
+
+    @staticmethod
+    def detect(path: Path) -> bool:
+        return str(path).startswith("synthetic:")
+
+    def load(self, path: Path, options: SourceOptions) -> ImageDataset:
+        return SyntheticArchive(SyntheticSpec.parse(str(path))).dataset()
+
+
+def load_synthetic(spec: str) -> ImageDataset:
+    """Shortcut for ``load_dataset(spec)`` without the registry.
+
+    Example:
+        >>> load_synthetic("synthetic:both,n=10").label_names
+        ('chest', 'hand')
+    """
+    return SyntheticArchive(SyntheticSpec.parse(spec)).dataset()

@@ -1,0 +1,219 @@
+"""Patient-grouped, label-stratified splits and nested learning-curve subsets.
+
+* :func:`make_split` assigns whole patients to train/val/test (default 70/10/20 of the images), stratified by
+  each patient's label profile, seeded. Splits that came with the file (MedMNIST ``train/val/test``) are kept
+  when ``use_source_splits`` is set; a missing split is carved out of the source's training split.
+* Nested subsets: the training images get a ``subset_rank``; the subset of size N is ``subset_rank < N``, so
+  the N=50 set is contained in the N=100 set, and so on. The order interleaves strata in proportion to their
+  size (every prefix is stratified) and puts one positive and one negative of every label first, so any
+  N ≥ 2K holds both classes of every label wherever the data have them.
+* :func:`audit_leakage` raises if a patient appears in two splits; it runs on every split made or loaded.
+* A split is a CSV (``image_id, patient_id, split, subset_rank, in_n50, in_n100, ...``) that can be loaded
+  back so every arm of a study sees exactly the same images.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from medtransfer.data.dataset import ImageDataset
+from medtransfer.errors import DataError
+from medtransfer.io import atomic_write
+
+log = logging.getLogger(__name__)
+
+SPLIT_NAMES = ("train", "val", "test")
+DEFAULT_NS = (50, 100, 200, 500, 1000, 2000)
+
+
+@dataclass(frozen=True)
+class Split:
+    """Which split each image of a dataset belongs to, in the dataset's row order."""
+
+    table: pd.DataFrame  # image_id, patient_id, split, subset_rank (−1 outside train), in_n* columns
+
+    def indices(self, name: str) -> np.ndarray:
+        if name not in SPLIT_NAMES:
+            raise DataError(f"unknown split '{name}'; use one of {SPLIT_NAMES}")
+        return np.flatnonzero(self.table["split"].to_numpy() == name)
+
+    def train_subset(self, n: int | None) -> np.ndarray:
+        """Dataset indices of the nested training subset of size ``n`` (``None`` = all), in rank order."""
+        train = self.indices("train")
+        ranks = self.table["subset_rank"].to_numpy()[train]
+        order = train[np.argsort(ranks, kind="stable")]
+        if n is None:
+            return order
+        if n > len(order):
+            raise DataError(f"asked for a training subset of {n} images but the training split has {len(order)}")
+        return order[:n]
+
+    def counts(self) -> dict[str, int]:
+        return {s: int((self.table["split"] == s).sum()) for s in SPLIT_NAMES}
+
+    def save(self, path: str | Path) -> Path:
+        return atomic_write(path, lambda tmp: self.table.to_csv(tmp, index=False))
+
+
+def _strata(labels: np.ndarray, task: str) -> np.ndarray:
+    """One stratum key per row: the class, or for multi-label the rarest positive finding ('none' if none)."""
+    n, k = labels.shape
+    if k == 0 or task == "unlabelled":
+        return np.zeros(n, dtype=np.int64)
+    known = np.isfinite(labels)
+    if task == "binary":
+        return np.where(known[:, 0], labels[:, 0], -1).astype(np.int64)
+    if task == "multiclass":
+        return np.where(known.all(axis=1), np.nan_to_num(labels).argmax(axis=1), -1).astype(np.int64)
+    pos = np.nan_to_num(labels) > 0
+    prevalence = pos.mean(axis=0)
+    rarity_rank = np.argsort(np.argsort(prevalence, kind="stable"), kind="stable")  # 0 = rarest label
+    score = np.where(pos, rarity_rank[None, :], k)
+    return np.where(pos.any(axis=1), score.argmin(axis=1), k).astype(np.int64)
+
+
+def _assign_patients(
+    patients: np.ndarray, strata: np.ndarray, fractions: Sequence[float], names: Sequence[str], seed: int
+) -> np.ndarray:
+    """Assign each row's patient to one of ``names`` so image counts per stratum follow ``fractions``."""
+    df = pd.DataFrame({"patient": patients, "stratum": strata})
+    # A patient's stratum: the rarest (smallest count) stratum among their images, so rare findings spread out.
+    counts = df["stratum"].value_counts()
+    df["rarity"] = df["stratum"].map(counts)
+    per_patient = df.sort_values("rarity", kind="stable").groupby("patient", sort=False).agg(
+        stratum=("stratum", "first"), n=("stratum", "size")
+    )
+    rng = np.random.default_rng(seed)
+    frac = np.asarray(fractions, dtype=float) / np.sum(fractions)
+    assignment: dict = {}
+    for _, group in per_patient.groupby("stratum", sort=True):
+        order = rng.permutation(len(group))
+        ids, sizes = group.index.to_numpy()[order], group["n"].to_numpy()[order]
+        target = frac * sizes.sum()
+        filled = np.zeros(len(frac))
+        for pid, size in zip(ids, sizes, strict=True):
+            j = int(np.argmax(target - filled))  # the split furthest below its share of this stratum
+            filled[j] += size
+            assignment[pid] = names[j]
+    return df["patient"].map(assignment).to_numpy()
+
+
+def nested_ranks(labels: np.ndarray, task: str, seed: int) -> np.ndarray:
+    """A rank per row such that every prefix is stratified and holds both classes of each label early."""
+    n = len(labels)
+    rng = np.random.default_rng([seed, 1])
+    strata = _strata(labels, task)
+    key = np.empty(n)
+    for s in np.unique(strata):
+        rows = np.flatnonzero(strata == s)
+        perm = rng.permutation(len(rows))
+        # fractional position within the stratum: interleaves strata in proportion to their sizes
+        key[rows[perm]] = (np.arange(len(rows)) + rng.uniform(size=len(rows))) / len(rows)
+    order = np.argsort(key, kind="stable")
+    first: list[int] = []
+    if task != "unlabelled" and labels.shape[1]:
+        ordered = labels[order]
+        for k in range(labels.shape[1]):
+            for value in (1.0, 0.0):
+                hits = np.flatnonzero(ordered[:, k] == value)
+                if len(hits) and hits[0] not in first:
+                    first.append(int(hits[0]))
+    front = np.array(sorted(first), dtype=np.int64)
+    rest = np.setdiff1d(np.arange(n), front, assume_unique=True)
+    order = order[np.concatenate([front, rest])]
+    ranks = np.empty(n, dtype=np.int64)
+    ranks[order] = np.arange(n)
+    return ranks
+
+
+def audit_leakage(table: pd.DataFrame) -> None:
+    """Raise :class:`DataError` if any patient is in more than one split."""
+    per_patient = table.groupby("patient_id")["split"].nunique()
+    leaked = per_patient[per_patient > 1]
+    if len(leaked):
+        raise DataError(
+            f"patient leakage: {len(leaked)} patient(s) appear in more than one split "
+            f"(e.g. {[str(p) for p in leaked.index[:3]]}); regenerate the split with `medtransfer data split`"
+        )
+
+
+def make_split(
+    ds: ImageDataset,
+    fractions: Sequence[float] = (0.7, 0.1, 0.2),
+    seed: int = 0,
+    use_source_splits: bool = True,
+    ns: Sequence[int] = DEFAULT_NS,
+) -> Split:
+    """Split ``ds`` by patient into train/val/test and rank the training images for nested subsets.
+
+    Example:
+        >>> split = make_split(load_dataset("synthetic:chest,n=200"), seed=0)   # doctest: +SKIP
+        >>> split.counts()                                                      # doctest: +SKIP
+        {'train': 140, 'val': 20, 'test': 40}
+    """
+    if len(fractions) != 3 or min(fractions) < 0 or sum(fractions) <= 0 or fractions[0] <= 0:
+        raise DataError(f"split fractions must be three non-negative numbers for train/val/test, got {list(fractions)}")
+    meta = ds.meta
+    patients = meta["patient_id"].astype(str).to_numpy()
+    strata = _strata(ds.labels, ds.task)
+    split = np.empty(len(ds), dtype=object)
+    if use_source_splits and "source_split" in meta.columns:
+        split[:] = meta["source_split"].to_numpy()
+        present = [s for s in SPLIT_NAMES if (split == s).any()]
+        if "train" not in present:
+            raise DataError(f"{ds.name}: the file's own splits {present} have no 'train'; pass use_source_splits=false")
+        missing = [s for s in SPLIT_NAMES if s not in present and fractions[SPLIT_NAMES.index(s)] > 0]
+        if missing:
+            train = np.flatnonzero(split == "train")
+            names = ["train", *missing]
+            frac = [fractions[SPLIT_NAMES.index(s)] for s in names]
+            split[train] = _assign_patients(patients[train], strata[train], frac, names, seed)
+            log.info("%s: carved %s out of the file's training split", ds.name, missing)
+    else:
+        split[:] = _assign_patients(patients, strata, fractions, SPLIT_NAMES, seed)
+    table = pd.DataFrame({"image_id": meta["image_id"].astype(str), "patient_id": patients, "split": split})
+    audit_leakage(table)
+    ranks = np.full(len(ds), -1, dtype=np.int64)
+    train = np.flatnonzero(split == "train")
+    ranks[train] = nested_ranks(ds.labels[train], ds.task, seed)
+    table["subset_rank"] = ranks
+    for n in ns:
+        if n < len(train):
+            table[f"in_n{n}"] = (ranks >= 0) & (ranks < n)
+    return Split(table)
+
+
+def load_split(path: str | Path, ds: ImageDataset) -> Split:
+    """Read a split CSV and align it to ``ds``'s rows; every image of ``ds`` must be in it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"split file not found: {path}")
+    try:
+        table = pd.read_csv(path, dtype={"image_id": str, "patient_id": str})
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
+        raise DataError(f"cannot read split file {path}: {e}") from None
+    need = {"image_id", "patient_id", "split", "subset_rank"}
+    if not need <= set(table.columns):
+        raise DataError(f"{path} is not a split file: needs columns {sorted(need)}, has {list(table.columns)}")
+    bad = sorted(set(table["split"]) - set(SPLIT_NAMES))
+    if bad:
+        raise DataError(f"{path}: unknown split name(s) {bad}; expected {SPLIT_NAMES}")
+    if table["image_id"].duplicated().any():
+        raise DataError(f"{path}: image ids repeat, e.g. {table['image_id'][table['image_id'].duplicated()].iloc[0]}")
+    audit_leakage(table)
+    ids = ds.meta["image_id"].astype(str)
+    indexed = table.set_index("image_id")
+    missing = ~ids.isin(indexed.index)
+    if missing.any():
+        raise DataError(
+            f"{path} does not cover the data: {int(missing.sum())} image(s) missing, e.g. {ids[missing].iloc[0]}; "
+            "was it made for another dataset?"
+        )
+    aligned = indexed.loc[ids].reset_index()
+    return Split(aligned)

@@ -1,0 +1,325 @@
+"""Uncertainty and comparisons: bootstrap AUC CIs, DeLong's test, paired tests across seeds.
+
+Everything here is a pure function on numpy arrays. Labels follow the data contract: ``(N, K)`` floats with
+``NaN`` for unknown; rows with an unknown label (or a non-finite score) are left out per label.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike
+from scipy import stats as sps
+
+# Bootstrap weights are built in chunks of replicates so that (replicates x images) stays near this many
+# elements (~32 MB of float64), whatever N is: 1000 resamples of CXR14-sized test sets fit in memory.
+_CHUNK_ELEMENTS = 4_000_000
+
+
+@dataclass(frozen=True)
+class _SortedLabel:
+    """One label's valid rows sorted by score, with the start of each run of tied scores."""
+
+    cols: np.ndarray  # indices into the N rows, in score order
+    starts: np.ndarray  # first position of each group of tied scores
+    positive: np.ndarray  # bool, label of each sorted row
+
+
+def _sort_label(y: np.ndarray, score: np.ndarray) -> _SortedLabel:
+    valid = np.flatnonzero(np.isfinite(y) & np.isfinite(score))
+    order = valid[np.argsort(score[valid], kind="stable")]
+    # Dense ranks mark groups of tied scores; a tie counts one half, as with Mann–Whitney midranks.
+    dense = sps.rankdata(score[order], method="dense")
+    starts = np.flatnonzero(np.diff(dense, prepend=0))
+    return _SortedLabel(order, starts, y[order] == 1)
+
+
+def _auc_from_weights(lab: _SortedLabel, weights: np.ndarray) -> np.ndarray:
+    """AUC for each row of ``weights`` (B, N): row b counts image i ``weights[b, i]`` times."""
+    if lab.cols.size == 0:
+        return np.full(weights.shape[0], np.nan)
+    w = weights[:, lab.cols]
+    pos = np.add.reduceat(w * lab.positive, lab.starts, axis=1)
+    neg = np.add.reduceat(w, lab.starts, axis=1) - pos
+    below = np.cumsum(neg, axis=1) - neg
+    num = (pos * (below + 0.5 * neg)).sum(axis=1)
+    den = pos.sum(axis=1) * neg.sum(axis=1)
+    out = np.full(weights.shape[0], np.nan)
+    np.divide(num, den, out=out, where=den > 0)  # one-class replicates stay NaN
+    return out
+
+
+def weighted_auc(y_true: ArrayLike, score: ArrayLike, weights: ArrayLike | None = None) -> np.ndarray:
+    """Rank-based (Mann–Whitney) AUC with integer case weights; the kernel of :func:`bootstrap_auc_ci`.
+
+    Weight ``w`` on a case is the same as repeating it ``w`` times, so a bootstrap replicate is one row of
+    counts. Rows of ``y_true`` that are NaN are ignored. One-class rows give NaN.
+
+    Args:
+        y_true: ``(N,)`` 0/1 labels, NaN = unknown.
+        score: ``(N,)`` scores, higher = more likely positive.
+        weights: ``(B, N)`` or ``(N,)`` non-negative weights; ``None`` means all ones.
+
+    Returns:
+        ``(B,)`` AUCs (``(1,)`` when ``weights`` is ``None`` or 1-D).
+
+    Example:
+        >>> weighted_auc([0, 0, 1, 1], [0.1, 0.5, 0.5, 0.9], [[1, 1, 1, 1], [2, 0, 0, 1]])
+        array([0.875, 1.   ])
+    """
+    y = np.asarray(y_true, dtype=float).ravel()
+    s = np.asarray(score, dtype=float).ravel()
+    w = np.ones((1, y.size)) if weights is None else np.atleast_2d(np.asarray(weights, dtype=float))
+    if s.shape != y.shape or w.shape[1] != y.size:
+        raise ValueError(f"shapes differ: y_true {y.shape}, score {s.shape}, weights {w.shape}")
+    return _auc_from_weights(_sort_label(y, s), w)
+
+
+def rank_auc(y_true: ArrayLike, score: ArrayLike) -> float:
+    """AUC as the Mann–Whitney U statistic from midranks; NaN labels dropped, NaN if one class.
+
+    Example:
+        >>> rank_auc([0, 0, 1, 1], [0.1, 0.5, 0.5, 0.9])
+        0.875
+    """
+    y = np.asarray(y_true, dtype=float).ravel()
+    s = np.asarray(score, dtype=float).ravel()
+    keep = np.isfinite(y) & np.isfinite(s)
+    y, s = y[keep] == 1, s[keep]
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = sps.rankdata(s)
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _as_2d(a: ArrayLike, name: str) -> np.ndarray:
+    arr = np.asarray(a, dtype=float)
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be (N,) or (N, K), got shape {arr.shape}")
+    return arr
+
+
+def _percentile_ci(values: np.ndarray, alpha: float) -> tuple[float, float]:
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return (float("nan"), float("nan"))
+    lo, hi = np.percentile(finite, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return (float(lo), float(hi))
+
+
+def bootstrap_auc_ci(
+    labels: ArrayLike,
+    scores: ArrayLike,
+    *,
+    groups: ArrayLike | None = None,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> tuple[tuple[float, float], list[tuple[float, float]]]:
+    """Percentile bootstrap CIs for the macro AUC and each label's AUC.
+
+    With ``groups`` (patient ids) this is a cluster bootstrap: patients are drawn with replacement and each
+    brings all its images, because images of one patient are not independent. Every label is evaluated on
+    the same replicates, so the macro CI respects the correlation between labels. A replicate in which a
+    label has one class is skipped for that label; the macro of a replicate averages the labels it has.
+
+    Args:
+        labels: ``(N, K)`` (or ``(N,)``) 0/1 labels, NaN = unknown.
+        scores: same shape, higher = more likely positive.
+        groups: ``(N,)`` cluster ids (e.g. ``patient_id``); ``None`` resamples images.
+        n_boot: number of replicates.
+        alpha: 1 - coverage (0.05 → 95% interval).
+        seed: seed of the resampling; the same seed gives the same intervals.
+
+    Returns:
+        ``(macro_ci, per_label_cis)``: ``(lo, hi)`` and a list of ``(lo, hi)`` in column order
+        (NaN where no replicate had both classes).
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> y = rng.integers(0, 2, (200, 2)).astype(float)
+        >>> macro, per_label = bootstrap_auc_ci(y, y + rng.normal(size=y.shape), n_boot=200)
+        >>> macro[0] < macro[1] and len(per_label) == 2
+        True
+    """
+    y, s = _as_2d(labels, "labels"), _as_2d(scores, "scores")
+    if y.shape != s.shape:
+        raise ValueError(f"labels {y.shape} and scores {s.shape} must have the same shape")
+    if n_boot < 1 or not 0 < alpha < 1:
+        raise ValueError(f"need n_boot >= 1 and 0 < alpha < 1, got n_boot={n_boot}, alpha={alpha}")
+    n, k = y.shape
+    if groups is None:
+        unit_of_row, n_units = np.arange(n), n
+    else:
+        g = np.asarray(groups).astype(str).ravel()
+        if g.size != n:
+            raise ValueError(f"groups has {g.size} entries for {n} rows")
+        _, unit_of_row = np.unique(g, return_inverse=True)
+        n_units = int(unit_of_row.max()) + 1 if n else 0
+    sorted_labels = [_sort_label(y[:, j], s[:, j]) for j in range(k)]
+    reps = np.full((n_boot, k), np.nan)
+    if n_units > 0:
+        rng = np.random.default_rng(seed)
+        chunk = max(1, _CHUNK_ELEMENTS // max(n, n_units))
+        for start in range(0, n_boot, chunk):
+            b = min(chunk, n_boot - start)
+            draws = rng.integers(0, n_units, size=(b, n_units))
+            # Counts per unit via one bincount over row-offset draws: no Python loop over replicates.
+            offsets = (np.arange(b) * n_units)[:, None]
+            counts = np.bincount((draws + offsets).ravel(), minlength=b * n_units).reshape(b, n_units)
+            weights = (counts if groups is None else counts[:, unit_of_row]).astype(float)
+            for j, lab in enumerate(sorted_labels):
+                reps[start : start + b, j] = _auc_from_weights(lab, weights)
+    has_any = np.isfinite(reps).any(axis=1)
+    macro = np.full(n_boot, np.nan)
+    macro[has_any] = np.nanmean(reps[has_any], axis=1)
+    return _percentile_ci(macro, alpha), [_percentile_ci(reps[:, j], alpha) for j in range(k)]
+
+
+def delong_covariance(y_true: ArrayLike, scores: Sequence[ArrayLike]) -> tuple[np.ndarray, np.ndarray]:
+    """AUCs of several scores on the same cases and DeLong's covariance matrix of those AUCs.
+
+    Fast midrank algorithm of Sun & Xu (2014), O(N log N) per score. In DeLong et al. (1988) notation,
+    ``v10[i]`` is the fraction of negatives a positive case beats (ties count 1/2) and ``v01[j]`` the
+    fraction of positives that beat a negative case; ``cov = S10 / m + S01 / n``.
+
+    Args:
+        y_true: ``(N,)`` 0/1 labels; cases with NaN label or any non-finite score are dropped.
+        scores: a sequence of ``(N,)`` score arrays (one per model).
+
+    Returns:
+        ``(aucs, cov)`` of shapes ``(k,)`` and ``(k, k)``. Covariance is NaN (with a warning) when a class
+        has fewer than two cases; everything is NaN when a class is absent.
+
+    Example:
+        >>> aucs, cov = delong_covariance([0, 0, 1, 1], [[0.1, 0.4, 0.35, 0.8], [0.1, 0.2, 0.3, 0.4]])
+        >>> aucs.tolist()
+        [0.75, 1.0]
+    """
+    y = np.asarray(y_true, dtype=float).ravel()
+    s = np.atleast_2d(np.asarray(scores, dtype=float))
+    if s.shape[1] != y.size:
+        raise ValueError(f"scores {s.shape} must be (k, N) with N = {y.size} labels")
+    keep = np.isfinite(y) & np.isfinite(s).all(axis=0)
+    y, s = y[keep] == 1, s[:, keep]
+    pos, neg = s[:, y], s[:, ~y]
+    m, n, k = pos.shape[1], neg.shape[1], s.shape[0]
+    if m == 0 or n == 0:
+        warnings.warn(f"DeLong needs both classes; got {m} positives and {n} negatives", stacklevel=2)
+        return np.full(k, np.nan), np.full((k, k), np.nan)
+    rank_pos = sps.rankdata(pos, axis=1)
+    rank_neg = sps.rankdata(neg, axis=1)
+    rank_all = sps.rankdata(np.concatenate([pos, neg], axis=1), axis=1)
+    aucs = rank_all[:, :m].sum(axis=1) / (m * n) - (m + 1) / (2 * n)
+    # A positive's rank among all minus its rank among positives = negatives it beats (midranks: ties 1/2).
+    v10 = (rank_all[:, :m] - rank_pos) / n
+    v01 = 1.0 - (rank_all[:, m:] - rank_neg) / m
+    if m < 2 or n < 2:
+        warnings.warn(
+            f"DeLong variance needs >= 2 cases per class; got {m} positives and {n} negatives", stacklevel=2
+        )
+        return aucs, np.full((k, k), np.nan)
+    cov = np.atleast_2d(np.cov(v10)) / m + np.atleast_2d(np.cov(v01)) / n
+    return aucs, cov
+
+
+def delong_ci(y_true: ArrayLike, score: ArrayLike, *, alpha: float = 0.05) -> dict[str, object]:
+    """One AUC with DeLong's variance and a normal-approximation CI, clipped to [0, 1].
+
+    Example:
+        >>> r = delong_ci([0, 0, 0, 1, 1, 1], [0.1, 0.3, 0.6, 0.4, 0.7, 0.9])
+        >>> round(r["auc"], 3), r["ci"][1]
+        (0.889, 1.0)
+    """
+    aucs, cov = delong_covariance(y_true, [score])
+    auc, var = float(aucs[0]), float(cov[0, 0])
+    se = float(np.sqrt(max(var, 0.0))) if np.isfinite(var) else float("nan")
+    q = float(sps.norm.ppf(1 - alpha / 2))
+    ci = [float(np.clip(auc - q * se, 0, 1)), float(np.clip(auc + q * se, 0, 1))]
+    return {"auc": auc, "var": var, "se": se, "ci": ci}
+
+
+def delong_test(
+    y_true: ArrayLike, score_a: ArrayLike, score_b: ArrayLike, *, alpha: float = 0.05
+) -> dict[str, object]:
+    """DeLong's two-sided test that two correlated AUCs (same cases, two models) are equal.
+
+    Args:
+        y_true: ``(N,)`` 0/1 labels (NaN dropped).
+        score_a: scores of model A on the same cases.
+        score_b: scores of model B.
+        alpha: 1 - coverage of the CI on ``diff = auc_a - auc_b``.
+
+    Returns:
+        ``{"auc_a", "auc_b", "diff", "se", "z", "p_value", "ci": [lo, hi]}``. Identical scores give
+        ``diff = 0``, ``z = 0``, ``p = 1``; NaN where the test is undefined.
+
+    Example:
+        >>> y = [0, 0, 0, 1, 1, 1]
+        >>> delong_test(y, [0.1, 0.2, 0.3, 0.7, 0.8, 0.9], [0.1, 0.2, 0.3, 0.7, 0.8, 0.9])["p_value"]
+        1.0
+    """
+    aucs, cov = delong_covariance(y_true, [score_a, score_b])
+    diff = float(aucs[0] - aucs[1])
+    var = float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
+    se = float(np.sqrt(max(var, 0.0))) if np.isfinite(var) else float("nan")
+    if not np.isfinite(se):
+        z = p = float("nan")
+    elif se == 0.0:
+        # Zero variance of the difference: equal AUCs are not evidence of a difference (p = 1); a non-zero
+        # difference with no variance (e.g. a perfect model against its reverse) is certain (p = 0).
+        z = 0.0 if diff == 0 else float(np.sign(diff) * np.inf)
+        p = 1.0 if diff == 0 else 0.0
+    else:
+        z = diff / se
+        p = float(2 * sps.norm.sf(abs(z)))
+    q = float(sps.norm.ppf(1 - alpha / 2))
+    return {
+        "auc_a": float(aucs[0]),
+        "auc_b": float(aucs[1]),
+        "diff": diff,
+        "se": se,
+        "z": float(z),
+        "p_value": float(p),
+        "ci": [diff - q * se, diff + q * se],
+    }
+
+
+def paired_test(a: ArrayLike, b: ArrayLike) -> dict[str, float | int]:
+    """Paired comparison of two methods across seeds (or folds): paired t-test and Wilcoxon signed-rank.
+
+    Pairs with a NaN on either side are dropped. With fewer than two pairs, zero spread, or all-zero
+    differences the undefined statistics are NaN rather than an error, so 2-3 seeds are fine.
+
+    Returns:
+        ``{"mean_diff", "sd_diff", "t", "p_value", "wilcoxon_p", "n"}`` with ``diff = a - b``.
+
+    Example:
+        >>> r = paired_test([0.81, 0.83, 0.80], [0.78, 0.79, 0.78])
+        >>> r["n"], round(r["mean_diff"], 3), r["p_value"] < 0.1
+        (3, 0.03, True)
+    """
+    x = np.asarray(a, dtype=float).ravel()
+    y = np.asarray(b, dtype=float).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"paired samples must have the same length, got {x.size} and {y.size}")
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    d = x - y
+    n = int(d.size)
+    nan = float("nan")
+    mean_diff = float(d.mean()) if n else nan
+    sd_diff = float(d.std(ddof=1)) if n >= 2 else nan
+    t = p = wil = nan
+    if n >= 2 and sd_diff > 0:
+        res = sps.ttest_rel(x, y)
+        t, p = float(res.statistic), float(res.pvalue)
+    if n >= 2 and np.any(d != 0):
+        wil = float(sps.wilcoxon(d).pvalue)
+    return {"mean_diff": mean_diff, "sd_diff": sd_diff, "t": t, "p_value": p, "wilcoxon_p": wil, "n": n}

@@ -1,0 +1,399 @@
+"""Where weights come from (:class:`WeightsSpec`) and the one function that loads them (:func:`load_weights`).
+
+``model.source`` is ``scratch`` (mean 0.5 / std 0.25 per channel, images arrive in [0, 1]); ``imagenet`` or
+``imagenet:<timm tag>`` (timm's weights, looked up only in the local Hugging Face and torch-hub caches, never
+downloaded); a .safetensors/.pt/.pth/.bin file (timm, torchvision or our own Classifier keys); or a
+source-model folder with ``model.safetensors`` + a ``source.yaml`` card. Normalisation travels with weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+import torch
+import yaml
+from torch import Tensor
+
+from medtransfer.errors import UserError
+from medtransfer.models import backbones
+from medtransfer.models.backbones import Classifier
+from medtransfer.registry import suggest
+
+_logger = logging.getLogger(__name__)
+StateDict = dict[str, Tensor]
+
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+CARD_FILE = "source.yaml"
+SOURCE_WEIGHTS_FILE = "model.safetensors"
+# a card (source.yaml) also has input_size, modality, site, method, label_names, description
+CARD_REQUIRED = ("name", "backbone", "in_chans", "mean", "std")
+ACCEPTED = (
+    "'scratch', 'imagenet' (or 'imagenet:<timm tag>'), a .safetensors/.pt/.pth/.bin file, "
+    f"or a source-model folder with {SOURCE_WEIGHTS_FILE} + {CARD_FILE}"
+)
+# training checkpoints wrap the state dict under one of these keys
+_CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "module")
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP and torch.compile
+# Old torchvision DenseNet files say 'denselayer1.norm.1.weight' for 'norm1.weight' (torchvision's and timm's
+# own loaders rename with this pattern)
+_TV_DENSENET = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12]\.(?:weight|bias|running_[a-z]+))$")
+
+
+@dataclass(frozen=True)
+class WeightsSpec:
+    """Where weights come from and what they imply (channels, input size, normalisation, labels, domain).
+
+    Example:
+        >>> resolve_weights("scratch", "tiny").kind
+        'scratch'
+    """
+
+    kind: Literal["scratch", "file", "source_dir", "imagenet"]
+    backbone: str
+    path: Path | None = None  # the weights file (file, source_dir)
+    hub_id: str | None = None  # imagenet: Hugging Face repo, e.g. 'timm/resnet18.a1_in1k'
+    url: str | None = None  # imagenet: the legacy download URL (its basename is the torch-hub cache file)
+    in_chans: int | None = None
+    input_size: tuple[int, ...] | None = None
+    mean: tuple[float, ...] | None = None  # None: the backbone's default (ImageNet for timm backbones)
+    std: tuple[float, ...] | None = None
+    label_names: tuple[str, ...] | None = None
+    modality: str | None = None
+    site: str | None = None
+    name: str | None = None
+    method: str | None = None
+    description: str = ""
+    first_conv: str | None = None  # None: the backbone's pretrained cfg
+    classifier: str | None = None
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_weights` did; :meth:`summary` is one line for logs."""
+
+    source: str
+    loaded: int = 0
+    missing: list[str] = field(default_factory=list)  # tolerated: dropped-head and BN-counter keys
+    unexpected: list[str] = field(default_factory=list)
+    dropped_head: bool = False
+    head_reason: str = ""
+    adapted_input_conv: str | None = None
+
+    def summary(self) -> str:
+        if self.loaded == 0 and not self.dropped_head:
+            return f"{self.source}: nothing loaded"
+        head = f"head dropped ({self.head_reason}), re-initialised" if self.dropped_head else "head loaded"
+        conv = f"; input conv {self.adapted_input_conv}" if self.adapted_input_conv else ""
+        return f"{self.source}: loaded {self.loaded} tensors{conv}; {head}; {len(self.unexpected)} unexpected"
+
+
+# --------------------------------------------------------------------------- resolving
+def resolve_weights(source: str, backbone: str) -> WeightsSpec:
+    """Turn ``model.source`` into a :class:`WeightsSpec`; reads at most a small YAML card, never weights.
+
+    Example:
+        >>> resolve_weights("imagenet", "resnet18").hub_id
+        'timm/resnet18.a1_in1k'
+    """
+    info = backbones.BACKBONES.get(backbone)
+    text = str(source).strip()
+    if text == "scratch":
+        return WeightsSpec("scratch", backbone, description="random initialisation")
+    if text == "imagenet" or text.startswith("imagenet:"):
+        return _imagenet_spec(backbone, info.timm_name, text.partition(":")[2])
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return _source_dir_spec(path, backbone)
+    if path.is_file():
+        if path.suffix.lower() not in WEIGHT_SUFFIXES:
+            raise UserError(f"weights file {path}: suffix '{path.suffix}' is not one of {WEIGHT_SUFFIXES}")
+        return WeightsSpec("file", backbone, path=path, name=path.name, description=f"weights file {path}")
+    if path.suffix.lower() in WEIGHT_SUFFIXES or os.sep in text:
+        raise UserError(f"weights not found: {path} does not exist; model.source accepts {ACCEPTED}")
+    close = suggest(text, ["scratch", "imagenet"])
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise UserError(f"model.source {text!r} is not a weights source{hint}; use {ACCEPTED}")
+
+
+def _imagenet_spec(backbone: str, timm_name: str | None, tag: str) -> WeightsSpec:
+    from timm.models import get_pretrained_cfg, list_pretrained
+
+    if timm_name is None:
+        raise UserError(f"backbone '{backbone}' has no ImageNet weights; use model.source=scratch or a file")
+    cfg = get_pretrained_cfg(f"{timm_name}.{tag}" if tag else timm_name)
+    if cfg is None or not (cfg.hf_hub_id or cfg.url):
+        tags = [n.partition(".")[2] for n in list_pretrained(f"{timm_name}.*")]
+        raise UserError(f"no timm weights '{timm_name}.{tag}'; use model.source=imagenet:<tag> for {tags}")
+    name = f"{cfg.architecture}.{cfg.tag}"
+    return WeightsSpec(
+        "imagenet",
+        backbone,
+        hub_id=cfg.hf_hub_id or None,
+        url=cfg.url or None,
+        in_chans=cfg.input_size[0],
+        input_size=tuple(cfg.input_size),
+        mean=tuple(cfg.mean),
+        std=tuple(cfg.std),
+        modality="natural images",
+        name=name,
+        method="supervised",
+        description=f"ImageNet weights timm/{name}",
+        first_conv=cfg.first_conv,
+        classifier=cfg.classifier,
+    )
+
+
+def _source_dir_spec(folder: Path, backbone: str) -> WeightsSpec:
+    absent = [n for n in (SOURCE_WEIGHTS_FILE, CARD_FILE) if not (folder / n).is_file()]
+    if absent:
+        raise UserError(f"{folder} is not a source-model folder: {absent} missing; use {ACCEPTED}")
+    try:
+        card = yaml.safe_load((folder / CARD_FILE).read_text())
+    except yaml.YAMLError as e:
+        raise UserError(f"{folder / CARD_FILE}: not valid YAML ({str(e).splitlines()[0]})") from None
+    missing = [k for k in CARD_REQUIRED if not isinstance(card, dict) or k not in card]
+    if missing:
+        raise UserError(f"{folder / CARD_FILE}: the source-model card lacks keys {missing}")
+    if card["backbone"] != backbone:
+        raise UserError(
+            f"source model {folder} was trained with backbone '{card['backbone']}', not '{backbone}': "
+            f"set model.backbone={card['backbone']} or choose a source for {backbone}"
+        )
+    in_chans, mean, std = int(card["in_chans"]), tuple(card["mean"]), tuple(card["std"])
+    if len(mean) != in_chans or len(std) != in_chans:
+        raise UserError(f"{folder / CARD_FILE}: mean/std need {in_chans} values (in_chans), got {mean}/{std}")
+    labels, size = card.get("label_names"), card.get("input_size")
+    return WeightsSpec(
+        "source_dir",
+        backbone,
+        path=folder / SOURCE_WEIGHTS_FILE,
+        in_chans=in_chans,
+        input_size=tuple(size) if size else None,
+        mean=tuple(float(v) for v in mean),
+        std=tuple(float(v) for v in std),
+        label_names=tuple(str(n) for n in labels) if labels else None,
+        name=str(card["name"]),
+        description=card.get("description") or f"source model {card['name']} ({folder})",
+        **{k: card.get(k) for k in ("modality", "site", "method")},
+    )
+
+
+# --------------------------------------------------------------------------- local caches
+def _hf_cache_dir() -> Path:
+    """The Hugging Face hub cache, read from the environment now (huggingface_hub reads it once at import)."""
+    explicit = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", "~/.cache")
+    return Path(os.environ.get("HF_HOME") or os.path.join(xdg, "huggingface")).expanduser() / "hub"
+
+
+def _torch_hub_file(url: str) -> Path:
+    """Where ``torch.hub.load_state_dict_from_url`` (used by timm and torchvision) keeps ``url``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+
+
+def find_imagenet_file(spec: WeightsSpec) -> Path | None:
+    """The cached file for an ``imagenet`` spec, or None. Looks only in local caches; never downloads.
+
+    Checks the Hugging Face hub cache (model.safetensors, then pytorch_model.bin; honours HF_HOME and
+    HF_HUB_CACHE), then ``torch.hub.get_dir()/checkpoints/<basename of url>`` (honours TORCH_HOME).
+
+    Example:
+        >>> find_imagenet_file(resolve_weights("imagenet", "resnet18"))  # doctest: +SKIP
+        PosixPath('.../hub/models--timm--resnet18.a1_in1k/snapshots/<hash>/model.safetensors')
+    """
+    from huggingface_hub import try_to_load_from_cache
+
+    if spec.hub_id:
+        repo, _, revision = spec.hub_id.partition("@")
+        for name in ("model.safetensors", "pytorch_model.bin"):
+            found = try_to_load_from_cache(repo, name, cache_dir=_hf_cache_dir(), revision=revision or None)
+            if isinstance(found, str):  # a sentinel object means "known to be absent"
+                return Path(found)
+    if spec.url and _torch_hub_file(spec.url).is_file():
+        return _torch_hub_file(spec.url)
+    return None
+
+
+def _not_cached_message(spec: WeightsSpec) -> str:
+    repo = (spec.hub_id or "").partition("@")[0]
+    places = [f"model.safetensors of {repo} in the Hugging Face cache {_hf_cache_dir()}"] if repo else []
+    if spec.url:
+        places.append(f"{_torch_hub_file(spec.url).name} ({spec.url}) in {_torch_hub_file(spec.url).parent}")
+    run = f"python -c \"import timm; timm.create_model('{spec.name}', pretrained=True)\""
+    return (
+        f"ImageNet weights for {spec.backbone} are not in the local cache (nothing is downloaded): put "
+        f"{' or '.join(places)} (run once with internet: {run}), or set model.source to a local weights file"
+    )
+
+
+# --------------------------------------------------------------------------- reading
+def read_state_dict(path: str | Path, classifier: str | None = None) -> StateDict:
+    """Read a state dict safely: safetensors, or ``torch.load(weights_only=True)`` for .pt/.pth/.bin.
+
+    Unwraps checkpoint containers (``state_dict``, ``model``, ...) and ``module.`` / ``_orig_mod.`` prefixes.
+    With ``classifier``, our own :class:`Classifier` keys (``backbone.*``, ``head.1.*``) become timm keys.
+
+    Example:
+        >>> read_state_dict("resnet18.pth")["conv1.weight"].shape  # doctest: +SKIP
+        torch.Size([64, 3, 7, 7])
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"weights file not found: {path}")
+    if path.suffix.lower() == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            obj: Any = load_file(str(path), device="cpu")
+        except Exception as e:  # safetensors raises its own error types for truncated/corrupt files
+            raise UserError(f"{path}: not a readable safetensors file ({e})") from None
+    else:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            raise UserError(
+                f"{path} is not a plain state dict: torch.load(weights_only=True) refuses the Python objects "
+                "it pickles; re-save it with torch.save(model.state_dict(), path) or as .safetensors"
+            ) from None
+        except Exception as e:  # zip/EOF/runtime errors from a truncated or foreign file
+            raise UserError(f"{path}: torch.load cannot read it ({str(e).splitlines()[0]})") from None
+    while isinstance(obj, Mapping) and any(isinstance(obj.get(k), Mapping) for k in _CONTAINER_KEYS):
+        obj = next(obj[k] for k in _CONTAINER_KEYS if isinstance(obj.get(k), Mapping))
+    state = {str(k): v for k, v in obj.items() if isinstance(v, Tensor)} if isinstance(obj, Mapping) else {}
+    if not state:
+        raise UserError(f"{path} holds no tensors; expected a state dict (name -> tensor)")
+    for prefix in _WRAPPER_PREFIXES:
+        if all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix) :]: v for k, v in state.items()}
+    if classifier and any(k.startswith("backbone.") for k in state):
+        # our Classifier: the Linear of the Sequential(Dropout, Linear) head is 'head.1'
+        state = {
+            _timm_key(k, classifier): v for k, v in state.items() if k.startswith(("backbone.", "head.1."))
+        }
+    # torchvision's ResNet/DenseNet keys equal timm's except in old DenseNet files
+    return {_TV_DENSENET.sub(r"\1\2", k): v for k, v in state.items()}
+
+
+def _timm_key(key: str, classifier: str) -> str:
+    return key.removeprefix("backbone.") if key.startswith("backbone.") else classifier + key[len("head.1") :]
+
+
+# --------------------------------------------------------------------------- loading
+def load_weights(
+    model: Classifier, spec: WeightsSpec, label_names: Sequence[str] | None = None
+) -> LoadReport:
+    """Load the weights ``spec`` describes into ``model`` and set ``model.normalization`` from them.
+
+    The input conv (cfg ``first_conv``) is adapted when channels differ (timm ``adapt_input_conv`` sums RGB
+    filters for 1 channel). The file's classifier (cfg ``classifier``, or our ``head.1``) is loaded only if
+    its shape fits and, for a source model with label names, ``label_names`` equal the card's; otherwise the
+    head is re-initialised. Other mis-shaped or missing backbone tensors raise UserError.
+
+    Example:
+        >>> model = build_model("resnet18", num_outputs=2)  # doctest: +SKIP
+        >>> load_weights(model, resolve_weights("rn18_tv.pth", "resnet18")).summary()  # doctest: +SKIP
+        'weights file rn18_tv.pth: loaded 122 tensors; input conv conv1: 3→1 channels (RGB filters summed)...'
+    """
+    name = model.backbone_name
+    if spec.backbone != name:
+        raise UserError(f"weights for '{spec.backbone}' cannot load into a '{name}' model")
+    report = LoadReport(source=spec.description or spec.kind)
+    if spec.kind == "scratch":
+        model.normalization = backbones.scratch_normalization(model.in_chans)
+        return report
+    path = spec.path if spec.kind != "imagenet" else find_imagenet_file(spec)
+    if path is None:
+        raise UserError(_not_cached_message(spec))
+    cfg = model.pretrained_cfg
+    classifier = spec.classifier or cfg.get("classifier") or "fc"
+    classifier = classifier[0] if isinstance(classifier, (tuple, list)) else classifier
+    state = read_state_dict(path, classifier=classifier)
+    head_state = {
+        k[len(classifier) + 1 :]: state.pop(k) for k in list(state) if k.startswith(classifier + ".")
+    }
+    target = model.backbone.state_dict()
+    report.adapted_input_conv = _adapt_input_conv(state, target, spec.first_conv or cfg.get("first_conv"))
+
+    wrong = [k for k, v in state.items() if k in target and v.shape != target[k].shape]
+    if wrong:
+        shown = "; ".join(f"{k} {tuple(state[k].shape)} vs {tuple(target[k].shape)}" for k in wrong[:4])
+        raise UserError(f"{path}: {len(wrong)} tensors do not fit {name} (file vs model: {shown})")
+    report.missing = [k for k in target if k not in state]
+    fatal = [k for k in report.missing if not k.endswith("num_batches_tracked")]  # old files lack BN counters
+    if fatal:
+        raise UserError(
+            f"{path} lacks {len(fatal)} {name} tensors (e.g. {fatal[:4]}); refusing a partial load"
+        )
+    report.unexpected = [k for k in state if k not in target]
+    model.backbone.load_state_dict({k: v for k, v in state.items() if k in target}, strict=False)
+    report.loaded = len(target) - len(report.missing)
+
+    linear = model.head[-1]
+    theirs = {k: tuple(v.shape) for k, v in head_state.items()}
+    ours = {k: tuple(p.shape) for k, p in linear.named_parameters()}
+    if not head_state:
+        report.head_reason = "the file has no classifier"
+    elif theirs != ours:
+        report.head_reason = f"{classifier} shapes {theirs} vs {ours}"
+    elif spec.label_names is not None and list(spec.label_names) != list(label_names or []):
+        report.head_reason = "label names differ from the source model's"
+    else:
+        linear.load_state_dict(head_state)
+        report.loaded += 2
+    if report.head_reason:
+        linear.reset_parameters()
+        report.dropped_head = True
+        report.missing += ["head.1.weight", "head.1.bias"]
+
+    # a plain file carries no statistics: the backbone's defaults (ImageNet for timm backbones) apply
+    mean, std = spec.mean or cfg.get("mean") or (0.5,), spec.std or cfg.get("std") or (0.25,)
+    model.normalization = backbones.fit_normalization(mean, std, model.in_chans)
+    if report.unexpected:
+        _logger.warning("%s: unexpected keys ignored: %s", path, report.unexpected[:5])
+    _logger.info("%s", report.summary())
+    return report
+
+
+def _adapt_input_conv(state: StateDict, target: StateDict, first_conv: str | None) -> str | None:
+    """Adapt the file's first conv to the model's input channels in place; describe what was done."""
+    key = f"{first_conv}.weight"
+    if key not in state or key not in target or state[key].shape == target[key].shape or state[key].ndim != 4:
+        return None
+    from timm.models import adapt_input_conv
+
+    src, dst = state[key].shape[1], target[key].shape[1]
+    try:
+        state[key] = adapt_input_conv(dst, state[key], base_chans=src)
+    except (NotImplementedError, ValueError, AssertionError):
+        return None  # left as it is: the shape check reports it
+    return f"{first_conv}: {src}→{dst} channels" + (" (RGB filters summed)" if dst == 1 else "")
+
+
+def create_model(
+    cfg_model: Any, num_outputs: int, label_names: Sequence[str] | None = None
+) -> tuple[Classifier, LoadReport]:
+    """Build a :class:`Classifier` from a ``ModelConfig``-like object and load its ``source`` weights.
+
+    ``cfg_model`` needs ``backbone``, ``source``, ``dropout``, ``in_chans``. With ``source='scratch'`` the
+    model is random and normalises with mean 0.5 / std 0.25 per channel (the data layer scales images to
+    [0, 1]); otherwise mean/std come with the weights. The target's ``label_names`` may keep a source head.
+
+    Example:
+        >>> from medtransfer.config import ModelConfig
+        >>> model, report = create_model(ModelConfig(backbone="tiny"), num_outputs=3)
+        >>> report.summary()
+        'random initialisation: nothing loaded'
+    """
+    spec = resolve_weights(cfg_model.source, cfg_model.backbone)  # fail before building a large model
+    model = backbones.build_model(cfg_model.backbone, num_outputs, cfg_model.in_chans, cfg_model.dropout)
+    return model, load_weights(model, spec, label_names=label_names)

@@ -1,0 +1,140 @@
+"""Use a finished run on other data: ``medtransfer evaluate`` and ``medtransfer predict``.
+
+Everything needed is read from the run folder: ``model.safetensors`` carries backbone, task, label names,
+channels, image size and normalisation in its metadata; ``metrics.json`` the thresholds chosen on validation;
+``config.yaml`` the data options.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors import safe_open
+
+from medtransfer.config import Config, load_config
+from medtransfer.data.cache import cached_images
+from medtransfer.data.dataset import ImageDataset
+from medtransfer.data.sources.base import SourceOptions, load_dataset
+from medtransfer.data.splits import SPLIT_NAMES, load_split
+from medtransfer.errors import DataError, UserError
+from medtransfer.evaluation.metrics import summarize, to_jsonable
+from medtransfer.io import atomic_write, atomic_write_text
+from medtransfer.models.backbones import build_model
+from medtransfer.training.batches import Batches
+from medtransfer.training.checkpoint import load_weights_file
+from medtransfer.training.loop import predict
+from medtransfer.training.run import pick_device
+from medtransfer.training.tasks import Task
+
+
+@dataclass
+class TrainedModel:
+    model: torch.nn.Module
+    task: Task
+    cfg: Config
+    label_names: list[str]
+    in_chans: int
+    image_size: int | None
+    thresholds: list[float] | None
+    run_dir: Path
+
+
+def load_run(run_dir: str | Path) -> TrainedModel:
+    run = Path(run_dir)
+    weights = run / "model.safetensors"
+    if not weights.is_file():
+        raise UserError(f"{run} has no model.safetensors; is it a finished `medtransfer train` run folder?")
+    cfg = load_config(run / "config.yaml")
+    with safe_open(str(weights), "pt") as f:
+        meta = f.metadata() or {}
+    try:
+        labels = json.loads(meta["label_names"])
+        in_chans, task = int(meta["in_chans"]), meta["task"]
+        image_size = json.loads(meta["image_size"])
+        norm = json.loads(meta["normalization"])
+    except KeyError as e:
+        raise UserError(f"{weights} lacks metadata {e}; it was not written by `medtransfer train`") from None
+    model = build_model(meta.get("backbone", cfg.model.backbone), len(labels), in_chans, cfg.model.dropout)
+    load_weights_file(weights, model)
+    model.normalization = norm
+    thresholds = None
+    if (run / "metrics.json").is_file():
+        thresholds = json.loads((run / "metrics.json").read_text()).get("thresholds")
+    return TrainedModel(model, Task(task, len(labels)), cfg, labels, in_chans, image_size, thresholds, run)
+
+
+def _load_target(tm: TrainedModel, data: str, format: str | None, labels: list[str] | None,
+                 with_labels: bool = True) -> ImageDataset:
+    d = tm.cfg.data
+    same = str(Path(data).expanduser().resolve()) == str(Path(d.path).expanduser().resolve()) if d.path else False
+    run_labels = tuple(d.labels) if (d.labels and with_labels) else None
+    opts = SourceOptions(
+        labels=tuple(labels) if labels else run_labels,
+        classes=tuple(d.classes) if (d.classes and same) else None,
+        image_column=d.image_column if same else None, patient_column=d.patient_column if same else None,
+    )
+    ds = load_dataset(data, format, opts)
+    if ds.channels != tm.in_chans:
+        raise DataError(f"{data} has {ds.channels}-channel images but the model was trained on {tm.in_chans}")
+    return ds
+
+
+def _select(tm: TrainedModel, ds: ImageDataset, data: str, split: str | None) -> np.ndarray:
+    if split is None:
+        return np.arange(len(ds))
+    if split not in SPLIT_NAMES:
+        raise UserError(f"--split must be one of {SPLIT_NAMES}, got '{split}'")
+    for cand in (tm.run_dir / "split.csv", Path(tm.cfg.data.split_file or "")):
+        if cand.is_file():
+            try:
+                return load_split(cand, ds).indices(split)
+            except DataError:
+                pass
+    if "source_split" in ds.meta.columns:
+        return np.flatnonzero(ds.meta["source_split"].to_numpy() == split)
+    raise UserError(f"{data} has no '{split}' split: neither the run's split.csv nor the file defines one")
+
+
+def _scores(tm: TrainedModel, ds: ImageDataset, idx: np.ndarray, device_name: str = "auto") -> np.ndarray:
+    if len(idx) == 0:
+        raise UserError("no images selected")
+    images = cached_images(ds, tm.image_size, tm.cfg.data.cache_dir)
+    device = pick_device(device_name)
+    tm.model.to(device)
+    batches = Batches(images, np.zeros((len(ds), len(tm.label_names)), np.float32), idx, 256,
+                      tm.model.normalization["mean"], tm.model.normalization["std"], device)
+    return predict(tm.model, tm.task, batches)
+
+
+def evaluate_run(run_dir: str | Path, data: str, out: str | Path, format: str | None = None,
+                 split: str | None = None, labels: list[str] | None = None) -> dict:
+    """Metrics of a trained run on ``data`` (AUC with bootstrap CI; thresholds from the run's validation)."""
+    tm = load_run(run_dir)
+    ds = _load_target(tm, data, format, labels)
+    if list(ds.label_names) != tm.label_names:
+        raise DataError(f"{data} has labels {list(ds.label_names)} but the model predicts {tm.label_names}; "
+                        "pass --labels to select matching columns")
+    idx = _select(tm, ds, data, split)
+    scores = _scores(tm, ds, idx)
+    metrics = summarize(ds.labels[idx], scores, tm.label_names, tm.task.kind,
+                        patient_ids=ds.meta["patient_id"].to_numpy()[idx], thresholds=tm.thresholds)
+    metrics.update({"data": str(data), "split": split or "all", "run": str(run_dir)})
+    atomic_write_text(out, json.dumps(to_jsonable(metrics), indent=2))
+    return metrics
+
+
+def predict_run(run_dir: str | Path, data: str, out: str | Path, format: str | None = None) -> pd.DataFrame:
+    """Per-image probabilities of a trained run on ``data`` (labels in the data are not needed)."""
+    tm = load_run(run_dir)
+    ds = _load_target(tm, data, format, None, with_labels=False)
+    scores = _scores(tm, ds, np.arange(len(ds)))
+    table = ds.meta[["image_id", "patient_id"]].copy()
+    for k, name in enumerate(tm.label_names):
+        table[f"prob_{name}"] = scores[:, k]
+    atomic_write(out, lambda tmp: table.to_csv(tmp, index=False))
+    return table

@@ -1,0 +1,145 @@
+"""The training loop, short enough to read in one sitting.
+
+``fit`` runs epochs from wherever the checkpoint says: the strategy's hook decides what trains, one epoch of
+optimisation, validation, then checkpoint / best weights / early stopping. Every epoch is seeded by
+``(seed, epoch)`` (shuffling, augmentation, dropout), so a resumed run equals an uninterrupted one on CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medtransfer.config import TrainConfig
+from medtransfer.errors import TrainingFailed
+from medtransfer.evaluation.metrics import macro_auc
+from medtransfer.training.batches import Batches
+from medtransfer.training.checkpoint import load_checkpoint, save_checkpoint, save_weights
+from medtransfer.training.tasks import Task
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FitState:
+    epoch: int = 0  # next epoch to run
+    best_score: float = -math.inf
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+def fit(
+    model: torch.nn.Module, task: Task, strategy, optimizer, scheduler, train: Batches, val: Batches | None,
+    cfg: TrainConfig, seed: int, out_dir: Path, progress: bool = True,
+) -> FitState:
+    """Train ``model``; writes ``checkpoint.pt`` each epoch and ``best.safetensors`` at each new best."""
+    ckpt_path, best_path = out_dir / "checkpoint.pt", out_dir / "best.safetensors"
+    state = FitState()
+    if ckpt_path.exists():
+        ckpt = load_checkpoint(ckpt_path)
+        model.load_state_dict(ckpt["model"])
+        strategy.load_state_dict(ckpt["strategy"], model)
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        state = FitState(**ckpt["state"])
+        log.info("resumed from %s at epoch %d", ckpt_path, state.epoch)
+    else:
+        strategy.on_train_start(model)
+    with _progress(progress) as bar:
+        job = bar.add_task("train", total=cfg.epochs * len(train), completed=state.epoch * len(train), info="")
+        for epoch in range(state.epoch, cfg.epochs):
+            torch.manual_seed(int(np.random.SeedSequence([seed, epoch, 7]).generate_state(1)[0]))  # dropout
+            strategy.on_epoch_start(epoch, model, optimizer)
+            t0 = time.perf_counter()
+            loss = train_one_epoch(model, task, strategy, optimizer, scheduler, train, cfg, seed, epoch,
+                                   lambda info: bar.update(job, advance=1, **({"info": info} if info else {})))
+            score = macro_auc(val.labels[val.indices], predict(model, task, val)) if val is not None else -loss
+            state.history.append({"epoch": epoch, "train_loss": loss, "val_auc": score if val is not None else None,
+                                  "lr": optimizer.param_groups[-1]["lr"], "seconds": time.perf_counter() - t0})
+            improved = np.isfinite(score) and score > state.best_score
+            if improved or not best_path.exists():
+                state.best_score, state.best_epoch, state.bad_epochs = (score if np.isfinite(score) else -math.inf), epoch, 0
+                save_weights(best_path, model)
+            else:
+                state.bad_epochs += 1
+            state.epoch = epoch + 1
+            save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                        "scheduler": scheduler.state_dict(), "strategy": strategy.state_dict(),
+                                        "state": vars(state)})
+            bar.update(job, info=f"epoch {epoch + 1}/{cfg.epochs} loss {loss:.4f} val AUC {score:.4f}")
+            log.info("epoch %d/%d  loss %.4f  val AUC %.4f", epoch + 1, cfg.epochs, loss, score)
+            if cfg.early_stop_patience is not None and state.bad_epochs >= cfg.early_stop_patience:
+                log.info("early stop: no val AUC improvement for %d epochs", state.bad_epochs)
+                break
+    return state
+
+
+def train_one_epoch(model, task: Task, strategy, optimizer, scheduler, train: Batches, cfg: TrainConfig,
+                    seed: int, epoch: int, on_step) -> float:
+    model.train()
+    strategy.set_train_mode(model)
+    cuda = train.device.type == "cuda"
+    total = torch.zeros((), device=train.device)
+    for step, (x, y) in enumerate(train.epoch(seed, epoch)):
+        if cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(train.device.type, dtype=torch.bfloat16, enabled=cuda):
+            loss = task.loss(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        total += loss.detach()
+        if step % 10 == 0 or step == len(train) - 1:  # a host sync only every 10 steps
+            mean = total.item() / (step + 1)
+            if not math.isfinite(mean):
+                raise TrainingFailed(f"loss became {mean} at epoch {epoch + 1}, step {step + 1}; "
+                                     "lower train.lr or enable train.grad_clip")
+            on_step(f"epoch {epoch + 1}/{cfg.epochs} loss {mean:.4f}")
+        else:
+            on_step(None)
+    return total.item() / max(len(train), 1)
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, task: Task, batches: Batches) -> np.ndarray:
+    """Scores (probabilities) for ``batches.indices`` in order, shape ``(n, K)``."""
+    model.eval()
+    cuda = batches.device.type == "cuda"
+    out = []
+    for x, _ in batches.epoch(0, 0):
+        with torch.autocast(batches.device.type, dtype=torch.bfloat16, enabled=cuda):
+            out.append(task.scores(model(x)).cpu())
+    return torch.cat(out).numpy().astype(np.float64)
+
+
+class _NoBar:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def add_task(self, *a, **k):
+        return 0
+
+    def update(self, *a, **k):
+        pass
+
+
+def _progress(enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    TextColumn("{task.fields[info]}"), transient=False)

@@ -1,0 +1,209 @@
+"""One training run end to end: data → split → cache → model + weights → strategy → fit → metrics.
+
+A run directory holds ``config.yaml`` (resolved), ``run_info.json`` (versions, seed), ``split.csv``,
+``model.safetensors`` (best validation epoch), ``history.csv``, ``metrics.json``, ``status.json`` and the
+last ``checkpoint.pt`` (for ``--resume``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from medtransfer.config import Config, write_run_info
+from medtransfer.data.cache import cached_images
+from medtransfer.data.dataset import ImageDataset
+from medtransfer.data.sources.base import SourceOptions, load_dataset
+from medtransfer.data.splits import Split, load_split, make_split
+from medtransfer.data.transforms import RadiographAugment
+from medtransfer.errors import ConfigError, DataError, TrainingFailed
+from medtransfer.evaluation.metrics import choose_threshold, summarize, to_jsonable
+from medtransfer.io import atomic_write_text
+from medtransfer.models.weights import create_model
+from medtransfer.training.batches import Batches
+from medtransfer.training.checkpoint import load_weights_file, save_weights
+from medtransfer.training.loop import fit, predict
+from medtransfer.training.schedules import build_scheduler
+from medtransfer.training.tasks import Task, make_task
+from medtransfer.transfer.strategies import build_strategy
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={name} but no CUDA device is available; use auto or cpu")
+    return torch.device(name)
+
+
+def load_data(cfg: Config) -> ImageDataset:
+    """The dataset a config names (``data.path`` / ``data.format`` and the source options)."""
+    d = cfg.data
+    if not d.path:
+        raise ConfigError("data.path is not set; add it to the config or pass --set data.path=PATH")
+    opts = SourceOptions(
+        labels=tuple(d.labels) if d.labels else None, classes=tuple(d.classes) if d.classes else None,
+        image_column=d.image_column, patient_column=d.patient_column, task=cfg.task,
+    )
+    return load_dataset(d.path, d.format, opts)
+
+
+def resolve_split(cfg: Config, ds: ImageDataset) -> Split:
+    if cfg.data.split_file:
+        return load_split(cfg.data.split_file, ds)
+    return make_split(ds, cfg.data.split_fractions, seed=cfg.seed, use_source_splits=cfg.data.use_source_splits)
+
+
+@dataclass
+class Prepared:
+    """Everything a run needs that depends only on data (shared by the arms of a study)."""
+
+    ds: ImageDataset
+    split: Split
+    images: np.ndarray  # uint8 cache (N, C, S, S)
+
+
+def prepare(cfg: Config, progress: bool = True) -> Prepared:
+    ds = load_data(cfg)
+    split = resolve_split(cfg, ds)
+    images = cached_images(ds, cfg.data.image_size, cfg.data.cache_dir, progress=progress)
+    return Prepared(ds, split, images)
+
+
+def _batches(prep: Prepared, idx, cfg: Config, model, device, train: bool) -> Batches:
+    t = cfg.train
+    aug = RadiographAugment(hflip=t.hflip) if (train and t.augment) else None
+    norm = model.normalization
+    return Batches(prep.images, prep.ds.labels, idx, t.batch_size, norm["mean"], norm["std"], device,
+                   augment=aug, shuffle=train, drop_last=train)
+
+
+def evaluate_indices(model, task: Task, prep: Prepared, idx: np.ndarray, cfg: Config, device,
+                     thresholds: list[float] | None = None) -> tuple[dict, np.ndarray]:
+    scores = predict(model, task, _batches(prep, idx, cfg, model, device, train=False))
+    labels = prep.ds.labels[idx]
+    metrics = summarize(labels, scores, list(prep.ds.label_names), task.kind,
+                        patient_ids=prep.ds.meta["patient_id"].to_numpy()[idx], thresholds=thresholds, seed=cfg.seed)
+    return metrics, scores
+
+
+def train_run(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool = True,
+              prepared: Prepared | None = None) -> dict:
+    """Train and evaluate one configuration; returns the metrics written to ``metrics.json``.
+
+    Example:
+        >>> cfg = load_config("examples/pneumonia_train.yaml", ["data.path=pneumonia.npz"])  # doctest: +SKIP
+        >>> train_run(cfg, "runs/pneumonia")["val"]["auc"]                                  # doctest: +SKIP
+    """
+    out = Path(out_dir)
+    if (out / "checkpoint.pt").exists() and not resume:
+        raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    t0 = time.perf_counter()
+    write_run_info(out, cfg, seed=cfg.seed)
+    _status(out, "running")
+    try:
+        prep = prepared or prepare(cfg, progress)
+        metrics = _train(cfg, out, prep, progress)
+    except TrainingFailed as e:
+        _status(out, "failed", str(e))
+        raise
+    metrics["seconds"] = time.perf_counter() - t0
+    atomic_write_text(out / "metrics.json", json.dumps(to_jsonable(metrics), indent=2))
+    _status(out, "done")
+    return metrics
+
+
+def _train(cfg: Config, out: Path, prep: Prepared, progress: bool) -> dict:
+    torch.manual_seed(cfg.seed)  # model initialisation
+    ds, split = prep.ds, prep.split
+    kind = cfg.task or ds.task
+    train_idx = split.train_subset(cfg.train.n_train)
+    val_idx, test_idx = split.indices("val"), split.indices("test")
+    split.save(out / "split.csv")
+    if len(val_idx) == 0:
+        raise DataError("the validation split is empty; adjust data.split_fractions")
+    task = make_task(kind, ds.labels[train_idx], cfg.train.pos_weight)
+    device = pick_device(cfg.train.device)
+    if cfg.model.in_chans not in (None, ds.channels):
+        raise ConfigError(f"model.in_chans={cfg.model.in_chans} but the images have {ds.channels} channel(s)")
+    model_cfg = dataclasses.replace(cfg.model, in_chans=ds.channels)
+    model, report = create_model(model_cfg, num_outputs=task.num_labels, label_names=list(ds.label_names))
+    log.info("weights: %s", report.summary())
+    model.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    strategy = build_strategy(cfg.transfer, cfg.train)
+    optimizer = torch.optim.AdamW(strategy.param_groups(model), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    train = _batches(prep, train_idx, cfg, model, device, train=True)
+    val = _batches(prep, val_idx, cfg, model, device, train=False)
+    scheduler = build_scheduler(strategy.lr_policy, optimizer, total_steps=cfg.train.epochs * len(train),
+                                steps_per_epoch=len(train), train_cfg=cfg.train)
+    state = fit(model, task, strategy, optimizer, scheduler, train, val, cfg.train, cfg.seed, out, progress)
+    pd.DataFrame(state.history).to_csv(out / "history.csv", index=False)
+    load_weights_file(out / "best.safetensors", model)
+    save_weights(out / "model.safetensors", model, metadata=model_card(cfg, kind, ds, model))
+    val_metrics, val_scores = evaluate_indices(model, task, prep, val_idx, cfg, device)
+    thresholds = None
+    if kind != "multiclass":
+        thresholds = [choose_threshold(ds.labels[val_idx, k], val_scores[:, k]) for k in range(task.num_labels)]
+    if len(test_idx):
+        metrics, _ = evaluate_indices(model, task, prep, test_idx, cfg, device, thresholds)
+        metrics["split"] = "test"
+    else:
+        metrics = {**val_metrics, "split": "val"}
+    metrics.update({"val": val_metrics, "best_epoch": state.best_epoch, "epochs_run": state.epoch,
+                    "n_train": int(len(train_idx)), "thresholds": thresholds, "task": kind,
+                    "label_names": list(ds.label_names), "in_chans": ds.channels,
+                    "normalization": model.normalization})
+    return metrics
+
+
+def model_card(cfg: Config, kind: str, ds: ImageDataset, model) -> dict[str, str]:
+    """What a trained model file must carry to be used alone (safetensors metadata: strings only)."""
+    return {"backbone": cfg.model.backbone, "task": kind, "label_names": json.dumps(list(ds.label_names)),
+            "in_chans": str(ds.channels), "image_size": json.dumps(cfg.data.image_size),
+            "normalization": json.dumps(model.normalization), "dropout": str(cfg.model.dropout)}
+
+
+def _status(out: Path, status: str, error: str | None = None) -> None:
+    atomic_write_text(out / "status.json", json.dumps({"status": status, "error": error}))
+
+
+def suggest_lr(cfg: Config, num_iter: int = 100, progress: bool = True) -> float:
+    """Run the LR range test on the config's training subset and return the suggested ``train.lr``."""
+    import itertools
+
+    from medtransfer.training.lr_finder import lr_find
+
+    prep = prepare(cfg, progress)
+    torch.manual_seed(cfg.seed)
+    ds = prep.ds
+    train_idx = prep.split.train_subset(cfg.train.n_train)
+    task = make_task(cfg.task or ds.task, ds.labels[train_idx], cfg.train.pos_weight)
+    device = pick_device(cfg.train.device)
+    model_cfg = dataclasses.replace(cfg.model, in_chans=ds.channels)
+    model, _ = create_model(model_cfg, num_outputs=task.num_labels, label_names=list(ds.label_names))
+    model.to(device)
+    strategy = build_strategy(cfg.transfer, cfg.train)
+    strategy.on_train_start(model)
+    strategy.on_epoch_start(0, model)
+    train = _batches(prep, train_idx, cfg, model, device, train=True)
+    stream = itertools.chain.from_iterable(train.epoch(cfg.seed, e) for e in itertools.count())
+    model.train()
+    strategy.set_train_mode(model)
+    _, _, lr = lr_find(model, lambda b: task.loss(model(b[0]), b[1]), stream,
+                       lambda m: torch.optim.AdamW(strategy.param_groups(m), weight_decay=cfg.train.weight_decay),
+                       num_iter=num_iter)
+    if not np.isfinite(lr):
+        raise TrainingFailed("the LR range test diverged at its first step; check the data and model")
+    return float(lr)

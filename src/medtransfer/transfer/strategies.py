@@ -1,0 +1,295 @@
+"""Transfer strategies: small objects with hooks that decide freezing and per-group learning rates.
+
+The model supplies ``layer_groups() -> list[list[nn.Parameter]]`` ordered from input to output, the last
+group being the head, and a ``head`` module. A strategy never indexes layers itself: it counts groups from
+the head ("the top"). Frozen parameters get ``requires_grad_(False)`` but stay in the optimizer: with
+``optimizer.zero_grad(set_to_none=True)`` their ``.grad`` stays ``None`` and AdamW skips them entirely
+(no update, no weight decay), so the optimizer and the scheduler are built once and never rebuilt.
+
+How the training loop calls the hooks::
+
+    strategy = build_strategy(cfg.transfer, cfg.train)
+    if resuming:
+        strategy.load_state_dict(ckpt["strategy"], model)     # restores what was unfrozen
+    else:
+        strategy.on_train_start(model)                        # initial freezing, head re-init
+    optimizer = torch.optim.AdamW(strategy.param_groups(model), weight_decay=cfg.train.weight_decay)
+    scheduler = build_scheduler(strategy.lr_policy, optimizer, total_steps, steps_per_epoch, cfg.train)
+    # resuming: optimizer.load_state_dict(...), scheduler.load_state_dict(...)
+    for epoch in range(start_epoch, cfg.train.epochs):
+        strategy.on_epoch_start(epoch, model, optimizer)      # unfreeze on schedule
+        model.train()
+        strategy.set_train_mode(model)                        # frozen BatchNorm back to eval
+        ...  # zero_grad(set_to_none=True), backward, optimizer.step(), scheduler.step()
+        checkpoint["strategy"] = strategy.state_dict()
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.optim import Optimizer
+
+from medtransfer.config import TrainConfig, TransferConfig
+from medtransfer.errors import ConfigError
+from medtransfer.registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+def layer_groups(model: nn.Module) -> list[list[nn.Parameter]]:
+    """The model's layer groups (input → output, head last), checked to cover every parameter once."""
+    if not hasattr(model, "layer_groups"):
+        raise TypeError(f"{type(model).__name__} has no layer_groups(); build it with medtransfer.models")
+    groups = [list(g) for g in model.layer_groups()]
+    if not groups:
+        raise ValueError(f"{type(model).__name__}.layer_groups() returned no groups")
+    seen: dict[int, int] = {}
+    for i, group in enumerate(groups):
+        for p in group:
+            if id(p) in seen:
+                raise ValueError(f"a parameter is in layer groups {seen[id(p)]} and {i}")
+            seen[id(p)] = i
+    # A parameter outside every group would never reach the optimizer and silently stay at its init.
+    missing = [name for name, p in model.named_parameters() if id(p) not in seen]
+    if missing:
+        raise ValueError(f"parameters not in any layer group of {type(model).__name__}: {missing[:5]}")
+    return groups
+
+
+def set_trainable(groups: list[list[nn.Parameter]], n_trainable: int) -> None:
+    """Let the top ``n_trainable`` groups train and freeze the others (clearing their stale grads)."""
+    n_frozen = max(0, len(groups) - n_trainable)
+    for i, group in enumerate(groups):
+        for p in group:
+            p.requires_grad_(i >= n_frozen)
+            if i < n_frozen:
+                p.grad = None  # a leftover grad would let AdamW update (and decay) a frozen parameter
+
+
+class Strategy:
+    """Base strategy: every group trains at ``train.lr``; subclasses override the class attributes and
+    :meth:`trainable_groups`.
+
+    Example:
+        >>> from medtransfer.config import TrainConfig, TransferConfig
+        >>> s = build_strategy(TransferConfig(strategy="discriminative", lr_mult=0.5), TrainConfig(lr=0.1))
+        >>> s.group_lrs(3)
+        [0.025, 0.05, 0.1]
+    """
+
+    name: ClassVar[str] = ""
+    default_lr_policy: ClassVar[str] = "constant"
+    discriminative: ClassVar[bool] = False  # lr * lr_mult ** depth_from_top instead of one lr
+    reinit_head: ClassVar[bool] = False  # reset the head's parameters in on_train_start
+
+    def __init__(self, transfer: TransferConfig, train: TrainConfig) -> None:
+        if transfer.lr_mult <= 0:
+            raise ConfigError(f"transfer.lr_mult must be > 0, got {transfer.lr_mult}")
+        if transfer.unfreeze_every < 1:
+            raise ConfigError(f"transfer.unfreeze_every must be >= 1, got {transfer.unfreeze_every}")
+        if transfer.head_epochs < 0:
+            raise ConfigError(f"transfer.head_epochs must be >= 0, got {transfer.head_epochs}")
+        if any(e < 0 for e in transfer.unfreeze_schedule or []):
+            raise ConfigError(
+                f"transfer.unfreeze_schedule has a negative epoch: {transfer.unfreeze_schedule}"
+            )
+        self.transfer = transfer
+        self.train = train
+        # Checkpointed state: groups trainable now (counted from the head; None = not applied yet),
+        # the last epoch applied, and whether the head was already re-initialised.
+        self.n_trainable: int | None = None
+        self.epoch: int = -1
+        self.head_reset: bool = False
+
+    @property
+    def lr_policy(self) -> str:
+        """The configured learning-rate policy, or this strategy's default."""
+        return self.transfer.lr_policy or self.default_lr_policy
+
+    # ------------------------------------------------------------------ what subclasses decide
+    def trainable_groups(self, epoch: int, n_groups: int) -> int:
+        """How many groups, counted from the head, train during ``epoch`` (0-based)."""
+        return n_groups
+
+    def group_lrs(self, n_groups: int) -> list[float]:
+        """Learning rate of each group, input → head; the head always gets ``train.lr``."""
+        lr = self.train.lr
+        if not self.discriminative:
+            return [lr] * n_groups
+        return [lr * self.transfer.lr_mult ** (n_groups - 1 - i) for i in range(n_groups)]
+
+    # ------------------------------------------------------------------ hooks
+    def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
+        """Optimizer parameter groups, one per layer group, frozen ones included.
+
+        Example::
+
+            optimizer = torch.optim.AdamW(strategy.param_groups(model), weight_decay=1e-4)
+        """
+        groups = layer_groups(model)
+        lrs = self.group_lrs(len(groups))
+        names = [f"group{i}" for i in range(len(groups) - 1)] + ["head"]
+        return [{"params": g, "lr": lr, "name": n} for g, lr, n in zip(groups, lrs, names, strict=True)]
+
+    def on_train_start(self, model: nn.Module) -> None:
+        """Apply the initial (or restored) freezing; re-initialise the head if the strategy says so.
+
+        Call once at the start of a fresh run, before or after building the optimizer (frozen parameters
+        stay in it, and the head is reset in place). When resuming, :meth:`load_state_dict` replaces it.
+        """
+        groups = layer_groups(model)
+        if self.n_trainable is None:
+            self.n_trainable = min(len(groups), self.trainable_groups(max(self.epoch, 0), len(groups)))
+        set_trainable(groups, self.n_trainable)
+        if self.reinit_head and not self.head_reset:
+            reset_head(model)
+            self.head_reset = True
+
+    def on_epoch_start(self, epoch: int, model: nn.Module, optimizer: Optimizer | None = None) -> None:
+        """Unfreeze the groups due at ``epoch``; never re-freeze what is already unfrozen.
+
+        ``optimizer`` (optional) is checked to hold every trainable parameter, so an unfrozen group
+        cannot silently stay at its initial values.
+        """
+        groups = layer_groups(model)
+        due = min(len(groups), self.trainable_groups(epoch, len(groups)))
+        n = max(due, self.n_trainable or 0)
+        if n != self.n_trainable:
+            log.info("epoch %d: %s trains the top %d of %d layer groups", epoch, self.name, n, len(groups))
+        self.n_trainable, self.epoch = n, epoch
+        set_trainable(groups, n)
+        if optimizer is not None:
+            held = {id(p) for g in optimizer.param_groups for p in g["params"]}
+            lost = [name for name, p in model.named_parameters() if p.requires_grad and id(p) not in held]
+            if lost:
+                raise ValueError(f"trainable parameters missing from the optimizer: {lost[:5]}")
+
+    def set_train_mode(self, model: nn.Module) -> None:
+        """Put BatchNorm layers whose parameters are all frozen in eval mode; call after ``model.train()``.
+
+        Their running statistics then stay those of the source model. A BatchNorm without parameters
+        (``affine=False``) is left alone: nothing tells whether it belongs to a frozen part.
+        """
+        for module in model.modules():
+            params = list(module.parameters(recurse=False))
+            if isinstance(module, _BatchNorm) and params and not any(p.requires_grad for p in params):
+                module.eval()
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint needs so that a resumed run keeps the same groups unfrozen."""
+        return {
+            "name": self.name,
+            "n_trainable": self.n_trainable,
+            "epoch": self.epoch,
+            "head_reset": self.head_reset,
+        }
+
+    def load_state_dict(self, state: dict[str, Any], model: nn.Module | None = None) -> None:
+        """Restore a checkpointed state; with ``model``, also apply its freezing right away (otherwise
+        :meth:`on_train_start` or the next :meth:`on_epoch_start` does)."""
+        if state.get("name", self.name) != self.name:
+            raise ValueError(f"checkpoint holds the state of strategy '{state['name']}', not '{self.name}'")
+        self.n_trainable = state["n_trainable"]
+        self.epoch = int(state["epoch"])
+        self.head_reset = bool(state["head_reset"])
+        if model is not None and self.n_trainable is not None:
+            set_trainable(layer_groups(model), self.n_trainable)
+
+
+def reset_head(model: nn.Module) -> None:
+    """Re-initialise every submodule of ``model.head`` that has ``reset_parameters`` (the Linear)."""
+    head = getattr(model, "head", None)
+    if not isinstance(head, nn.Module):
+        raise TypeError(f"{type(model).__name__} has no `head` module to re-initialise")
+    for module in head.modules():
+        if callable(getattr(module, "reset_parameters", None)):
+            module.reset_parameters()
+
+
+STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
+
+
+def _register(cls: type[Strategy]) -> type[Strategy]:
+    STRATEGIES.register(cls.name, cls)
+    return cls
+
+
+def build_strategy(transfer: TransferConfig, train: TrainConfig) -> Strategy:
+    """The strategy named by ``transfer.strategy``; unknown names raise with close matches.
+
+    Example:
+        >>> build_strategy(TransferConfig(strategy="recipe"), TrainConfig()).lr_policy
+        'one_cycle'
+    """
+    return STRATEGIES.get(transfer.strategy)(transfer, train)
+
+
+@_register
+class Scratch(Strategy):
+    """Everything trains at one learning rate; meant for a randomly initialised model."""
+
+    name = "scratch"
+
+
+@_register
+class LinearProbe(Strategy):
+    """Only the head trains; the backbone is frozen and its BatchNorm statistics stay fixed."""
+
+    name = "linear_probe"
+
+    def trainable_groups(self, epoch: int, n_groups: int) -> int:
+        return 1
+
+
+@_register
+class FineTune(Strategy):
+    """Everything trains at one learning rate, starting from transferred weights."""
+
+    name = "finetune"
+
+
+@_register
+class Discriminative(Strategy):
+    """Everything trains; the learning rate shrinks by ``lr_mult`` per group toward the input."""
+
+    name = "discriminative"
+    discriminative = True
+
+
+@_register
+class GradualUnfreeze(Strategy):
+    """The head alone for ``head_epochs`` epochs, then one more group from the top every ``unfreeze_every``
+    epochs, or one more at each epoch listed in ``unfreeze_schedule`` (a repeated epoch unfreezes several).
+
+    Example:
+        >>> s = build_strategy(TransferConfig(strategy="gradual_unfreeze", head_epochs=1), TrainConfig())
+        >>> [s.trainable_groups(e, 4) for e in range(5)]
+        [1, 2, 3, 4, 4]
+    """
+
+    name = "gradual_unfreeze"
+
+    def trainable_groups(self, epoch: int, n_groups: int) -> int:
+        schedule = self.transfer.unfreeze_schedule
+        if schedule is not None:
+            unfrozen = sum(1 for e in schedule if e <= epoch)
+        elif epoch < self.transfer.head_epochs:
+            unfrozen = 0
+        else:
+            unfrozen = (epoch - self.transfer.head_epochs) // self.transfer.unfreeze_every + 1
+        return min(n_groups, 1 + unfrozen)
+
+
+@_register
+class Recipe(GradualUnfreeze):
+    """Romero et al.'s best recipe, fastai-style: one-cycle policy, discriminative learning rates, gradual
+    unfreezing and a re-initialised head (the head dropout is set in the model config)."""
+
+    name = "recipe"
+    default_lr_policy = "one_cycle"
+    discriminative = True
+    reinit_head = True

@@ -1,0 +1,335 @@
+"""Patient-grouped, stratified splits; nested learning-curve subsets; saving, loading and leakage audits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from medtransfer.data.dataset import GeneratedSource, ImageDataset, default_meta, one_hot
+from medtransfer.data.splits import DEFAULT_NS, SPLIT_NAMES, Split, audit_leakage, load_split, make_split
+from medtransfer.errors import DataError
+
+N_IMAGES, N_PATIENTS = 2000, 600
+FRACTIONS = {"train": 0.7, "val": 0.1, "test": 0.2}
+PREVALENCE = np.array([0.4, 0.2, 0.1, 0.05, 0.02])
+
+
+def images_per_patient(rng: np.random.Generator) -> np.ndarray:
+    """1–6 images for each of 600 patients, 2,000 in all."""
+    counts = rng.integers(1, 7, N_PATIENTS)
+    while counts.sum() != N_IMAGES:
+        step = 1 if counts.sum() < N_IMAGES else -1
+        i = rng.integers(N_PATIENTS)
+        if 1 <= counts[i] + step <= 6:
+            counts[i] += step
+    return counts
+
+
+def synthetic(task: str, seed: int = 0, **meta_columns) -> ImageDataset:
+    """2,000 never-decoded images from 600 patients; labels correlate within a patient, some are unknown."""
+    rng = np.random.default_rng(seed)
+    counts = images_per_patient(rng)
+    patient = np.repeat([f"P{i:04d}" for i in range(N_PATIENTS)], counts)
+    perm = rng.permutation(N_IMAGES)  # a patient's images are not adjacent rows
+    patient = patient[perm]
+    pidx = np.array([int(p[1:]) for p in patient])
+    if task == "binary":
+        sick = rng.random(N_PATIENTS) < 0.3
+        labels = np.where(rng.random(N_IMAGES) < 0.9, sick[pidx], ~sick[pidx]).astype(np.float32)[:, None]
+        labels[rng.random(N_IMAGES) < 0.03] = np.nan
+        names: tuple[str, ...] = ("lesion",)
+    elif task == "multilabel":
+        per_patient = rng.random((N_PATIENTS, len(PREVALENCE))) < PREVALENCE
+        flip = rng.random((N_IMAGES, len(PREVALENCE))) < 0.05
+        labels = (per_patient[pidx] ^ (flip & per_patient[pidx])).astype(np.float32)  # findings can fade
+        labels[rng.random(labels.shape) < 0.02] = np.nan
+        names = tuple(f"finding{k}" for k in range(len(PREVALENCE)))
+    elif task == "multiclass":
+        cls = rng.choice(4, N_PATIENTS, p=[0.5, 0.3, 0.15, 0.05])
+        labels = one_hot(cls[pidx], 4)
+        names = ("a", "b", "c", "d")
+    else:
+        labels, names = np.zeros((N_IMAGES, 0), np.float32), ()
+    meta = default_meta(N_IMAGES, prefix="img-", patient_ids=patient)
+    for col, values in meta_columns.items():
+        meta[col] = values
+    images = GeneratedSource(N_IMAGES, lambda i: np.zeros((1, 8, 8), np.uint8), identity=f"synthetic:{seed}")
+    return ImageDataset("synthetic", images, labels, names, task, meta)
+
+
+@pytest.fixture(scope="module")
+def binary() -> ImageDataset:
+    return synthetic("binary")
+
+
+@pytest.fixture(scope="module")
+def multilabel() -> ImageDataset:
+    return synthetic("multilabel")
+
+
+@pytest.fixture(scope="module")
+def binary_split(binary) -> Split:
+    return make_split(binary, seed=0)
+
+
+@pytest.fixture(scope="module")
+def multilabel_split(multilabel) -> Split:
+    return make_split(multilabel, seed=0)
+
+
+TASKS = ["binary", "multilabel", "multiclass", "unlabelled"]
+
+
+@pytest.fixture(scope="module")
+def splits() -> dict[str, tuple[ImageDataset, Split]]:
+    out = {}
+    for task in TASKS:
+        ds = synthetic(task)
+        out[task] = (ds, make_split(ds, seed=0))
+    return out
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_no_patient_in_two_splits(splits, task):
+    ds, split = splits[task]
+    table = split.table
+    assert list(table["image_id"]) == list(ds.meta["image_id"])  # rows follow the dataset
+    assert set(table["split"]) == set(SPLIT_NAMES)
+    assert table.groupby("patient_id")["split"].nunique().max() == 1
+    sets = [set(table.loc[table["split"] == s, "patient_id"]) for s in SPLIT_NAMES]
+    assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
+    assert sum(len(s) for s in sets) == N_PATIENTS
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_fractions_within_two_percent(splits, task):
+    _, split = splits[task]
+    counts = split.counts()
+    assert sum(counts.values()) == N_IMAGES
+    for name, frac in FRACTIONS.items():
+        assert abs(counts[name] / N_IMAGES - frac) <= 0.02, (name, counts)
+        assert len(split.indices(name)) == counts[name]
+
+
+def prevalence(labels: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        return np.nanmean(labels, axis=0)
+
+
+def patient_level_labels(task: str, seed: int) -> ImageDataset:
+    """The synthetic dataset with labels constant within a patient and no unknowns (what stratification sees)."""
+    ds = synthetic(task, seed=seed)
+    rng = np.random.default_rng(seed + 100)
+    _, patient = np.unique(ds.meta["patient_id"].to_numpy(), return_inverse=True)
+    if task == "binary":
+        labels = (rng.random(N_PATIENTS) < 0.3)[patient].astype(np.float32)[:, None]
+    elif task == "multilabel":
+        labels = (rng.random((N_PATIENTS, len(PREVALENCE))) < PREVALENCE)[patient].astype(np.float32)
+    else:
+        labels = ds.labels  # already one class per patient
+    return ImageDataset(ds.name, ds.images, labels, ds.label_names, task, ds.meta)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("task", ["binary", "multiclass", "multilabel"])
+def test_stratified_prevalence_per_split(task, seed):
+    ds = patient_level_labels(task, seed)
+    split = make_split(ds, seed=seed)
+    overall = prevalence(ds.labels)
+    # Multi-label strata follow each image's rarest finding, so the rarer findings (<= 10 %) are balanced
+    # tightly; a common finding only among the patients with no rarer one.
+    checked = overall <= 0.1 if task == "multilabel" else np.ones_like(overall, dtype=bool)
+    for name in SPLIT_NAMES:
+        per_split = prevalence(ds.labels[split.indices(name)])
+        np.testing.assert_allclose(per_split[checked], overall[checked], atol=0.02, err_msg=f"{task} {name}")
+
+
+@pytest.mark.parametrize("task", ["binary", "multilabel", "multiclass"])
+def test_prevalence_per_split_with_noisy_labels(splits, task):
+    """Labels that vary within a patient and some unknowns: still every class in every split, roughly balanced."""
+    ds, split = splits[task]
+    overall = prevalence(ds.labels)
+    for name in SPLIT_NAMES:
+        rows = split.indices(name)
+        assert (ds.labels[rows] == 1).any(axis=0).all()  # even the 2 % finding reaches every split
+        assert (ds.labels[rows] == 0).any(axis=0).all()
+        tolerance = 0.12 if name == "val" else 0.06  # val holds ~200 images
+        np.testing.assert_allclose(prevalence(ds.labels[rows]), overall, atol=tolerance, err_msg=f"{task} {name}")
+
+
+@pytest.mark.parametrize("task", ["binary", "multilabel", "multiclass", "unlabelled"])
+def test_nested_subsets(splits, task):
+    ds, split = splits[task]
+    train = set(split.indices("train").tolist())
+    ns = [n for n in DEFAULT_NS if n < len(train)]
+    assert ns == [50, 100, 200, 500, 1000]  # 2000 is more than the ~1,400 training images
+    previous: set[int] = set()
+    for n in ns:
+        subset = split.train_subset(n)
+        assert len(subset) == n == len(set(subset.tolist()))
+        assert set(subset.tolist()) <= train
+        assert previous <= set(subset.tolist())  # N=50 ⊂ N=100 ⊂ ...
+        previous = set(subset.tolist())
+        np.testing.assert_array_equal(np.flatnonzero(split.table[f"in_n{n}"]), np.sort(subset))
+    assert f"in_n{2000}" not in split.table.columns
+    everything = split.train_subset(None)
+    assert sorted(everything.tolist()) == sorted(train)
+    np.testing.assert_array_equal(everything[:50], split.train_subset(50))
+    ranks = split.table["subset_rank"].to_numpy()
+    assert sorted(ranks[list(train)]) == list(range(len(train)))
+    assert (np.delete(ranks, list(train)) == -1).all()
+    with pytest.raises(DataError, match="training subset of 99999 images"):
+        split.train_subset(99999)
+
+
+@pytest.mark.parametrize("task", ["binary", "multilabel", "multiclass"])
+def test_smallest_subset_holds_both_classes_of_every_label(splits, task):
+    ds, split = splits[task]
+    labels = ds.labels[split.train_subset(50)]
+    assert ((labels == 1).any(axis=0)).all(), labels
+    assert ((labels == 0).any(axis=0)).all(), labels
+
+
+def test_subset_prevalence_follows_training_prevalence(binary, binary_split):
+    train_prev = prevalence(binary.labels[binary_split.indices("train")])[0]
+    for n in (200, 500, 1000):
+        sub_prev = prevalence(binary.labels[binary_split.train_subset(n)])[0]
+        assert abs(sub_prev - train_prev) < 0.04, (n, sub_prev, train_prev)
+
+
+def test_seed_determinism(multilabel, multilabel_split):
+    again = make_split(multilabel, seed=0)
+    pd.testing.assert_frame_equal(again.table, multilabel_split.table)
+    other = make_split(multilabel, seed=1)
+    assert (other.table["split"] != multilabel_split.table["split"]).any()
+    assert not np.array_equal(other.train_subset(50), multilabel_split.train_subset(50))
+
+
+def test_custom_fractions_and_zero_val(binary):
+    split = make_split(binary, fractions=(0.8, 0.0, 0.2), seed=3)
+    counts = split.counts()
+    assert counts["val"] == 0
+    assert abs(counts["train"] / N_IMAGES - 0.8) <= 0.02
+
+
+@pytest.mark.parametrize("fractions", [(0.7, 0.3), (0.7, -0.1, 0.4), (0.0, 0.5, 0.5), (0, 0, 0)])
+def test_bad_fractions(binary, fractions):
+    with pytest.raises(DataError, match="split fractions must be three non-negative numbers"):
+        make_split(binary, fractions=fractions)
+
+
+def test_source_splits_kept_and_missing_test_carved_from_train():
+    ds = synthetic("binary")
+    rng = np.random.default_rng(5)
+    in_val = {p: rng.random() < 0.1 for p in ds.meta["patient_id"].unique()}  # the file's own split is by patient
+    source = np.where(ds.meta["patient_id"].map(in_val), "val", "train")
+    ds = synthetic("binary", source_split=source)
+    split = make_split(ds, seed=0)
+    table = split.table
+    # val is exactly the file's own val, untouched
+    np.testing.assert_array_equal(table["split"].to_numpy() == "val", source == "val")
+    # test came only out of the file's train
+    assert set(table.loc[table["split"] == "test", "image_id"]) <= set(ds.meta.loc[source == "train", "image_id"])
+    n_train_source = int((source == "train").sum())
+    n_test = split.counts()["test"]
+    assert abs(n_test / n_train_source - 0.2 / 0.9) <= 0.02  # test:train keeps the 20:70 ratio
+    # the carving is by patient within the source train split
+    carved = table[table["split"].isin(["train", "test"])]
+    assert carved.groupby("patient_id")["split"].nunique().max() == 1
+
+
+def test_source_splits_ignored_on_request():
+    source = np.array(["train"] * N_IMAGES, dtype=object)
+    ds = synthetic("binary", source_split=source)
+    split = make_split(ds, seed=0, use_source_splits=False)
+    assert all(abs(split.counts()[s] / N_IMAGES - f) <= 0.02 for s, f in FRACTIONS.items())
+
+
+def test_source_splits_without_train_is_an_error():
+    ds = synthetic("binary", source_split=np.array(["val"] * N_IMAGES))
+    with pytest.raises(DataError, match="have no 'train'; pass use_source_splits=false"):
+        make_split(ds)
+
+
+def test_source_splits_with_all_three_kept_as_given():
+    rng = np.random.default_rng(1)
+    source = rng.choice(["train", "val", "test"], N_IMAGES, p=[0.5, 0.25, 0.25])
+    ds = synthetic("unlabelled", source_split=source)
+    ds = ImageDataset(ds.name, ds.images, ds.labels, ds.label_names, ds.task,
+                      ds.meta.assign(patient_id=ds.meta["image_id"]))  # one image per patient
+    split = make_split(ds, seed=0)
+    np.testing.assert_array_equal(split.table["split"].to_numpy(), source)
+
+
+def test_save_and_load_round_trip(tmp_path, multilabel, multilabel_split):
+    path = multilabel_split.save(tmp_path / "sub" / "split.csv")
+    assert path.is_file() and [p.name for p in path.parent.iterdir()] == ["split.csv"]
+    loaded = load_split(path, multilabel)
+    pd.testing.assert_frame_equal(loaded.table, multilabel_split.table)
+    np.testing.assert_array_equal(loaded.train_subset(100), multilabel_split.train_subset(100))
+
+
+def test_load_split_aligns_to_dataset_order(tmp_path, binary, binary_split):
+    path = binary_split.save(tmp_path / "split.csv")
+    order = np.random.default_rng(0).permutation(N_IMAGES)[:300]
+    sub = binary.subset(order)
+    loaded = load_split(path, sub)
+    assert list(loaded.table["image_id"]) == list(sub.meta["image_id"])
+    np.testing.assert_array_equal(loaded.table["split"], binary_split.table["split"].to_numpy()[order])
+
+
+def test_load_split_missing_images(tmp_path, binary, binary_split):
+    path = tmp_path / "split.csv"
+    binary_split.table.iloc[:-5].to_csv(path, index=False)
+    with pytest.raises(DataError, match=r"does not cover the data: 5 image\(s\) missing, e.g. img-"):
+        load_split(path, binary)
+
+
+def test_load_split_rejects_bad_files(tmp_path, binary, binary_split):
+    with pytest.raises(DataError, match="split file not found"):
+        load_split(tmp_path / "nope.csv", binary)
+    bad = tmp_path / "bad.csv"
+    binary_split.table.drop(columns=["subset_rank"]).to_csv(bad, index=False)
+    with pytest.raises(DataError, match="is not a split file"):
+        load_split(bad, binary)
+    binary_split.table.assign(split="training").to_csv(bad, index=False)
+    with pytest.raises(DataError, match=r"unknown split name\(s\) \['training'\]"):
+        load_split(bad, binary)
+    pd.concat([binary_split.table, binary_split.table.iloc[:1]]).to_csv(bad, index=False)
+    with pytest.raises(DataError, match="image ids repeat"):
+        load_split(bad, binary)
+    bad.write_text("")
+    with pytest.raises(DataError, match="cannot read split file"):
+        load_split(bad, binary)
+
+
+def test_audit_leakage_raises_on_leaking_table(tmp_path, binary, binary_split):
+    table = pd.DataFrame({
+        "image_id": ["a", "b", "c", "d"],
+        "patient_id": ["p1", "p1", "p2", "p3"],
+        "split": ["train", "test", "val", "train"],
+    })
+    with pytest.raises(DataError, match=r"patient leakage: 1 patient\(s\) .* \['p1'\]"):
+        audit_leakage(table)
+    audit_leakage(table.assign(split=["train", "train", "val", "test"]))  # no leak: no error
+    with pytest.raises(DataError, match=r"\(e.g. \['p1'\]\)"):  # plain ids, not np.str_('p1')
+        audit_leakage(table.assign(patient_id=np.array(["p1", "p1", "p2", "p3"])))
+    # a split file edited into leaking is refused on load too
+    leaking = binary_split.table.copy()
+    pid = leaking["patient_id"].iloc[0]
+    rows = np.flatnonzero(leaking["patient_id"] == pid)
+    if len(rows) == 1:
+        leaking.loc[1, "patient_id"] = pid
+        rows = np.array([0, 1])
+    leaking.loc[rows[0], "split"] = "train"
+    leaking.loc[rows[1], "split"] = "test"
+    path = tmp_path / "leak.csv"
+    leaking.to_csv(path, index=False)
+    with pytest.raises(DataError, match="patient leakage"):
+        load_split(path, binary)
+
+
+def test_split_indices_rejects_unknown_name(binary_split):
+    with pytest.raises(DataError, match="unknown split 'validation'"):
+        binary_split.indices("validation")
