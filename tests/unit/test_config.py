@@ -101,7 +101,10 @@ def test_unknown_keys_rejected_with_did_you_mean(tmp_path, text, match):
         ("train:\n  lr: fast\n", r"train.lr: expected a number, got 'fast'"),
         ("train:\n  lr: true\n", r"train.lr: expected a number, got True"),
         ("train:\n  augment: 1\n", r"train.augment: expected true/false, got 1"),
-        ("data:\n  split_fractions: [0.7, 0.1, x]\n", r"data.split_fractions\[2\]: expected a number, got 'x'"),
+        (
+            "data:\n  split_fractions: [0.7, 0.1, x]\n",
+            r"data.split_fractions\[2\]: expected a number, got 'x'",
+        ),
         ("data:\n  split_fractions: 0.7\n", r"data.split_fractions: expected a list, got 0.7"),
         ("train: 3\n", r"train: expected a mapping, got 3"),
     ],
@@ -149,7 +152,14 @@ def test_overrides_applied_and_validated(tmp_path):
     path = write(tmp_path, "train:\n  epochs: 3\n")
     cfg = load_config(
         path,
-        ["train.epochs=5", "train.lr=1e-4", "data.classes=[CXR]", "train.n_train=null", "seed=3", "model.backbone=18"],
+        [
+            "train.epochs=5",
+            "train.lr=1e-4",
+            "data.classes=[CXR]",
+            "train.n_train=null",
+            "seed=3",
+            "model.backbone=18",
+        ],
     )
     assert cfg.train.epochs == 5
     assert cfg.train.lr == pytest.approx(1e-4)
@@ -205,12 +215,20 @@ def test_config_is_frozen():
 def test_write_run_info_round_trips(tmp_path):
     cfg = load_config(
         None,
-        ["seed=11", "task=multilabel", "train.lr=1e-5", "data.classes=[CXR, Hand]", "train.grad_clip=null",
-         "data.path=/x/y.npz", "transfer.unfreeze_schedule=[1, 3]"],
+        [
+            "seed=11",
+            "task=multilabel",
+            "train.lr=1e-5",
+            "data.classes=[CXR, Hand]",
+            "train.grad_clip=null",
+            "data.path=/x/y.npz",
+            "transfer.unfreeze_schedule=[1, 3]",
+        ],
     )
     out = tmp_path / "run"
     write_run_info(out, cfg, seed=11, extra={"note": "test"})
-    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "run_info.json"]  # no temporary files left
+    # no temporary files left behind
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "run_info.json"]
     assert load_config(out / "config.yaml") == cfg
     info = json.loads((out / "run_info.json").read_text())
     assert info["seed"] == 11

@@ -8,6 +8,8 @@ source-model folder with ``model.safetensors`` + a ``source.yaml`` card. Normali
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import pickle
@@ -29,32 +31,24 @@ from medtransfer.registry import suggest
 
 _logger = logging.getLogger(__name__)
 StateDict = dict[str, Tensor]
+Labels = Sequence[str] | None  # the target's label names, when known
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 CARD_FILE = "source.yaml"
 SOURCE_WEIGHTS_FILE = "model.safetensors"
 # a card (source.yaml) also has input_size, modality, site, method, label_names, description
 CARD_REQUIRED = ("name", "backbone", "in_chans", "mean", "std")
-ACCEPTED = (
-    "'scratch', 'imagenet' (or 'imagenet:<timm tag>'), a .safetensors/.pt/.pth/.bin file, "
-    f"or a source-model folder with {SOURCE_WEIGHTS_FILE} + {CARD_FILE}"
-)
+ACCEPTED = "'scratch', 'imagenet[:<timm tag>]', a .safetensors/.pt/.pth/.bin file or a source-model folder"
 # training checkpoints wrap the state dict under one of these keys
 _CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "module")
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP and torch.compile
-# Old torchvision DenseNet files say 'denselayer1.norm.1.weight' for 'norm1.weight' (torchvision's and timm's
-# own loaders rename with this pattern)
-_TV_DENSENET = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12]\.(?:weight|bias|running_[a-z]+))$")
+# old torchvision DenseNet files: 'denselayer1.norm.1.weight' for 'norm1.weight' (as torchvision/timm rename)
+_TV_DENSENET = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12]\.[a-z_]+)$")
 
 
 @dataclass(frozen=True)
 class WeightsSpec:
-    """Where weights come from and what they imply (channels, input size, normalisation, labels, domain).
-
-    Example:
-        >>> resolve_weights("scratch", "tiny").kind
-        'scratch'
-    """
+    """Where weights come from and what they imply (channels, input size, normalisation, labels, domain)."""
 
     kind: Literal["scratch", "file", "source_dir", "imagenet"]
     backbone: str
@@ -77,7 +71,7 @@ class WeightsSpec:
 
 @dataclass
 class LoadReport:
-    """What :func:`load_weights` did; :meth:`summary` is one line for logs."""
+    """What :func:`load_weights` did; :meth:`summary` is one line for the caller's log."""
 
     source: str
     loaded: int = 0
@@ -115,7 +109,7 @@ def resolve_weights(source: str, backbone: str) -> WeightsSpec:
     if path.is_file():
         if path.suffix.lower() not in WEIGHT_SUFFIXES:
             raise UserError(f"weights file {path}: suffix '{path.suffix}' is not one of {WEIGHT_SUFFIXES}")
-        return WeightsSpec("file", backbone, path=path, name=path.name, description=f"weights file {path}")
+        return _file_spec(path, backbone)
     if path.suffix.lower() in WEIGHT_SUFFIXES or os.sep in text:
         raise UserError(f"weights not found: {path} does not exist; model.source accepts {ACCEPTED}")
     close = suggest(text, ["scratch", "imagenet"])
@@ -128,7 +122,10 @@ def _imagenet_spec(backbone: str, timm_name: str | None, tag: str) -> WeightsSpe
 
     if timm_name is None:
         raise UserError(f"backbone '{backbone}' has no ImageNet weights; use model.source=scratch or a file")
-    cfg = get_pretrained_cfg(f"{timm_name}.{tag}" if tag else timm_name)
+    try:
+        cfg = get_pretrained_cfg(f"{timm_name}.{tag}" if tag else timm_name)
+    except RuntimeError:  # timm raises for an unknown tag
+        cfg = None
     if cfg is None or not (cfg.hf_hub_id or cfg.url):
         tags = [n.partition(".")[2] for n in list_pretrained(f"{timm_name}.*")]
         raise UserError(f"no timm weights '{timm_name}.{tag}'; use model.source=imagenet:<tag> for {tags}")
@@ -151,10 +148,23 @@ def _imagenet_spec(backbone: str, timm_name: str | None, tag: str) -> WeightsSpe
     )
 
 
+def _file_spec(path: Path, backbone: str) -> WeightsSpec:
+    card: dict[str, Any] = {"name": path.name, "description": f"weights file {path}"}
+    if path.suffix.lower() == ".safetensors":  # `medtransfer train` writes its model card as metadata
+        from safetensors import safe_open
+
+        # a file with foreign metadata or none carries no card
+        with contextlib.suppress(Exception), safe_open(str(path), "pt") as f:
+            meta = f.metadata()
+            norm, labels = json.loads(meta["normalization"]), json.loads(meta["label_names"])
+            card.update(backbone=meta["backbone"], label_names=labels, mean=norm["mean"], std=norm["std"])
+    return _card_spec("file", backbone, path, card)
+
+
 def _source_dir_spec(folder: Path, backbone: str) -> WeightsSpec:
     absent = [n for n in (SOURCE_WEIGHTS_FILE, CARD_FILE) if not (folder / n).is_file()]
     if absent:
-        raise UserError(f"{folder} is not a source-model folder: {absent} missing; use {ACCEPTED}")
+        raise UserError(f"{folder} is not a source-model folder: it lacks {absent} ({CARD_FILE} is the card)")
     try:
         card = yaml.safe_load((folder / CARD_FILE).read_text())
     except yaml.YAMLError as e:
@@ -162,26 +172,31 @@ def _source_dir_spec(folder: Path, backbone: str) -> WeightsSpec:
     missing = [k for k in CARD_REQUIRED if not isinstance(card, dict) or k not in card]
     if missing:
         raise UserError(f"{folder / CARD_FILE}: the source-model card lacks keys {missing}")
-    if card["backbone"] != backbone:
+    return _card_spec("source_dir", backbone, folder / SOURCE_WEIGHTS_FILE, card)
+
+
+def _card_spec(kind: Any, backbone: str, path: Path, card: dict[str, Any]) -> WeightsSpec:
+    """A spec from a source-model card: ``source.yaml``, or the metadata of a file written by training."""
+    if card.get("backbone", backbone) != backbone:
         raise UserError(
-            f"source model {folder} was trained with backbone '{card['backbone']}', not '{backbone}': "
+            f"source model {path} was trained with backbone '{card['backbone']}', not '{backbone}': "
             f"set model.backbone={card['backbone']} or choose a source for {backbone}"
         )
-    in_chans, mean, std = int(card["in_chans"]), tuple(card["mean"]), tuple(card["std"])
-    if len(mean) != in_chans or len(std) != in_chans:
-        raise UserError(f"{folder / CARD_FILE}: mean/std need {in_chans} values (in_chans), got {mean}/{std}")
+    in_chans, mean, std = card.get("in_chans"), card.get("mean"), card.get("std")
+    if in_chans is not None and not len(mean) == len(std) == int(in_chans):
+        raise UserError(f"{path.parent / CARD_FILE}: mean/std need {in_chans} values, got {mean}/{std}")
     labels, size = card.get("label_names"), card.get("input_size")
     return WeightsSpec(
-        "source_dir",
+        kind,
         backbone,
-        path=folder / SOURCE_WEIGHTS_FILE,
-        in_chans=in_chans,
+        path=path,
+        in_chans=int(in_chans) if in_chans is not None else None,
         input_size=tuple(size) if size else None,
-        mean=tuple(float(v) for v in mean),
-        std=tuple(float(v) for v in std),
+        mean=tuple(float(v) for v in mean) if mean else None,
+        std=tuple(float(v) for v in std) if std else None,
         label_names=tuple(str(n) for n in labels) if labels else None,
         name=str(card["name"]),
-        description=card.get("description") or f"source model {card['name']} ({folder})",
+        description=card.get("description") or f"source model {card['name']} ({path.parent})",
         **{k: card.get(k) for k in ("modality", "site", "method")},
     )
 
@@ -204,8 +219,7 @@ def _torch_hub_file(url: str) -> Path:
 def find_imagenet_file(spec: WeightsSpec) -> Path | None:
     """The cached file for an ``imagenet`` spec, or None. Looks only in local caches; never downloads.
 
-    Checks the Hugging Face hub cache (model.safetensors, then pytorch_model.bin; honours HF_HOME and
-    HF_HUB_CACHE), then ``torch.hub.get_dir()/checkpoints/<basename of url>`` (honours TORCH_HOME).
+    Checks the HF hub cache (HF_HOME, HF_HUB_CACHE), then torch.hub.get_dir()/checkpoints (TORCH_HOME).
 
     Example:
         >>> find_imagenet_file(resolve_weights("imagenet", "resnet18"))  # doctest: +SKIP
@@ -277,21 +291,14 @@ def read_state_dict(path: str | Path, classifier: str | None = None) -> StateDic
             state = {k[len(prefix) :]: v for k, v in state.items()}
     if classifier and any(k.startswith("backbone.") for k in state):
         # our Classifier: the Linear of the Sequential(Dropout, Linear) head is 'head.1'
-        state = {
-            _timm_key(k, classifier): v for k, v in state.items() if k.startswith(("backbone.", "head.1."))
-        }
+        new = {"backbone.": "", "head.1.": f"{classifier}."}
+        state = {new[p] + k[len(p) :]: v for k, v in state.items() for p in new if k.startswith(p)}
     # torchvision's ResNet/DenseNet keys equal timm's except in old DenseNet files
     return {_TV_DENSENET.sub(r"\1\2", k): v for k, v in state.items()}
 
 
-def _timm_key(key: str, classifier: str) -> str:
-    return key.removeprefix("backbone.") if key.startswith("backbone.") else classifier + key[len("head.1") :]
-
-
 # --------------------------------------------------------------------------- loading
-def load_weights(
-    model: Classifier, spec: WeightsSpec, label_names: Sequence[str] | None = None
-) -> LoadReport:
+def load_weights(model: Classifier, spec: WeightsSpec, label_names: Labels = None) -> LoadReport:
     """Load the weights ``spec`` describes into ``model`` and set ``model.normalization`` from them.
 
     The input conv (cfg ``first_conv``) is adapted when channels differ (timm ``adapt_input_conv`` sums RGB
@@ -316,14 +323,11 @@ def load_weights(
         raise UserError(_not_cached_message(spec))
     cfg = model.pretrained_cfg
     classifier = spec.classifier or cfg.get("classifier") or "fc"
-    classifier = classifier[0] if isinstance(classifier, (tuple, list)) else classifier
     state = read_state_dict(path, classifier=classifier)
-    head_state = {
-        k[len(classifier) + 1 :]: state.pop(k) for k in list(state) if k.startswith(classifier + ".")
-    }
+    prefix = classifier + "."
+    head_state = {k[len(prefix) :]: state.pop(k) for k in list(state) if k.startswith(prefix)}
     target = model.backbone.state_dict()
     report.adapted_input_conv = _adapt_input_conv(state, target, spec.first_conv or cfg.get("first_conv"))
-
     wrong = [k for k, v in state.items() if k in target and v.shape != target[k].shape]
     if wrong:
         shown = "; ".join(f"{k} {tuple(state[k].shape)} vs {tuple(target[k].shape)}" for k in wrong[:4])
@@ -331,13 +335,10 @@ def load_weights(
     report.missing = [k for k in target if k not in state]
     fatal = [k for k in report.missing if not k.endswith("num_batches_tracked")]  # old files lack BN counters
     if fatal:
-        raise UserError(
-            f"{path} lacks {len(fatal)} {name} tensors (e.g. {fatal[:4]}); refusing a partial load"
-        )
+        raise UserError(f"{path} lacks {len(fatal)} {name} tensors (e.g. {fatal[:3]}); partial load refused")
     report.unexpected = [k for k in state if k not in target]
     model.backbone.load_state_dict({k: v for k, v in state.items() if k in target}, strict=False)
     report.loaded = len(target) - len(report.missing)
-
     linear = model.head[-1]
     theirs = {k: tuple(v.shape) for k, v in head_state.items()}
     ours = {k: tuple(p.shape) for k, p in linear.named_parameters()}
@@ -354,13 +355,11 @@ def load_weights(
         linear.reset_parameters()
         report.dropped_head = True
         report.missing += ["head.1.weight", "head.1.bias"]
-
     # a plain file carries no statistics: the backbone's defaults (ImageNet for timm backbones) apply
     mean, std = spec.mean or cfg.get("mean") or (0.5,), spec.std or cfg.get("std") or (0.25,)
     model.normalization = backbones.fit_normalization(mean, std, model.in_chans)
     if report.unexpected:
         _logger.warning("%s: unexpected keys ignored: %s", path, report.unexpected[:5])
-    _logger.info("%s", report.summary())
     return report
 
 
@@ -380,11 +379,11 @@ def _adapt_input_conv(state: StateDict, target: StateDict, first_conv: str | Non
 
 
 def create_model(
-    cfg_model: Any, num_outputs: int, label_names: Sequence[str] | None = None
+    cfg_model: Any, num_outputs: int, label_names: Labels = None
 ) -> tuple[Classifier, LoadReport]:
     """Build a :class:`Classifier` from a ``ModelConfig``-like object and load its ``source`` weights.
 
-    ``cfg_model`` needs ``backbone``, ``source``, ``dropout``, ``in_chans``. With ``source='scratch'`` the
+    ``cfg_model`` needs ``backbone``, ``source``, ``dropout``, ``in_chans`` (None: 1). With ``scratch`` the
     model is random and normalises with mean 0.5 / std 0.25 per channel (the data layer scales images to
     [0, 1]); otherwise mean/std come with the weights. The target's ``label_names`` may keep a source head.
 
@@ -395,5 +394,6 @@ def create_model(
         'random initialisation: nothing loaded'
     """
     spec = resolve_weights(cfg_model.source, cfg_model.backbone)  # fail before building a large model
-    model = backbones.build_model(cfg_model.backbone, num_outputs, cfg_model.in_chans, cfg_model.dropout)
+    in_chans = 1 if cfg_model.in_chans is None else cfg_model.in_chans  # None: the data's; callers pass it
+    model = backbones.build_model(cfg_model.backbone, num_outputs, in_chans, cfg_model.dropout)
     return model, load_weights(model, spec, label_names=label_names)

@@ -40,7 +40,7 @@ class TrainedModel:
     label_names: list[str]
     in_chans: int
     image_size: int | None
-    thresholds: list[float] | None
+    thresholds: dict[str, float] | None
     run_dir: Path
 
 

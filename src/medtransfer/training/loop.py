@@ -18,7 +18,7 @@ import torch
 
 from medtransfer.config import TrainConfig
 from medtransfer.errors import TrainingFailed
-from medtransfer.evaluation.metrics import macro_auc
+from medtransfer.evaluation.metrics import macro_auc, per_label_auc
 from medtransfer.training.batches import Batches
 from medtransfer.training.checkpoint import load_checkpoint, save_checkpoint, save_weights
 from medtransfer.training.tasks import Task
@@ -60,7 +60,7 @@ def fit(
             t0 = time.perf_counter()
             loss = train_one_epoch(model, task, strategy, optimizer, scheduler, train, cfg, seed, epoch,
                                    lambda info: bar.update(job, advance=1, **({"info": info} if info else {})))
-            score = macro_auc(val.labels[val.indices], predict(model, task, val)) if val is not None else -loss
+            score = _val_auc(model, task, val) if val is not None else -loss
             state.history.append({"epoch": epoch, "train_loss": loss, "val_auc": score if val is not None else None,
                                   "lr": optimizer.param_groups[-1]["lr"], "seconds": time.perf_counter() - t0})
             improved = np.isfinite(score) and score > state.best_score
@@ -108,6 +108,11 @@ def train_one_epoch(model, task: Task, strategy, optimizer, scheduler, train: Ba
         else:
             on_step(None)
     return total.item() / max(len(train), 1)
+
+
+def _val_auc(model, task: Task, val: Batches) -> float:
+    labels = val.labels[val.indices]
+    return macro_auc(per_label_auc(labels, predict(model, task, val), [str(k) for k in range(labels.shape[1])]))
 
 
 @torch.no_grad()

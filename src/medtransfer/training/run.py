@@ -155,7 +155,8 @@ def _train(cfg: Config, out: Path, prep: Prepared, progress: bool) -> dict:
     val_metrics, val_scores = evaluate_indices(model, task, prep, val_idx, cfg, device)
     thresholds = None
     if kind != "multiclass":
-        thresholds = [choose_threshold(ds.labels[val_idx, k], val_scores[:, k]) for k in range(task.num_labels)]
+        thresholds = {name: choose_threshold(ds.labels[val_idx, k], val_scores[:, k])
+                      for k, name in enumerate(ds.label_names)}
     if len(test_idx):
         metrics, _ = evaluate_indices(model, task, prep, test_idx, cfg, device, thresholds)
         metrics["split"] = "test"

@@ -87,8 +87,14 @@ def test_unknown_task_and_empty_dataset():
     with pytest.raises(DataError, match="unknown task 'regression'"):
         make_ds(task="regression")
     with pytest.raises(DataError, match="no images"):
-        ImageDataset("empty", ArraySource(np.zeros((0, 8, 8), np.uint8), "e"), np.zeros((0, 0), np.float32),
-                      (), "unlabelled", default_meta(0))
+        ImageDataset(
+            "empty",
+            ArraySource(np.zeros((0, 8, 8), np.uint8), "e"),
+            np.zeros((0, 0), np.float32),
+            (),
+            "unlabelled",
+            default_meta(0),
+        )
 
 
 def test_unlabelled_dataset_has_zero_label_columns():

@@ -118,7 +118,7 @@ def prevalence(labels: np.ndarray) -> np.ndarray:
 
 
 def patient_level_labels(task: str, seed: int) -> ImageDataset:
-    """The synthetic dataset with labels constant within a patient and no unknowns (what stratification sees)."""
+    """The synthetic dataset with labels constant within each patient and no unknowns."""
     ds = synthetic(task, seed=seed)
     rng = np.random.default_rng(seed + 100)
     _, patient = np.unique(ds.meta["patient_id"].to_numpy(), return_inverse=True)
@@ -147,7 +147,7 @@ def test_stratified_prevalence_per_split(task, seed):
 
 @pytest.mark.parametrize("task", ["binary", "multilabel", "multiclass"])
 def test_prevalence_per_split_with_noisy_labels(splits, task):
-    """Labels that vary within a patient and some unknowns: still every class in every split, roughly balanced."""
+    """Labels varying within a patient, some unknown: every class in every split, roughly balanced."""
     ds, split = splits[task]
     overall = prevalence(ds.labels)
     for name in SPLIT_NAMES:
@@ -155,7 +155,9 @@ def test_prevalence_per_split_with_noisy_labels(splits, task):
         assert (ds.labels[rows] == 1).any(axis=0).all()  # even the 2 % finding reaches every split
         assert (ds.labels[rows] == 0).any(axis=0).all()
         tolerance = 0.12 if name == "val" else 0.06  # val holds ~200 images
-        np.testing.assert_allclose(prevalence(ds.labels[rows]), overall, atol=tolerance, err_msg=f"{task} {name}")
+        np.testing.assert_allclose(
+            prevalence(ds.labels[rows]), overall, atol=tolerance, err_msg=f"{task} {name}"
+        )
 
 
 @pytest.mark.parametrize("task", ["binary", "multilabel", "multiclass", "unlabelled"])
@@ -222,7 +224,8 @@ def test_bad_fractions(binary, fractions):
 def test_source_splits_kept_and_missing_test_carved_from_train():
     ds = synthetic("binary")
     rng = np.random.default_rng(5)
-    in_val = {p: rng.random() < 0.1 for p in ds.meta["patient_id"].unique()}  # the file's own split is by patient
+    # the file's own split is by patient
+    in_val = {p: rng.random() < 0.1 for p in ds.meta["patient_id"].unique()}
     source = np.where(ds.meta["patient_id"].map(in_val), "val", "train")
     ds = synthetic("binary", source_split=source)
     split = make_split(ds, seed=0)
@@ -230,7 +233,8 @@ def test_source_splits_kept_and_missing_test_carved_from_train():
     # val is exactly the file's own val, untouched
     np.testing.assert_array_equal(table["split"].to_numpy() == "val", source == "val")
     # test came only out of the file's train
-    assert set(table.loc[table["split"] == "test", "image_id"]) <= set(ds.meta.loc[source == "train", "image_id"])
+    test_ids = set(table.loc[table["split"] == "test", "image_id"])
+    assert test_ids <= set(ds.meta.loc[source == "train", "image_id"])
     n_train_source = int((source == "train").sum())
     n_test = split.counts()["test"]
     assert abs(n_test / n_train_source - 0.2 / 0.9) <= 0.02  # test:train keeps the 20:70 ratio
@@ -256,8 +260,8 @@ def test_source_splits_with_all_three_kept_as_given():
     rng = np.random.default_rng(1)
     source = rng.choice(["train", "val", "test"], N_IMAGES, p=[0.5, 0.25, 0.25])
     ds = synthetic("unlabelled", source_split=source)
-    ds = ImageDataset(ds.name, ds.images, ds.labels, ds.label_names, ds.task,
-                      ds.meta.assign(patient_id=ds.meta["image_id"]))  # one image per patient
+    one_per_patient = ds.meta.assign(patient_id=ds.meta["image_id"])
+    ds = ImageDataset(ds.name, ds.images, ds.labels, ds.label_names, ds.task, one_per_patient)
     split = make_split(ds, seed=0)
     np.testing.assert_array_equal(split.table["split"].to_numpy(), source)
 
@@ -305,11 +309,13 @@ def test_load_split_rejects_bad_files(tmp_path, binary, binary_split):
 
 
 def test_audit_leakage_raises_on_leaking_table(tmp_path, binary, binary_split):
-    table = pd.DataFrame({
-        "image_id": ["a", "b", "c", "d"],
-        "patient_id": ["p1", "p1", "p2", "p3"],
-        "split": ["train", "test", "val", "train"],
-    })
+    table = pd.DataFrame(
+        {
+            "image_id": ["a", "b", "c", "d"],
+            "patient_id": ["p1", "p1", "p2", "p3"],
+            "split": ["train", "test", "val", "train"],
+        }
+    )
     with pytest.raises(DataError, match=r"patient leakage: 1 patient\(s\) .* \['p1'\]"):
         audit_leakage(table)
     audit_leakage(table.assign(split=["train", "train", "val", "test"]))  # no leak: no error

@@ -174,13 +174,13 @@ class _Film:
 
     def window(self, x0: float, x1: float, y0: float, y1: float) -> tuple[slice, slice] | None:
         """Row and column slices covering the canonical box ``[x0, x1] × [y0, y1]`` (None when off the film)."""
-        cols, rows = [], []
-        for x, y in ((x0, y0), (x1, y0), (x0, y1), (x1, y1)):
-            cols.append(self.scale * (self.cos * x - self.sin * y) + self.tx)
-            rows.append(self.scale * (self.sin * x + self.cos * y) + self.ty)
-        h = self.size / 2
-        c0, c1 = max(0, int((min(cols) + 1) * h) - 1), min(self.size, int((max(cols) + 1) * h) + 2)
-        r0, r1 = max(0, int((min(rows) + 1) * h) - 1), min(self.size, int((max(rows) + 1) * h) + 2)
+        mx, my, hx, hy = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2, (y1 - y0) / 2
+        c, s, k = self.cos, self.sin, self.scale
+        gx, gy = k * (c * mx - s * my) + self.tx, k * (s * mx + c * my) + self.ty  # the box centre on the film
+        ex, ey = k * (abs(c) * hx + abs(s) * hy), k * (abs(s) * hx + abs(c) * hy)  # half-extents once rotated
+        h, n = self.size / 2, self.size
+        c0, c1 = max(0, int((gx - ex + 1) * h) - 1), min(n, int((gx + ex + 1) * h) + 2)
+        r0, r1 = max(0, int((gy - ey + 1) * h) - 1), min(n, int((gy + ey + 1) * h) + 2)
         if c0 >= c1 or r0 >= r1:
             return None
         return slice(r0, r1), slice(c0, c1)
@@ -467,6 +467,7 @@ _DIGIT_HW = np.array(
     ]
 )
 _CARPAL_R = np.array([0.2, 0.23, 0.17, 0.22, 0.19, 0.24, 0.18, 0.2] * 2, dtype=np.float32)  # squared radii
+_GAPS = (0.024, 0.029, 0.034)  # joint-space widths (one look-up table each)
 _HAND_BIN = 0.005
 _HAND_NBINS = 400  # profiles along each digit from the focal point, up to 2 units
 _FY = 0.42  # the digits radiate from a focal point at the wrist, (0, _FY) in the canonical frame
@@ -478,15 +479,15 @@ def _hand_patient(seed: int, patient: int) -> np.ndarray:
     return np.random.default_rng([seed, 10 + _SITE_CODE["hand"], patient]).random(12)
 
 
-@lru_cache(maxsize=256)
-def _digit_profiles(seed: int, patient: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Look-up tables along each digit (from the focal point): bone, marrow and soft-tissue half-widths.
+@lru_cache(maxsize=len(_GAPS))
+def _digit_profiles(gap_level: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Look-up tables along each digit: bone, marrow and soft-tissue half-widths (flat, 5 × ``_HAND_NBINS``).
 
-    Missing tissue is -1 (so a zero width draws nothing). Also returns where each bone starts.
+    The along-digit coordinate is measured from the focal point and divided by the digit's length factor,
+    so one table per joint-space width serves every patient. Missing tissue is -1 (so nothing is drawn).
+    Also returns where each bone starts, shape (5, 4).
     """
-    a = _hand_patient(seed, patient)
-    lens = 0.95 + 0.1 * a[:5]
-    gap = 0.026 + 0.012 * a[5]
+    gap = _GAPS[gap_level]
     u = (np.arange(_HAND_NBINS) + 0.5) * _HAND_BIN
     bone = np.full((5, _HAND_NBINS), -1.0)
     marrow = np.full((5, _HAND_NBINS), -1.0)
@@ -495,7 +496,7 @@ def _digit_profiles(seed: int, patient: int) -> tuple[np.ndarray, np.ndarray, np
     for k in range(5):
         pos = _DIGIT_R0[k]
         for j in range(4):
-            length = _DIGIT_LEN[k, j] * lens[k]
+            length = _DIGIT_LEN[k, j]
             if length == 0:
                 continue
             starts[k, j] = pos
@@ -514,7 +515,7 @@ def _digit_profiles(seed: int, patient: int) -> tuple[np.ndarray, np.ndarray, np
         if k == 0:
             knots, widths = [0.0, 0.5 * (_DIGIT_R0[0] + mcp), mcp, tip - cap], [0.15, 0.13, 0.085, 0.075]
         else:
-            web = mcp + 0.35 * _DIGIT_LEN[k, 1] * lens[k]
+            web = mcp + 0.35 * _DIGIT_LEN[k, 1]
             knots, widths = [0.0, mcp - 0.02, web, tip - cap], [0.12, 0.12, 0.085, 0.07]
         sw = np.interp(u, knots, widths)
         rounded = sw * np.sqrt(np.clip(1 - ((u - (tip - cap)) / cap) ** 2, 0, 1))
@@ -528,7 +529,8 @@ def _digit_profiles(seed: int, patient: int) -> tuple[np.ndarray, np.ndarray, np
 def _render_hand(rng: np.random.Generator, seed: int, patient: int, lesion: bool, visibility: float, size: int):
     r = rng.random(32)
     a = _hand_patient(seed, patient)
-    bone_lut, marrow_lut, soft_lut, starts = _digit_profiles(seed, patient)
+    lens = 0.93 + 0.14 * a[:5]  # digit length factors
+    bone_lut, marrow_lut, soft_lut, starts = _digit_profiles(min(int(a[5] * len(_GAPS)), len(_GAPS) - 1))
     spread = 0.75 + 0.5 * r[0]
     scale = 1.0 + 0.12 * r[2] + 0.06 * (a[6] - 0.5)
     film = _Film(size, 0.2 * (r[1] - 0.5), 0.1 * (r[3] - 0.5), 0.06 * (r[4] - 0.5) + 0.02, scale, 1.0 + r[5])
@@ -561,7 +563,7 @@ def _render_hand(rng: np.random.Generator, seed: int, patient: int, lesion: bool
         across = xs * ck
         across -= up * sk
         np.abs(across, out=across)
-        along *= F32(1 / _HAND_BIN)
+        along *= (F32(1 / _HAND_BIN) / lens.astype(np.float32))[k]
         np.clip(along, 0, _HAND_NBINS - 1, out=along)
         ub = along.astype(np.intp)
         ub += k * _HAND_NBINS
@@ -636,8 +638,7 @@ def _render_hand(rng: np.random.Generator, seed: int, patient: int, lesion: bool
     # lesion: a lytic (dark) focus in a metacarpal or proximal phalanx; drawn (or not) with the same draws
     dk = min(int(r[12] * 5), 4)
     dj = 0 if r[13] < 0.5 else 1
-    length = _DIGIT_LEN[dk, dj] * (0.95 + 0.1 * a[dk])
-    along = starts[dk, dj] + length * (0.3 + 0.4 * r[14])
+    along = (starts[dk, dj] + _DIGIT_LEN[dk, dj] * (0.3 + 0.4 * r[14])) * lens[dk]
     half = _DIGIT_HW[dk, dj]
     off = half * 0.5 * (r[15] - 0.5)
     lx = along * sa[dk] + off * ca[dk]

@@ -16,7 +16,12 @@ SIZES = {"train": 20, "val": 6, "test": 8}
 
 
 def write_medmnist(
-    path: Path, labels_of, splits=("train", "val", "test"), rgb: bool = False, compressed: bool = False, seed: int = 0
+    path: Path,
+    labels_of,
+    splits=("train", "val", "test"),
+    rgb: bool = False,
+    compressed: bool = False,
+    seed: int = 0,
 ) -> Path:
     """A tiny MedMNIST-layout npz; ``labels_of(n, rng)`` makes an (n, k) integer label array per split."""
     rng = np.random.default_rng(seed)
@@ -77,7 +82,9 @@ def test_binary_pneumonia_like(tmp_path):
 
 
 def test_trainval_file_and_size_suffix(tmp_path):
-    path = write_medmnist(tmp_path / "pneumoniamnist_224_trainval.npz", binary_labels, splits=("train", "val"))
+    path = write_medmnist(
+        tmp_path / "pneumoniamnist_224_trainval.npz", binary_labels, splits=("train", "val")
+    )
     ds = load(path)
     assert ds.name == "pneumoniamnist" and ds.label_names == ("pneumonia",)
     assert ds.meta["source_split"].value_counts().to_dict() == {"train": 20, "val": 6}
@@ -109,7 +116,9 @@ def test_multilabel_chest_like(tmp_path):
 
 
 def test_unknown_flag_multilabel_gets_generic_names(tmp_path):
-    ds = load(write_medmnist(tmp_path / "mystery.npz", lambda n, rng: (rng.random((n, 3)) < 0.5).astype(np.uint8)))
+    ds = load(
+        write_medmnist(tmp_path / "mystery.npz", lambda n, rng: (rng.random((n, 3)) < 0.5).astype(np.uint8))
+    )
     assert ds.label_names == ("label_0", "label_1", "label_2")
 
 
@@ -154,13 +163,16 @@ def test_truncated_file_is_a_data_error(tmp_path):
 
 @pytest.mark.parametrize("compressed", [False, True])
 def test_corrupt_member_is_a_data_error(tmp_path, compressed):
-    """The zip directory is fine but an array's bytes are damaged: a CRC or zlib error, reported as DataError."""
+    """The zip directory is intact but an array's bytes are damaged (a CRC or zlib error): DataError."""
+
     def smooth_labels(n, rng):
         return np.zeros((n, 1), np.uint8)
 
     path = tmp_path / "pneumoniamnist.npz"
-    arrays = {"train_images": (np.arange(20 * 28 * 28).reshape(20, 28, 28) % 7).astype(np.uint8),
-              "train_labels": smooth_labels(20, None)}
+    arrays = {
+        "train_images": (np.arange(20 * 28 * 28).reshape(20, 28, 28) % 7).astype(np.uint8),
+        "train_labels": smooth_labels(20, None),
+    }
     (np.savez_compressed if compressed else np.savez)(path, **arrays)
     corrupt_member(path, "train_images.npy")
     assert MedMNIST.detect(path)  # the directory still lists the arrays

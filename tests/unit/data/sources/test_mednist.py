@@ -117,8 +117,12 @@ def test_truncated_file(mednist_file):
 def test_corrupt_member(tmp_path, compressed):
     path = tmp_path / "m.npz"
     codes = np.arange(60) % 6
-    np.savez_compressed(path, images=(np.arange(60 * 16 * 16).reshape(60, 16, 16) % 7).astype(np.uint8),
-                        labels=codes, class_names=np.array(CLASSES))
+    np.savez_compressed(
+        path,
+        images=(np.arange(60 * 16 * 16).reshape(60, 16, 16) % 7).astype(np.uint8),
+        labels=codes,
+        class_names=np.array(CLASSES),
+    )
     if not compressed:
         with np.load(path) as z:
             np.savez(path, **{k: z[k] for k in z.files})

@@ -1,0 +1,106 @@
+"""End-to-end training runs on tiny synthetic data: reproducibility, resume equivalence, failure handling."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from medtransfer.config import Config, from_dict, replace
+from medtransfer.errors import ConfigError, TrainingFailed
+from medtransfer.training import loop
+from medtransfer.training.run import train_run
+
+
+def tiny_config(**train) -> Config:
+    return from_dict(Config, {
+        "task": "binary", "seed": 3,
+        "data": {"path": "synthetic:chest,n=160,visibility=0.9,seed=1", "image_size": 32},
+        "model": {"backbone": "tiny", "dropout": 0.2},
+        "transfer": {"strategy": "recipe", "head_epochs": 1, "unfreeze_every": 1},
+        "train": {"epochs": 3, "batch_size": 32, "lr": 0.01, **train},
+    })
+
+
+def weights(path) -> dict[str, torch.Tensor]:
+    return load_file(str(path))
+
+
+def test_run_writes_every_file_and_metrics_schema(tmp_path):
+    m = train_run(tiny_config(), tmp_path / "run", progress=False)
+    for name in ("config.yaml", "run_info.json", "split.csv", "model.safetensors", "history.csv",
+                 "metrics.json", "status.json", "checkpoint.pt"):
+        assert (tmp_path / "run" / name).is_file(), name
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    for key in ("auc", "auc_ci", "n", "per_label", "val"):
+        assert key in saved
+    assert set(saved["per_label"]["lesion"]) >= {"auc", "auc_ci", "n_pos", "n_neg"}
+    assert len(pd.read_csv(tmp_path / "run" / "history.csv")) == 3
+    assert json.loads((tmp_path / "run" / "status.json").read_text())["status"] == "done"
+    assert 0.0 <= m["auc"] <= 1.0
+
+
+def test_same_seed_same_result_and_other_seed_differs(tmp_path):
+    cfg = tiny_config(epochs=2)
+    a = train_run(cfg, tmp_path / "a", progress=False)
+    b = train_run(cfg, tmp_path / "b", progress=False)
+    wa, wb = weights(tmp_path / "a" / "model.safetensors"), weights(tmp_path / "b" / "model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert a["auc"] == b["auc"] and a["val"]["auc"] == b["val"]["auc"]
+    train_run(replace(cfg, seed=4), tmp_path / "c", progress=False)
+    wc = weights(tmp_path / "c" / "model.safetensors")
+    assert not all(torch.equal(wa[k], wc[k]) for k in wa)
+
+
+def test_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
+    cfg = tiny_config(epochs=4)
+    full = train_run(cfg, tmp_path / "full", progress=False)
+
+    # Interrupt after epoch 2: make the 3rd epoch crash, as a killed process would stop.
+    real = loop.train_one_epoch
+    calls = {"n": 0}
+
+    def crashing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_one_epoch", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(cfg, tmp_path / "part", progress=False)
+    monkeypatch.setattr(loop, "train_one_epoch", real)
+    with pytest.raises(ConfigError, match="--resume"):
+        train_run(cfg, tmp_path / "part", progress=False)
+    resumed = train_run(cfg, tmp_path / "part", resume=True, progress=False)
+
+    wf, wr = weights(tmp_path / "full" / "model.safetensors"), weights(tmp_path / "part" / "model.safetensors")
+    assert all(torch.equal(wf[k], wr[k]) for k in wf)
+    assert resumed["auc"] == full["auc"]
+    hf = pd.read_csv(tmp_path / "full" / "history.csv")
+    hr = pd.read_csv(tmp_path / "part" / "history.csv")
+    assert np.allclose(hf["train_loss"], hr["train_loss"]) and np.allclose(hf["val_auc"], hr["val_auc"])
+
+
+def test_nan_loss_stops_the_run_and_marks_it_failed(tmp_path):
+    cfg = tiny_config(lr=1e12, grad_clip=None, epochs=3)
+    with pytest.raises(TrainingFailed, match="loss became"):
+        train_run(cfg, tmp_path / "nan", progress=False)
+    status = json.loads((tmp_path / "nan" / "status.json").read_text())
+    assert status["status"] == "failed" and "loss became" in status["error"]
+
+
+def test_nested_subset_is_used(tmp_path):
+    m = train_run(tiny_config(n_train=20, epochs=1), tmp_path / "n20", progress=False)
+    assert m["n_train"] == 20
+
+
+def test_early_stopping(tmp_path):
+    m = train_run(tiny_config(epochs=6, early_stop_patience=1, lr=1e-7), tmp_path / "es", progress=False)
+    assert m["epochs_run"] < 6
+    shutil.rmtree(tmp_path / "es")
