@@ -88,8 +88,7 @@ def train_one_epoch(model, task: Task, strategy, optimizer, scheduler, train: Ba
     cuda = train.device.type == "cuda"
     total = torch.zeros((), device=train.device)
     for step, (x, y) in enumerate(train.epoch(seed, epoch)):
-        if cuda:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(train.device.type, dtype=torch.bfloat16, enabled=cuda):
             loss = task.loss(model(x), y)
         optimizer.zero_grad(set_to_none=True)

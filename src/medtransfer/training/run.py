@@ -139,9 +139,8 @@ def _train(cfg: Config, out: Path, prep: Prepared, progress: bool) -> dict:
     model_cfg = dataclasses.replace(cfg.model, in_chans=ds.channels)
     model, report = create_model(model_cfg, num_outputs=task.num_labels, label_names=list(ds.label_names))
     log.info("weights: %s", report.summary())
-    model.to(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
+    # channels_last helps oneDNN convolutions on CPU too (measured ~2x for a ResNet-18 forward here)
+    model.to(device, memory_format=torch.channels_last)
     strategy = build_strategy(cfg.transfer, cfg.train)
     optimizer = torch.optim.AdamW(strategy.param_groups(model), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     train = _batches(prep, train_idx, cfg, model, device, train=True)
