@@ -88,7 +88,6 @@ class TrainConfig:
     pos_weight: bool = False  # class-balancing weight for binary / multi-label BCE
     augment: bool = True
     hflip: bool = False  # off by default: laterality matters in chest films
-    num_workers: int = 0
     device: str = "auto"
     warmup_pct: float = 0.25  # one-cycle
     div_factor: float = 25.0  # one-cycle initial divisor

@@ -50,20 +50,31 @@ def inspect(
 
     ds = _load(path, format, labels, classes, image_column, patient_column, task)
     rep = inspect_dataset(ds, sample=None if check_all else 32)
-    console.print(f"[bold]{rep.name}[/bold]  task={rep.task}  images={rep.n_images}  patients={rep.n_patients}  "
-                  f"channels={rep.channels}")
+    console.print(
+        f"[bold]{rep.name}[/bold]  task={rep.task}  images={rep.n_images}  patients={rep.n_patients}  "
+        f"channels={rep.channels}"
+    )
     if rep.source_splits:
         console.print("splits in the file: " + ", ".join(f"{k}={v}" for k, v in rep.source_splits.items()))
     if rep.labels:
         table = Table("label", "positive", "negative", "unknown", "prevalence")
         for row in rep.labels:
-            table.add_row(row["name"], str(row["n_pos"]), str(row["n_neg"]), str(row["n_unknown"]),
-                          f"{row['prevalence']:.1%}" if row["prevalence"] == row["prevalence"] else "-")
+            table.add_row(
+                row["name"],
+                str(row["n_pos"]),
+                str(row["n_neg"]),
+                str(row["n_unknown"]),
+                f"{row['prevalence']:.1%}" if row["prevalence"] == row["prevalence"] else "-",
+            )
         console.print(table)
     else:
         console.print("no labels (unlabelled images)")
-    console.print(f"image size (of {rep.n_read} read): " + ", ".join(f"{k} ×{v}" for k, v in rep.sizes.items())
-                  + "   dtype: " + ", ".join(rep.dtypes))
+    console.print(
+        f"image size (of {rep.n_read} read): "
+        + ", ".join(f"{k} ×{v}" for k, v in rep.sizes.items())
+        + "   dtype: "
+        + ", ".join(rep.dtypes)
+    )
     if rep.problems:
         console.print("[yellow]problems:[/yellow]")
         for p in rep.problems:
@@ -79,8 +90,9 @@ def split(
     format: str | None = FORMAT,
     seed: int = typer.Option(0, "--seed", help="Random seed of the split."),
     fractions: str = typer.Option("0.7,0.1,0.2", "--fractions", help="train,val,test fractions."),
-    source_splits: bool = typer.Option(True, "--source-splits/--no-source-splits",
-                                       help="Keep train/val/test that come with the file."),
+    source_splits: bool = typer.Option(
+        True, "--source-splits/--no-source-splits", help="Keep train/val/test that come with the file."
+    ),
     labels: str | None = LABELS,
     classes: str | None = CLASSES,
     image_column: str | None = IMAGE_COL,
@@ -103,10 +115,15 @@ def split(
     for name in ("train", "val", "test"):
         rows = result.table["split"] == name
         idx = rows.to_numpy().nonzero()[0]
-        prev = [f"{float((ds.labels[idx, k] == 1).mean()):.1%}" if len(idx) else "-" for k in range(min(6, ds.num_labels))]
-        table.add_row(name, str(len(idx)), f"{len(idx) / len(ds):.1%}",
-                      str(result.table.loc[rows, "patient_id"].nunique()), *prev)
+        prev = [
+            f"{float((ds.labels[idx, k] == 1).mean()):.1%}" if len(idx) else "-" for k in range(min(6, ds.num_labels))
+        ]
+        table.add_row(
+            name, str(len(idx)), f"{len(idx) / len(ds):.1%}", str(result.table.loc[rows, "patient_id"].nunique()), *prev
+        )
     console.print(table)
-    console.print(f"no patient in two splits (audited); nested subsets: "
-                  f"{[c[4:] for c in result.table.columns if c.startswith('in_n')]}")
+    console.print(
+        f"no patient in two splits (audited); nested subsets: "
+        f"{[c[4:] for c in result.table.columns if c.startswith('in_n')]}"
+    )
     console.print(f"wrote {out} in {time.perf_counter() - t0:.1f} s")

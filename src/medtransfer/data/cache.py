@@ -93,17 +93,23 @@ def _fill(ds: ImageDataset, size: int | None, shape: tuple[int, ...], tmp: Path,
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
     images = ds.images
     # Fast path: an in-memory uint8 array already at the right size is copied in one go.
-    if isinstance(images, ArraySource) and images.array.dtype == np.uint8 and (size is None or (
-        images.array.shape[1] == size and images.array.shape[2] == size
-    )):
+    if (
+        isinstance(images, ArraySource)
+        and images.array.dtype == np.uint8
+        and (size is None or (images.array.shape[1] == size and images.array.shape[2] == size))
+    ):
         arr = images.array
         out[:] = arr[:, None] if arr.ndim == 3 else np.moveaxis(arr, -1, 1)
         out.flush()
         return
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    columns = (TextColumn(f"decoding {ds.name}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-               TimeRemainingColumn())
+    columns = (
+        TextColumn(f"decoding {ds.name}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, disable=not progress or len(ds) < 200, transient=True) as bar:
         task = bar.add_task("decode", total=len(ds))
         for i in range(len(ds)):

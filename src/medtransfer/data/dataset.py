@@ -225,7 +225,9 @@ class ImageDataset:
         task = self.task
         if task == "multilabel" and len(cols) == 1:
             task = "binary"
-        return ImageDataset(self.name, self.images, self.labels[:, cols], tuple(names), task, self.meta, dict(self.info))
+        return ImageDataset(
+            self.name, self.images, self.labels[:, cols], tuple(names), task, self.meta, dict(self.info)
+        )
 
     def class_index(self) -> np.ndarray:
         """Multi-class: the integer class of each image (-1 when unknown)."""

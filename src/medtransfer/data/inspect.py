@@ -40,10 +40,15 @@ def inspect_dataset(ds: ImageDataset, sample: int | None = 32) -> Inspection:
         known = np.isfinite(col)
         n_pos = int((col[known] == 1).sum())
         n_known = int(known.sum())
-        rep.labels.append({
-            "name": name, "n_pos": n_pos, "n_neg": n_known - n_pos, "n_unknown": int((~known).sum()),
-            "prevalence": n_pos / n_known if n_known else float("nan"),
-        })
+        rep.labels.append(
+            {
+                "name": name,
+                "n_pos": n_pos,
+                "n_neg": n_known - n_pos,
+                "n_unknown": int((~known).sum()),
+                "prevalence": n_pos / n_known if n_known else float("nan"),
+            }
+        )
         if n_known and n_pos in (0, n_known):
             rep.problems.append(f"label '{name}' has only {'negatives' if n_pos == 0 else 'positives'}")
     if "source_split" in ds.meta.columns:
@@ -53,7 +58,11 @@ def inspect_dataset(ds: ImageDataset, sample: int | None = 32) -> Inspection:
         rep.problems.append(
             f"{missing} of {len(ds)} image files are missing under {ds.info.get('image_root', 'the image folder')}"
         )
-    idx = np.arange(len(ds)) if sample is None else np.unique(np.linspace(0, len(ds) - 1, min(sample, len(ds))).astype(int))
+    idx = (
+        np.arange(len(ds))
+        if sample is None
+        else np.unique(np.linspace(0, len(ds) - 1, min(sample, len(ds))).astype(int))
+    )
     sizes: Counter = Counter()
     dtypes: Counter = Counter()
     unreadable = []

@@ -86,8 +86,10 @@ def _assign_patients(
     # A patient's stratum: the rarest (smallest count) stratum among their images, so rare findings spread out.
     counts = df["stratum"].value_counts()
     df["rarity"] = df["stratum"].map(counts)
-    per_patient = df.sort_values("rarity", kind="stable").groupby("patient", sort=False).agg(
-        stratum=("stratum", "first"), n=("stratum", "size")
+    per_patient = (
+        df.sort_values("rarity", kind="stable")
+        .groupby("patient", sort=False)
+        .agg(stratum=("stratum", "first"), n=("stratum", "size"))
     )
     rng = np.random.default_rng(seed)
     frac = np.asarray(fractions, dtype=float) / np.sum(fractions)

@@ -68,15 +68,17 @@ def load_run(run_dir: str | Path) -> TrainedModel:
     return TrainedModel(model, Task(task, len(labels)), cfg, labels, in_chans, image_size, thresholds, run)
 
 
-def _load_target(tm: TrainedModel, data: str, format: str | None, labels: list[str] | None,
-                 with_labels: bool = True) -> ImageDataset:
+def _load_target(
+    tm: TrainedModel, data: str, format: str | None, labels: list[str] | None, with_labels: bool = True
+) -> ImageDataset:
     d = tm.cfg.data
     same = str(Path(data).expanduser().resolve()) == str(Path(d.path).expanduser().resolve()) if d.path else False
     run_labels = tuple(d.labels) if (d.labels and with_labels) else None
     opts = SourceOptions(
         labels=tuple(labels) if labels else run_labels,
         classes=tuple(d.classes) if (d.classes and same) else None,
-        image_column=d.image_column if same else None, patient_column=d.patient_column if same else None,
+        image_column=d.image_column if same else None,
+        patient_column=d.patient_column if same else None,
     )
     ds = load_dataset(data, format, opts)
     if ds.channels != tm.in_chans:
@@ -106,23 +108,44 @@ def _scores(tm: TrainedModel, ds: ImageDataset, idx: np.ndarray, device_name: st
     images = cached_images(ds, tm.image_size, tm.cfg.data.cache_dir)
     device = pick_device(device_name)
     tm.model.to(device)
-    batches = Batches(images, np.zeros((len(ds), len(tm.label_names)), np.float32), idx, 256,
-                      tm.model.normalization["mean"], tm.model.normalization["std"], device)
+    batches = Batches(
+        images,
+        np.zeros((len(ds), len(tm.label_names)), np.float32),
+        idx,
+        256,
+        tm.model.normalization["mean"],
+        tm.model.normalization["std"],
+        device,
+    )
     return predict(tm.model, tm.task, batches)
 
 
-def evaluate_run(run_dir: str | Path, data: str, out: str | Path, format: str | None = None,
-                 split: str | None = None, labels: list[str] | None = None) -> dict:
+def evaluate_run(
+    run_dir: str | Path,
+    data: str,
+    out: str | Path,
+    format: str | None = None,
+    split: str | None = None,
+    labels: list[str] | None = None,
+) -> dict:
     """Metrics of a trained run on ``data`` (AUC with bootstrap CI; thresholds from the run's validation)."""
     tm = load_run(run_dir)
     ds = _load_target(tm, data, format, labels)
     if list(ds.label_names) != tm.label_names:
-        raise DataError(f"{data} has labels {list(ds.label_names)} but the model predicts {tm.label_names}; "
-                        "pass --labels to select matching columns")
+        raise DataError(
+            f"{data} has labels {list(ds.label_names)} but the model predicts {tm.label_names}; "
+            "pass --labels to select matching columns"
+        )
     idx = _select(tm, ds, data, split)
     scores = _scores(tm, ds, idx)
-    metrics = summarize(ds.labels[idx], scores, tm.label_names, tm.task.kind,
-                        patient_ids=ds.meta["patient_id"].to_numpy()[idx], thresholds=tm.thresholds)
+    metrics = summarize(
+        ds.labels[idx],
+        scores,
+        tm.label_names,
+        tm.task.kind,
+        patient_ids=ds.meta["patient_id"].to_numpy()[idx],
+        thresholds=tm.thresholds,
+    )
     metrics.update({"data": str(data), "split": split or "all", "run": str(run_dir)})
     atomic_write_text(out, json.dumps(to_jsonable(metrics), indent=2))
     return metrics

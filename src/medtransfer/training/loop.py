@@ -36,8 +36,17 @@ class FitState:
 
 
 def fit(
-    model: torch.nn.Module, task: Task, strategy, optimizer, scheduler, train: Batches, val: Batches | None,
-    cfg: TrainConfig, seed: int, out_dir: Path, progress: bool = True,
+    model: torch.nn.Module,
+    task: Task,
+    strategy,
+    optimizer,
+    scheduler,
+    train: Batches,
+    val: Batches | None,
+    cfg: TrainConfig,
+    seed: int,
+    out_dir: Path,
+    progress: bool = True,
 ) -> FitState:
     """Train ``model``; writes ``checkpoint.pt`` each epoch and ``best.safetensors`` at each new best."""
     ckpt_path, best_path = out_dir / "checkpoint.pt", out_dir / "best.safetensors"
@@ -58,21 +67,49 @@ def fit(
             torch.manual_seed(int(np.random.SeedSequence([seed, epoch, 7]).generate_state(1)[0]))  # dropout
             strategy.on_epoch_start(epoch, model, optimizer)
             t0 = time.perf_counter()
-            loss = train_one_epoch(model, task, strategy, optimizer, scheduler, train, cfg, seed, epoch,
-                                   lambda info: bar.update(job, advance=1, **({"info": info} if info else {})))
+            loss = train_one_epoch(
+                model,
+                task,
+                strategy,
+                optimizer,
+                scheduler,
+                train,
+                cfg,
+                seed,
+                epoch,
+                lambda info: bar.update(job, advance=1, **({"info": info} if info else {})),
+            )
             score = _val_auc(model, task, val) if val is not None else -loss
-            state.history.append({"epoch": epoch, "train_loss": loss, "val_auc": score if val is not None else None,
-                                  "lr": optimizer.param_groups[-1]["lr"], "seconds": time.perf_counter() - t0})
+            state.history.append(
+                {
+                    "epoch": epoch,
+                    "train_loss": loss,
+                    "val_auc": score if val is not None else None,
+                    "lr": optimizer.param_groups[-1]["lr"],
+                    "seconds": time.perf_counter() - t0,
+                }
+            )
             improved = np.isfinite(score) and score > state.best_score
             if improved or not best_path.exists():
-                state.best_score, state.best_epoch, state.bad_epochs = (score if np.isfinite(score) else -math.inf), epoch, 0
+                state.best_score, state.best_epoch, state.bad_epochs = (
+                    (score if np.isfinite(score) else -math.inf),
+                    epoch,
+                    0,
+                )
                 save_weights(best_path, model)
             else:
                 state.bad_epochs += 1
             state.epoch = epoch + 1
-            save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                        "scheduler": scheduler.state_dict(), "strategy": strategy.state_dict(),
-                                        "state": vars(state)})
+            save_checkpoint(
+                ckpt_path,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "strategy": strategy.state_dict(),
+                    "state": vars(state),
+                },
+            )
             bar.update(job, info=f"epoch {epoch + 1}/{cfg.epochs} loss {loss:.4f} val AUC {score:.4f}")
             log.info("epoch %d/%d  loss %.4f  val AUC %.4f", epoch + 1, cfg.epochs, loss, score)
             if cfg.early_stop_patience is not None and state.bad_epochs >= cfg.early_stop_patience:
@@ -81,8 +118,9 @@ def fit(
     return state
 
 
-def train_one_epoch(model, task: Task, strategy, optimizer, scheduler, train: Batches, cfg: TrainConfig,
-                    seed: int, epoch: int, on_step) -> float:
+def train_one_epoch(
+    model, task: Task, strategy, optimizer, scheduler, train: Batches, cfg: TrainConfig, seed: int, epoch: int, on_step
+) -> float:
     model.train()
     strategy.set_train_mode(model)
     cuda = train.device.type == "cuda"
@@ -101,8 +139,10 @@ def train_one_epoch(model, task: Task, strategy, optimizer, scheduler, train: Ba
         if step % 10 == 0 or step == len(train) - 1:  # a host sync only every 10 steps
             mean = total.item() / (step + 1)
             if not math.isfinite(mean):
-                raise TrainingFailed(f"loss became {mean} at epoch {epoch + 1}, step {step + 1}; "
-                                     "lower train.lr or enable train.grad_clip")
+                raise TrainingFailed(
+                    f"loss became {mean} at epoch {epoch + 1}, step {step + 1}; "
+                    "lower train.lr or enable train.grad_clip"
+                )
             on_step(f"epoch {epoch + 1}/{cfg.epochs} loss {mean:.4f}")
         else:
             on_step(None)
@@ -145,5 +185,11 @@ def _progress(enabled: bool):
         return _NoBar()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    return Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    TextColumn("{task.fields[info]}"), transient=False)
+    return Progress(
+        TextColumn("[bold]train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+        transient=False,
+    )

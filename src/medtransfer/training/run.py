@@ -52,8 +52,11 @@ def load_data(cfg: Config) -> ImageDataset:
     if not d.path:
         raise ConfigError("data.path is not set; add it to the config or pass --set data.path=PATH")
     opts = SourceOptions(
-        labels=tuple(d.labels) if d.labels else None, classes=tuple(d.classes) if d.classes else None,
-        image_column=d.image_column, patient_column=d.patient_column, task=cfg.task,
+        labels=tuple(d.labels) if d.labels else None,
+        classes=tuple(d.classes) if d.classes else None,
+        image_column=d.image_column,
+        patient_column=d.patient_column,
+        task=cfg.task,
     )
     return load_dataset(d.path, d.format, opts)
 
@@ -84,21 +87,40 @@ def _batches(prep: Prepared, idx, cfg: Config, model, device, train: bool) -> Ba
     t = cfg.train
     aug = RadiographAugment(hflip=t.hflip) if (train and t.augment) else None
     norm = model.normalization
-    return Batches(prep.images, prep.ds.labels, idx, t.batch_size, norm["mean"], norm["std"], device,
-                   augment=aug, shuffle=train, drop_last=train)
+    return Batches(
+        prep.images,
+        prep.ds.labels,
+        idx,
+        t.batch_size,
+        norm["mean"],
+        norm["std"],
+        device,
+        augment=aug,
+        shuffle=train,
+        drop_last=train,
+    )
 
 
-def evaluate_indices(model, task: Task, prep: Prepared, idx: np.ndarray, cfg: Config, device,
-                     thresholds: list[float] | None = None) -> tuple[dict, np.ndarray]:
+def evaluate_indices(
+    model, task: Task, prep: Prepared, idx: np.ndarray, cfg: Config, device, thresholds: list[float] | None = None
+) -> tuple[dict, np.ndarray]:
     scores = predict(model, task, _batches(prep, idx, cfg, model, device, train=False))
     labels = prep.ds.labels[idx]
-    metrics = summarize(labels, scores, list(prep.ds.label_names), task.kind,
-                        patient_ids=prep.ds.meta["patient_id"].to_numpy()[idx], thresholds=thresholds, seed=cfg.seed)
+    metrics = summarize(
+        labels,
+        scores,
+        list(prep.ds.label_names),
+        task.kind,
+        patient_ids=prep.ds.meta["patient_id"].to_numpy()[idx],
+        thresholds=thresholds,
+        seed=cfg.seed,
+    )
     return metrics, scores
 
 
-def train_run(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool = True,
-              prepared: Prepared | None = None) -> dict:
+def train_run(
+    cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool = True, prepared: Prepared | None = None
+) -> dict:
     """Train and evaluate one configuration; returns the metrics written to ``metrics.json``.
 
     Example:
@@ -145,8 +167,13 @@ def _train(cfg: Config, out: Path, prep: Prepared, progress: bool) -> dict:
     optimizer = torch.optim.AdamW(strategy.param_groups(model), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     train = _batches(prep, train_idx, cfg, model, device, train=True)
     val = _batches(prep, val_idx, cfg, model, device, train=False)
-    scheduler = build_scheduler(strategy.lr_policy, optimizer, total_steps=cfg.train.epochs * len(train),
-                                steps_per_epoch=len(train), train_cfg=cfg.train)
+    scheduler = build_scheduler(
+        strategy.lr_policy,
+        optimizer,
+        total_steps=cfg.train.epochs * len(train),
+        steps_per_epoch=len(train),
+        train_cfg=cfg.train,
+    )
     state = fit(model, task, strategy, optimizer, scheduler, train, val, cfg.train, cfg.seed, out, progress)
     pd.DataFrame(state.history).to_csv(out / "history.csv", index=False)
     load_weights_file(out / "best.safetensors", model)
@@ -154,25 +181,41 @@ def _train(cfg: Config, out: Path, prep: Prepared, progress: bool) -> dict:
     val_metrics, val_scores = evaluate_indices(model, task, prep, val_idx, cfg, device)
     thresholds = None
     if kind != "multiclass":
-        thresholds = {name: choose_threshold(ds.labels[val_idx, k], val_scores[:, k])
-                      for k, name in enumerate(ds.label_names)}
+        thresholds = {
+            name: choose_threshold(ds.labels[val_idx, k], val_scores[:, k]) for k, name in enumerate(ds.label_names)
+        }
     if len(test_idx):
         metrics, _ = evaluate_indices(model, task, prep, test_idx, cfg, device, thresholds)
         metrics["split"] = "test"
     else:
         metrics = {**val_metrics, "split": "val"}
-    metrics.update({"val": val_metrics, "best_epoch": state.best_epoch, "epochs_run": state.epoch,
-                    "n_train": int(len(train_idx)), "thresholds": thresholds, "task": kind,
-                    "label_names": list(ds.label_names), "in_chans": ds.channels,
-                    "normalization": model.normalization})
+    metrics.update(
+        {
+            "val": val_metrics,
+            "best_epoch": state.best_epoch,
+            "epochs_run": state.epoch,
+            "n_train": int(len(train_idx)),
+            "thresholds": thresholds,
+            "task": kind,
+            "label_names": list(ds.label_names),
+            "in_chans": ds.channels,
+            "normalization": model.normalization,
+        }
+    )
     return metrics
 
 
 def model_card(cfg: Config, kind: str, ds: ImageDataset, model) -> dict[str, str]:
     """What a trained model file must carry to be used alone (safetensors metadata: strings only)."""
-    return {"backbone": cfg.model.backbone, "task": kind, "label_names": json.dumps(list(ds.label_names)),
-            "in_chans": str(ds.channels), "image_size": json.dumps(cfg.data.image_size),
-            "normalization": json.dumps(model.normalization), "dropout": str(cfg.model.dropout)}
+    return {
+        "backbone": cfg.model.backbone,
+        "task": kind,
+        "label_names": json.dumps(list(ds.label_names)),
+        "in_chans": str(ds.channels),
+        "image_size": json.dumps(cfg.data.image_size),
+        "normalization": json.dumps(model.normalization),
+        "dropout": str(cfg.model.dropout),
+    }
 
 
 def _status(out: Path, status: str, error: str | None = None) -> None:
@@ -201,9 +244,13 @@ def suggest_lr(cfg: Config, num_iter: int = 100, progress: bool = True) -> float
     stream = itertools.chain.from_iterable(train.epoch(cfg.seed, e) for e in itertools.count())
     model.train()
     strategy.set_train_mode(model)
-    _, _, lr = lr_find(model, lambda b: task.loss(model(b[0]), b[1]), stream,
-                       lambda m: torch.optim.AdamW(strategy.param_groups(m), weight_decay=cfg.train.weight_decay),
-                       num_iter=num_iter)
+    _, _, lr = lr_find(
+        model,
+        lambda b: task.loss(model(b[0]), b[1]),
+        stream,
+        lambda m: torch.optim.AdamW(strategy.param_groups(m), weight_decay=cfg.train.weight_decay),
+        num_iter=num_iter,
+    )
     if not np.isfinite(lr):
         raise TrainingFailed("the LR range test diverged at its first step; check the data and model")
     return float(lr)

@@ -10,7 +10,12 @@ from sklearn.linear_model import LogisticRegression
 
 from medtransfer.data.dataset import ImageDataset
 from medtransfer.data.sources.base import load_dataset
-from medtransfer.data.sources.synthetic import SyntheticArchive, SyntheticSource, SyntheticSpec, load_synthetic
+from medtransfer.data.sources.synthetic import (
+    SyntheticArchive,
+    SyntheticSource,
+    SyntheticSpec,
+    load_synthetic,
+)
 from medtransfer.errors import DataError
 
 
