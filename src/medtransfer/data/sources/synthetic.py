@@ -131,8 +131,15 @@ class SyntheticSpec:
 
 
 # --------------------------------------------------------------------------------------------- shared pieces
+#
+# Speed notes: a 64 × 64 film is small enough that numpy's per-call overhead rivals the arithmetic, so the
+# drawing code works in place, folds constants into as few calls as possible, uses the clip ufunc directly
+# (np.clip's Python wrapper doubles its cost) and draws small structures on windows of the film.
 
-F32 = np.float32
+try:
+    from numpy._core.umath import clip as _clip  # numpy >= 2
+except ImportError:  # pragma: no cover - numpy 1.x
+    from numpy.core.umath import clip as _clip
 
 
 @lru_cache(maxsize=8)
@@ -157,20 +164,21 @@ class _Film:
 
     The canonical frame has x to the right and y downwards with the anatomy inside about [-1, 1]²; a pose
     (rotation, scale, translation) places it on the detector. :meth:`window` finds the pixels a canonical box
-    can reach, so small structures are drawn on small sub-arrays (most of the speed comes from this).
+    can reach, so small structures are drawn on small sub-arrays.
     """
 
     def __init__(self, size: int, rot: float, tx: float, ty: float, scale: float, edge: float) -> None:
         gx, gy = _grid(size)
         self.size, self.tx, self.ty, self.scale = size, tx, ty, scale
         self.cos, self.sin = math.cos(rot), math.sin(rot)
-        xt, yt = gx - F32(tx), gy - F32(ty)
-        c, s = F32(self.cos / scale), F32(self.sin / scale)
+        xt, yt = gx - tx, gy - ty
+        c, s = self.cos / scale, self.sin / scale
         self.x = xt * c
         self.x += yt * s
         self.y = yt * c
         self.y -= xt * s
-        self.px = 2.0 / (size * scale) * edge  # the anti-aliasing edge (one pixel times the blur), canonical units
+        # the anti-aliasing edge width in canonical units: one pixel times a random blur factor
+        self.px = 2.0 / (size * scale) * edge
 
     def window(self, x0: float, x1: float, y0: float, y1: float) -> tuple[slice, slice] | None:
         """Row and column slices covering the canonical box ``[x0, x1] × [y0, y1]`` (None when off the film)."""
@@ -186,26 +194,33 @@ class _Film:
         return slice(r0, r1), slice(c0, c1)
 
 
-def _soft(d: np.ndarray, px: float) -> np.ndarray:
-    """Signed distance (positive inside, modified in place) → anti-aliased mask in [0, 1]."""
-    d *= F32(1.0 / px)
-    d += F32(0.5)
-    return np.clip(d, 0.0, 1.0, out=d)
+def _inside(d: np.ndarray, px: float) -> np.ndarray:
+    """Signed distance ``d`` (positive inside; overwritten) → anti-aliased mask in [0, 1]."""
+    d *= 1.0 / px
+    d += 0.5
+    return _clip(d, 0.0, 1.0, out=d)
+
+
+def _below(e: np.ndarray, c: float, px: float) -> np.ndarray:
+    """Soft mask of ``e < c`` (``e`` in canonical units, left untouched): ``_inside(c - e)`` in fewer calls."""
+    m = e * (-1.0 / px)
+    m += c / px + 0.5
+    return _clip(m, 0.0, 1.0, out=m)
 
 
 def _ellipse(x: np.ndarray, y: np.ndarray, cx: float, cy: float, ax: float, ay: float, px: float) -> np.ndarray:
     """Soft mask of an axis-aligned ellipse, using 1 - f ≈ 2·distance/radius near the boundary."""
     k = 0.5 * min(ax, ay) / px
     sk = math.sqrt(k)
-    u = x - F32(cx)
-    u *= F32(sk / ax)
+    u = x - cx
+    u *= sk / ax
     u *= u
-    v = y - F32(cy)
-    v *= F32(sk / ay)
+    v = y - cy
+    v *= sk / ay
     v *= v
     u += v
-    np.subtract(F32(k + 0.5), u, out=u)
-    return np.clip(u, 0.0, 1.0, out=u)
+    np.subtract(k + 0.5, u, out=u)
+    return _clip(u, 0.0, 1.0, out=u)
 
 
 def _blob(film: _Film, cx: float, cy: float, radius: float, profile: str):
@@ -213,42 +228,44 @@ def _blob(film: _Film, cx: float, cy: float, radius: float, profile: str):
     win = film.window(cx - radius, cx + radius, cy - radius, cy + radius)
     if win is None:
         return None, None
-    dx = film.x[win] - F32(cx)
-    dy = film.y[win] - F32(cy)
+    dx = film.x[win] - cx
+    dy = film.y[win] - cy
     dx *= dx
     dy *= dy
     dx += dy
-    dx *= F32(-1.0 / radius**2)
-    dx += F32(1.0)
-    np.clip(dx, 0.0, 1.0, out=dx)
-    return win, (np.sqrt(dx, out=dx) if profile == "sphere" else np.minimum(dx * F32(3), F32(1), out=dx))
+    if profile == "sphere":
+        dx *= -1.0 / radius**2
+        dx += 1.0
+        _clip(dx, 0.0, 1.0, out=dx)
+        return win, np.sqrt(dx, out=dx)
+    dx *= -3.0 / radius**2
+    dx += 3.0
+    return win, _clip(dx, 0.0, 1.0, out=dx)
 
 
-def _expose(img: np.ndarray, r: np.ndarray, size: int) -> np.ndarray:
-    """Characteristic curve, contrast and Poisson-like noise; ``r`` holds four uniforms. → uint8 (1, size, size).
+def _expose(img: np.ndarray, r: list[float], size: int) -> np.ndarray:
+    """Characteristic curve, window/level and Poisson-like noise (``r``: four uniforms) → uint8 (1, size, size).
 
-    (Blur is applied upstream: every edge is drawn with a random softness.)
+    (Blur happens upstream: every edge is drawn with a random softness.)
     """
-    np.clip(img, 0.0, 1.0, out=img)
+    _clip(img, 0.0, 1.0, out=img)
     # a gamma-like monotone curve x + k·x·(1 - x), |k| ≤ 0.3, then window/level
-    t = F32(1.0) - img
+    t = 1.0 - img
     t *= img
-    t *= F32(0.6 * (r[0] - 0.5))
+    t *= 0.6 * (r[0] - 0.5)
     img += t
-    img *= F32(0.88 + 0.12 * r[1] - 0.06 * r[2])
-    img += F32(0.06 * r[2])
-    # quantum noise: std ∝ sqrt(signal); a random window of a fixed bank keeps it deterministic and cheap
+    img *= (0.88 + 0.12 * r[1] - 0.06 * r[2]) * 255.0
+    img += 0.06 * r[2] * 255.0
+    # quantum noise with std ∝ sqrt(signal), read from a random window of a fixed bank (deterministic, cheap)
     bank = _noise_bank()
     n = size * size
     start = int(r[3] * (bank.size - n))
-    noise = bank[start : start + n].reshape(size, size) * F32(255.0 / math.sqrt(300.0 + 900.0 * r[3]))
-    img += F32(0.02)
-    np.sqrt(img, out=t)
+    noise = bank[start : start + n].reshape(size, size)
+    np.sqrt(img + 5.0, out=t)
     t *= noise
-    img *= F32(255.0)
-    img += t
-    img += F32(0.5 - 0.02 * 255)
-    np.clip(img, 0.0, 255.0, out=img)
+    img += t * (math.sqrt(255.0) / math.sqrt(300.0 + 900.0 * ((r[3] * 7.31) % 1.0)))
+    img += 0.5
+    _clip(img, 0.0, 255.0, out=img)
     return img.astype(np.uint8)[None]
 
 
@@ -256,13 +273,13 @@ def _expose(img: np.ndarray, r: np.ndarray, size: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=4096)
-def _chest_patient(seed: int, patient: int) -> np.ndarray:
+def _chest_patient(seed: int, patient: int) -> tuple[float, ...]:
     """Patient-level anatomy (habitus, lung and heart size, rib spacing), shared by the patient's films."""
-    return np.random.default_rng([seed, 10 + _SITE_CODE["chest"], patient]).random(12)
+    return tuple(np.random.default_rng([seed, 10 + _SITE_CODE["chest"], patient]).random(12).tolist())
 
 
 def _render_chest(rng: np.random.Generator, seed: int, patient: int, lesion: bool, visibility: float, size: int):
-    r = rng.random(32)
+    r = rng.random(32).tolist()
     a = _chest_patient(seed, patient)
     body_w = 0.84 + 0.1 * a[0]
     lung_w = 0.29 + 0.05 * a[1]
@@ -271,129 +288,128 @@ def _render_chest(rng: np.random.Generator, seed: int, patient: int, lesion: boo
     spacing = (0.1 + 0.025 * a[4]) * (1 + 0.04 * (r[0] - 0.5))
     asym = 0.04 * (a[5] - 0.5)
     rib_tilt = 0.1 + 0.25 * a[6]
-    film = _Film(size, 0.1 * (r[1] - 0.5), 0.1 * (r[2] - 0.5), 0.08 * (r[3] - 0.5) + 0.03, 0.93 + 0.1 * r[4],
-                 1.0 + r[5])
+    film = _Film(
+        size, 0.1 * (r[1] - 0.5), 0.1 * (r[2] - 0.5), 0.08 * (r[3] - 0.5) + 0.03, 0.93 + 0.1 * r[4], 1.0 + r[5]
+    )
     x, y, px = film.x, film.y, film.px
 
     # body: a boxy torso (u⁴ + v⁴ < 1) with rounded shoulders, and the neck
-    u = x * F32(1 / body_w)
+    u = x * (1 / body_w)
     u *= u
     u *= u
-    v = y - F32(0.22)
-    v *= F32(1 / 1.1)
+    v = y - 0.22
+    v *= 1 / 1.1
     v *= v
     v *= v
     u += v
-    np.subtract(F32(1), u, out=u)
-    body = _soft(u * F32(0.25 * body_w), px)
+    body = _below(u, 1.0, px * 4.0 / body_w)  # 1 - u ≈ 4·distance/width near the edge
     win = film.window(-0.3, 0.3, -1.3, -0.6)
     if win:
-        d = np.minimum(F32(0.2) - np.abs(x[win]), F32(-0.62) - y[win])
-        np.maximum(body[win], _soft(d, px), out=body[win])
-    img = body * F32(0.5 + 0.06 * a[8])
-    img += F32(0.05)
+        ys = y[win]
+        neck = np.abs(x[win])
+        np.fmax(neck, ys + 0.82, out=neck)
+        bv = body[win]
+        np.fmax(bv, _below(neck, 0.2, px), out=bv)
+    img = body * (0.5 + 0.06 * a[8])
+    img += 0.05
 
-    # lungs: apex narrow and medial, base wide; cut by the diaphragm domes (the right one, image left, is
-    # higher) and medially by the mediastinum; vessel markings fan out from each hilum
+    # lungs: apex narrow and medial, base wide, cut by the diaphragm domes (the right one, image left, sits
+    # higher); vessel markings fan out from each hilum
     lungs = np.zeros_like(x)
     streaks = rng.random(96).astype(np.float32)
-    streaks *= streaks > F32(0.55)
-    lung_boxes = []
+    streaks *= streaks > 0.55
     for side, dome in ((-1, 0.33 - 0.05 * r[6]), (1, 0.41 - 0.05 * r[7])):
         cx, cy = side * (0.38 + asym * side), -0.12
         w, h = lung_w * (1.03 if side < 0 else 1.0), lung_h
         win = film.window(cx - 1.3 * w, cx + 1.3 * w, cy - h, cy + h)
-        lung_boxes.append(win)
         if win is None:
             continue
         xs, ys = x[win], y[win]
         k = 0.5 * min(w, h) / px
-        t = ys - F32(cy)
-        t *= F32(1 / h)
-        ux = xs - F32(cx)
-        ux -= t * F32(0.07 * side)
-        ux /= F32(1) + t * F32(0.22)
-        ux *= F32(math.sqrt(k) / w)
+        t = ys - cy
+        t *= 1 / h
+        ux = t * (-0.07 * side)
+        ux += xs
+        ux -= cx
+        ux /= t * 0.22 + 1.0
+        ux *= math.sqrt(k) / w
         ux *= ux
-        t *= F32(math.sqrt(k))
+        t *= math.sqrt(k)
         t *= t
         ux += t
-        m = np.subtract(F32(k + 0.5), ux, out=ux)
-        np.clip(m, 0.0, 1.0, out=m)
-        dd = xs - F32(cx - 0.03 * side)
+        m = np.subtract(k + 0.5, ux, out=ux)
+        _clip(m, 0.0, 1.0, out=m)
+        dd = xs - (cx - 0.03 * side)
         dd *= dd
-        dd *= F32(0.9)
-        dd += F32(dome)
-        dd -= ys
-        m *= _soft(dd, px)
-        m *= _soft(xs * F32(side) - F32(0.1), px)
+        dd *= -0.9
+        dd += ys
+        m *= _below(dd, dome, px)
         lv = lungs[win]
-        np.maximum(lv, m, out=lv)
+        np.fmax(lv, m, out=lv)
         # vessels: sparse streaks indexed by a pseudo-angle around the hilum, fading outwards
-        hx = xs - F32(0.13 * side)
-        hy = ys + F32(0.02)
-        rad = np.abs(hx)
+        hy = ys + 0.02
+        rad = np.abs(xs - 0.13 * side)
         rad += np.abs(hy)
-        rad += F32(1e-3)
+        rad += 1e-3
         hy /= rad
-        hy += F32(1)
-        hy *= F32(23.5)
-        idx = hy.astype(np.intp)
-        if side > 0:
-            idx += 48
-        ves = streaks[idx]
-        rad *= F32(-1.5)
-        rad += F32(1.0)
-        ves *= np.clip(rad, 0.0, 1.0, out=rad)
+        hy *= 23.5
+        hy += 23.5 + 48 * (side > 0)
+        ves = streaks[hy.astype(np.intp)]
+        ves *= _below(rad, 1 / 3, 2 / 3)  # fades linearly to nothing at 2/3 from the hilum
         ves *= m
-        img[win] += ves * F32(0.12)
+        ves *= 0.12
+        img[win] += ves
 
-    # mediastinum: the heart bulges to the patient's left (image right); the aortic knob above it
+    # mediastinum (with the spine) between the lungs; the heart bulges to the patient's left (image right)
+    # and the aortic knob sits above it
+    win = film.window(-0.25, 0.25, -1.0, 1.0)
+    if win:
+        lv = lungs[win]
+        lv *= _below(-np.abs(x[win]), -0.1, px)
     hx, hy, hw, hh = 0.14 + 0.06 * (heart - 1), 0.24, 0.33 * heart, 0.22 * heart
     for cx, cy, w, h, extra in ((hx, hy, hw, hh, 0.03), (0.1, -0.28, 0.08, 0.06, 0.0)):
         win = film.window(cx - w, cx + w, cy - h, cy + h)
         if win is None:
             continue
         m = _ellipse(x[win], y[win], cx, cy, w, h, px)
-        lv = lungs[win]
-        np.subtract(F32(1), m, out=m)
-        lv *= m
         if extra:
-            m -= F32(1)
-            img[win] -= m * F32(extra)
+            img[win] += m * extra
+        lv = lungs[win]
+        np.subtract(1.0, m, out=m)
+        lv *= m
 
-    img -= lungs * F32(0.32 + 0.06 * a[7])
+    img -= lungs * (0.32 + 0.06 * a[7])
 
-    # posterior ribs: arcs leaving the spine, rising a little, then curving down along the chest wall;
-    # anterior ribs: fainter, sloping down towards the sternum (seen through the lungs)
+    # posterior ribs: arcs leaving the spine, rising a little, then curving down along the chest wall,
+    # brighter against aerated lung; anterior ribs: fainter, sloping down towards the sternum
     win = film.window(-body_w, body_w, -0.9, 0.8)
     if win:
         xs, ys = x[win], y[win]
+        lv = lungs[win]
         ax = np.abs(xs)
-        q = ax * F32(-0.85)
-        q += F32(rib_tilt)
+        q = ax * -0.85
+        q += rib_tilt
         q *= ax
         q += ys
-        q *= F32(2 * math.pi / spacing)
-        q += F32(2 * math.pi * r[8])
-        c = np.cos(q, out=q)
-        rib = c - F32(0.3)
-        rib *= F32(4.0)
-        np.clip(rib, 0.0, 1.0, out=rib)
-        c -= F32(0.85)
-        c *= F32(3.0)
-        rib -= np.clip(c, 0.0, 0.4, out=c)  # bright cortex, darker marrow
+        q *= 1 / spacing
+        q += r[8]
+        dist = q - np.floor(q)
+        dist -= 0.5
+        np.abs(dist, out=dist)  # 0 on a rib's axis, 0.5 half-way between ribs
+        rib = _below(dist, 0.2, px / spacing)
+        rib -= _below(dist, 0.08, px / spacing) * 0.4  # bright cortex, darker marrow
         rib *= _ellipse(xs, ys, 0.0, -0.1, body_w * 0.93, 0.8, px)
-        rib *= lungs[win] * F32(0.09) + F32(0.05)  # ribs stand out against aerated lung
-        ax *= F32(-0.45)
+        rib *= lv * 0.09 + 0.05
+        ax *= -0.45
         ax += ys
-        ax *= F32(2 * math.pi / (1.3 * spacing))
-        ax += F32(2 * math.pi * r[9])
-        ant = np.cos(ax, out=ax)
-        ant -= F32(0.5)
-        np.clip(ant, 0.0, 0.5, out=ant)
-        ant *= lungs[win]
-        ant *= F32(0.08)
+        ax *= 1 / (1.3 * spacing)
+        ax += r[9]
+        dist = ax - np.floor(ax)
+        dist -= 0.5
+        np.abs(dist, out=dist)
+        ant = _below(dist, 0.15, 1.5 * px / spacing)
+        ant *= lv
+        ant *= 0.04
         rib += ant
         img[win] += rib
 
@@ -402,30 +418,31 @@ def _render_chest(rng: np.random.Generator, seed: int, patient: int, lesion: boo
     if win:
         xs, ys = x[win], y[win]
         ax = np.abs(xs)
-        t = ax - F32(0.07)
-        cl = t * F32(0.12)
-        cl -= F32(0.22)
+        t = ax - 0.07
+        cl = t * 0.12
+        cl -= 0.22
         cl *= t
-        cl += F32(-0.6 - 0.04 * r[10])
         cl -= ys
-        d = np.subtract(F32(0.04), np.abs(cl, out=cl), out=cl)
-        clav = _soft(d, px)
-        clav *= _soft(np.minimum(t, F32(0.66) - ax), px)
-        img[win] += clav * F32(0.2)
+        cl += -0.6 - 0.04 * r[10]
+        clav = _below(np.abs(cl, out=cl), 0.04, px)
+        np.fmin(t, 0.59 - t, out=t)
+        clav *= _inside(t, px)
+        clav *= 0.2
+        img[win] += clav
 
-    # spine: a column of vertebrae behind the mediastinum
+    # spine: a column of vertebrae, seen through the mediastinum
     win = film.window(-0.12, 0.12, -1.2, 1.2)
     if win:
         xs, ys = x[win], y[win]
-        sp = _soft(F32(0.07) - np.abs(xs), px)
-        vert = np.cos(ys * F32(2 * math.pi / (0.95 * spacing)))
-        vert *= F32(0.025)
-        vert += F32(0.06)
+        sp = _below(np.abs(xs), 0.07, px)
+        vert = np.cos(ys * (2 * math.pi / (0.95 * spacing)))
+        vert *= 0.025
+        vert += 0.06
         sp *= vert
         sp *= body[win]
         img[win] += sp
 
-    # lesion: a round opacity inside a lung field, clear of the heart; drawn (or not) with the same draws
+    # lesion: a round opacity inside a lung field, clear of the heart; every draw happens even without one
     side = -1 if r[11] < 0.5 else 1
     cx, cy = side * (0.38 + asym * side), -0.12
     ang = 2 * math.pi * r[12]
@@ -438,8 +455,9 @@ def _render_chest(rng: np.random.Generator, seed: int, patient: int, lesion: boo
     if lesion and visibility > 0:
         win, blob = _blob(film, lx, ly, radius, "sphere")
         if win:
-            blob *= lungs[win] * F32(0.7) + F32(0.3)
-            img[win] += blob * F32(_CHEST_LESION_GAIN * visibility)
+            blob *= lungs[win] * 0.7 + 0.3
+            blob *= _CHEST_LESION_GAIN * visibility
+            img[win] += blob
     return _expose(img, r[24:28], size)
 
 
@@ -474,9 +492,9 @@ _FY = 0.42  # the digits radiate from a focal point at the wrist, (0, _FY) in th
 
 
 @lru_cache(maxsize=4096)
-def _hand_patient(seed: int, patient: int) -> np.ndarray:
-    """Patient-level anatomy (bone lengths, joint spaces, soft tissue), shared by the patient's films."""
-    return np.random.default_rng([seed, 10 + _SITE_CODE["hand"], patient]).random(12)
+def _hand_patient(seed: int, patient: int) -> tuple[float, ...]:
+    """Patient-level anatomy (digit lengths, joint spaces, soft tissue), shared by the patient's films."""
+    return tuple(np.random.default_rng([seed, 10 + _SITE_CODE["hand"], patient]).random(12).tolist())
 
 
 @lru_cache(maxsize=len(_GAPS))
@@ -527,128 +545,127 @@ def _digit_profiles(gap_level: int) -> tuple[np.ndarray, np.ndarray, np.ndarray,
 
 
 def _render_hand(rng: np.random.Generator, seed: int, patient: int, lesion: bool, visibility: float, size: int):
-    r = rng.random(32)
+    r = rng.random(32).tolist()
     a = _hand_patient(seed, patient)
-    lens = 0.93 + 0.14 * a[:5]  # digit length factors
+    lens = [0.93 + 0.14 * v for v in a[:5]]  # digit length factors
     bone_lut, marrow_lut, soft_lut, starts = _digit_profiles(min(int(a[5] * len(_GAPS)), len(_GAPS) - 1))
     spread = 0.75 + 0.5 * r[0]
     scale = 1.0 + 0.12 * r[2] + 0.06 * (a[6] - 0.5)
     film = _Film(size, 0.2 * (r[1] - 0.5), 0.1 * (r[3] - 0.5), 0.06 * (r[4] - 0.5) + 0.02, scale, 1.0 + r[5])
     x, y, px = film.x, film.y, film.px
-    angles = np.deg2rad(_DIGIT_ANGLE * spread + 5 * (r[6:11] - 0.5))
-    sa, ca = np.sin(angles), np.cos(angles)
+    angles = [math.radians(d * spread + 5 * (r[6 + k] - 0.5)) for k, d in enumerate(_DIGIT_ANGLE.tolist())]
+    sa, ca = [math.sin(t) for t in angles], [math.cos(t) for t in angles]
 
     bone = np.zeros_like(x)
     marrow = np.zeros_like(x)
     soft = np.zeros_like(x)
 
-    # digits: each pixel belongs to the nearest ray (by a pseudo-angle, no arctan); along-ray distance and
-    # distance from the ray index 1-D profiles of bone, marrow and soft-tissue half-width
+    # digits: each pixel belongs to the nearest ray (by a pseudo-angle, no arctan); its distance along the
+    # ray indexes 1-D profiles of bone, marrow and soft-tissue half-width, compared with its distance across
     win = film.window(-1.2, 1.2, -1.5, _FY)
     if win:
         xs, ys = x[win], y[win]
-        up = F32(_FY) - ys
+        up = _FY - ys
         pa = np.abs(xs)
         pa += np.abs(up)
-        pa += F32(1e-6)
+        pa += 1e-6
         np.divide(xs, pa, out=pa)
-        ray_pa = sa / (np.abs(sa) + np.abs(ca))
-        mids = ((ray_pa[1:] + ray_pa[:-1]) / 2).astype(np.float32)
-        k = (pa > mids[0]).astype(np.intp)
-        for m in mids[1:]:
-            k += pa > m
-        sk, ck = sa.astype(np.float32)[k], ca.astype(np.float32)[k]
+        ray_pa = [s / (abs(s) + abs(c)) for s, c in zip(sa, ca, strict=True)]
+        k = (pa > 0.5 * (ray_pa[0] + ray_pa[1])).astype(np.intp)
+        for j in range(1, 4):
+            k += pa > 0.5 * (ray_pa[j] + ray_pa[j + 1])
+        sk = np.array(sa, dtype=np.float32)[k]
+        ck = np.array(ca, dtype=np.float32)[k]
         along = xs * sk
         along += up * ck
         across = xs * ck
         across -= up * sk
         np.abs(across, out=across)
-        along *= (F32(1 / _HAND_BIN) / lens.astype(np.float32))[k]
-        np.clip(along, 0, _HAND_NBINS - 1, out=along)
+        along *= np.array([1 / (_HAND_BIN * v) for v in lens], dtype=np.float32)[k]
+        _clip(along, 0, _HAND_NBINS - 1, out=along)
         ub = along.astype(np.intp)
         ub += k * _HAND_NBINS
         for lut, dest in ((bone_lut, bone), (marrow_lut, marrow), (soft_lut, soft)):
             d = lut[ub]
             d -= across
-            dest[win] = _soft(d, px)
+            dest[win] = _inside(d, px)
 
     # wrist and forearm soft tissue (the palm comes from the digits' wide soft tissue near their bases)
     win = film.window(-0.5, 0.5, _FY - 0.2, 1.5)
     if win:
         xs, ys = x[win], y[win]
-        d = np.minimum(F32(0.25 + 0.04 * a[7]) - np.abs(xs + F32(0.01)), ys - F32(_FY - 0.12))
+        e = np.abs(xs + 0.01)
+        np.fmax(e, (_FY - 0.12 + 0.25 + 0.04 * a[7]) - ys, out=e)
         sv = soft[win]
-        np.maximum(sv, _soft(d, px), out=sv)
+        np.fmax(sv, _below(e, 0.25 + 0.04 * a[7], px), out=sv)
 
     # carpal bones: two staggered rows of rounded bones of varying size with thin joint spaces
     win = film.window(-0.25, 0.25, _FY - 0.15, _FY + 0.12)
     if win:
         xs, ys = x[win], y[win]
-        cv = ys - F32(_FY - 0.055)
-        cv *= F32(1 / 0.09)
+        cv = ys - (_FY - 0.055)
+        cv *= 1 / 0.09
         row = np.floor(cv)
-        cu = xs * F32(1 / 0.085)
-        cu += row * F32(0.5)
+        cu = xs * (1 / 0.085)
+        cu += row * 0.5
         col = np.floor(cu)
         cell_r = _CARPAL_R[(col.astype(np.intp) + 3 + 8 * (row.astype(np.intp) & 1)) & 15]
         cu -= col
-        cu -= F32(0.5)
+        cu -= 0.5
         cv -= row
-        cv -= F32(0.5)
+        cv -= 0.5
         cu *= cu
         cv *= cv
         cu += cv
-        m = np.subtract(cell_r, cu)
-        m *= F32(0.085)
-        carpal = _soft(m, px)
-        carpal *= _ellipse(xs, ys, 0.0, _FY + 0.0, 0.19, 0.1, px)
-        cu -= F32(0.07)
-        cu *= F32(-0.085)
-        inner = _soft(cu, px)
+        cell_r -= cu
+        carpal = _inside(cell_r, px / 0.085)
+        carpal *= _ellipse(xs, ys, 0.0, _FY, 0.19, 0.1, px)
+        inner = _below(cu, 0.07, px / 0.085)
         inner *= carpal
         bv = bone[win]
-        np.maximum(bv, carpal, out=bv)
+        np.fmax(bv, carpal, out=bv)
         marrow[win] += inner
 
     # radius and ulna, flaring at their distal ends
     win = film.window(-0.35, 0.35, _FY + 0.05, 1.5)
     if win:
         xs, ys = x[win], y[win]
-        t = ys - F32(_FY + 0.1)
-        t *= F32(-4)
-        t += F32(1)
-        np.clip(t, 0.0, 1.0, out=t)
-        t *= t
-        rad = _soft(F32(0.075) - np.abs(xs + F32(0.11)) + t * F32(0.045), px)
-        uln = _soft(F32(0.05) - np.abs(xs - F32(0.13)) + t * F32(0.015), px)
-        np.maximum(rad, uln, out=rad)
-        rad *= _soft(ys - F32(_FY + 0.12), px)
+        t = ys * -4.0
+        t += 4 * (_FY + 0.1) + 1.0
+        _clip(t, 0.0, 1.0, out=t)
+        t *= t  # 1 at the distal end, 0 from 0.25 below it
+        e_rad = np.abs(xs + 0.11)
+        e_uln = np.abs(xs - 0.13)
+        rad = _below(e_rad - t * 0.045, 0.075, px)
+        np.fmax(rad, _below(e_uln - t * 0.015, 0.05, px), out=rad)
+        rad *= _below(-ys, -(_FY + 0.12), px)
         bv = bone[win]
-        np.maximum(bv, rad, out=bv)
-        mr = _soft(F32(0.04) - np.abs(xs + F32(0.11)), px)
-        np.maximum(mr, _soft(F32(0.022) - np.abs(xs - F32(0.13)), px), out=mr)
+        np.fmax(bv, rad, out=bv)
+        mr = _below(e_rad, 0.04, px)
+        mr += _below(e_uln, 0.022, px)
         mr *= rad
         marrow[win] += mr
 
-    img = soft * F32(0.24 + 0.05 * a[8])
-    img += F32(0.04)
-    img += bone * F32(0.46)
-    img -= marrow * F32(0.16)
+    img = soft * (0.24 + 0.05 * a[8])
+    img += 0.04
+    img += bone * 0.46
+    img -= marrow * 0.16
 
-    # lesion: a lytic (dark) focus in a metacarpal or proximal phalanx; drawn (or not) with the same draws
+    # lesion: a lytic (dark) focus in a metacarpal or proximal phalanx; every draw happens even without one
     dk = min(int(r[12] * 5), 4)
     dj = 0 if r[13] < 0.5 else 1
     along = (starts[dk, dj] + _DIGIT_LEN[dk, dj] * (0.3 + 0.4 * r[14])) * lens[dk]
-    half = _DIGIT_HW[dk, dj]
+    half = float(_DIGIT_HW[dk, dj])
     off = half * 0.5 * (r[15] - 0.5)
-    lx = along * sa[dk] + off * ca[dk]
-    ly = _FY - along * ca[dk] + off * sa[dk]
+    lx = float(along * sa[dk] + off * ca[dk])
+    ly = float(_FY - along * ca[dk] + off * sa[dk])
     radius = half * (1.0 + 0.5 * r[16])
     if lesion and visibility > 0:
         win, blob = _blob(film, lx, ly, radius, "disc")
         if win:
             blob *= bone[win]
-            img[win] -= blob * F32(_HAND_LESION_GAIN * visibility)
+            blob *= _HAND_LESION_GAIN * visibility
+            img[win] -= blob
     return _expose(img, r[24:28], size)
 
 

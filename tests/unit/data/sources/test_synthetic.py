@@ -26,7 +26,14 @@ def _images(ds: ImageDataset, indices=None) -> np.ndarray:
 
 def test_spec_defaults_and_canonical_form():
     spec = SyntheticSpec.parse("synthetic:chest")
-    assert (spec.site, spec.n, spec.size, spec.visibility, spec.prevalence, spec.seed) == ("chest", 512, 64, 0.5, 0.5, 0)
+    assert (spec.site, spec.n, spec.size, spec.visibility, spec.prevalence, spec.seed) == (
+        "chest",
+        512,
+        64,
+        0.5,
+        0.5,
+        0,
+    )
     assert spec.label_kind == "lesion"
     same = SyntheticSpec.parse("synthetic:site=chest, n=512,seed=0")
     assert same.canonical() == spec.canonical()
@@ -89,9 +96,10 @@ def test_different_seeds_differ():
     a = _images(load_synthetic("synthetic:hand,n=4,seed=0"))
     b = _images(load_synthetic("synthetic:hand,n=4,seed=1"))
     assert not np.array_equal(a, b)
-    assert load_synthetic("synthetic:hand,n=4,seed=0").images.identity != load_synthetic(
-        "synthetic:hand,n=4,seed=1"
-    ).images.identity
+    assert (
+        load_synthetic("synthetic:hand,n=4,seed=0").images.identity
+        != load_synthetic("synthetic:hand,n=4,seed=1").images.identity
+    )
 
 
 @pytest.mark.parametrize("prevalence", [0.1, 0.5, 0.8])
