@@ -38,3 +38,4 @@ def rng() -> np.random.Generator:
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Every test writes its decoded-image cache and source catalogue under a temporary folder."""
     monkeypatch.setenv("MEDTRANSFER_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.setenv("MEDTRANSFER_SOURCES", str(tmp_path_factory.getbasetemp() / "sources"))

@@ -108,6 +108,27 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+@dataclass(frozen=True)
+class PretrainSection:
+    """How a source model is built (``medtransfer pretrain``) and what its card says about it."""
+
+    method: str = "supervised"  # supervised (the data's labels) | simclr (self-supervised, labels ignored)
+    name: str | None = None  # the source's name in the catalogue; None = the --out folder's name
+    modality: str | None = None  # e.g. x-ray, ct, mri
+    site: str | None = None  # anatomical site, e.g. chest, hand
+    description: str | None = None  # what the images are (goes into the card)
+    temperature: float = 0.1  # simclr: NT-Xent temperature
+    projection_dim: int = 128  # simclr: output size of the projection MLP (discarded after pretraining)
+    probe_data: str | None = None  # simclr: a labelled dataset for the card's linear-probe AUC
+
+
+@dataclass(frozen=True)
+class PretrainConfig(Config):
+    """Building a source model: ``medtransfer pretrain CONFIG`` (all of :class:`Config` plus ``pretrain``)."""
+
+    pretrain: PretrainSection = field(default_factory=PretrainSection)
+
+
 # --------------------------------------------------------------------------- building
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")

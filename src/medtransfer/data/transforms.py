@@ -76,3 +76,55 @@ def normalize(x: torch.Tensor, mean: list[float], std: list[float]) -> torch.Ten
     m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     return (x - m) / s
+
+
+@dataclass(frozen=True)
+class ContrastiveAugment:
+    """Stronger radiograph-safe views for self-supervised pretraining (SimCLR), on ``(B, C, H, W)`` in [0, 1].
+
+    A wider random resized crop and rotation (:class:`RadiographAugment`), then per image gamma, gaussian blur
+    (with probability ``blur_p``) and gaussian noise. No colour jitter (1-channel films), no flip by default.
+    Every parameter is drawn from ``generator`` first.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> ContrastiveAugment()(torch.rand(4, 1, 32, 32), g).shape
+        torch.Size([4, 1, 32, 32])
+    """
+
+    scale: tuple[float, float] = (0.35, 1.0)
+    degrees: float = 10.0
+    brightness: float = 0.3
+    contrast: float = 0.3
+    gamma: tuple[float, float] = (0.7, 1.4)
+    blur_p: float = 0.5
+    blur_sigma: tuple[float, float] = (0.1, 1.5)  # pixels
+    noise_std: tuple[float, float] = (0.0, 0.04)
+    hflip: bool = False
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        b = x.shape[0]
+        x = RadiographAugment(
+            scale=self.scale, degrees=self.degrees, brightness=self.brightness, contrast=self.contrast, hflip=self.hflip
+        )(x, generator)
+
+        def u(lo: float, hi: float) -> torch.Tensor:
+            return (lo + (hi - lo) * torch.rand(b, generator=generator, device=generator.device)).to(x.device, x.dtype)
+
+        log_gamma = u(math.log(self.gamma[0]), math.log(self.gamma[1]))
+        blur = u(0, 1) < self.blur_p
+        sigma = u(*self.blur_sigma)
+        noise_std = u(*self.noise_std)
+        noise = torch.randn(x.shape, generator=generator, device=generator.device).to(x.device, x.dtype)
+        x = x.clamp(min=1e-6) ** torch.exp(log_gamma).view(-1, 1, 1, 1)
+        radius = max(1, math.ceil(3 * self.blur_sigma[1]))
+        t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+        kernel = torch.exp(-0.5 * (t[None] / sigma[:, None]) ** 2)
+        kernel = kernel / kernel.sum(dim=1, keepdim=True)  # (B, k) one 1-D kernel per image
+        c = x.shape[1]
+        k = kernel.repeat_interleave(c, dim=0)  # (B*C, k)
+        flat = F.pad(x.reshape(1, b * c, *x.shape[2:]), (radius,) * 4, mode="replicate")
+        flat = F.conv2d(flat, k[:, None, None, :], groups=b * c)
+        flat = F.conv2d(flat, k[:, None, :, None], groups=b * c).reshape(x.shape)
+        x = torch.where(blur.view(-1, 1, 1, 1), flat, x)
+        return (x + noise * noise_std.view(-1, 1, 1, 1)).clamp_(0.0, 1.0)

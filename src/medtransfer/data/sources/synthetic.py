@@ -9,14 +9,22 @@ The dataset "path" is a spec string::
 ``labels``: ``lesion`` (binary, the default for one site), ``site`` (multi-class ``chest``/``hand``, the default
 for ``both``) or ``none`` (an unlabelled archive for self-supervised pretraining).
 
-Image ``i`` is drawn from ``np.random.default_rng([seed, site_code, i])`` plus its pseudo-patient's anatomy
-(``default_rng([seed, 10 + site_code, patient])``), so any image can be made lazily, in any order, identically
-every time. Every random draw happens whether or not the image has a lesion: with ``visibility=0`` a positive
-image is bit-identical to the negative one. Lesion labels, patient grouping (1-3 images per patient) and, for
-``both``, the site of each patient come from seeded vectors whose prefix does not depend on ``n``.
+* chest: a PA film: body outline and neck, two lungs (apex medial, base wide) cut by diaphragm domes (the
+  patient's right one higher), mediastinum and spine, a heart bulging to the patient's left (image right) with
+  the aortic knob, clavicles, posterior and anterior rib arcs, vessel markings fanning out from the hila.
+  Lesion: a round soft opacity inside a lung field, about as bright as a rib.
+* hand: a PA film of a left hand: five digits radiating from the wrist (the thumb angled, with two phalanges)
+  whose metacarpals and phalanges have bright cortex, darker marrow and joint spaces; carpal bones, radius and
+  ulna, and the soft-tissue envelope. Lesion: a lytic (dark) focus in a metacarpal or proximal phalanx.
+* every film: random pose (rotation, translation, scale), patient build, exposure (curve, window/level), edge
+  blur and Poisson-like quantum noise; ``uint8`` ``(1, size, size)``.
 
-Each image is built from analytic shapes on a cached coordinate grid (no per-pixel Python), then exposed:
-blur, gamma/contrast and signal-dependent (Poisson-like) quantum noise, and stored as ``uint8`` ``(1, size, size)``.
+Image ``i`` is drawn from ``np.random.default_rng([seed, site_code, i])`` plus its pseudo-patient's anatomy
+(row ``patient % 1024`` of ``default_rng([seed, 10 + site_code, patient // 1024])``), so any image can be made
+lazily, in any order, identically every time. Every draw happens whether or not the image has a lesion, so at
+``visibility=0`` a positive film is bit-identical to its negative twin. Lesion labels, the grouping into
+pseudo-patients of 1-3 films and, for ``both``, each patient's site come from seeded vectors whose prefix does
+not depend on ``n``.
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ _LABEL_KINDS = ("lesion", "site", "none")
 _EXAMPLE = "synthetic:chest,n=400,visibility=0.4,seed=1"
 
 # Lesion peak contrast at visibility=1, in the same units as the anatomy (ribs ~0.13, lung/soft tissue ~0.3).
-_CHEST_LESION_GAIN = 0.16
+_CHEST_LESION_GAIN = 0.26
 _HAND_LESION_GAIN = 0.40
 
 
@@ -123,11 +131,13 @@ class SyntheticSpec:
     def label_kind(self) -> str:
         return self.labels or ("site" if self.site == "both" else "lesion")
 
-    def canonical(self) -> str:
-        return (
+    def canonical(self, labels: bool = True) -> str:
+        """The normalised spec; ``labels=False`` leaves out what does not change the images."""
+        text = (
             f"synthetic:{self.site},n={self.n},size={self.size},visibility={self.visibility:g},"
-            f"prevalence={self.prevalence:g},seed={self.seed},labels={self.label_kind}"
+            f"prevalence={self.prevalence:g},seed={self.seed}"
         )
+        return f"{text},labels={self.label_kind}" if labels else text
 
 
 # --------------------------------------------------------------------------------------------- shared pieces
@@ -272,21 +282,31 @@ def _expose(img: np.ndarray, r: list[float], size: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------- chest
 
 
-@lru_cache(maxsize=4096)
-def _chest_patient(seed: int, patient: int) -> tuple[float, ...]:
-    """Patient-level anatomy (habitus, lung and heart size, rib spacing), shared by the patient's films."""
-    return tuple(np.random.default_rng([seed, 10 + _SITE_CODE["chest"], patient]).random(12).tolist())
+_PATIENT_BLOCK = 1024
+
+
+@lru_cache(maxsize=64)
+def _patient_block(seed: int, code: int, block: int) -> np.ndarray:
+    return np.random.default_rng([seed, 10 + code, block]).random((_PATIENT_BLOCK, 12))
+
+
+def _anatomy(seed: int, code: int, patient: int) -> list[float]:
+    """Patient-level anatomy (12 uniforms: habitus, organ sizes, rib spacing, digit lengths ...), shared by
+    the patient's films; drawn in blocks of patients so that a new patient does not cost a new generator."""
+    return _patient_block(seed, code, patient // _PATIENT_BLOCK)[patient % _PATIENT_BLOCK].tolist()
 
 
 def _render_chest(rng: np.random.Generator, seed: int, patient: int, lesion: bool, visibility: float, size: int):
     r = rng.random(32).tolist()
-    a = _chest_patient(seed, patient)
+    a = _anatomy(seed, _SITE_CODE["chest"], patient)
     body_w = 0.84 + 0.1 * a[0]
     lung_w = 0.29 + 0.05 * a[1]
     lung_h = 0.56 + 0.08 * a[2] + 0.05 * (r[0] - 0.5)  # inspiration varies per film
     heart = 0.85 + 0.35 * a[3]
     spacing = (0.1 + 0.025 * a[4]) * (1 + 0.04 * (r[0] - 0.5))
-    asym = 0.04 * (a[5] - 0.5)
+    lung_x, cy = 0.38 + 0.03 * (a[5] - 0.5), -0.12  # lung centres at (±lung_x, cy)
+    dome = 0.33 - 0.05 * r[6]  # the diaphragm under the right lung; the left one is lower
+    dome_step = 0.06 + 0.04 * r[7]
     rib_tilt = 0.1 + 0.25 * a[6]
     film = _Film(
         size, 0.1 * (r[1] - 0.5), 0.1 * (r[2] - 0.5), 0.08 * (r[3] - 0.5) + 0.03, 0.93 + 0.1 * r[4], 1.0 + r[5]
@@ -313,105 +333,99 @@ def _render_chest(rng: np.random.Generator, seed: int, patient: int, lesion: boo
     img = body * (0.5 + 0.06 * a[8])
     img += 0.05
 
-    # lungs: apex narrow and medial, base wide, cut by the diaphragm domes (the right one, image left, sits
-    # higher); vessel markings fan out from each hilum
+    # the thorax is drawn in one window, mirrored about the midline (ax = |x|): lungs, then ribs
+    win = film.window(-body_w, body_w, -0.9, 0.8)
     lungs = np.zeros_like(x)
+    thorax = win if win is not None else (slice(0, 0), slice(0, 0))
+    xs, ys, lv = x[thorax], y[thorax], lungs[thorax]
+    ax = np.abs(xs)
+    right = xs > 0  # the patient's left
+
+    # lungs: apex narrow and medial, base wide, cut by the diaphragm domes (the patient's right one, on
+    # the image left, sits higher) and medially by the mediastinum
+    k = 0.5 * min(lung_w, lung_h) / px
+    sk = math.sqrt(k)
+    t = ys - cy
+    t *= 1 / lung_h  # -1 at the apex, 1 at the base
+    m = t * -0.07
+    m += ax
+    m -= lung_x
+    m /= t * 0.22 + 1.0
+    m *= sk / lung_w
+    m *= m
+    t *= sk
+    t *= t
+    m += t
+    np.subtract(k + 0.5, m, out=m)
+    _clip(m, 0.0, 1.0, out=m)
+    dd = ax - (lung_x - 0.03)
+    dd *= dd
+    dd *= -0.9
+    dd += ys
+    dd -= right * dome_step
+    m *= _below(dd, dome, px)
+    m *= _below(-ax, -0.1, px)
+    lv += m
+
+    # vessel markings: sparse streaks indexed by a pseudo-angle around each hilum, fading outwards
     streaks = rng.random(96).astype(np.float32)
     streaks *= streaks > 0.55
-    for side, dome in ((-1, 0.33 - 0.05 * r[6]), (1, 0.41 - 0.05 * r[7])):
-        cx, cy = side * (0.38 + asym * side), -0.12
-        w, h = lung_w * (1.03 if side < 0 else 1.0), lung_h
-        win = film.window(cx - 1.3 * w, cx + 1.3 * w, cy - h, cy + h)
-        if win is None:
-            continue
-        xs, ys = x[win], y[win]
-        k = 0.5 * min(w, h) / px
-        t = ys - cy
-        t *= 1 / h
-        ux = t * (-0.07 * side)
-        ux += xs
-        ux -= cx
-        ux /= t * 0.22 + 1.0
-        ux *= math.sqrt(k) / w
-        ux *= ux
-        t *= math.sqrt(k)
-        t *= t
-        ux += t
-        m = np.subtract(k + 0.5, ux, out=ux)
-        _clip(m, 0.0, 1.0, out=m)
-        dd = xs - (cx - 0.03 * side)
-        dd *= dd
-        dd *= -0.9
-        dd += ys
-        m *= _below(dd, dome, px)
-        lv = lungs[win]
-        np.fmax(lv, m, out=lv)
-        # vessels: sparse streaks indexed by a pseudo-angle around the hilum, fading outwards
-        hy = ys + 0.02
-        rad = np.abs(xs - 0.13 * side)
-        rad += np.abs(hy)
-        rad += 1e-3
-        hy /= rad
-        hy *= 23.5
-        hy += 23.5 + 48 * (side > 0)
-        ves = streaks[hy.astype(np.intp)]
-        ves *= _below(rad, 1 / 3, 2 / 3)  # fades linearly to nothing at 2/3 from the hilum
-        ves *= m
-        ves *= 0.12
-        img[win] += ves
+    hy = ys + 0.02
+    rad = np.abs(ax - 0.13)
+    rad += np.abs(hy)
+    rad += 1e-3
+    hy /= rad
+    hy *= 23.5
+    hy += right * 48.0
+    hy += 23.5
+    ves = streaks[hy.astype(np.intp)]
+    ves *= _below(rad, 1 / 3, 2 / 3)  # fades linearly to nothing at 2/3 from the hilum
+    ves *= m
+    ves *= 0.12
+    img[thorax] += ves
 
-    # mediastinum (with the spine) between the lungs; the heart bulges to the patient's left (image right)
-    # and the aortic knob sits above it
-    win = film.window(-0.25, 0.25, -1.0, 1.0)
-    if win:
-        lv = lungs[win]
-        lv *= _below(-np.abs(x[win]), -0.1, px)
+    # the heart bulges to the patient's left (image right); the aortic knob sits above it
     hx, hy, hw, hh = 0.14 + 0.06 * (heart - 1), 0.24, 0.33 * heart, 0.22 * heart
-    for cx, cy, w, h, extra in ((hx, hy, hw, hh, 0.03), (0.1, -0.28, 0.08, 0.06, 0.0)):
-        win = film.window(cx - w, cx + w, cy - h, cy + h)
+    for cx, cy_, w, h, extra in ((hx, hy, hw, hh, 0.03), (0.1, -0.28, 0.08, 0.06, 0.0)):
+        win = film.window(cx - w, cx + w, cy_ - h, cy_ + h)
         if win is None:
             continue
-        m = _ellipse(x[win], y[win], cx, cy, w, h, px)
+        m = _ellipse(x[win], y[win], cx, cy_, w, h, px)
         if extra:
             img[win] += m * extra
-        lv = lungs[win]
+        hv = lungs[win]
         np.subtract(1.0, m, out=m)
-        lv *= m
+        hv *= m
 
     img -= lungs * (0.32 + 0.06 * a[7])
 
     # posterior ribs: arcs leaving the spine, rising a little, then curving down along the chest wall,
     # brighter against aerated lung; anterior ribs: fainter, sloping down towards the sternum
-    win = film.window(-body_w, body_w, -0.9, 0.8)
-    if win:
-        xs, ys = x[win], y[win]
-        lv = lungs[win]
-        ax = np.abs(xs)
-        q = ax * -0.85
-        q += rib_tilt
-        q *= ax
-        q += ys
-        q *= 1 / spacing
-        q += r[8]
-        dist = q - np.floor(q)
-        dist -= 0.5
-        np.abs(dist, out=dist)  # 0 on a rib's axis, 0.5 half-way between ribs
-        rib = _below(dist, 0.2, px / spacing)
-        rib -= _below(dist, 0.08, px / spacing) * 0.4  # bright cortex, darker marrow
-        rib *= _ellipse(xs, ys, 0.0, -0.1, body_w * 0.93, 0.8, px)
-        rib *= lv * 0.09 + 0.05
-        ax *= -0.45
-        ax += ys
-        ax *= 1 / (1.3 * spacing)
-        ax += r[9]
-        dist = ax - np.floor(ax)
-        dist -= 0.5
-        np.abs(dist, out=dist)
-        ant = _below(dist, 0.15, 1.5 * px / spacing)
-        ant *= lv
-        ant *= 0.04
-        rib += ant
-        img[win] += rib
+    q = ax * -0.85
+    q += rib_tilt
+    q *= ax
+    q += ys
+    q *= 1 / spacing
+    q += r[8]
+    dist = q - np.floor(q)
+    dist -= 0.5
+    np.abs(dist, out=dist)  # 0 on a rib's axis, 0.5 half-way between ribs
+    rib = _below(dist, 0.17, px / spacing)
+    rib -= _below(dist, 0.07, px / spacing) * 0.4  # bright cortex, darker marrow
+    rib *= _ellipse(xs, ys, 0.0, -0.1, body_w * 0.93, 0.8, px)
+    rib *= lv * 0.09 + 0.05
+    ax *= -0.45
+    ax += ys
+    ax *= 1 / (1.3 * spacing)
+    ax += r[9]
+    dist = ax - np.floor(ax)
+    dist -= 0.5
+    np.abs(dist, out=dist)
+    ant = _below(dist, 0.15, 1.5 * px / spacing)
+    ant *= lv
+    ant *= 0.04
+    rib += ant
+    img[thorax] += rib
 
     # clavicles
     win = film.window(-0.75, 0.75, -0.95, -0.45)
@@ -444,7 +458,7 @@ def _render_chest(rng: np.random.Generator, seed: int, patient: int, lesion: boo
 
     # lesion: a round opacity inside a lung field, clear of the heart; every draw happens even without one
     side = -1 if r[11] < 0.5 else 1
-    cx, cy = side * (0.38 + asym * side), -0.12
+    cx = side * lung_x
     ang = 2 * math.pi * r[12]
     rho = 0.75 * math.sqrt(r[13])
     lx = cx + rho * lung_w * math.cos(ang)
@@ -489,12 +503,6 @@ _GAPS = (0.024, 0.029, 0.034)  # joint-space widths (one look-up table each)
 _HAND_BIN = 0.005
 _HAND_NBINS = 400  # profiles along each digit from the focal point, up to 2 units
 _FY = 0.42  # the digits radiate from a focal point at the wrist, (0, _FY) in the canonical frame
-
-
-@lru_cache(maxsize=4096)
-def _hand_patient(seed: int, patient: int) -> tuple[float, ...]:
-    """Patient-level anatomy (digit lengths, joint spaces, soft tissue), shared by the patient's films."""
-    return tuple(np.random.default_rng([seed, 10 + _SITE_CODE["hand"], patient]).random(12).tolist())
 
 
 @lru_cache(maxsize=len(_GAPS))
@@ -546,7 +554,7 @@ def _digit_profiles(gap_level: int) -> tuple[np.ndarray, np.ndarray, np.ndarray,
 
 def _render_hand(rng: np.random.Generator, seed: int, patient: int, lesion: bool, visibility: float, size: int):
     r = rng.random(32).tolist()
-    a = _hand_patient(seed, patient)
+    a = _anatomy(seed, _SITE_CODE["hand"], patient)
     lens = [0.93 + 0.14 * v for v in a[:5]]  # digit length factors
     bone_lut, marrow_lut, soft_lut, starts = _digit_profiles(min(int(a[5] * len(_GAPS)), len(_GAPS) - 1))
     spread = 0.75 + 0.5 * r[0]
@@ -686,12 +694,12 @@ class SyntheticArchive:
         n, seed, plan = spec.n, spec.seed, _PLAN_CODE[spec.site]
         self.lesion = np.random.default_rng([seed, plan, 0]).random(n) < spec.prevalence
         sizes = np.random.default_rng([seed, plan, 1]).integers(1, 4, size=n)  # ≥ n patients, 1-3 images each
-        self.patient = np.repeat(np.arange(n), sizes)[:n]
+        self.patient = np.repeat(np.arange(n, dtype=np.int32), sizes)[:n]
         if spec.site == "both":
             patient_site = np.random.default_rng([seed, plan, 2]).random(n) < 0.5
-            self.site_code = np.where(patient_site[self.patient], 2, 1)
+            self.site_code = np.where(patient_site[self.patient], 2, 1).astype(np.int8)
         else:
-            self.site_code = np.full(n, _SITE_CODE[spec.site])
+            self.site_code = np.full(n, _SITE_CODE[spec.site], dtype=np.int8)
 
     def make(self, i: int) -> np.ndarray:
         spec, code = self.spec, int(self.site_code[i])
@@ -714,7 +722,7 @@ class SyntheticArchive:
         else:
             labels, names, task = np.zeros((spec.n, 0), np.float32), (), "unlabelled"
         canonical = spec.canonical()
-        images = GeneratedSource(spec.n, self.make, identity=f"{canonical}|{GENERATOR_VERSION}")
+        images = GeneratedSource(spec.n, self.make, identity=f"{spec.canonical(labels=False)}|{GENERATOR_VERSION}")
         info = {"spec": canonical, "generator": GENERATOR_VERSION, "patients": int(self.patient[-1]) + 1}
         return ImageDataset(canonical, images, labels, names, task, meta, info)
 

@@ -6,7 +6,6 @@ import time
 
 import numpy as np
 import pytest
-from sklearn.linear_model import LogisticRegression
 
 from medtransfer.data.dataset import ImageDataset
 from medtransfer.data.sources.base import load_dataset
@@ -129,12 +128,15 @@ def test_chest_lesion_brightens_and_hand_lesion_darkens():
 
 
 def test_sites_separable_by_a_trivial_classifier():
+    # nearest class mean on 16 × 16 pixels: the sites differ in layout, not only in brightness
     ds = load_synthetic("synthetic:both,n=300,size=32")
     x = _images(ds)[:, 0, ::2, ::2].reshape(len(ds), -1) / 255.0
+    x -= x.mean(axis=1, keepdims=True)  # remove overall brightness
     y = ds.class_index()
     assert 0.3 < y.mean() < 0.7
-    clf = LogisticRegression(max_iter=1000).fit(x[:200], y[:200])
-    assert clf.score(x[200:], y[200:]) > 0.95
+    means = np.stack([x[:200][y[:200] == c].mean(axis=0) for c in (0, 1)])
+    pred = ((x[200:, None, :] - means[None]) ** 2).sum(axis=2).argmin(axis=1)
+    assert (pred == y[200:]).mean() > 0.95
 
 
 def test_both_sites_labels_and_meta():
@@ -157,10 +159,10 @@ def test_unlabelled_archive():
 def test_speed_1000_images_at_64px_under_2s():
     arc = SyntheticArchive(SyntheticSpec.parse("synthetic:both,n=1000"))
     arc.make(0)  # warm the caches (grid, noise bank)
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: other processes on a busy CI machine do not count
     for i in range(1000):
         arc.make(i)
-    assert time.perf_counter() - start < 2.0
+    assert time.process_time() - start < 2.0
 
 
 def test_detect_and_load_dataset_through_the_registry():

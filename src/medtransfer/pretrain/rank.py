@@ -1,0 +1,190 @@
+"""Which source transfers best to a target: scores from frozen features on the target's training split.
+
+* LogME (You et al., "LogME: Practical Assessment of Pre-trained Models for Transfer Learning", ICML 2021):
+  the log marginal evidence of a Bayesian linear regression from features to each label, maximised over
+  the prior/noise precisions (alpha, beta) by the paper's fixed-point iteration, per label column (both
+  classes of a binary label, every class of a multi-class one), then averaged. Higher is better.
+* a cross-validated logistic-regression probe AUC (:func:`~medtransfer.pretrain.features.cv_probe_auc`).
+
+Both need one forward pass over the training images per source: a small fraction of fine-tuning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medtransfer.config import Config, ModelConfig, from_dict, load_config
+from medtransfer.errors import UserError
+
+
+def logme_evidence(f: np.ndarray, y: np.ndarray, max_iter: int = 100, tol: float = 1e-3) -> float:
+    """LogME of features ``f`` (n, D) for one real target ``y`` (n,): the maximised log evidence / n.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> f = rng.normal(size=(200, 8))
+        >>> logme_evidence(f, f[:, 0]) > logme_evidence(f, rng.normal(size=200))
+        True
+    """
+    f, y = np.asarray(f, np.float64), np.asarray(y, np.float64)
+    n, d = f.shape
+    sigma, v = np.linalg.eigh(f.T @ f)  # F^T F = V diag(sigma) V^T
+    sigma = np.clip(sigma, 0.0, None)
+    proj = v.T @ (f.T @ y)  # V^T F^T y
+    alpha, beta = 1.0, 1.0
+    for _ in range(max_iter):
+        gamma = float((beta * sigma / (alpha + beta * sigma)).sum())
+        m = v @ (beta * proj / (alpha + beta * sigma))  # posterior mean of the weights
+        mm = float(m @ m)
+        res = float(((y - f @ m) ** 2).sum())
+        alpha_new = gamma / (mm + 1e-10)
+        beta_new = (n - gamma) / (res + 1e-10)
+        done = abs(alpha_new / beta_new - alpha / beta) / (alpha / beta) < tol
+        alpha, beta = alpha_new, beta_new
+        if done:
+            break
+    m = v @ (beta * proj / (alpha + beta * sigma))
+    mm, res = float(m @ m), float(((y - f @ m) ** 2).sum())
+    evidence = (
+        d / 2 * np.log(alpha)
+        + n / 2 * np.log(beta)
+        - alpha / 2 * mm
+        - beta / 2 * res
+        - 0.5 * np.log(alpha + beta * sigma).sum()
+        - n / 2 * np.log(2 * np.pi)
+    )
+    return float(evidence / n)
+
+
+def logme(features: np.ndarray, labels: np.ndarray, task: str) -> float:
+    """LogME averaged over label columns: every class of a multi-class task, both classes of each binary label.
+
+    ``labels`` is the data contract's ``(n, K)`` array; rows with a NaN label are left out for that label.
+    """
+    scores = []
+    for k in range(labels.shape[1]):
+        known = np.isfinite(labels[:, k])
+        f, y = features[known], labels[known, k]
+        if len(np.unique(y)) < 2:
+            continue
+        targets = [y] if task == "multiclass" else [y, 1.0 - y]
+        scores += [logme_evidence(f, t) for t in targets]
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+@dataclass(frozen=True)
+class RankRow:
+    name: str
+    source: str
+    logme: float
+    probe_auc: float
+    seconds: float
+
+
+@dataclass
+class Target:
+    """A target's training images and labels, and the backbone that ``scratch``/``imagenet`` use."""
+
+    name: str
+    images: np.ndarray
+    labels: np.ndarray
+    indices: np.ndarray
+    task: str
+    channels: int
+    backbone: str
+    seed: int
+
+
+def load_target(target: str, backbone: str | None = None, progress: bool = False) -> Target:
+    """A train config (.yaml/.yml) or a dataset (path or ``synthetic:...`` spec, 64 px, default split)."""
+    from medtransfer.training.run import prepare
+
+    path = Path(target).expanduser()
+    if path.suffix.lower() in (".yaml", ".yml"):
+        cfg = load_config(path)
+    else:
+        cfg = from_dict(Config, {"data": {"path": target}})
+    prep = prepare(cfg, progress)
+    task = cfg.task or prep.ds.task
+    if task not in ("binary", "multiclass", "multilabel"):
+        raise UserError(f"target {target} has no labels ({task}); ranking needs a labelled training split")
+    idx = prep.split.train_subset(cfg.train.n_train)
+    return Target(
+        str(target), prep.images, prep.ds.labels, idx, task, prep.ds.channels, backbone or cfg.model.backbone, cfg.seed
+    )
+
+
+def score_source(name: str, source: str, target: Target, probe: bool = True, device: str = "cpu") -> RankRow:
+    """Frozen features of ``source`` on the target's training images → LogME (and the CV probe AUC)."""
+    from medtransfer.models.weights import create_model, resolve_weights
+    from medtransfer.pretrain.features import cv_probe_auc, frozen_features
+
+    t0 = time.perf_counter()
+    backbone = target.backbone
+    if source not in ("scratch", "imagenet") and not source.startswith("imagenet:"):
+        backbone = _card_backbone(source) or backbone
+    resolve_weights(source, backbone)  # fail early (one line) for a source that cannot load
+    torch.manual_seed(target.seed)  # scratch: the same random network every time
+    model_cfg = ModelConfig(backbone=backbone, source=source, in_chans=target.channels)
+    model, _ = create_model(model_cfg, num_outputs=1)
+    dev = torch.device(device)
+    model.to(dev)
+    feats = frozen_features(model, target.images, target.indices, dev)
+    y = target.labels[target.indices]
+    score = logme(feats, y, target.task)
+    auc = cv_probe_auc(feats, y, target.task, seed=target.seed) if probe else float("nan")
+    return RankRow(name, source, score, auc, time.perf_counter() - t0)
+
+
+def _card_backbone(source: str) -> str | None:
+    import yaml
+
+    from medtransfer.models.weights import CARD_FILE
+
+    card = Path(source) / CARD_FILE
+    if card.is_file():
+        try:
+            data = yaml.safe_load(card.read_text())
+        except yaml.YAMLError:
+            return None
+        return str(data["backbone"]) if isinstance(data, dict) and data.get("backbone") else None
+    return None
+
+
+def rank_sources(
+    target: str | Target,
+    sources: list[str] | None = None,
+    sources_dir: str | Path | None = None,
+    backbone: str | None = None,
+    probe: bool = True,
+    device: str = "cpu",
+) -> list[RankRow]:
+    """Score each source (catalogue names, ``scratch``, ``imagenet`` or folders) and sort best first by LogME.
+
+    ``sources=None``: every usable catalogue entry (``imagenet`` only when it is cached).
+
+    Example:
+        >>> rows = rank_sources("target.yaml", ["scratch", "mednist-sup"])  # doctest: +SKIP
+        >>> rows[0].name                                                    # doctest: +SKIP
+        'mednist-sup'
+    """
+    from medtransfer.pretrain.catalogue import list_sources, lookup
+
+    if sources is not None:
+        if not sources:
+            raise UserError("--sources is empty; give names like scratch,imagenet,<folder under the catalogue>")
+        named = [(s, lookup(s, sources_dir)) for s in sources]  # every name is checked before any work
+    tgt = target if isinstance(target, Target) else load_target(target, backbone)
+    if backbone:
+        tgt = dataclasses.replace(tgt, backbone=backbone)
+    if sources is None:  # imagenet only when cached for the target's backbone
+        entries = list_sources(sources_dir, backbone=tgt.backbone)
+        named = [(e.name, e.source) for e in entries if e.error is None and e.available]
+    rows = [score_source(name, src, tgt, probe, device) for name, src in named]
+    return sorted(rows, key=lambda r: (-r.logme if np.isfinite(r.logme) else np.inf, r.name))

@@ -1,0 +1,82 @@
+"""LogME against the evidence it maximises, and a ranking where one source is built to transfer better."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+
+from medtransfer.config import PretrainConfig, from_dict
+from medtransfer.errors import UserError
+from medtransfer.pretrain.build import pretrain_run
+from medtransfer.pretrain.rank import logme, logme_evidence, rank_sources
+
+
+def direct_evidence(f, y, alpha, beta) -> float:
+    """log N(y | 0, I/beta + F F^T / alpha) / n: Bayesian linear regression with w ~ N(0, I/alpha)."""
+    n = len(y)
+    cov = np.eye(n) / beta + f @ f.T / alpha
+    _, logdet = np.linalg.slogdet(cov)
+    return float(-0.5 * (logdet + y @ np.linalg.solve(cov, y) + n * np.log(2 * np.pi)) / n)
+
+
+def test_logme_reaches_the_maximum_evidence():
+    rng = np.random.default_rng(0)
+    f = rng.normal(size=(60, 5))
+    y = f @ rng.normal(size=5) + 0.5 * rng.normal(size=60)
+    grid = max(direct_evidence(f, y, a, b) for a in np.logspace(-3, 3, 31) for b in np.logspace(-3, 3, 31))
+    assert logme_evidence(f, y) == pytest.approx(grid, abs=0.02)
+    assert logme_evidence(f, y) >= grid - 1e-6
+
+
+def test_logme_prefers_features_that_explain_the_labels():
+    rng = np.random.default_rng(1)
+    y = (rng.random(120) < 0.5).astype(float)
+    good = np.c_[y + 0.3 * rng.normal(size=120), rng.normal(size=(120, 7))]
+    bad = rng.normal(size=(120, 8))
+    assert logme(good, y[:, None], "binary") > logme(bad, y[:, None], "binary")
+    partial = np.where(rng.random(120) < 0.2, np.nan, y)[:, None]  # NaN rows are left out
+    assert np.isfinite(logme(good, partial, "multilabel"))
+    onehot = np.eye(2)[y.astype(int)]
+    assert logme(good, onehot, "multiclass") > logme(bad, onehot, "multiclass")
+
+
+@pytest.fixture(scope="module")
+def setting(tmp_path_factory):
+    """A catalogue with a source pretrained on the target's task (site) and a target config (other seed)."""
+    root = tmp_path_factory.mktemp("rank")
+    cfg = from_dict(
+        PretrainConfig,
+        {
+            "seed": 0,
+            "data": {"path": "synthetic:both,n=64,seed=10", "image_size": 32, "cache_dir": str(root / "c")},
+            "model": {"backbone": "tiny"},
+            "train": {"epochs": 2, "batch_size": 16, "lr": 0.01},
+        },
+    )
+    pretrain_run(cfg, root / "sources" / "site-sup", progress=False)
+    target = root / "target.yaml"
+    target.write_text(
+        yaml.safe_dump(
+            {
+                "seed": 3,
+                "model": {"backbone": "tiny"},
+                "data": {"path": "synthetic:both,n=64,seed=3", "image_size": 32, "cache_dir": str(root / "c")},
+            }
+        )
+    )
+    return root / "sources", target
+
+
+def test_the_source_pretrained_on_the_task_ranks_first(setting):
+    sources, target = setting
+    rows = rank_sources(str(target), ["scratch", "site-sup"], sources)
+    assert [r.name for r in rows] == ["site-sup", "scratch"]
+    assert rows[0].logme > rows[1].logme + 0.2  # ~0.8 apart over several seeds
+    assert all(0.0 <= r.probe_auc <= 1.0 and r.seconds > 0 for r in rows)
+
+
+def test_bad_source_name_fails_before_any_work(setting):
+    sources, _ = setting
+    with pytest.raises(UserError, match="did you mean 'site-sup'"):
+        rank_sources("does-not-matter.yaml", ["scratch", "site-sp"], sources)
