@@ -29,7 +29,7 @@ def test_nih_cxr14_csv(shared_data):
     start = time.perf_counter()
     ds = load_dataset(csv)
     elapsed = time.perf_counter() - start
-    assert elapsed < 5, f"loading the NIH CSV took {elapsed:.1f} s"
+    assert elapsed < 15, f"loading the NIH CSV took {elapsed:.1f} s"  # ~1 s on a quiet machine
     assert len(ds) == 112_120 and ds.meta["patient_id"].nunique() == 30_805 and len(ds.label_names) == 14
     assert ds.info["n_images_found"] == 2 and ds.info["n_images_missing"] == 112_118
     assert not np.isnan(ds.labels).any()
