@@ -297,6 +297,7 @@ def _anatomy(seed: int, code: int, patient: int) -> list[float]:
 
 
 def _render_chest(rng: np.random.Generator, seed: int, patient: int, lesion: bool, visibility: float, size: int):
+    """One PA chest film, ``uint8`` ``(1, size, size)``."""
     r = rng.random(32).tolist()
     a = _anatomy(seed, _SITE_CODE["chest"], patient)
     body_w = 0.84 + 0.1 * a[0]
@@ -367,23 +368,6 @@ def _render_chest(rng: np.random.Generator, seed: int, patient: int, lesion: boo
     m *= _below(-ax, -0.1, px)
     lv += m
 
-    # vessel markings: sparse streaks indexed by a pseudo-angle around each hilum, fading outwards
-    streaks = rng.random(96).astype(np.float32)
-    streaks *= streaks > 0.55
-    hy = ys + 0.02
-    rad = np.abs(ax - 0.13)
-    rad += np.abs(hy)
-    rad += 1e-3
-    hy /= rad
-    hy *= 23.5
-    hy += right * 48.0
-    hy += 23.5
-    ves = streaks[hy.astype(np.intp)]
-    ves *= _below(rad, 1 / 3, 2 / 3)  # fades linearly to nothing at 2/3 from the hilum
-    ves *= m
-    ves *= 0.12
-    img[thorax] += ves
-
     # the heart bulges to the patient's left (image right); the aortic knob sits above it
     hx, hy, hw, hh = 0.14 + 0.06 * (heart - 1), 0.24, 0.33 * heart, 0.22 * heart
     for cx, cy_, w, h, extra in ((hx, hy, hw, hh, 0.03), (0.1, -0.28, 0.08, 0.06, 0.0)):
@@ -396,6 +380,23 @@ def _render_chest(rng: np.random.Generator, seed: int, patient: int, lesion: boo
         hv = lungs[win]
         np.subtract(1.0, m, out=m)
         hv *= m
+
+    # vessel markings: sparse streaks indexed by a pseudo-angle around each hilum, fading outwards
+    streaks = rng.random(96).astype(np.float32)
+    streaks *= streaks > 0.55
+    pang = ys + 0.02
+    rad = np.abs(ax - 0.13)
+    rad += np.abs(pang)
+    rad += 1e-3
+    pang /= rad  # a pseudo-angle in [-1, 1]
+    pang *= 23.5
+    pang += right * 48.0
+    pang += 23.5
+    ves = streaks[pang.astype(np.intp)]
+    ves *= _below(rad, 1 / 3, 2 / 3)  # fades linearly to nothing at 2/3 from the hilum
+    ves *= lv
+    ves *= 0.12
+    img[thorax] += ves
 
     img -= lungs * (0.32 + 0.06 * a[7])
 
@@ -553,6 +554,7 @@ def _digit_profiles(gap_level: int) -> tuple[np.ndarray, np.ndarray, np.ndarray,
 
 
 def _render_hand(rng: np.random.Generator, seed: int, patient: int, lesion: bool, visibility: float, size: int):
+    """One PA film of a left hand, ``uint8`` ``(1, size, size)``."""
     r = rng.random(32).tolist()
     a = _anatomy(seed, _SITE_CODE["hand"], patient)
     lens = [0.93 + 0.14 * v for v in a[:5]]  # digit length factors
