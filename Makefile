@@ -22,7 +22,13 @@ $(STAMP): pyproject.toml requirements.lock constraints.txt
 demo: $(STAMP)
 	$(MT) demo --out runs/demo
 
+# The report's browser test needs Chromium: install it when possible (root or passwordless sudo), else it skips.
 test: $(STAMP)
+	@command -v chromium >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=false; fi; \
+		{ $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends chromium; } >/dev/null 2>&1; \
+	} || echo 'chromium not installed: the report browser test will skip'
 	$(VENV)/bin/python -m pytest -q tests
 
 lint: $(STAMP)

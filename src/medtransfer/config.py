@@ -74,6 +74,7 @@ class TransferConfig:
     unfreeze_every: int = 1  # gradual_unfreeze: one more group every k epochs
     unfreeze_schedule: list[int] | None = None  # explicit epochs at which the next group unfreezes
     head_epochs: int = 1  # epochs with only the head training before unfreezing starts
+    train_bn: bool = True  # normalisation layers of frozen groups still train (fastai's default); not linear_probe
 
 
 @dataclass(frozen=True)

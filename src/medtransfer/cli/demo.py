@@ -1,4 +1,4 @@
-"""``medtransfer demo``: the end-to-end demonstration on synthetic phantoms (no data needed)."""
+"""``medtransfer demo``: a small study on synthetic phantoms, end to end (no data or internet needed)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,15 @@ from medtransfer.cli import app
 
 
 @app.command("demo")
-def demo(out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Output folder.")) -> None:
-    """Inspect and split a synthetic chest-phantom dataset (grows into a full study in a later release)."""
-    from medtransfer.cli.data import inspect, split
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Output folder (sources/ and study/)."),
+    set_: list[str] = typer.Option(None, "--set", help="Override a key of examples/demo_study.yaml."),
+    config: Path = typer.Option(None, "--config", help="Another demo study config (default examples/demo_study.yaml)."),
+) -> None:
+    """Pretrain a same-site (chest) and an other-site (hand) phantom source, then compare them with scratch:
+    finetune vs recipe at N = 20, 60, 200 over 2 seeds, with the radiomics baseline; print the summary."""
+    from medtransfer.cli.study import _print_summary
+    from medtransfer.studies.demo import run_demo
 
-    spec = "synthetic:chest,n=600,visibility=0.5,seed=0"
-    out.mkdir(parents=True, exist_ok=True)
-    typer.echo(f"$ medtransfer data inspect {spec}")
-    inspect(spec, None, None, None, None, None, None, False)
-    typer.echo(f"$ medtransfer data split {spec} --out {out / 'split.csv'}")
-    split(spec, out / "split.csv", None, 0, "0.7,0.1,0.2", True, None, None, None, None, None)
+    counts = run_demo(out, set_ or [], config=config)
+    _print_summary(out / "study", counts)

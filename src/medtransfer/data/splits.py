@@ -191,6 +191,23 @@ def make_split(
     return Split(table)
 
 
+def reseed_subsets(split: Split, ds: ImageDataset, seed: int, ns: Sequence[int] = DEFAULT_NS) -> Split:
+    """The same train/val/test assignment with the nested training subsets drawn again with ``seed``.
+
+    A study uses one of these per seed: the test images stay fixed across seeds (paired comparisons) while
+    the training subset of size N varies with the seed, as in a learning-curve experiment.
+    """
+    table = split.table[["image_id", "patient_id", "split"]].copy()
+    train = np.flatnonzero(table["split"].to_numpy() == "train")
+    ranks = np.full(len(table), -1, dtype=np.int64)
+    ranks[train] = nested_ranks(ds.labels[train], ds.task, seed)
+    table["subset_rank"] = ranks
+    for n in ns:
+        if n < len(train):
+            table[f"in_n{n}"] = (ranks >= 0) & (ranks < n)
+    return Split(table)
+
+
 def load_split(path: str | Path, ds: ImageDataset) -> Split:
     """Read a split CSV and align it to ``ds``'s rows; every image of ``ds`` must be in it."""
     path = Path(path)

@@ -69,13 +69,13 @@ def _supervised(cfg: PretrainConfig, out: Path, resume: bool, progress: bool) ->
 
 def _simclr(cfg: PretrainConfig, out: Path, resume: bool, progress: bool) -> dict:
     from medtransfer.data.cache import cached_images
-    from medtransfer.training.run import _status, load_data, pick_device
+    from medtransfer.training.run import write_status, load_data, pick_device
 
     if (out / "checkpoint.pt").exists() and not resume:
         raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     t0 = time.perf_counter()
     write_run_info(out, cfg, seed=cfg.seed)
-    _status(out, "running")
+    write_status(out, "running")
     ds = load_data(cfg)
     images = cached_images(ds, cfg.data.image_size, cfg.data.cache_dir, progress=progress)
     idx = np.arange(len(ds))
@@ -90,7 +90,7 @@ def _simclr(cfg: PretrainConfig, out: Path, resume: bool, progress: bool) -> dic
 
         fit = simclr_fit(model, images, idx, cfg, out, device, progress)
     except TrainingFailed as e:
-        _status(out, "failed", str(e))
+        write_status(out, "failed", str(e))
         raise
     import pandas as pd
 
@@ -106,7 +106,7 @@ def _simclr(cfg: PretrainConfig, out: Path, resume: bool, progress: bool) -> dic
     info = {"n_train": int(len(idx)), "label_names": None, "task": None, "seconds": time.perf_counter() - t0}
     card = write_card(cfg, out, len(ds), ds.channels, model.normalization, metrics, info)
     atomic_write_text(out / "metrics.json", json.dumps(to_jsonable(metrics), indent=2))
-    _status(out, "done")
+    write_status(out, "done")
     return card
 
 

@@ -28,7 +28,7 @@ from medtransfer.models.backbones import build_model
 from medtransfer.training.batches import Batches
 from medtransfer.training.checkpoint import load_weights_file
 from medtransfer.training.loop import predict
-from medtransfer.training.run import pick_device
+from medtransfer.training.run import pick_device, write_predictions
 from medtransfer.training.tasks import Task
 
 
@@ -127,8 +127,10 @@ def evaluate_run(
     format: str | None = None,
     split: str | None = None,
     labels: list[str] | None = None,
+    predictions_out: str | Path | None = None,
 ) -> dict:
-    """Metrics of a trained run on ``data`` (AUC with bootstrap CI; thresholds from the run's validation)."""
+    """Metrics of a trained run on ``data`` (AUC with bootstrap CI; thresholds from the run's validation);
+    with ``predictions_out`` also the per-image scores (``image_id, patient_id, label:<name>, score:<name>``)."""
     tm = load_run(run_dir)
     ds = _load_target(tm, data, format, labels)
     if list(ds.label_names) != tm.label_names:
@@ -147,6 +149,8 @@ def evaluate_run(
         thresholds=tm.thresholds,
     )
     metrics.update({"data": str(data), "split": split or "all", "run": str(run_dir)})
+    if predictions_out is not None:
+        write_predictions(Path(predictions_out), ds, idx, scores)
     atomic_write_text(out, json.dumps(to_jsonable(metrics), indent=2))
     return metrics
 

@@ -1,8 +1,9 @@
 """One training run end to end: data → split → cache → model + weights → strategy → fit → metrics.
 
 A run directory holds ``config.yaml`` (resolved), ``run_info.json`` (versions, seed), ``split.csv``,
-``model.safetensors`` (best validation epoch), ``history.csv``, ``metrics.json``, ``status.json`` and the
-last ``checkpoint.pt`` (for ``--resume``).
+``model.safetensors`` (best validation epoch), ``history.csv``, ``metrics.json``, ``predictions.csv`` (per-image
+scores on the test split, or validation without one), ``status.json`` and the last ``checkpoint.pt`` (for
+``--resume``).
 """
 
 from __future__ import annotations
@@ -133,16 +134,16 @@ def train_run(
         raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     t0 = time.perf_counter()
     write_run_info(out, cfg, seed=cfg.seed)
-    _status(out, "running")
+    write_status(out, "running")
     try:
         prep = prepared or prepare(cfg, progress)
         metrics = _train(cfg, out, prep, progress)
     except TrainingFailed as e:
-        _status(out, "failed", str(e))
+        write_status(out, "failed", str(e))
         raise
     metrics["seconds"] = time.perf_counter() - t0
     atomic_write_text(out / "metrics.json", json.dumps(to_jsonable(metrics), indent=2))
-    _status(out, "done")
+    write_status(out, "done")
     return metrics
 
 
@@ -186,10 +187,12 @@ def _train(cfg: Config, out: Path, prep: Prepared, progress: bool) -> dict:
             name: choose_threshold(ds.labels[val_idx, k], val_scores[:, k]) for k, name in enumerate(ds.label_names)
         }
     if len(test_idx):
-        metrics, _ = evaluate_indices(model, task, prep, test_idx, cfg, device, thresholds)
+        metrics, test_scores = evaluate_indices(model, task, prep, test_idx, cfg, device, thresholds)
         metrics["split"] = "test"
+        write_predictions(out / PREDICTIONS_FILE, prep.ds, test_idx, test_scores)
     else:
         metrics = {**val_metrics, "split": "val"}
+        write_predictions(out / PREDICTIONS_FILE, prep.ds, val_idx, val_scores)
     metrics.update(
         {
             "val": val_metrics,
@@ -206,6 +209,22 @@ def _train(cfg: Config, out: Path, prep: Prepared, progress: bool) -> dict:
     return metrics
 
 
+PREDICTIONS_FILE = "predictions.csv"
+
+
+def write_predictions(path: Path, ds: ImageDataset, idx: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
+    """Per-image scores of the evaluated split (``image_id, patient_id, label:<name>, score:<name>``): what
+    paired tests between models on the same images (DeLong) need."""
+    from medtransfer.io import atomic_write
+
+    table = ds.meta.iloc[idx][["image_id", "patient_id"]].reset_index(drop=True)
+    for k, name in enumerate(ds.label_names):
+        table[f"label:{name}"] = ds.labels[idx, k]
+        table[f"score:{name}"] = scores[:, k]
+    atomic_write(path, lambda tmp: table.to_csv(tmp, index=False))
+    return table
+
+
 def model_card(cfg: Config, kind: str, ds: ImageDataset, model) -> dict[str, str]:
     """What a trained model file must carry to be used alone (safetensors metadata: strings only)."""
     return {
@@ -219,7 +238,7 @@ def model_card(cfg: Config, kind: str, ds: ImageDataset, model) -> dict[str, str
     }
 
 
-def _status(out: Path, status: str, error: str | None = None) -> None:
+def write_status(out: Path, status: str, error: str | None = None) -> None:
     atomic_write_text(out / "status.json", json.dumps({"status": status, "error": error}))
 
 

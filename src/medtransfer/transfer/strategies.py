@@ -60,13 +60,23 @@ def layer_groups(model: nn.Module) -> list[list[nn.Parameter]]:
     return groups
 
 
-def set_trainable(groups: list[list[nn.Parameter]], n_trainable: int) -> None:
-    """Let the top ``n_trainable`` groups train and freeze the others (clearing their stale grads)."""
+NORM_TYPES = (_BatchNorm, nn.modules.instancenorm._InstanceNorm, nn.LayerNorm, nn.GroupNorm)
+
+
+def norm_params(model: nn.Module) -> set[int]:
+    """Ids of the parameters of the model's normalisation layers (the ones ``train_bn`` keeps training)."""
+    return {id(p) for m in model.modules() if isinstance(m, NORM_TYPES) for p in m.parameters(recurse=False)}
+
+
+def set_trainable(groups: list[list[nn.Parameter]], n_trainable: int, keep: set[int] = frozenset()) -> None:
+    """Let the top ``n_trainable`` groups train and freeze the others (clearing their stale grads);
+    parameters whose id is in ``keep`` train wherever they are."""
     n_frozen = max(0, len(groups) - n_trainable)
     for i, group in enumerate(groups):
         for p in group:
-            p.requires_grad_(i >= n_frozen)
-            if i < n_frozen:
+            frozen = i < n_frozen and id(p) not in keep
+            p.requires_grad_(not frozen)
+            if frozen:
                 p.grad = None  # a leftover grad would let AdamW update (and decay) a frozen parameter
 
 
@@ -85,6 +95,10 @@ class Strategy:
     default_lr_policy: ClassVar[str] = "constant"
     discriminative: ClassVar[bool] = False  # lr * lr_mult ** depth_from_top instead of one lr
     reinit_head: ClassVar[bool] = False  # reset the head's parameters in on_train_start
+    # Whether transfer.train_bn applies: fastai's freeze() keeps normalisation layers training because the
+    # target's statistics differ from the source's, and a randomly initialised network with frozen BatchNorm
+    # in eval mode passes unnormalised activations up (measured: recipe from scratch at N=50, issue [2/6]).
+    honours_train_bn: ClassVar[bool] = True
 
     def __init__(self, transfer: TransferConfig, train: TrainConfig) -> None:
         if transfer.lr_mult <= 0:
@@ -104,6 +118,9 @@ class Strategy:
         self.n_trainable: int | None = None
         self.epoch: int = -1
         self.head_reset: bool = False
+
+    def _keep(self, model: nn.Module) -> set[int]:
+        return norm_params(model) if self.transfer.train_bn and self.honours_train_bn else set()
 
     @property
     def lr_policy(self) -> str:
@@ -144,7 +161,7 @@ class Strategy:
         groups = layer_groups(model)
         if self.n_trainable is None:
             self.n_trainable = min(len(groups), self.trainable_groups(max(self.epoch, 0), len(groups)))
-        set_trainable(groups, self.n_trainable)
+        set_trainable(groups, self.n_trainable, self._keep(model))
         if self.reinit_head and not self.head_reset:
             reset_head(model)
             self.head_reset = True
@@ -161,7 +178,7 @@ class Strategy:
         if n != self.n_trainable:
             log.info("epoch %d: %s trains the top %d of %d layer groups", epoch, self.name, n, len(groups))
         self.n_trainable, self.epoch = n, epoch
-        set_trainable(groups, n)
+        set_trainable(groups, n, self._keep(model))
         if optimizer is not None:
             held = {id(p) for g in optimizer.param_groups for p in g["params"]}
             lost = [name for name, p in model.named_parameters() if p.requires_grad and id(p) not in held]
@@ -171,7 +188,8 @@ class Strategy:
     def set_train_mode(self, model: nn.Module) -> None:
         """Put BatchNorm layers whose parameters are all frozen in eval mode; call after ``model.train()``.
 
-        Their running statistics then stay those of the source model. A BatchNorm without parameters
+        Their running statistics then stay those of the source model (with ``train_bn`` they are trainable,
+        so they stay in train mode and adapt to the target). A BatchNorm without parameters
         (``affine=False``) is left alone: nothing tells whether it belongs to a frozen part.
         """
         for module in model.modules():
@@ -197,7 +215,7 @@ class Strategy:
         self.epoch = int(state["epoch"])
         self.head_reset = bool(state["head_reset"])
         if model is not None and self.n_trainable is not None:
-            set_trainable(layer_groups(model), self.n_trainable)
+            set_trainable(layer_groups(model), self.n_trainable, self._keep(model))
 
 
 def reset_head(model: nn.Module) -> None:
@@ -240,6 +258,7 @@ class LinearProbe(Strategy):
     """Only the head trains; the backbone is frozen and its BatchNorm statistics stay fixed."""
 
     name = "linear_probe"
+    honours_train_bn = False
 
     def trainable_groups(self, epoch: int, n_groups: int) -> int:
         return 1

@@ -66,7 +66,7 @@ class TinyNet(nn.Module):
 
 
 def make(name: str, **transfer: object) -> Strategy:
-    options = {"lr_mult": MULT, **transfer}
+    options = {"lr_mult": MULT, "train_bn": False, **transfer}  # pure group freezing unless a test asks
     return build_strategy(TransferConfig(strategy=name, **options), TrainConfig(lr=LR, epochs=EPOCHS))
 
 
@@ -97,7 +97,7 @@ def test_every_registered_strategy_is_covered() -> None:
 def test_what_trains_when_and_at_which_lr(name: str, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
     torch.manual_seed(0)
     model = TinyNet()
-    strategy = make(name, lr_policy="constant")
+    strategy = make(name, lr_policy="constant")  # train_bn off: see test_train_bn_* below
     strategy.on_train_start(model)
     optimizer = torch.optim.AdamW(strategy.param_groups(model), weight_decay=0.1)  # decay must skip frozen
     scheduler = build_scheduler(strategy.lr_policy, optimizer, EPOCHS, 1, strategy.train)
@@ -131,6 +131,50 @@ def test_what_trains_when_and_at_which_lr(name: str, batch: tuple[torch.Tensor, 
             frozen = i not in expected
             assert bn.training is not frozen
             assert torch.equal(bn.running_mean, stats[i]) is frozen
+
+
+def bn_ids(model: TinyNet) -> set[int]:
+    return {id(p) for bn in model.batchnorms().values() for p in bn.parameters()}
+
+
+@pytest.mark.parametrize("name", ["gradual_unfreeze", "recipe"])
+def test_train_bn_keeps_normalisation_of_frozen_groups_training(name: str, batch) -> None:
+    """fastai's freeze(train_bn=True): in a frozen group only the norm layers train, in train mode."""
+    torch.manual_seed(0)
+    model = TinyNet()
+    assert TransferConfig().train_bn  # on by default, as in fastai
+    strategy = make(name, lr_policy="constant", train_bn=True)
+    strategy.on_train_start(model)
+    optimizer = torch.optim.AdamW(strategy.param_groups(model), weight_decay=0.1)
+    strategy.on_epoch_start(0, model, optimizer)
+    model.train()
+    strategy.set_train_mode(model)
+    assert trainable_ids(model) == group_ids(model, {3}) | bn_ids(model)
+    conv = model.stem[0].weight.detach().clone()
+    stats = model.stem[1].running_mean.clone()
+    gamma = model.stem[1].weight.detach().clone()
+    optimizer.zero_grad(set_to_none=True)
+    F.cross_entropy(model(*batch[:1]), batch[1]).backward()
+    optimizer.step()
+    assert model.stem[1].training
+    assert torch.equal(model.stem[0].weight, conv)  # the frozen conv does not move
+    assert not torch.equal(model.stem[1].running_mean, stats)  # its BatchNorm adapts to the target
+    assert not torch.equal(model.stem[1].weight, gamma)
+    # the state survives a checkpoint: a fresh strategy restores the same trainable set
+    fresh = make(name, lr_policy="constant", train_bn=True)
+    other = TinyNet()
+    other.load_state_dict(model.state_dict())
+    fresh.load_state_dict(strategy.state_dict(), other)
+    assert {n for n, p in other.named_parameters() if p.requires_grad} == {
+        n for n, p in model.named_parameters() if p.requires_grad
+    }
+
+
+def test_linear_probe_ignores_train_bn() -> None:
+    model = TinyNet()
+    strategy = make("linear_probe", train_bn=True)
+    strategy.on_train_start(model)
+    assert trainable_ids(model) == group_ids(model, {3})
 
 
 @pytest.mark.parametrize("name", STRATEGIES.names())

@@ -1,0 +1,60 @@
+"""``medtransfer study`` (the whole comparison, resumable) and ``medtransfer report`` (rebuild its report)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from medtransfer.cli import app
+
+console = Console()
+
+
+@app.command("study")
+def study(
+    config: Path = typer.Argument(..., help="Study config (YAML): a train config plus a `study:` section."),
+    out: Path = typer.Option(..., "--out", "-o", help="Study folder (ledger, splits, trials, report)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the study in --out: run only what is not done."),
+    workers: int = typer.Option(None, "--workers", "-k", help="Trials at once in worker processes (study.workers)."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="With --resume: run failed trials again."),
+    set_: list[str] = typer.Option(None, "--set", help="Override a config key: --set study.seeds=[0,1]."),
+) -> None:
+    """Run every source × strategy × N × seed (and the baselines) on paired subsets, then write the report."""
+    from medtransfer.config import load_config
+    from medtransfer.studies.config import StudyConfig
+    from medtransfer.studies.runner import run_study
+
+    cfg = load_config(config, set_ or [], cls=StudyConfig)
+    counts = run_study(cfg, out, resume=resume, workers=workers, retry_failed=retry_failed)
+    _print_summary(out, counts)
+
+
+@app.command("report")
+def report(study_dir: Path = typer.Argument(..., help="A study folder written by `medtransfer study`.")) -> None:
+    """Rebuild results.csv, summary.csv, report.md and report.html from a study's ledger."""
+    from medtransfer.studies.ledger import open_existing
+    from medtransfer.studies.report import report_study
+
+    with open_existing(study_dir) as ledger:
+        counts = ledger.counts()
+    report_study(study_dir)
+    _print_summary(study_dir, counts)
+
+
+def _print_summary(out: Path, counts: dict[str, int]) -> None:
+    import pandas as pd
+
+    from medtransfer.reporting.report import format_summary_table
+
+    summary = out / "summary.csv"
+    if summary.is_file():
+        console.print(format_summary_table(pd.read_csv(summary)))
+    line = ", ".join(f"{k} {v}" for k, v in counts.items() if v)
+    console.print(f"trials: {line}")
+    if counts.get("failed"):
+        console.print(f"[yellow]{counts['failed']} trial(s) failed: reasons in {out / 'report.md'}[/yellow]")
+    if counts.get("pending") or counts.get("running"):
+        console.print(f"unfinished: medtransfer study CONFIG --out {out} --resume")
+    console.print(f"report: {out / 'report.html'}")

@@ -1,0 +1,345 @@
+"""Comparisons between arms: paired tests against a reference arm, matching the baseline, ranking vs outcome.
+
+The study design is paired: at one (N, seed) every arm trains on the same nested subset and is tested on the
+same images. So two arms are compared (a) per seed with DeLong's test on the shared test set, joining their
+predictions by ``image_id``, and (b) across seeds with a paired test of the per-seed AUCs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from medtransfer.evaluation.stats import delong_test, paired_test
+from medtransfer.reporting.tables import arm_order, n_levels
+
+log = logging.getLogger(__name__)
+
+Predictions = Callable[[str], "pd.DataFrame | None"]
+DELONG_COLUMNS = [
+    "arm",
+    "reference",
+    "n_label",
+    "n",
+    "seed",
+    "label",
+    "auc_arm",
+    "auc_ref",
+    "diff",
+    "se",
+    "z",
+    "p_value",
+    "n_images",
+    "trial_arm",
+    "trial_ref",
+]
+PAIRED_COLUMNS = ["arm", "reference", "n_label", "n", "n_pairs", "mean_diff", "sd_diff", "t", "p_value", "wilcoxon_p"]
+
+
+def choose_reference(trials: pd.DataFrame, reference: str | None) -> tuple[str | None, str]:
+    """The reference arm and a sentence saying why it was chosen.
+
+    ``reference`` if it is an arm of the study; else the first arm whose source is 'scratch'; else the first arm.
+
+    Example:
+        >>> t = pd.DataFrame({"arm": ["a/x", "scratch/ft"], "source": ["a", "scratch"]})
+        >>> choose_reference(t, None)[0]
+        'scratch/ft'
+    """
+    arms = arm_order(trials)
+    if not arms:
+        return None, "There are no arms to compare."
+    note = ""
+    if reference is not None:
+        if reference in arms:
+            return reference, f"Reference arm '{reference}' (chosen by the caller)."
+        note = f"The requested reference '{reference}' is not an arm of this study (arms: {', '.join(arms)}). "
+        log.warning("reference arm %r not in the study; falling back", reference)
+    scratch = [a for a in arms if (trials.loc[trials["arm"] == a, "source"] == "scratch").any()]
+    if scratch:
+        return scratch[0], note + f"Reference arm '{scratch[0]}': the first arm trained from scratch."
+    return arms[0], note + f"Reference arm '{arms[0]}': the first arm (no arm trains from scratch)."
+
+
+def _done_trial(trials: pd.DataFrame, arm: str, n_label: str, seed: Any) -> pd.Series | None:
+    pick = (trials["arm"] == arm) & (trials["n_label"] == n_label) & (trials["seed"] == seed)
+    hit = trials[pick & (trials["status"] == "done")]
+    return None if hit.empty else hit.iloc[-1]
+
+
+class _PredictionCache:
+    """Calls ``predictions`` at most once per trial and turns problems into notes instead of errors."""
+
+    def __init__(self, predictions: Predictions, notes: list[str]):
+        self.predictions, self.notes, self.cache = predictions, notes, {}
+
+    def __call__(self, trial_id: str) -> pd.DataFrame | None:
+        if trial_id not in self.cache:
+            try:
+                df = self.predictions(trial_id)
+            except Exception as exc:  # a report at the end of a long study should not die on one bad file
+                log.warning("could not read predictions of trial %s", trial_id, exc_info=True)
+                self.notes.append(f"Predictions of trial {trial_id} could not be read ({type(exc).__name__}: {exc}).")
+                df = None
+            else:
+                if df is None:
+                    self.notes.append(f"Predictions of trial {trial_id} are missing; its seed was skipped.")
+                elif "image_id" not in df.columns or not any(str(c).startswith("score:") for c in df.columns):
+                    self.notes.append(f"Predictions of trial {trial_id} lack 'image_id' or 'score:<label>' columns.")
+                    df = None
+            self.cache[trial_id] = df
+        return self.cache[trial_id]
+
+
+def delong_comparisons(
+    trials: pd.DataFrame, reference: str, predictions: Predictions | None
+) -> tuple[pd.DataFrame, list[str]]:
+    """DeLong's test of each arm against ``reference`` per (N, seed, label), on predictions joined by image.
+
+    ``diff = auc_arm - auc_ref``. Labels come from the arm's predictions (the reference's are the same images);
+    images where the two disagree on a known label are dropped with a note. Returns the rows (columns
+    :data:`DELONG_COLUMNS`) and notes about what was skipped.
+
+    Example:
+        >>> rows, notes = delong_comparisons(pd.DataFrame(columns=["arm", "n_label", "seed", "status"]), "a", None)
+        >>> rows.empty, notes
+        (True, ['No predictions were given, so the DeLong tests were skipped.'])
+    """
+    notes: list[str] = []
+    if predictions is None:
+        return pd.DataFrame(columns=DELONG_COLUMNS), ["No predictions were given, so the DeLong tests were skipped."]
+    load = _PredictionCache(predictions, notes)
+    levels = n_levels(trials)
+    rows = []
+    for arm in arm_order(trials):
+        if arm == reference:
+            continue
+        for level in levels.itertuples():
+            mine = trials[(trials["arm"] == arm) & (trials["n_label"] == level.n_label) & (trials["status"] == "done")]
+            for seed in dict.fromkeys(mine["seed"]):
+                a = _done_trial(trials, arm, level.n_label, seed)
+                r = _done_trial(trials, reference, level.n_label, seed)
+                if a is None or r is None:
+                    continue
+                pa, pr = load(a["id"]), load(r["id"])
+                if pa is None or pr is None:
+                    continue
+                rows += _delong_rows(pa, pr, notes, arm, reference, level, seed, a["id"], r["id"])
+    return pd.DataFrame(rows, columns=DELONG_COLUMNS), notes
+
+
+def _delong_rows(
+    pa: pd.DataFrame, pr: pd.DataFrame, notes: list[str], arm: str, ref: str, level: Any, seed: Any, ta: str, tr: str
+) -> list[dict[str, Any]]:
+    joined = pa.merge(pr, on="image_id", suffixes=("", "@ref"))
+    labels = [c[6:] for c in pa.columns if str(c).startswith("score:") and f"score:{c[6:]}" in pr.columns]
+    where = f"{arm} vs {ref} at N={level.n_label}, seed {seed}"
+    if joined.empty or not labels:
+        notes.append(f"{where}: the two trials share no test images or labels; DeLong skipped.")
+        return []
+    if len(joined) < max(len(pa), len(pr)):
+        notes.append(f"{where}: only {len(joined)} of {len(pa)}/{len(pr)} test images are shared.")
+    rows = []
+    for label in labels:
+        y = pd.to_numeric(joined.get(f"label:{label}"), errors="coerce").to_numpy(dtype=float)
+        if f"label:{label}@ref" in joined.columns:
+            y_ref = pd.to_numeric(joined[f"label:{label}@ref"], errors="coerce").to_numpy(dtype=float)
+            clash = np.isfinite(y) & np.isfinite(y_ref) & (y != y_ref)
+            if clash.any():
+                notes.append(f"{where}, label {label}: {int(clash.sum())} images have different labels; dropped.")
+                y = np.where(clash, np.nan, y)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            res = delong_test(y, joined[f"score:{label}"].to_numpy(float), joined[f"score:{label}@ref"].to_numpy(float))
+        if caught:
+            notes.append(f"{where}, label {label}: {caught[0].message}.")
+        rows.append(
+            {
+                "arm": arm,
+                "reference": ref,
+                "n_label": level.n_label,
+                "n": level.n,
+                "seed": seed,
+                "label": label,
+                "auc_arm": res["auc_a"],
+                "auc_ref": res["auc_b"],
+                "diff": res["diff"],
+                "se": res["se"],
+                "z": res["z"],
+                "p_value": res["p_value"],
+                "n_images": int(np.isfinite(y).sum()),
+                "trial_arm": ta,
+                "trial_ref": tr,
+            }
+        )
+    return rows
+
+
+def paired_seed_tests(trials: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """Per arm and N, :func:`~medtransfer.evaluation.stats.paired_test` of per-seed AUCs (arm minus reference).
+
+    Seeds pair up when both arms have a done trial with a finite AUC at that (N, seed).
+
+    Example:
+        >>> t = pd.DataFrame({"arm": ["a", "a", "r", "r"], "n_label": "10", "n": 10.0, "seed": [0, 1, 0, 1],
+        ...                   "status": "done", "auc": [0.8, 0.9, 0.7, 0.75]})
+        >>> round(float(paired_seed_tests(t, "r").loc[0, "mean_diff"]), 3)
+        0.125
+    """
+    done = trials[(trials["status"] == "done") & np.isfinite(trials["auc"])]
+    rows = []
+    for arm in arm_order(trials):
+        if arm == reference:
+            continue
+        for level in n_levels(trials).itertuples():
+            if not (trials["arm"].eq(arm) & trials["n_label"].eq(level.n_label)).any():
+                continue  # this arm has no trial at this N at all
+            pick = done["n_label"] == level.n_label
+            a = done[pick & (done["arm"] == arm)].drop_duplicates("seed", keep="last")
+            r = done[pick & (done["arm"] == reference)].drop_duplicates("seed", keep="last")
+            pairs = a.merge(r, on="seed", suffixes=("", "_ref"))
+            res = paired_test(pairs["auc"].to_numpy(float), pairs["auc_ref"].to_numpy(float))
+            rows.append(
+                {
+                    "arm": arm,
+                    "reference": reference,
+                    "n_label": level.n_label,
+                    "n": level.n,
+                    "n_pairs": res["n"],
+                    **{k: res[k] for k in ("mean_diff", "sd_diff", "t", "p_value", "wilcoxon_p")},
+                }
+            )
+    return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+
+
+def seed_differences(trials: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """Per-seed AUC differences (arm minus reference) at each N: columns arm, n_label, n, seed, diff."""
+    done = trials[(trials["status"] == "done") & np.isfinite(trials["auc"])]
+    ref = done[done["arm"] == reference].drop_duplicates(["n_label", "seed"], keep="last")
+    other = done[done["arm"] != reference].drop_duplicates(["arm", "n_label", "seed"], keep="last")
+    pairs = other.merge(ref[["n_label", "seed", "auc"]], on=["n_label", "seed"], suffixes=("", "_ref"))
+    pairs["diff"] = pairs["auc"] - pairs["auc_ref"]
+    return pairs[["arm", "n_label", "n", "seed", "diff"]].reset_index(drop=True)
+
+
+def matches_baseline(summary: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """Per non-baseline arm: the smallest N where its mean AUC over seeds ≥ the baseline's mean AUC at that N.
+
+    Only sizes where both means are finite count (``n_compared`` of them). ``n_label`` is None ('never') when
+    no such N exists.
+
+    Example:
+        >>> s = pd.DataFrame({"arm": ["b", "b", "x", "x"], "n_label": ["10", "20"] * 2, "n": [10.0, 20.0] * 2,
+        ...                   "auc_mean": [0.7, 0.72, 0.6, 0.75]})
+        >>> matches_baseline(s, "b").loc[0, "n_label"]
+        '20'
+    """
+    base = summary[summary["arm"] == baseline].set_index("n_label")["auc_mean"]
+    rows = []
+    for arm in dict.fromkeys(summary["arm"]):
+        if arm == baseline:
+            continue
+        mine = summary[summary["arm"] == arm].sort_values("n", kind="stable", na_position="last")
+        both = [(r.n_label, r.n, r.auc_mean, base.get(r.n_label, math.nan)) for r in mine.itertuples()]
+        both = [c for c in both if math.isfinite(c[2]) and math.isfinite(c[3])]
+        hit = next((c for c in both if c[2] >= c[3]), None)
+        compared = len(both)
+        rows.append(
+            {
+                "arm": arm,
+                "n_label": hit[0] if hit else None,
+                "n": hit[1] if hit else math.nan,
+                "auc_arm": hit[2] if hit else math.nan,
+                "auc_baseline": hit[3] if hit else math.nan,
+                "n_compared": compared,
+            }
+        )
+    return pd.DataFrame(rows, columns=["arm", "n_label", "n", "auc_arm", "auc_baseline", "n_compared"])
+
+
+def _rank_corr(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
+    # Constant inputs make the correlations undefined; checking first avoids scipy's ConstantInputWarning.
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return (math.nan,) * 4
+    rho, tau = sps.spearmanr(x, y), sps.kendalltau(x, y)
+    return float(rho.statistic), float(rho.pvalue), float(tau.statistic), float(tau.pvalue)
+
+
+def ranking_vs_realised(summary: pd.DataFrame, ranking: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The predicted order of sources next to the realised order, per transfer strategy.
+
+    Realised score of a source for a strategy = the mean over N of its arm's mean AUC, over the sizes at which
+    every ranked source with results for that strategy has a mean AUC (so all sources are averaged over the
+    same N). Returns ``(table, correlations)``: one row per ranked source (predicted rank, score, seconds, and
+    per strategy ``auc:<strategy>`` and ``rank:<strategy>``), and per strategy the number of sources, Spearman
+    and Kendall correlations (NaN below 3 sources) and whether the predicted best is the realised best.
+
+    Example:
+        >>> s = pd.DataFrame({"arm": ["a/f", "b/f", "c/f"], "kind": "net", "source": ["a", "b", "c"],
+        ...                   "strategy": "f", "n_label": "10", "auc_mean": [0.9, 0.8, 0.7]})
+        >>> r = {"method": "logme", "rows": [{"arm_source": k, "score": v} for k, v in zip("abc", [3, 2, 1])]}
+        >>> table, corr = ranking_vs_realised(s, r)
+        >>> table["rank:f"].tolist(), float(corr.loc[0, "spearman"])
+        ([1, 2, 3], 1.0)
+    """
+    ranked = pd.DataFrame(list(ranking.get("rows") or []))
+    for col in ("arm_source", "score", "seconds"):
+        if col not in ranked.columns:
+            ranked[col] = math.nan if col != "arm_source" else None
+    ranked["arm_source"] = ranked["arm_source"].astype(str)
+    ranked["score"] = pd.to_numeric(ranked["score"], errors="coerce")
+    ranked["seconds"] = pd.to_numeric(ranked["seconds"], errors="coerce")
+    ranked = ranked.sort_values("score", ascending=False, na_position="last", kind="stable").reset_index(drop=True)
+    ranked.insert(0, "predicted_rank", range(1, len(ranked) + 1))
+    nets = summary[(summary["kind"] != "baseline") & summary["source"].isin(ranked["arm_source"])]
+    by_size = summary.sort_values("n", kind="stable") if "n" in summary.columns else summary
+    size_order = list(dict.fromkeys(by_size["n_label"]))
+    corr_rows = []
+    for strategy in dict.fromkeys(nets["strategy"].dropna()):
+        cells = nets[(nets["strategy"] == strategy) & nets["auc_mean"].map(lambda v: math.isfinite(v))]
+        sources = list(dict.fromkeys(cells["source"]))
+        sizes = [set(cells.loc[cells["source"] == s, "n_label"]) for s in sources]
+        common = set.intersection(*sizes) if sizes else set()
+        common_cells = cells[cells["n_label"].isin(common)]
+        realised = common_cells.groupby("source")["auc_mean"].mean()
+        ranked[f"auc:{strategy}"] = ranked["arm_source"].map(realised)
+        ranked[f"rank:{strategy}"] = ranked[f"auc:{strategy}"].rank(ascending=False, method="min").astype("Int64")
+        both = ranked[np.isfinite(ranked[f"auc:{strategy}"]) & np.isfinite(ranked["score"])]
+        rho, rho_p, tau, tau_p = _rank_corr(both["score"].to_numpy(float), both[f"auc:{strategy}"].to_numpy(float))
+        best_pred = both["arm_source"].iloc[0] if len(both) else None
+        best_real = both.sort_values(f"auc:{strategy}", ascending=False)["arm_source"].iloc[0] if len(both) else None
+        corr_rows.append(
+            {
+                "strategy": strategy,
+                "n_sources": len(both),
+                "n_labels": ", ".join(lab for lab in size_order if lab in common),
+                "spearman": rho,
+                "spearman_p": rho_p,
+                "kendall": tau,
+                "kendall_p": tau_p,
+                "best_predicted": best_pred,
+                "best_realised": best_real,
+            }
+        )
+    corr = pd.DataFrame(
+        corr_rows,
+        columns=[
+            "strategy",
+            "n_sources",
+            "n_labels",
+            "spearman",
+            "spearman_p",
+            "kendall",
+            "kendall_p",
+            "best_predicted",
+            "best_realised",
+        ],
+    )
+    return ranked, corr

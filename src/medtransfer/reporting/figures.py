@@ -1,0 +1,136 @@
+"""Figures of the study report: learning curves (mean AUC vs N) and paired AUC differences vs a reference arm.
+
+Figures are drawn on a bare ``matplotlib.figure.Figure`` with an Agg canvas created here, never through
+``pyplot``: no GUI backend is touched, no global backend is switched, and nothing happens at import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medtransfer.io import atomic_write
+from medtransfer.reporting.tables import mean_ci
+
+_DPI = 110
+
+
+def _new_figure(width: float = 7.5, height: float = 4.6) -> tuple[Any, Any]:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(fig)  # the Agg canvas, set here and only for this figure
+    return fig, fig.add_subplot()
+
+
+def _log_n_axis(ax: Any, levels: pd.DataFrame) -> None:
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    known = levels[np.isfinite(levels["n"]) & (levels["n"] > 0)]
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator(known["n"].to_list()))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels(known["tick"].to_list())
+    lo, hi = float(known["n"].min()), float(known["n"].max())
+    ax.set_xlim(lo / 1.35, hi * 1.35)
+    ax.set_xlabel("training images (N, log scale)")
+    ax.grid(True, which="major", alpha=0.3)
+
+
+def _save(fig: Any, path: Path) -> Path:
+    return atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=_DPI))
+
+
+def learning_curves(
+    summary: pd.DataFrame,
+    trials: pd.DataFrame,
+    levels: pd.DataFrame,
+    path: str | Path,
+    *,
+    baselines: Sequence[str] = (),
+    colors: Mapping[str, str] | None = None,
+    title: str = "",
+) -> Path | None:
+    """Mean AUC vs N per arm with CI bands and per-seed points; baseline arms dashed. None if nothing to draw.
+
+    Bands are clipped to [0, 1]: with two or three seeds a t-interval easily leaves the range an AUC can take.
+
+    Example:
+        >>> # learning_curves(summary, trials, n_levels(trials), out / "figures/learning_curves.png",
+        >>> #                 baselines=["radiomics"])
+    """
+    data = summary[np.isfinite(summary["auc_mean"]) & np.isfinite(summary["n"]) & (summary["n"] > 0)]
+    if data.empty:
+        return None
+    fig, ax = _new_figure()
+    done = trials[(trials["status"] == "done") & np.isfinite(trials["auc"])]
+    n_of = levels.set_index("n_label")["n"]
+    for i, arm in enumerate(dict.fromkeys(data["arm"])):
+        d = data[data["arm"] == arm].sort_values("n")
+        color = (colors or {}).get(arm, f"C{i % 10}")
+        is_base = arm in baselines or (d["kind"] == "baseline").all()
+        style = {"linestyle": "--", "marker": "s"} if is_base else {"linestyle": "-", "marker": "o"}
+        ax.plot(d["n"], d["auc_mean"], color=color, label=arm, linewidth=1.8, markersize=5, **style)
+        band = d[np.isfinite(d["auc_ci_lo"]) & np.isfinite(d["auc_ci_hi"])]
+        if len(band):
+            lo, hi = band["auc_ci_lo"].clip(0, 1), band["auc_ci_hi"].clip(0, 1)
+            ax.fill_between(band["n"], lo, hi, color=color, alpha=0.15, linewidth=0)
+        seeds = done[done["arm"] == arm]
+        x = seeds["n_label"].map(n_of).to_numpy(float)
+        keep = np.isfinite(x) & (x > 0)
+        ax.scatter(x[keep], seeds["auc"].to_numpy(float)[keep], color=color, s=10, alpha=0.45, linewidths=0)
+    _log_n_axis(ax, levels)
+    ax.set_ylabel("test AUC (mean over seeds, 95% CI)")
+    ax.set_title(title or "Learning curves")
+    ax.legend(fontsize=8, loc="best")
+    return _save(fig, Path(path))
+
+
+def paired_differences(
+    diffs: pd.DataFrame,
+    levels: pd.DataFrame,
+    reference: str,
+    path: str | Path,
+    *,
+    baselines: Sequence[str] = (),
+    colors: Mapping[str, str] | None = None,
+    title: str = "",
+) -> Path | None:
+    """Per-seed AUC differences (arm minus ``reference``) vs N, with the mean and its t-interval per N.
+
+    Intervals are clipped to [-1, 1], the range of an AUC difference.
+
+    ``diffs`` has columns arm, n_label, seed, diff (see :func:`~medtransfer.reporting.compare.seed_differences`).
+    Arms are offset slightly along x so their points do not overlap. None if nothing to draw.
+    """
+    n_of = levels.set_index("n_label")["n"]
+    d = diffs.assign(x=diffs["n_label"].map(n_of)).astype({"x": float})
+    d = d[np.isfinite(d["x"]) & (d["x"] > 0) & np.isfinite(d["diff"])]
+    if d.empty:
+        return None
+    fig, ax = _new_figure()
+    arms = list(dict.fromkeys(d["arm"]))
+    for i, arm in enumerate(arms):
+        color = (colors or {}).get(arm, f"C{(i + 1) % 10}")
+        shift = 1.06 ** (i - (len(arms) - 1) / 2)  # multiplicative: an even offset on a log axis
+        a = d[d["arm"] == arm]
+        ax.scatter(a["x"] * shift, a["diff"], color=color, s=12, alpha=0.5, linewidths=0)
+        stats = [(x, *mean_ci(g["diff"].to_numpy())) for x, g in a.groupby("x")]
+        xs = np.array([s[0] for s in stats]) * shift
+        mean = np.array([s[1] for s in stats])
+        lo = np.clip([s[3] for s in stats], -1, 1)
+        hi = np.clip([s[4] for s in stats], -1, 1)
+        err = np.where(np.isfinite(lo), np.vstack([mean - lo, hi - mean]), 0.0)
+        style = "--" if arm in baselines else "-"
+        ax.errorbar(xs, mean, yerr=err, color=color, marker="o", capsize=3, linewidth=1.5, linestyle=style, label=arm)
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    _log_n_axis(ax, levels)
+    ax.set_ylabel(f"ΔAUC vs {reference} (paired by seed)")
+    ax.set_title(title or f"AUC difference from {reference}")
+    ax.legend(fontsize=8, loc="best")
+    return _save(fig, Path(path))

@@ -1,0 +1,165 @@
+"""The study report: CSV tables, figures, ``report.md`` and a self-contained ``report.html``.
+
+Consumes plain data (a trials table and a function returning a trial's test predictions) so that the study
+runner calls it, never the other way round. The report's sections are built once as document blocks
+(:mod:`medtransfer.reporting.document`) and rendered to both Markdown and HTML.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from medtransfer.io import atomic_write
+from medtransfer.reporting import figures, sections
+from medtransfer.reporting.compare import choose_reference, delong_comparisons, paired_seed_tests, seed_differences
+from medtransfer.reporting.document import (
+    Block,
+    BulletList,
+    CodeBlock,
+    Heading,
+    Image,
+    Markdown,
+    Paragraph,
+    code,
+    to_html,
+    to_markdown,
+)
+from medtransfer.reporting.tables import (
+    arm_order,
+    format_summary_table,
+    n_levels,
+    normalise_trials,
+    results_table,
+    summary_table,
+)
+
+__all__ = ["format_summary_table", "write_report"]  # format_summary_table re-exported for the CLI
+
+log = logging.getLogger(__name__)
+
+
+def _write_text(path: Path, text: str) -> Path:
+    # Explicit UTF-8: the report has Δ, ρ, τ and dashes, and the locale of a batch job may be ASCII.
+    return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def _write_csv(df: pd.DataFrame, path: Path) -> Path:
+    return _write_text(path, df.to_csv(index=False))
+
+
+def write_report(
+    trials: pd.DataFrame,
+    out_dir: str | Path,
+    *,
+    predictions: Callable[[str], pd.DataFrame | None] | None = None,
+    ranking: dict | None = None,
+    reference: str | None = None,
+    baseline: str | None = "radiomics",
+    title: str = "medtransfer study",
+    command: str | None = None,
+    notes_md: str | None = None,
+) -> dict[str, Path]:
+    """Write the study's tables, figures and report into ``out_dir``; return the written paths by name.
+
+    Args:
+        trials: one row per trial (id, arm, kind, source, strategy, n, n_label, seed, status, seconds, auc,
+            auc_ci_lo, auc_ci_hi, error, metrics).
+        out_dir: output folder (created).
+        predictions: ``trial_id -> DataFrame`` with ``image_id``, ``label:<L>``, ``score:<L>`` (or None when
+            missing); without it the DeLong tests are skipped with a note.
+        ranking: ``{"method", "rows": [{"arm_source", "score", "seconds"}]}`` from a transferability ranking.
+        reference: arm the others are compared with (default: first 'scratch' arm, else the first arm).
+        baseline: arm the 'matches the baseline' section compares with (None: skip).
+        title: report title.
+        command: the command that ran the study, shown verbatim.
+        notes_md: discussion written by the caller (Markdown), appended under 'Discussion'.
+
+    Returns:
+        Paths keyed ``results``, ``summary``, ``delong``, ``paired``, ``learning_curves`` and
+        ``paired_differences`` (when there was something to plot), ``report_md``, ``report_html``.
+
+    Example:
+        >>> paths = write_report(trials, "runs/study/report", predictions=load_predictions,
+        ...                      command="medtransfer study run study.yaml")  # doctest: +SKIP
+        >>> paths["report_html"]  # doctest: +SKIP
+        PosixPath('runs/study/report/report.html')
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t = normalise_trials(trials)
+    levels = n_levels(t)
+    tick = levels.set_index("n_label")["tick"]
+    summary = summary_table(t)
+    paths: dict[str, Path] = {
+        "results": _write_csv(results_table(t), out / "results.csv"),
+        "summary": _write_csv(summary, out / "summary.csv"),
+    }
+    ref, ref_note = choose_reference(t, reference)
+    delong, delong_notes, paired, diffs = pd.DataFrame(), [], pd.DataFrame(), pd.DataFrame()
+    if ref is not None:
+        delong, delong_notes = delong_comparisons(t, ref, predictions)
+        paired = paired_seed_tests(t, ref)
+        diffs = seed_differences(t, ref)
+        paths["delong"] = _write_csv(delong, out / "delong.csv")
+        paths["paired"] = _write_csv(paired, out / "paired_tests.csv")
+
+    baselines = [baseline] if baseline else []
+    baselines += [a for a in arm_order(t) if (t.loc[t["arm"] == a, "kind"] == "baseline").all() and a != baseline]
+    fig_dir = out / "figures"
+    colors = {arm: f"C{i % 10}" for i, arm in enumerate(arm_order(t))}  # one colour per arm in both figures
+    curve = figures.learning_curves(
+        summary, t, levels, fig_dir / "learning_curves.png", baselines=baselines, colors=colors
+    )
+    diff_fig = None
+    if ref is not None and not diffs.empty:
+        diff_fig = figures.paired_differences(
+            diffs, levels, ref, fig_dir / "paired_differences.png", baselines=baselines, colors=colors
+        )
+    if curve:
+        paths["learning_curves"] = curve
+    if diff_fig:
+        paths["paired_differences"] = diff_fig
+
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    blocks: list[Block] = [Heading(1, title), Paragraph(f"Generated {now} by medtransfer.")]
+    if command:
+        blocks += [Heading(2, "Command"), CodeBlock(command)]
+    blocks += sections.trials_section(t, levels)
+    blocks += [
+        Heading(2, "Mean test AUC by arm and N"),
+        Paragraph(
+            "Mean test AUC over seeds [95% CI of the mean: t-interval across seeds, shown clipped to [0, 1] "
+            "(summary.csv has it unclipped); † one seed, so that trial's bootstrap CI]. Best mean per N in bold."
+        ),
+        sections.auc_table(summary, levels),
+    ]
+    if curve:
+        blocks.append(Image("Learning curves: mean AUC vs N", "figures/learning_curves.png", curve))
+    else:
+        blocks.append(Paragraph("No finished trial with an AUC yet: no learning curves."))
+    blocks.append(Heading(2, f"Paired comparisons against {ref}" if ref else "Paired comparisons"))
+    if ref is not None:
+        blocks.append(Paragraph(ref_note))
+        multi = "label" in delong.columns and delong["label"].nunique() > 1
+        blocks += sections.delong_section(delong, delong_notes, multi, tick)
+        blocks += sections.paired_section(paired, tick)
+        if diff_fig:
+            blocks.append(Image(f"Per-seed AUC difference vs {ref}", "figures/paired_differences.png", diff_fig))
+    else:
+        blocks.append(Paragraph(ref_note))
+    blocks += sections.baseline_section(summary, baseline, tick)
+    blocks += sections.ranking_section(summary, ranking)
+    if notes_md and notes_md.strip():
+        blocks += [Heading(2, "Discussion"), Markdown(notes_md)]
+    files = [[code(p.relative_to(out).as_posix())] for p in paths.values()]
+    blocks += [Heading(2, "Files"), BulletList(files)]
+
+    paths["report_md"] = _write_text(out / "report.md", to_markdown(blocks))
+    paths["report_html"] = _write_text(out / "report.html", to_html(blocks, title))
+    log.info("wrote the study report to %s", paths["report_html"])
+    return paths

@@ -1,0 +1,304 @@
+"""The study's tables: one row per trial (``results.csv``) and per arm and N over seeds (``summary.csv``).
+
+Pure pandas on the plain trials table the study runner hands over; nothing here knows how trials were run.
+A training-set size is identified by its ``n_label`` ('50', 'all'); ``n`` is the actual image count, used to
+order and plot the sizes ('all' is labelled with its count).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+RESULT_COLUMNS = [
+    "id",
+    "arm",
+    "source",
+    "strategy",
+    "n",
+    "n_label",
+    "seed",
+    "auc",
+    "auc_ci_lo",
+    "auc_ci_hi",
+    "seconds",
+    "status",
+    "error",
+]
+SUMMARY_COLUMNS = [
+    "arm",
+    "kind",
+    "source",
+    "strategy",
+    "n_label",
+    "n",
+    "n_seeds",
+    "auc_mean",
+    "auc_sd",
+    "auc_ci_lo",
+    "auc_ci_hi",
+    "ci_method",
+    "seconds_mean",
+    "n_done",
+    "n_failed",
+    "n_pending",
+]
+_REQUIRED = ("id", "arm", "n_label", "seed", "status")
+_DEFAULTS: dict[str, Any] = {
+    "kind": "net",
+    "source": None,
+    "strategy": None,
+    "n": np.nan,
+    "seconds": np.nan,
+    "auc": np.nan,
+    "auc_ci_lo": np.nan,
+    "auc_ci_hi": np.nan,
+    "error": None,
+    "metrics": None,
+}
+CI_T = "t across seeds"
+CI_BOOTSTRAP = "bootstrap (1 seed)"
+
+
+def _none_if_missing(v: Any) -> Any:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+
+def normalise_trials(trials: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``trials`` with every expected column present and typed; raises on missing key columns.
+
+    Example:
+        >>> t = normalise_trials(pd.DataFrame({"id": ["a"], "arm": ["x"], "n_label": [50], "seed": [0],
+        ...                                    "status": ["DONE"]}))
+        >>> t.loc[0, "n_label"], t.loc[0, "status"], t.loc[0, "metrics"]
+        ('50', 'done', {})
+    """
+    missing = [c for c in _REQUIRED if c not in trials.columns]
+    if missing:
+        raise ValueError(f"trials table lacks columns {missing}; it has {list(trials.columns)}")
+    t = trials.copy().reset_index(drop=True)
+    for col, default in _DEFAULTS.items():
+        if col not in t.columns:
+            t[col] = default
+    for col in ("n", "seconds", "auc", "auc_ci_lo", "auc_ci_hi"):
+        t[col] = pd.to_numeric(t[col], errors="coerce").astype(float)
+    t["id"] = t["id"].astype(str)
+    t["arm"] = t["arm"].astype(str)
+    t["n_label"] = t["n_label"].astype(str)
+    t["status"] = t["status"].astype(str).str.lower()
+    t["kind"] = t["kind"].fillna("net").astype(str)
+    for col in ("source", "strategy", "error"):
+        t[col] = t[col].astype(object).map(_none_if_missing)
+    t["metrics"] = t["metrics"].map(lambda m: m if isinstance(m, dict) else {})
+    return t
+
+
+def _label_number(n_label: str) -> float:
+    try:
+        return float(n_label)
+    except ValueError:
+        return math.nan
+
+
+def n_levels(trials: pd.DataFrame) -> pd.DataFrame:
+    """The training-set sizes of a (normalised) trials table, ordered: columns ``n_label``, ``n``, ``tick``.
+
+    ``n`` is the median actual size over trials with one (else the number in the label); ``tick`` is how the
+    size is written in tables and on axes: the number, or ``all (40)`` for 'all'.
+
+    Example:
+        >>> t = normalise_trials(pd.DataFrame({"id": list("abc"), "arm": "x", "n_label": ["all", "10", "20"],
+        ...                                    "n": [40, 10, 20], "seed": 0, "status": "done"}))
+        >>> n_levels(t)["tick"].tolist()
+        ['10', '20', 'all (40)']
+    """
+    rows = []
+    for label, g in trials.groupby("n_label", sort=False):
+        finite = g["n"].dropna()
+        n = float(finite.median()) if len(finite) else _label_number(label)
+        if math.isfinite(n):
+            n = float(round(n))
+        number = _label_number(label)
+        if math.isfinite(number) and (not math.isfinite(n) or n == number):
+            tick = label
+        else:
+            tick = f"{label} ({int(n)})" if math.isfinite(n) else label
+        rows.append({"n_label": label, "n": n, "tick": tick})
+    # By size; sizes not known yet (all trials pending) go last, 'all' after the other unknowns.
+    rows.sort(key=lambda r: (not math.isfinite(r["n"]), r["n"] if math.isfinite(r["n"]) else r["n_label"] == "all"))
+    return pd.DataFrame(rows, columns=["n_label", "n", "tick"])
+
+
+def arm_order(trials: pd.DataFrame) -> list[str]:
+    """Arms in order of first appearance (the study's own order)."""
+    return list(dict.fromkeys(trials["arm"]))
+
+
+def label_names(trials: pd.DataFrame) -> list[str]:
+    """Label names found in the trials' ``metrics['per_label']``, in first-seen order."""
+    names: dict[str, None] = {}
+    for m in trials["metrics"]:
+        per_label = m.get("per_label") if isinstance(m, dict) else None
+        if isinstance(per_label, dict):
+            names.update(dict.fromkeys(map(str, per_label)))
+    return list(names)
+
+
+def results_table(trials: pd.DataFrame) -> pd.DataFrame:
+    """One row per trial; per-label AUC columns ``auc:<label>`` when the trials have more than one label.
+
+    Example:
+        >>> t = normalise_trials(pd.DataFrame({"id": ["a"], "arm": ["x"], "n_label": ["10"], "seed": [0],
+        ...     "status": ["done"], "metrics": [{"per_label": {"p": {"auc": 0.7}, "q": {"auc": 0.8}}}]}))
+        >>> results_table(t).columns[-2:].tolist()
+        ['auc:p', 'auc:q']
+    """
+    out = trials[RESULT_COLUMNS].copy()
+    out["n"] = out["n"].astype("Int64")
+    labels = label_names(trials)
+    if len(labels) > 1:
+        for name in labels:
+            out[f"auc:{name}"] = [
+                pd.to_numeric((m.get("per_label", {}).get(name) or {}).get("auc"), errors="coerce")
+                for m in trials["metrics"]
+            ]
+    return out
+
+
+def mean_ci(values: np.ndarray, alpha: float = 0.05) -> tuple[float, float, float, float]:
+    """``(mean, sd, lo, hi)`` of finite ``values`` with a t-interval for the mean; NaN where undefined.
+
+    Written out by hand so that empty or one-value inputs give NaN without numpy's empty-slice warnings.
+
+    Example:
+        >>> [round(v, 4) for v in mean_ci(np.array([0.8, 0.82, 0.84]))]
+        [0.82, 0.02, 0.7703, 0.8697]
+    """
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    k = x.size
+    if k == 0:
+        return (math.nan, math.nan, math.nan, math.nan)
+    mean = float(x.sum() / k)
+    if k == 1:
+        return (mean, math.nan, math.nan, math.nan)
+    sd = float(np.sqrt(((x - mean) ** 2).sum() / (k - 1)))
+    half = float(sps.t.ppf(1 - alpha / 2, k - 1)) * sd / math.sqrt(k)
+    return (mean, sd, mean - half, mean + half)
+
+
+def summary_table(trials: pd.DataFrame) -> pd.DataFrame:
+    """Per arm and N: seeds done, mean/sd AUC, 95% CI of the mean, mean seconds, failed and pending counts.
+
+    ``n_seeds`` counts done trials with a finite AUC. The CI is a t-interval across seeds (``ci_method`` =
+    't across seeds'); with one seed it is that trial's bootstrap CI ('bootstrap (1 seed)'); with none it is
+    NaN (''). ``n_pending`` counts pending and running trials.
+
+    Example:
+        >>> t = normalise_trials(pd.DataFrame({"id": ["a", "b"], "arm": "x", "n_label": "10", "n": 10,
+        ...     "seed": [0, 1], "status": "done", "auc": [0.7, 0.8]}))
+        >>> s = summary_table(t)
+        >>> round(float(s.loc[0, "auc_mean"]), 3), s.loc[0, "ci_method"]
+        (0.75, 't across seeds')
+    """
+    levels = n_levels(trials)
+    rows = []
+    for arm in arm_order(trials):
+        a = trials[trials["arm"] == arm]
+        first = a.iloc[0]
+        for level in levels.itertuples():
+            g = a[a["n_label"] == level.n_label]
+            if g.empty:
+                continue
+            done = g[g["status"] == "done"]
+            ok = done[np.isfinite(done["auc"])]
+            mean, sd, lo, hi = mean_ci(ok["auc"].to_numpy())
+            method = CI_T if len(ok) >= 2 else ""
+            if len(ok) == 1:
+                lo, hi, method = float(ok["auc_ci_lo"].iloc[0]), float(ok["auc_ci_hi"].iloc[0]), CI_BOOTSTRAP
+            secs = done["seconds"].dropna()
+            rows.append(
+                {
+                    "arm": arm,
+                    "kind": first["kind"],
+                    "source": first["source"],
+                    "strategy": first["strategy"],
+                    "n_label": level.n_label,
+                    "n": level.n,
+                    "n_seeds": len(ok),
+                    "auc_mean": mean,
+                    "auc_sd": sd,
+                    "auc_ci_lo": lo,
+                    "auc_ci_hi": hi,
+                    "ci_method": method,
+                    "seconds_mean": float(secs.mean()) if len(secs) else math.nan,
+                    "n_done": len(done),
+                    "n_failed": int((g["status"] == "failed").sum()),
+                    "n_pending": int(g["status"].isin(["pending", "running"]).sum()),
+                }
+            )
+    out = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    # Typed even when empty, so callers can use numeric operations on a study with no trials.
+    floats = ["n", "auc_mean", "auc_sd", "auc_ci_lo", "auc_ci_hi", "seconds_mean"]
+    ints = ["n_seeds", "n_done", "n_failed", "n_pending"]
+    return out.astype({**dict.fromkeys(floats, float), **dict.fromkeys(ints, int)})
+
+
+def cell_status(row: Any) -> str:
+    """What an arm × N cell without a mean shows: 'pending', 'failed', 'no AUC' or '—'."""
+    if row["n_pending"] > 0:
+        return "pending"
+    if row["n_failed"] > 0 and row["n_done"] == 0:
+        return "failed"
+    return "no AUC" if row["n_done"] > 0 else "—"
+
+
+def _tick(summary: pd.DataFrame, n_label: str) -> str:
+    n = summary.loc[summary["n_label"] == n_label, "n"].dropna()
+    number = _label_number(n_label)
+    if len(n) and (not math.isfinite(number) or float(n.iloc[0]) != number):
+        return f"{n_label} ({int(n.iloc[0])})"
+    return n_label
+
+
+def format_summary_table(summary: pd.DataFrame) -> str:
+    """A plain-text table of arms (rows) × N (columns) with mean AUC ± CI half-width, for the CLI to print.
+
+    Example:
+        >>> t = normalise_trials(pd.DataFrame({"id": ["a", "b"], "arm": "x", "n_label": "10", "n": 10,
+        ...     "seed": [0, 1], "status": "done", "auc": [0.7, 0.8]}))
+        >>> print(format_summary_table(summary_table(t)))
+        arm  N=10
+        ---  -------------
+        x    0.750 ± 0.635
+    """
+    if summary.empty:
+        return "(no trials)"
+    # A summary read back with pd.read_csv has integer n_labels when every size is a number.
+    summary = summary.assign(n_label=summary["n_label"].astype(str))
+    order = summary.assign(_n=summary["n"].fillna(np.inf))
+    labels = list(dict.fromkeys(order.sort_values("_n", kind="stable")["n_label"]))
+    arms = list(dict.fromkeys(summary["arm"]))
+    header = ["arm"] + [f"N={_tick(summary, lab)}" for lab in labels]
+    body = []
+    for arm in arms:
+        cells = [arm]
+        for lab in labels:
+            hit = summary[(summary["arm"] == arm) & (summary["n_label"] == lab)]
+            if hit.empty:
+                cells.append("")
+                continue
+            r = hit.iloc[0]
+            if not math.isfinite(r["auc_mean"]):
+                cells.append(cell_status(r))
+                continue
+            half = (r["auc_ci_hi"] - r["auc_ci_lo"]) / 2
+            cells.append(f"{r['auc_mean']:.3f} ± {half:.3f}" if math.isfinite(half) else f"{r['auc_mean']:.3f}")
+        body.append(cells)
+    widths = [max(len(row[j]) for row in [header, *body]) for j in range(len(header))]
+    lines = [header, ["-" * w for w in widths], *body]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in lines)

@@ -1,0 +1,53 @@
+"""The study config: a train config plus a ``study:`` section (documented in docs/config.md).
+
+Example::
+
+    # examples/pneumonia_study.yaml (abridged)
+    data: {format: medmnist, image_size: 64}
+    model: {backbone: resnet18, dropout: 0.2}
+    train: {epochs: 15, batch_size: 32, lr: 0.002}
+    study:
+      n: [50, 100, 200, all]
+      sources: [scratch, cxr-ssl-resnet18, hand-ssl-resnet18]
+      strategies: [finetune, recipe]
+      seeds: [0, 1, 2]
+      baselines: [radiomics]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from medtransfer.config import Config
+
+
+@dataclass(frozen=True)
+class StudyTestSection:
+    """An external test set used instead of the study's own test split."""
+
+    path: str | None = None
+    format: str | None = None
+    split: str | None = None  # e.g. "test" for a MedMNIST file; None = every image of ``path``
+
+
+@dataclass(frozen=True)
+class StudySection:
+    n: list[int | str] = field(default_factory=lambda: [50, 100, "all"])  # training-set sizes; "all" = the pool
+    sources: list[str] = field(default_factory=lambda: ["scratch"])  # scratch | imagenet | catalogue name | folder
+    strategies: list[str] = field(default_factory=lambda: ["finetune"])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    baselines: list[str] = field(default_factory=list)  # e.g. [radiomics]
+    reference: str | None = None  # the arm others are compared with; None = the first arm from scratch
+    test: StudyTestSection | None = None
+    rank: bool = True  # score the sources' transferability (LogME) before training, for the report
+    workers: int = 1  # trials run at once (local executor); --workers overrides
+    radiomics_workers: int = 1  # processes for radiomics feature extraction (features are cached per image)
+    sources_dir: str | None = None  # the catalogue folder for source names; None = $MEDTRANSFER_SOURCES
+    notes: str | None = None  # a markdown file whose text goes into the report's discussion
+
+
+@dataclass(frozen=True)
+class StudyConfig(Config):
+    """A comparison study: ``medtransfer study CONFIG``."""
+
+    study: StudySection = field(default_factory=StudySection)

@@ -1,0 +1,361 @@
+"""``medtransfer study``: plan the grid, fix the splits, rank the sources, run every trial, write the report.
+
+The driver alone writes the ledger. Trials run in the driver (``workers=1``) or in K worker processes; a worker
+that dies takes its trial back to pending once, then the trial is marked failed; the study goes on.
+``--resume`` requeues what a killed driver left running and runs only what is not done: finished trials are
+never run again, interrupted ones continue from their last epoch checkpoint.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from medtransfer.config import to_dict, write_run_info
+from medtransfer.errors import UserError
+from medtransfer.io import atomic_write_text
+from medtransfer.studies.config import StudyConfig
+from medtransfer.studies.grid import Trial, expand, source_label
+from medtransfer.studies.ledger import LEDGER_FILE, Ledger
+from medtransfer.studies.trial import SPLITS_DIR, StudyContext, TrialResult, run_trial
+
+log = logging.getLogger(__name__)
+
+RANKING_FILE = "ranking.json"
+MAX_ATTEMPTS = 2  # a trial whose worker process died is tried once more
+
+
+def run_study(
+    cfg: StudyConfig,
+    out_dir: str | Path,
+    resume: bool = False,
+    workers: int | None = None,
+    progress: bool = True,
+    retry_failed: bool = False,
+    report: bool = True,
+) -> dict[str, int]:
+    """Run (or resume) the study ``cfg`` in ``out_dir``; returns the ledger's counts by status.
+
+    Example:
+        >>> cfg = load_config("examples/demo_study.yaml", cls=StudyConfig)   # doctest: +SKIP
+        >>> run_study(cfg, "runs/demo")                                     # doctest: +SKIP
+        {'pending': 0, 'running': 0, 'done': 36, 'failed': 0}
+    """
+    out = Path(out_dir)
+    workers = workers or cfg.study.workers
+    if workers < 1:
+        raise UserError(f"--workers must be at least 1, got {workers}")
+    if (out / LEDGER_FILE).exists() and not resume:
+        raise UserError(f"{out} already holds a study; pass --resume to continue it, or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    with _lock(out), Ledger(out / LEDGER_FILE) as ledger:
+        _check_same_study(ledger, cfg)
+        if not (out / "run_info.json").exists():
+            write_run_info(out, cfg, seed=cfg.seed)
+        else:
+            resumes = json.loads(ledger.get_meta("resumes") or "[]")
+            ledger.set_meta("resumes", json.dumps([*resumes, time.strftime("%Y-%m-%d %H:%M:%S")]))
+        trials, ctx = plan(cfg, out, progress)
+        ledger.add(trials)
+        if resume:
+            back = ledger.recover()
+            if back:
+                log.info("resuming %d interrupted trial(s): %s", len(back), ", ".join(back[:3]))
+            if retry_failed:
+                log.info("retrying %d failed trial(s)", ledger.retry_failed())
+        if cfg.study.rank and cfg.study.sources and not (out / RANKING_FILE).exists():
+            rank_for_report(ctx, out, progress)
+        execute(ledger, {t.id: t for t in trials}, ctx, workers, progress)
+        counts = ledger.counts()
+    if report:
+        from medtransfer.studies.report import report_study
+
+        report_study(out)
+    return counts
+
+
+# --------------------------------------------------------------------------- planning
+def plan(cfg: StudyConfig, out: Path, progress: bool) -> tuple[list[Trial], StudyContext]:
+    """Fix the splits (kept from the first run on resume), check sources and test set, expand the grid."""
+    from medtransfer.data.cache import cached_images
+    from medtransfer.data.splits import load_split, reseed_subsets
+    from medtransfer.pretrain.catalogue import lookup
+    from medtransfer.training.run import load_data, resolve_split
+
+    ds = load_data(cfg)
+    splits = out / SPLITS_DIR
+    base_file = splits / "base.csv"
+    if base_file.is_file():
+        base = load_split(base_file, ds)
+    else:
+        base = resolve_split(cfg, ds)
+        base.save(base_file)
+    for seed in cfg.study.seeds:
+        f = splits / f"seed{seed}.csv"
+        if not f.is_file():
+            reseed_subsets(base, ds, seed).save(f)
+    counts = base.counts()
+    if counts["test"] == 0 and not (cfg.study.test and cfg.study.test.path):
+        log.warning("the split has no test images: trials are scored on validation (set data.split_fractions)")
+    trials = expand(cfg.study, counts["train"])
+    sources = {s: lookup(s, cfg.study.sources_dir) for s in cfg.study.sources}
+    _preflight_sources(cfg, sources, ds.channels, len(ds.label_names))
+    if cfg.study.test and cfg.study.test.path:
+        _preflight_test(cfg, ds)
+    cached_images(ds, cfg.data.image_size, cfg.data.cache_dir, progress=progress)  # decoded once, before workers
+    log.info("study: %d trials (%d arms × %d sizes × %d seeds), splits %s",
+             len(trials), len({t.arm for t in trials}), len({t.n_label for t in trials}), len(cfg.study.seeds), counts)
+    return trials, StudyContext(cfg, str(out), sources)
+
+
+def _preflight_sources(cfg: StudyConfig, sources: dict[str, str], channels: int, outputs: int) -> None:
+    """Build each source's model once, so that a source that cannot load fails the study before any training."""
+    import dataclasses
+
+    from medtransfer.models.weights import create_model
+
+    for name, source in sources.items():
+        model_cfg = dataclasses.replace(cfg.model, source=source, in_chans=channels)
+        try:
+            create_model(model_cfg, num_outputs=outputs)
+        except UserError as e:
+            raise UserError(f"study source '{name}': {e}") from None
+
+
+def _preflight_test(cfg: StudyConfig, ds) -> None:
+    from medtransfer.data.sources.base import SourceOptions, load_dataset
+
+    t = cfg.study.test
+    labels = tuple(cfg.data.labels) if cfg.data.labels else None
+    ext = load_dataset(t.path, t.format, SourceOptions(labels=labels, task=cfg.task))
+    if list(ext.label_names) != list(ds.label_names):
+        raise UserError(f"study.test {t.path} has labels {list(ext.label_names)}, the study {list(ds.label_names)}")
+    if ext.channels != ds.channels:
+        raise UserError(f"study.test {t.path} has {ext.channels}-channel images, the study {ds.channels}")
+    if t.split and ("source_split" not in ext.meta.columns or not (ext.meta["source_split"] == t.split).any()):
+        raise UserError(f"study.test.split={t.split!r}: {t.path} has no such split")
+
+
+def fingerprint(cfg: StudyConfig) -> dict:
+    """The config a resumed study must match: everything except how many processes run it."""
+    data = to_dict(cfg)
+    for key in ("workers", "radiomics_workers"):
+        data["study"].pop(key, None)
+    return json.loads(json.dumps(data))
+
+
+def _check_same_study(ledger: Ledger, cfg: StudyConfig) -> None:
+    now = fingerprint(cfg)
+    text = json.dumps(now, sort_keys=True)
+    stored = ledger.get_meta("config")
+    if stored is None:
+        ledger.set_meta("config", text)
+        ledger.set_meta("config_sha1", hashlib.sha1(text.encode()).hexdigest())
+        ledger.set_meta("created", time.strftime("%Y-%m-%d %H:%M:%S"))
+        return
+    if stored != text:
+        diff = _diff(json.loads(stored), now)
+        raise UserError(
+            f"{ledger.path.parent} was run with another config ({'; '.join(diff[:4])}); "
+            "resume with the same config, or start a new --out"
+        )
+
+
+def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(a) | set(b)):
+        va, vb, where = a.get(key), b.get(key), f"{prefix}{key}"
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _diff(va, vb, where + ".")
+        elif va != vb:
+            out.append(f"{where}: {va!r} → {vb!r}")
+    return out
+
+
+@contextlib.contextmanager
+def _lock(out: Path) -> Iterator[None]:
+    """One driver per study folder: a second one (or a resume while the first still runs) is refused."""
+    handle = open(out / ".lock", "w")  # noqa: SIM115 - held for the whole study
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise UserError(f"another medtransfer study is running in {out}; wait for it or stop it first") from None
+    try:
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+# --------------------------------------------------------------------------- ranking
+def rank_for_report(ctx: StudyContext, out: Path, progress: bool) -> dict:
+    """LogME (and a CV linear probe) of every source on the target's training pool → ``ranking.json``.
+
+    A failure is recorded in the file and logged; it never stops the study.
+    """
+    from medtransfer.pretrain.rank import Target, score_source
+    from medtransfer.studies.trial import prepared
+
+    cfg = ctx.cfg
+    t0 = time.perf_counter()
+    try:
+        prep = prepared(ctx, cfg.study.seeds[0])
+        idx = prep.split.train_subset(None)
+        target = Target("study", prep.images, prep.ds.labels, idx, cfg.task or prep.ds.task, prep.ds.channels,
+                        cfg.model.backbone, cfg.seed)
+        rows = []
+        for name, source in ctx.sources.items():
+            r = score_source(name, source, target)
+            rows.append({"arm_source": source_label(name), "source": source, "score": r.logme,
+                         "probe_auc": r.probe_auc, "seconds": r.seconds})
+            log.info("ranking: %s LogME %.4f (%.1f s)", name, r.logme, r.seconds)
+        result = {"method": "logme", "n_images": int(len(idx)), "rows": rows}
+    except Exception as e:  # noqa: BLE001 - the ranking is a report section, not a reason to stop the study
+        log.warning("transferability ranking failed: %s", e)
+        result = {"method": "logme", "error": f"{type(e).__name__}: {e}", "rows": []}
+    result["seconds"] = time.perf_counter() - t0
+    atomic_write_text(out / RANKING_FILE, json.dumps(result, indent=2))
+    return result
+
+
+# --------------------------------------------------------------------------- execution
+def execute(ledger: Ledger, trials: dict[str, Trial], ctx: StudyContext, workers: int, progress: bool) -> None:
+    """Run every pending trial, recording each result in the ledger as it arrives."""
+    todo = [trials[i] for i in ledger.pending() if i in trials]
+    if not todo:
+        return
+    with _StudyProgress(ledger, progress) as bar:
+        if workers == 1:
+            for trial in todo:
+                ledger.start(trial.id, f"pid {os.getpid()}")
+                bar.running(trial)
+                _record(ledger, run_trial(ctx, trial))
+                bar.update()
+        else:
+            _run_pool(ledger, todo, ctx, workers, bar)
+
+
+def _record(ledger: Ledger, r: TrialResult) -> None:
+    if r.ok:
+        ledger.finish(r.trial_id, r.metrics, r.seconds, r.peak_rss_mb, r.peak_gpu_mb)
+    else:
+        log.warning("trial %s failed: %s", r.trial_id, r.error)
+        ledger.fail(r.trial_id, r.error or "unknown error", r.seconds)
+
+
+def _run_pool(ledger: Ledger, todo: list[Trial], ctx: StudyContext, workers: int, bar: _StudyProgress) -> None:
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    queue = list(todo)
+    while queue:
+        pool = cf.ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),  # fork after torch/OpenMP init can deadlock
+            initializer=_init_worker,
+            initargs=(threads, logging.getLogger().level),
+        )
+        running: dict[cf.Future, Trial] = {}
+        broken = False
+        try:
+            while (queue or running) and not broken:
+                while queue and len(running) < workers:
+                    trial = queue.pop(0)
+                    ledger.start(trial.id, f"worker of pid {os.getpid()}")
+                    running[pool.submit(run_trial, ctx, trial)] = trial
+                    bar.running(trial)
+                done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                for fut in done:
+                    trial = running.pop(fut)
+                    try:
+                        _record(ledger, fut.result())
+                    except cf.process.BrokenProcessPool:
+                        broken = True
+                        _worker_died(ledger, trial, queue)
+                    bar.update()
+            if broken:  # every trial still in flight went down with the pool
+                for trial in running.values():
+                    _worker_died(ledger, trial, queue)
+                running.clear()
+        finally:
+            pool.shutdown(wait=not broken, cancel_futures=True)
+
+
+def _worker_died(ledger: Ledger, trial: Trial, queue: list[Trial]) -> None:
+    attempts = ledger.get(trial.id)["attempts"]
+    if attempts < MAX_ATTEMPTS:
+        log.warning("the worker running %s died; trying it again", trial.id)
+        ledger.requeue(trial.id, "worker process died")
+        queue.insert(0, trial)
+    else:
+        ledger.fail(trial.id, f"worker process died ({attempts} attempts)")
+
+
+def _init_worker(threads: int, level: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=level)
+    _die_with_parent()
+
+
+def _die_with_parent() -> None:
+    """Linux: a worker gets SIGKILL when the driver dies, so a killed study leaves no orphan still writing."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class _StudyProgress:
+    """One bar for the whole study: trials done and failed, the trial running, and an ETA."""
+
+    def __init__(self, ledger: Ledger, enabled: bool) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.ledger = ledger
+        self.enabled = enabled
+        self.progress = Progress(
+            TextColumn("study"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeRemainingColumn(),
+            disable=not enabled,
+            transient=False,
+        )
+
+    def __enter__(self) -> _StudyProgress:
+        c = self.ledger.counts()
+        total = sum(c.values())
+        self.progress.__enter__()
+        self.task = self.progress.add_task("study", total=total, completed=c["done"] + c["failed"], info="")
+        self.update()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)
+
+    def running(self, trial: Trial) -> None:
+        self.current = trial.id
+        self.update()
+
+    def update(self) -> None:
+        c = self.ledger.counts()
+        info = f"done {c['done']} failed {c['failed']} running {c['running']}"
+        if c["running"] and getattr(self, "current", None):
+            info += f" · {self.current}"
+        self.progress.update(self.task, completed=c["done"] + c["failed"], info=info)

@@ -1,0 +1,237 @@
+"""Run one trial of a study (in the driver or in a worker process) and return what the ledger records.
+
+A network trial is an ordinary ``medtransfer train`` run folder (``trials/<arm>/n<N>-s<seed>/``) trained on the
+seed's split file; a baseline trial writes ``metrics.json`` and ``predictions.csv`` into its folder the same way.
+Every file is written atomically, and a trial whose folder already holds a finished result (the driver died
+before recording it) returns that result instead of training again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medtransfer.config import Config, from_dict, to_dict
+from medtransfer.errors import TrainingFailed
+from medtransfer.evaluation.metrics import summarize, to_jsonable
+from medtransfer.io import atomic_write_text
+from medtransfer.studies.config import StudyConfig
+from medtransfer.studies.grid import Trial
+
+log = logging.getLogger(__name__)
+
+SPLITS_DIR = "splits"
+EXTERNAL_PREDICTIONS = "predictions_external.csv"
+
+
+@dataclass(frozen=True)
+class StudyContext:
+    """What a worker needs to run any trial of the study (picklable)."""
+
+    cfg: StudyConfig
+    study_dir: str
+    sources: dict[str, str]  # the study's source names → ``model.source`` values
+
+    def split_file(self, seed: int) -> Path:
+        return Path(self.study_dir) / SPLITS_DIR / f"seed{seed}.csv"
+
+    def train_config(self, trial: Trial) -> Config:
+        """The plain train config of a network trial (the ``study`` section removed)."""
+        data = {k: v for k, v in to_dict(self.cfg).items() if k != "study"}
+        data["seed"] = trial.seed
+        data["model"]["source"] = self.sources[trial.source]
+        data["transfer"]["strategy"] = trial.strategy
+        data["train"]["n_train"] = trial.n_train
+        data["data"]["split_file"] = str(self.split_file(trial.seed))
+        return from_dict(Config, data)
+
+
+@dataclass
+class TrialResult:
+    trial_id: str
+    ok: bool
+    metrics: dict[str, Any]
+    seconds: float
+    error: str | None = None
+    peak_rss_mb: float | None = None
+    peak_gpu_mb: float | None = None
+
+
+# Per process: the dataset and its cached images are loaded once, then shared by every trial the process runs.
+_PREPARED: dict[tuple, Any] = {}
+
+
+def prepared(ctx: StudyContext, seed: int):
+    """The target data with the seed's split (``training.run.Prepared``), loaded once per process."""
+    from medtransfer.data.cache import cached_images
+    from medtransfer.data.splits import load_split
+    from medtransfer.training.run import Prepared, load_data
+
+    key = (ctx.study_dir, "data")
+    if key not in _PREPARED:
+        ds = load_data(ctx.cfg)
+        _PREPARED[key] = (ds, cached_images(ds, ctx.cfg.data.image_size, ctx.cfg.data.cache_dir, progress=False))
+    ds, images = _PREPARED[key]
+    skey = (ctx.study_dir, seed)
+    if skey not in _PREPARED:
+        _PREPARED[skey] = load_split(ctx.split_file(seed), ds)
+    return Prepared(ds, _PREPARED[skey], images)
+
+
+def run_trial(ctx: StudyContext, trial: Trial, progress: bool = False) -> TrialResult:
+    """Run ``trial`` to completion; a failure (NaN loss, out of memory, bad data) becomes a failed result."""
+    t0 = time.perf_counter()
+    folder = Path(ctx.study_dir) / trial.folder
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        done = _finished(folder)
+        if done is not None:
+            log.info("%s: already finished in %s", trial.id, folder)
+            metrics = done
+        elif trial.kind == "net":
+            metrics = _net_trial(ctx, trial, folder, progress)
+        else:
+            metrics = _baseline_trial(ctx, trial, folder, progress)
+        ok, error = True, None
+    except TrainingFailed as e:
+        metrics, ok, error = {}, False, str(e)
+    except (torch.OutOfMemoryError, MemoryError) as e:
+        metrics, ok, error = {}, False, f"out of memory: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+    except Exception as e:  # noqa: BLE001 - one broken trial must not stop the study; the reason is recorded
+        log.exception("%s failed", trial.id)
+        metrics, ok, error = {}, False, f"{type(e).__name__}: {e}"
+    gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+    return TrialResult(
+        trial.id,
+        ok,
+        _ledger_metrics(metrics),
+        time.perf_counter() - t0,
+        error,
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux: kB; the process's peak so far
+        gpu,
+    )
+
+
+def _finished(folder: Path) -> dict | None:
+    status, metrics = folder / "status.json", folder / "metrics.json"
+    if not (status.is_file() and metrics.is_file()):
+        return None
+    try:
+        if json.loads(status.read_text()).get("status") != "done":
+            return None
+        return json.loads(metrics.read_text())
+    except (json.JSONDecodeError, OSError):
+        return None
+
+
+def _net_trial(ctx: StudyContext, trial: Trial, folder: Path, progress: bool) -> dict:
+    from medtransfer.training.run import train_run
+
+    cfg = ctx.train_config(trial)
+    resume = (folder / "checkpoint.pt").exists()
+    metrics = train_run(cfg, folder, resume=resume, progress=progress, prepared=prepared(ctx, trial.seed))
+    test = ctx.cfg.study.test
+    if test is not None and test.path:
+        from medtransfer.training.inference import evaluate_run
+
+        external = evaluate_run(
+            folder,
+            test.path,
+            folder / "metrics_external.json",
+            format=test.format,
+            split=test.split,
+            predictions_out=folder / EXTERNAL_PREDICTIONS,
+        )
+        metrics = {**external, "split": "external", "own_test": {k: metrics.get(k) for k in ("auc", "auc_ci", "n")},
+                   **{k: metrics[k] for k in ("val", "best_epoch", "epochs_run", "n_train", "seconds") if k in metrics}}
+        atomic_write_text(folder / "metrics.json", json.dumps(to_jsonable(metrics), indent=2))
+    return metrics
+
+
+def _baseline_trial(ctx: StudyContext, trial: Trial, folder: Path, progress: bool) -> dict:
+    if trial.strategy != "radiomics":
+        raise ValueError(f"no runner for baseline {trial.strategy!r}")
+    from medtransfer.baselines.radiomics import feature_matrix, fit_predict
+    from medtransfer.config import write_run_info
+    from medtransfer.data.cache import cache_key, default_cache_dir
+    from medtransfer.training.run import PREDICTIONS_FILE, write_predictions, write_status
+
+    t0 = time.perf_counter()
+    cfg, study = ctx.cfg, ctx.cfg.study
+    write_run_info(folder, {"baseline": "radiomics", "seed": trial.seed, "n_train": trial.n, "data": to_dict(cfg.data)},
+                   seed=trial.seed)
+    write_status(folder, "running")
+    prep = prepared(ctx, trial.seed)
+    ds, split = prep.ds, prep.split
+    cache_dir = Path(cfg.data.cache_dir).expanduser() if cfg.data.cache_dir else default_cache_dir()
+    train_idx = split.train_subset(trial.n_train)
+    task = cfg.task or ds.task
+    x_train, _ = feature_matrix(prep.images, train_idx, cache_dir, cache_key(ds, cfg.data.image_size),
+                                workers=study.radiomics_workers, progress=progress)
+    if study.test is not None and study.test.path:
+        test_ds, test_images, test_idx = _external(ctx)
+        x_test, _ = feature_matrix(test_images, test_idx, cache_dir, cache_key(test_ds, cfg.data.image_size),
+                                   workers=study.radiomics_workers, progress=progress)
+        pred_file, split_name = EXTERNAL_PREDICTIONS, "external"
+    else:
+        test_ds, test_idx = ds, split.indices("test")
+        if len(test_idx) == 0:
+            test_idx = split.indices("val")
+        x_test, _ = feature_matrix(prep.images, test_idx, cache_dir, cache_key(ds, cfg.data.image_size),
+                                   workers=study.radiomics_workers, progress=progress)
+        pred_file, split_name = PREDICTIONS_FILE, "test" if len(split.indices("test")) else "val"
+    scores = fit_predict(x_train, ds.labels[train_idx], x_test, task, seed=trial.seed)
+    metrics = summarize(
+        test_ds.labels[test_idx],
+        scores,
+        list(ds.label_names),
+        task,
+        patient_ids=test_ds.meta["patient_id"].to_numpy()[test_idx],
+        seed=trial.seed,
+    )
+    metrics.update({"split": split_name, "n_train": int(len(train_idx)), "n_features": int(x_train.shape[1]),
+                    "seconds": time.perf_counter() - t0})
+    write_predictions(folder / pred_file, test_ds, test_idx, scores)
+    atomic_write_text(folder / "metrics.json", json.dumps(to_jsonable(metrics), indent=2))
+    write_status(folder, "done")
+    return metrics
+
+
+def _external(ctx: StudyContext):
+    """The study's external test set: (dataset, cached images, indices of its ``split``)."""
+    from medtransfer.data.cache import cached_images
+    from medtransfer.data.sources.base import SourceOptions, load_dataset
+
+    test = ctx.cfg.study.test
+    key = (ctx.study_dir, "external")
+    if key not in _PREPARED:
+        labels = tuple(ctx.cfg.data.labels) if ctx.cfg.data.labels else None
+        ds = load_dataset(test.path, test.format, SourceOptions(labels=labels, task=ctx.cfg.task))
+        images = cached_images(ds, ctx.cfg.data.image_size, ctx.cfg.data.cache_dir, progress=False)
+        if test.split:
+            if "source_split" not in ds.meta.columns:
+                raise ValueError(f"study.test.split={test.split!r} but {test.path} defines no splits")
+            idx = np.flatnonzero(ds.meta["source_split"].to_numpy() == test.split)
+        else:
+            idx = np.arange(len(ds))
+        _PREPARED[key] = (ds, images, idx)
+    return _PREPARED[key]
+
+
+def _ledger_metrics(metrics: dict) -> dict:
+    """What the ledger keeps of a trial's metrics (the full file stays in the trial folder)."""
+    keep = ("auc", "auc_ci", "n", "n_pos", "n_neg", "per_label", "split", "val", "best_epoch", "epochs_run",
+            "n_train", "accuracy", "sensitivity", "specificity", "n_features", "own_test")
+    out = {k: metrics[k] for k in keep if k in metrics}
+    if isinstance(out.get("val"), dict):
+        out["val"] = {k: out["val"][k] for k in ("auc", "auc_ci", "n") if k in out["val"]}
+    return to_jsonable(out)

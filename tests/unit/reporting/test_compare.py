@@ -1,0 +1,146 @@
+"""Paired comparisons (DeLong per seed, paired test across seeds), matching the baseline, ranking vs outcome."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from medtransfer.evaluation.stats import delong_test, paired_test
+from medtransfer.reporting.compare import (
+    choose_reference,
+    delong_comparisons,
+    matches_baseline,
+    paired_seed_tests,
+    ranking_vs_realised,
+)
+from medtransfer.reporting.tables import normalise_trials, summary_table
+
+
+def _trial(trials: pd.DataFrame, arm: str, n_label: str, seed: int) -> str:
+    t = trials
+    return t[(t["arm"] == arm) & (t["n_label"] == n_label) & (t["seed"] == seed)]["id"].iloc[0]
+
+
+def test_delong_rows_match_delong_test_on_joined_predictions(study):
+    t = normalise_trials(study.trials)
+    rows, notes = delong_comparisons(t, "scratch/finetune", study.predictions)
+    # Seeds per N with both trials done: cxr-ssl 2, 1 (scratch's seed 1 failed), 1 (its own seed 1 pending);
+    # radiomics 2, 1, 2.
+    assert len(rows) == 9 and notes == []
+    for r in rows.itertuples():
+        a = study.preds[_trial(t, r.arm, r.n_label, r.seed)].set_index("image_id")
+        b = study.preds[_trial(t, "scratch/finetune", r.n_label, r.seed)].set_index("image_id").loc[a.index]
+        want = delong_test(a["label:pneumonia"], a["score:pneumonia"], b["score:pneumonia"])
+        assert (r.diff, r.p_value, r.auc_arm, r.auc_ref) == pytest.approx(
+            (want["diff"], want["p_value"], want["auc_a"], want["auc_b"])
+        )
+        assert r.n_images == 59  # one NaN label left out
+
+
+def test_delong_skips_missing_predictions_with_a_note(study):
+    t = normalise_trials(study.trials)
+    missing = _trial(t, "cxr-ssl/recipe", "10", 0)
+
+    def predictions(trial_id: str) -> pd.DataFrame | None:
+        if trial_id == _trial(t, "radiomics", "10", 1):
+            raise OSError("disk on fire")
+        return None if trial_id == missing else study.preds.get(trial_id)
+
+    rows, notes = delong_comparisons(t, "scratch/finetune", predictions)
+    assert len(rows) == 7
+    assert any(missing in n and "missing" in n for n in notes)
+    assert any("disk on fire" in n for n in notes)
+    empty, notes = delong_comparisons(t, "scratch/finetune", None)
+    assert empty.empty and "skipped" in notes[0]
+
+
+def test_delong_multi_label_has_one_row_per_label(study_factory):
+    multi = study_factory(labels=("effusion", "nodule"))
+    rows, _ = delong_comparisons(normalise_trials(multi.trials), "scratch/finetune", multi.predictions)
+    assert len(rows) == 18 and set(rows["label"]) == {"effusion", "nodule"}
+
+
+def test_paired_seed_tests_match_paired_test(study):
+    t = normalise_trials(study.trials)
+    paired = paired_seed_tests(t, "scratch/finetune").set_index(["arm", "n_label"])
+    for arm in ("cxr-ssl/recipe", "radiomics"):
+        for n_label in ("10", "20", "all"):
+            a = t[(t["arm"] == arm) & (t["n_label"] == n_label)].set_index("seed")["auc"]
+            b = t[(t["arm"] == "scratch/finetune") & (t["n_label"] == n_label)].set_index("seed")["auc"]
+            want = paired_test(a.loc[[0, 1]].to_numpy(), b.loc[[0, 1]].to_numpy())
+            got = paired.loc[(arm, n_label)]
+            assert got["n_pairs"] == want["n"]
+            assert got["mean_diff"] == pytest.approx(want["mean_diff"])
+            assert got["p_value"] == pytest.approx(want["p_value"], nan_ok=True)
+    assert paired.loc[("radiomics", "20"), "n_pairs"] == 1  # scratch's seed 1 failed
+
+
+def test_choose_reference():
+    t = pd.DataFrame({"arm": ["a/x", "scratch/ft", "radiomics"], "source": ["a", "scratch", None]})
+    assert choose_reference(t, "radiomics")[0] == "radiomics"
+    assert choose_reference(t, None)[0] == "scratch/ft"
+    ref, note = choose_reference(t, "nope")
+    assert ref == "scratch/ft" and "'nope' is not an arm" in note
+    assert choose_reference(t[t["source"] != "scratch"], None)[0] == "a/x"
+
+
+def test_matches_baseline_against_direct_definition(study):
+    summary = summary_table(normalise_trials(study.trials))
+    got = matches_baseline(summary, "radiomics").set_index("arm")
+    means = summary.pivot(index="arm", columns="n_label", values="auc_mean")[["10", "20", "all"]]
+    for arm in ("scratch/finetune", "cxr-ssl/recipe"):
+        ok = [n for n in means.columns if means.loc[arm, n] >= means.loc["radiomics", n]]
+        assert got.loc[arm, "n_label"] == (ok[0] if ok else None)
+    # The fixture is built so that the pretrained recipe matches at once and scratch only with all 40 images.
+    assert got["n_label"].to_dict() == {"scratch/finetune": "all", "cxr-ssl/recipe": "10"}
+
+
+def test_matches_baseline_never():
+    s = pd.DataFrame(
+        {
+            "arm": ["b", "b", "x", "x"],
+            "n_label": ["10", "20"] * 2,
+            "n": [10.0, 20.0] * 2,
+            "auc_mean": [0.8, 0.9, 0.7, 0.8],
+        }
+    )
+    got = matches_baseline(s, "b")
+    assert got.loc[0, "n_label"] is None and got.loc[0, "n_compared"] == 2
+
+
+def _four_sources() -> pd.DataFrame:
+    rows = []
+    aucs = {"a": [0.70, 0.80], "b": [0.72, 0.78], "c": [0.60, 0.70], "d": [0.65, np.nan]}
+    for src, values in aucs.items():
+        for n_label, auc in zip(["10", "20"], values, strict=True):
+            rows.append({"arm": f"{src}/ft", "kind": "net", "source": src, "strategy": "ft", "n_label": n_label})
+            rows[-1]["auc_mean"] = auc
+    return pd.DataFrame(rows)
+
+
+def test_ranking_vs_realised_uses_common_sizes_and_scipy_correlations():
+    summary = _four_sources()
+    scores = {"a": 4, "b": 3, "c": 1, "d": 2}
+    ranking = {"method": "logme", "rows": [{"arm_source": s, "score": v} for s, v in scores.items()]}
+    table, corr = ranking_vs_realised(summary, ranking)
+    # 'd' has no N=20 result, so every source is scored on N=10 only: a .70, b .72, c .60, d .65.
+    assert table["arm_source"].tolist() == ["a", "b", "d", "c"]
+    assert table["auc:ft"].tolist() == pytest.approx([0.70, 0.72, 0.65, 0.60])
+    assert table["rank:ft"].tolist() == [2, 1, 3, 4]
+    row = corr.iloc[0]
+    assert row["n_labels"] == "10" and row["n_sources"] == 4
+    scores, realised = [4, 3, 2, 1], [0.70, 0.72, 0.65, 0.60]
+    assert row["spearman"] == pytest.approx(sps.spearmanr(scores, realised).statistic)
+    assert row["kendall"] == pytest.approx(sps.kendalltau(scores, realised).statistic)
+    assert (row["best_predicted"], row["best_realised"]) == ("a", "b")
+
+
+def test_ranking_with_too_few_sources_has_no_correlation():
+    summary = _four_sources()
+    table, corr = ranking_vs_realised(summary, {"rows": [{"arm_source": "a", "score": 1.0}, {"arm_source": "z"}]})
+    assert math.isnan(corr.loc[0, "spearman"]) and corr.loc[0, "n_sources"] == 1
+    assert math.isnan(table.set_index("arm_source").loc["z", "auc:ft"])

@@ -1,0 +1,70 @@
+"""Grid expansion and pairing: arms × N × seeds, 'all', ordering, and early errors with suggestions."""
+
+from __future__ import annotations
+
+import pytest
+
+from medtransfer.errors import ConfigError, UnknownNameError
+from medtransfer.studies.config import StudySection
+from medtransfer.studies.grid import expand, reference_arm, resolve_sizes, safe_name, source_label
+
+
+def section(**kw) -> StudySection:
+    base = {"n": [10, 20, "all"], "sources": ["scratch", "/x/sources/cxr-ssl"], "strategies": ["finetune", "recipe"],
+            "seeds": [0, 1], "baselines": ["radiomics"]}
+    return StudySection(**{**base, **kw})
+
+
+def test_every_arm_at_every_size_and_seed_small_n_first():
+    trials = expand(section(), pool=40)
+    arms = ["scratch/finetune", "scratch/recipe", "cxr-ssl/finetune", "cxr-ssl/recipe", "radiomics"]
+    assert len(trials) == len(arms) * 3 * 2
+    assert [t.arm for t in trials[:5]] == arms
+    assert [(t.n_label, t.n, t.seed) for t in trials[::5]] == [
+        ("10", 10, 0), ("10", 10, 1), ("20", 20, 0), ("20", 20, 1), ("all", 40, 0), ("all", 40, 1)
+    ]
+    assert len({t.id for t in trials}) == len(trials)
+    assert len({t.folder for t in trials}) == len(trials)
+    net = [t for t in trials if t.kind == "net"]
+    assert {t.source for t in net} == {"scratch", "/x/sources/cxr-ssl"}
+    assert all(t.kind == "baseline" and t.source is None for t in trials if t.arm == "radiomics")
+    assert trials[0].n_train == 10 and trials[-1].n_train is None
+
+
+def test_sizes_not_below_the_pool_collapse_into_all():
+    assert resolve_sizes([50, 10, 100, 200], pool=100) == [("10", 10), ("50", 50), ("all", 100)]
+    assert resolve_sizes(["all", 5, "ALL"], pool=8) == [("5", 5), ("all", 8)]
+    with pytest.raises(ConfigError, match="neither a number"):
+        resolve_sizes(["most"], pool=8)
+    with pytest.raises(ConfigError, match="at least 1"):
+        resolve_sizes([0], pool=8)
+    with pytest.raises(ConfigError, match="empty"):
+        resolve_sizes([], pool=8)
+
+
+def test_names_are_checked_before_any_work():
+    with pytest.raises(UnknownNameError, match="finetune"):
+        expand(section(strategies=["fine_tune"]), 40)
+    with pytest.raises(UnknownNameError, match="radiomics"):
+        expand(section(baselines=["radiomic"]), 40)
+    with pytest.raises(ConfigError, match="duplicates"):
+        expand(section(seeds=[0, 0]), 40)
+    with pytest.raises(ConfigError, match="same name"):
+        expand(section(sources=["a/cxr", "b/cxr"]), 40)
+    with pytest.raises(ConfigError, match="no arm"):
+        expand(section(sources=[], baselines=[]), 40)
+
+
+def test_reference_arm_defaults_to_scratch_and_is_checked():
+    trials = expand(section(sources=["/s/cxr-ssl", "scratch"]), 40)
+    assert reference_arm(section(), trials) == "scratch/finetune"
+    assert reference_arm(section(reference="cxr-ssl/recipe"), trials) == "cxr-ssl/recipe"
+    with pytest.raises(ConfigError, match="did you mean 'cxr-ssl/recipe'"):
+        reference_arm(section(reference="cxr-ssl/recipes"), trials)
+
+
+def test_folder_names_are_safe():
+    assert safe_name("cxr-ssl/recipe") == "cxr-ssl__recipe"
+    assert safe_name("a b/c") == "a_b__c"
+    assert source_label("~/sources/hand-ssl/") == "hand-ssl"
+    assert source_label("imagenet") == "imagenet"
