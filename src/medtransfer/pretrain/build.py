@@ -69,7 +69,7 @@ def _supervised(cfg: PretrainConfig, out: Path, resume: bool, progress: bool) ->
 
 def _simclr(cfg: PretrainConfig, out: Path, resume: bool, progress: bool) -> dict:
     from medtransfer.data.cache import cached_images
-    from medtransfer.training.run import write_status, load_data, pick_device
+    from medtransfer.training.run import load_data, pick_device, write_status
 
     if (out / "checkpoint.pt").exists() and not resume:
         raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")

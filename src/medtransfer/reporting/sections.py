@@ -217,7 +217,8 @@ def baseline_section(summary: pd.DataFrame, baseline: str | None, tick: pd.Serie
     )
     rows = []
     for r in matches_baseline(summary, baseline).itertuples():
-        where = tick.get(r.n_label, r.n_label) if r.n_label is not None else "never"
+        # with numeric size labels pandas stores 'no match' (None) as NaN
+        where = "never" if pd.isna(r.n_label) else str(tick.get(r.n_label, r.n_label))
         rows.append([r.arm, where, _f3(r.auc_arm), _f3(r.auc_baseline), str(r.n_compared)])
     header = ["arm", "smallest N matching", "arm mean AUC", "baseline mean AUC", "sizes compared"]
     return blocks + [Table(header, rows, "lrrrr")]

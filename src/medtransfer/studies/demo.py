@@ -11,10 +11,12 @@ from medtransfer.studies.config import StudyConfig
 
 log = logging.getLogger(__name__)
 
-# Same-site and other-site archives: labelled phantoms of another seed (other patients) at a higher visibility.
+# Same-site and other-site archives: labelled phantoms of other seeds (other patients) with obvious lesions.
+# Measured here: the tiny network learns the chest lesion (val AUC 0.85 at 32 px) only without augmentation
+# and at lr 0.01; with augmentation at visibility 0.8 it stayed at chance after 6 epochs.
 DEMO_SOURCES = {
-    "chest-sup": ("synthetic:chest,n=1500,visibility=0.8,seed=101", "chest"),
-    "hand-sup": ("synthetic:hand,n=1500,visibility=0.8,seed=102", "hand"),
+    "chest-sup": ("synthetic:chest,n=1200,visibility=1.0,seed=101", "chest"),
+    "hand-sup": ("synthetic:hand,n=1200,visibility=1.0,seed=102", "hand"),
 }
 
 
@@ -41,9 +43,14 @@ def build_demo_sources(out: Path, cfg: StudyConfig, progress: bool = True) -> Pa
                 "data": {"path": spec, "image_size": cfg.data.image_size, "cache_dir": cfg.data.cache_dir},
                 "model": {"backbone": cfg.model.backbone},
                 "transfer": {"strategy": "scratch"},
-                "train": {"epochs": 6, "batch_size": 64, "lr": 0.003},
-                "pretrain": {"method": "supervised", "name": name, "modality": "x-ray (synthetic)", "site": site,
-                             "description": f"synthetic {site} phantoms with lesions, supervised"},
+                "train": {"epochs": 8, "batch_size": 32, "lr": 0.01, "augment": False},
+                "pretrain": {
+                    "method": "supervised",
+                    "name": name,
+                    "modality": "x-ray (synthetic)",
+                    "site": site,
+                    "description": f"synthetic {site} phantoms with lesions, supervised",
+                },
             },
         )
         log.info("demo: pretraining source %s on %s", name, spec)

@@ -142,8 +142,13 @@ class Ledger:
 
     # ------------------------------------------------------------------ transitions
     def start(self, trial_id: str, worker: str) -> None:
-        self._move(trial_id, ("pending",), "running", "attempts = attempts + 1, started = ?, worker = ?, error = NULL",
-                   (time.time(), worker))
+        self._move(
+            trial_id,
+            ("pending",),
+            "running",
+            "attempts = attempts + 1, started = ?, worker = ?, error = NULL",
+            (time.time(), worker),
+        )
 
     def finish(
         self,
@@ -163,8 +168,9 @@ class Ledger:
         )
 
     def fail(self, trial_id: str, error: str, seconds: float | None = None) -> None:
-        self._move(trial_id, ("running",), "failed", "finished = ?, seconds = ?, error = ?",
-                   (time.time(), seconds, error))
+        self._move(
+            trial_id, ("running",), "failed", "finished = ?, seconds = ?, error = ?", (time.time(), seconds, error)
+        )
 
     def requeue(self, trial_id: str, reason: str | None = None) -> None:
         self._move(trial_id, ("running",), "pending", "error = ?", (reason,))

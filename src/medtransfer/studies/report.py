@@ -10,8 +10,26 @@ import pandas as pd
 
 from medtransfer.studies.ledger import open_existing
 
-REPORT_COLUMNS = ["id", "arm", "kind", "source", "strategy", "n", "n_label", "seed", "status", "seconds", "auc",
-                  "auc_ci_lo", "auc_ci_hi", "error", "metrics", "folder", "peak_rss_mb", "peak_gpu_mb"]
+REPORT_COLUMNS = [
+    "id",
+    "arm",
+    "kind",
+    "source",
+    "strategy",
+    "n",
+    "n_label",
+    "seed",
+    "status",
+    "seconds",
+    "auc",
+    "auc_ci_lo",
+    "auc_ci_hi",
+    "error",
+    "metrics",
+    "folder",
+    "peak_rss_mb",
+    "peak_gpu_mb",
+]
 
 
 def trials_frame(study_dir: str | Path) -> pd.DataFrame:

@@ -112,8 +112,14 @@ def plan(cfg: StudyConfig, out: Path, progress: bool) -> tuple[list[Trial], Stud
     if cfg.study.test and cfg.study.test.path:
         _preflight_test(cfg, ds)
     cached_images(ds, cfg.data.image_size, cfg.data.cache_dir, progress=progress)  # decoded once, before workers
-    log.info("study: %d trials (%d arms × %d sizes × %d seeds), splits %s",
-             len(trials), len({t.arm for t in trials}), len({t.n_label for t in trials}), len(cfg.study.seeds), counts)
+    log.info(
+        "study: %d trials (%d arms × %d sizes × %d seeds), splits %s",
+        len(trials),
+        len({t.arm for t in trials}),
+        len({t.n_label for t in trials}),
+        len(cfg.study.seeds),
+        counts,
+    )
     return trials, StudyContext(cfg, str(out), sources)
 
 
@@ -213,13 +219,28 @@ def rank_for_report(ctx: StudyContext, out: Path, progress: bool) -> dict:
     try:
         prep = prepared(ctx, cfg.study.seeds[0])
         idx = prep.split.train_subset(None)
-        target = Target("study", prep.images, prep.ds.labels, idx, cfg.task or prep.ds.task, prep.ds.channels,
-                        cfg.model.backbone, cfg.seed)
+        target = Target(
+            "study",
+            prep.images,
+            prep.ds.labels,
+            idx,
+            cfg.task or prep.ds.task,
+            prep.ds.channels,
+            cfg.model.backbone,
+            cfg.seed,
+        )
         rows = []
         for name, source in ctx.sources.items():
             r = score_source(name, source, target)
-            rows.append({"arm_source": source_label(name), "source": source, "score": r.logme,
-                         "probe_auc": r.probe_auc, "seconds": r.seconds})
+            rows.append(
+                {
+                    "arm_source": source_label(name),
+                    "source": source,
+                    "score": r.logme,
+                    "probe_auc": r.probe_auc,
+                    "seconds": r.seconds,
+                }
+            )
             log.info("ranking: %s LogME %.4f (%.1f s)", name, r.logme, r.seconds)
         result = {"method": "logme", "n_images": int(len(idx)), "rows": rows}
     except Exception as e:  # noqa: BLE001 - the ranking is a report section, not a reason to stop the study

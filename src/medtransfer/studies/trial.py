@@ -151,8 +151,12 @@ def _net_trial(ctx: StudyContext, trial: Trial, folder: Path, progress: bool) ->
             split=test.split,
             predictions_out=folder / EXTERNAL_PREDICTIONS,
         )
-        metrics = {**external, "split": "external", "own_test": {k: metrics.get(k) for k in ("auc", "auc_ci", "n")},
-                   **{k: metrics[k] for k in ("val", "best_epoch", "epochs_run", "n_train", "seconds") if k in metrics}}
+        metrics = {
+            **external,
+            "split": "external",
+            "own_test": {k: metrics.get(k) for k in ("auc", "auc_ci", "n")},
+            **{k: metrics[k] for k in ("val", "best_epoch", "epochs_run", "n_train", "seconds") if k in metrics},
+        }
         atomic_write_text(folder / "metrics.json", json.dumps(to_jsonable(metrics), indent=2))
     return metrics
 
@@ -167,27 +171,48 @@ def _baseline_trial(ctx: StudyContext, trial: Trial, folder: Path, progress: boo
 
     t0 = time.perf_counter()
     cfg, study = ctx.cfg, ctx.cfg.study
-    write_run_info(folder, {"baseline": "radiomics", "seed": trial.seed, "n_train": trial.n, "data": to_dict(cfg.data)},
-                   seed=trial.seed)
+    write_run_info(
+        folder,
+        {"baseline": "radiomics", "seed": trial.seed, "n_train": trial.n, "data": to_dict(cfg.data)},
+        seed=trial.seed,
+    )
     write_status(folder, "running")
     prep = prepared(ctx, trial.seed)
     ds, split = prep.ds, prep.split
     cache_dir = Path(cfg.data.cache_dir).expanduser() if cfg.data.cache_dir else default_cache_dir()
     train_idx = split.train_subset(trial.n_train)
     task = cfg.task or ds.task
-    x_train, _ = feature_matrix(prep.images, train_idx, cache_dir, cache_key(ds, cfg.data.image_size),
-                                workers=study.radiomics_workers, progress=progress)
+    x_train, _ = feature_matrix(
+        prep.images,
+        train_idx,
+        cache_dir,
+        cache_key(ds, cfg.data.image_size),
+        workers=study.radiomics_workers,
+        progress=progress,
+    )
     if study.test is not None and study.test.path:
         test_ds, test_images, test_idx = _external(ctx)
-        x_test, _ = feature_matrix(test_images, test_idx, cache_dir, cache_key(test_ds, cfg.data.image_size),
-                                   workers=study.radiomics_workers, progress=progress)
+        x_test, _ = feature_matrix(
+            test_images,
+            test_idx,
+            cache_dir,
+            cache_key(test_ds, cfg.data.image_size),
+            workers=study.radiomics_workers,
+            progress=progress,
+        )
         pred_file, split_name = EXTERNAL_PREDICTIONS, "external"
     else:
         test_ds, test_idx = ds, split.indices("test")
         if len(test_idx) == 0:
             test_idx = split.indices("val")
-        x_test, _ = feature_matrix(prep.images, test_idx, cache_dir, cache_key(ds, cfg.data.image_size),
-                                   workers=study.radiomics_workers, progress=progress)
+        x_test, _ = feature_matrix(
+            prep.images,
+            test_idx,
+            cache_dir,
+            cache_key(ds, cfg.data.image_size),
+            workers=study.radiomics_workers,
+            progress=progress,
+        )
         pred_file, split_name = PREDICTIONS_FILE, "test" if len(split.indices("test")) else "val"
     scores = fit_predict(x_train, ds.labels[train_idx], x_test, task, seed=trial.seed)
     metrics = summarize(
@@ -198,8 +223,14 @@ def _baseline_trial(ctx: StudyContext, trial: Trial, folder: Path, progress: boo
         patient_ids=test_ds.meta["patient_id"].to_numpy()[test_idx],
         seed=trial.seed,
     )
-    metrics.update({"split": split_name, "n_train": int(len(train_idx)), "n_features": int(x_train.shape[1]),
-                    "seconds": time.perf_counter() - t0})
+    metrics.update(
+        {
+            "split": split_name,
+            "n_train": int(len(train_idx)),
+            "n_features": int(x_train.shape[1]),
+            "seconds": time.perf_counter() - t0,
+        }
+    )
     write_predictions(folder / pred_file, test_ds, test_idx, scores)
     atomic_write_text(folder / "metrics.json", json.dumps(to_jsonable(metrics), indent=2))
     write_status(folder, "done")
@@ -229,8 +260,24 @@ def _external(ctx: StudyContext):
 
 def _ledger_metrics(metrics: dict) -> dict:
     """What the ledger keeps of a trial's metrics (the full file stays in the trial folder)."""
-    keep = ("auc", "auc_ci", "n", "n_pos", "n_neg", "per_label", "split", "val", "best_epoch", "epochs_run",
-            "n_train", "accuracy", "sensitivity", "specificity", "n_features", "own_test")
+    keep = (
+        "auc",
+        "auc_ci",
+        "n",
+        "n_pos",
+        "n_neg",
+        "per_label",
+        "split",
+        "val",
+        "best_epoch",
+        "epochs_run",
+        "n_train",
+        "accuracy",
+        "sensitivity",
+        "specificity",
+        "n_features",
+        "own_test",
+    )
     out = {k: metrics[k] for k in keep if k in metrics}
     if isinstance(out.get("val"), dict):
         out["val"] = {k: out["val"][k] for k in ("auc", "auc_ci", "n") if k in out["val"]}

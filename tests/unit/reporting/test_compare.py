@@ -144,3 +144,22 @@ def test_ranking_with_too_few_sources_has_no_correlation():
     table, corr = ranking_vs_realised(summary, {"rows": [{"arm_source": "a", "score": 1.0}, {"arm_source": "z"}]})
     assert math.isnan(corr.loc[0, "spearman"]) and corr.loc[0, "n_sources"] == 1
     assert math.isnan(table.set_index("arm_source").loc["z", "auc:ft"])
+
+
+@pytest.mark.parametrize("labels", [["10", "20"], [10, 20]])
+def test_baseline_section_when_an_arm_never_matches(labels):
+    """An arm below the baseline at every N beside one that matches, with string or numeric size labels (the
+    demo's sizes 20/60/200 have no 'all' and came back as integers): 'never', not a crash."""
+    from medtransfer.reporting.document import to_markdown
+    from medtransfer.reporting.sections import baseline_section
+
+    s = pd.DataFrame(
+        {
+            "arm": ["b", "b", "x", "x", "y", "y"],
+            "n_label": labels * 3,
+            "n": [10.0, 20.0] * 3,
+            "auc_mean": [0.8, 0.9, 0.7, 0.8, 0.6, 0.95],
+        }
+    )
+    text = to_markdown(baseline_section(s, "b", pd.Series(["10", "20"], index=labels)))
+    assert "| x | never |" in text and "| y | 20 |" in text

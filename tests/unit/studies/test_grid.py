@@ -10,8 +10,13 @@ from medtransfer.studies.grid import expand, reference_arm, resolve_sizes, safe_
 
 
 def section(**kw) -> StudySection:
-    base = {"n": [10, 20, "all"], "sources": ["scratch", "/x/sources/cxr-ssl"], "strategies": ["finetune", "recipe"],
-            "seeds": [0, 1], "baselines": ["radiomics"]}
+    base = {
+        "n": [10, 20, "all"],
+        "sources": ["scratch", "/x/sources/cxr-ssl"],
+        "strategies": ["finetune", "recipe"],
+        "seeds": [0, 1],
+        "baselines": ["radiomics"],
+    }
     return StudySection(**{**base, **kw})
 
 
@@ -21,7 +26,12 @@ def test_every_arm_at_every_size_and_seed_small_n_first():
     assert len(trials) == len(arms) * 3 * 2
     assert [t.arm for t in trials[:5]] == arms
     assert [(t.n_label, t.n, t.seed) for t in trials[::5]] == [
-        ("10", 10, 0), ("10", 10, 1), ("20", 20, 0), ("20", 20, 1), ("all", 40, 0), ("all", 40, 1)
+        ("10", 10, 0),
+        ("10", 10, 1),
+        ("20", 20, 0),
+        ("20", 20, 1),
+        ("all", 40, 0),
+        ("all", 40, 1),
     ]
     assert len({t.id for t in trials}) == len(trials)
     assert len({t.folder for t in trials}) == len(trials)

@@ -16,8 +16,12 @@ from medtransfer.studies.runner import run_study
 
 def test_every_trial_runs_on_paired_subsets(tmp_path, study_config):
     out = tmp_path / "s"
-    counts = run_study(study_config(), out, progress=False, report=False)
+    counts = run_study(study_config(), out, progress=False)  # with the report, built from the ledger
     assert counts == {"pending": 0, "running": 0, "done": 8, "failed": 0}
+    results = pd.read_csv(out / "results.csv")
+    assert len(results) == 8 and set(results["status"]) == {"done"}
+    assert {"source", "strategy", "n", "seed", "auc", "auc_ci_lo", "auc_ci_hi", "seconds"} <= set(results.columns)
+    assert (out / "report.html").is_file() and "scratch/recipe" in (out / "report.md").read_text()
     rows = Ledger(out / "study.sqlite").rows()
     assert all(0.0 <= r["auc"] <= 1.0 and r["seconds"] > 0 and r["peak_rss_mb"] > 0 for r in rows)
     # paired: at (N, seed) every arm trained on the same images and was tested on the same images
