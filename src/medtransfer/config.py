@@ -80,6 +80,7 @@ class TransferConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 10
+    max_steps: int | None = None  # cap on optimizer steps: fewer epochs for large N (a learning-curve budget)
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 1e-4

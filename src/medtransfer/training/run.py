@@ -169,6 +169,11 @@ def _train(cfg: Config, out: Path, prep: Prepared, progress: bool) -> dict:
     optimizer = torch.optim.AdamW(strategy.param_groups(model), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     train = _batches(prep, train_idx, cfg, model, device, train=True)
     val = _batches(prep, val_idx, cfg, model, device, train=False)
+    epochs = budgeted_epochs(cfg.train.epochs, cfg.train.max_steps, len(train))
+    if epochs != cfg.train.epochs:
+        log.info("train.max_steps=%d: %d epochs of %d steps instead of %d", cfg.train.max_steps, epochs, len(train),
+                 cfg.train.epochs)
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=epochs))
     scheduler = build_scheduler(
         strategy.lr_policy,
         optimizer,
@@ -223,6 +228,20 @@ def write_predictions(path: Path, ds: ImageDataset, idx: np.ndarray, scores: np.
         table[f"score:{name}"] = scores[:, k]
     atomic_write(path, lambda tmp: table.to_csv(tmp, index=False))
     return table
+
+
+def budgeted_epochs(epochs: int, max_steps: int | None, steps_per_epoch: int) -> int:
+    """``train.epochs``, reduced so that epochs × steps per epoch stays within ``max_steps`` (at least 1).
+
+    Example:
+        >>> budgeted_epochs(15, 300, 4), budgeted_epochs(15, 300, 118), budgeted_epochs(15, None, 118)
+        (15, 2, 15)
+    """
+    if max_steps is None:
+        return epochs
+    if max_steps < 1:
+        raise ConfigError(f"train.max_steps must be at least 1, got {max_steps}")
+    return max(1, min(epochs, max_steps // max(steps_per_epoch, 1)))
 
 
 def model_card(cfg: Config, kind: str, ds: ImageDataset, model) -> dict[str, str]:

@@ -34,7 +34,7 @@ def weights(path) -> dict[str, torch.Tensor]:
 def test_run_writes_every_file_and_metrics_schema(tmp_path):
     m = train_run(tiny_config(), tmp_path / "run", progress=False)
     for name in ("config.yaml", "run_info.json", "split.csv", "model.safetensors", "history.csv",
-                 "metrics.json", "status.json", "checkpoint.pt"):
+                 "metrics.json", "status.json", "checkpoint.pt", "predictions.csv"):
         assert (tmp_path / "run" / name).is_file(), name
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     for key in ("auc", "auc_ci", "n", "per_label", "val"):
@@ -93,6 +93,24 @@ def test_nan_loss_stops_the_run_and_marks_it_failed(tmp_path):
         train_run(cfg, tmp_path / "nan", progress=False)
     status = json.loads((tmp_path / "nan" / "status.json").read_text())
     assert status["status"] == "failed" and "loss became" in status["error"]
+
+
+def test_predictions_are_the_test_scores_behind_the_auc(tmp_path):
+    from sklearn.metrics import roc_auc_score
+
+    m = train_run(tiny_config(epochs=1), tmp_path / "run", progress=False)
+    pred = pd.read_csv(tmp_path / "run" / "predictions.csv")
+    split = pd.read_csv(tmp_path / "run" / "split.csv")
+    assert sorted(pred["image_id"].astype(str)) == sorted(split.loc[split["split"] == "test", "image_id"].astype(str))
+    assert roc_auc_score(pred["label:lesion"], pred["score:lesion"]) == pytest.approx(m["auc"], abs=1e-9)
+
+
+def test_max_steps_caps_the_epochs(tmp_path):
+    # 160 phantoms → 112 training images → 3 steps of 32 per epoch (drop_last); a budget of 7 steps → 2 epochs
+    m = train_run(tiny_config(epochs=5, max_steps=7), tmp_path / "cap", progress=False)
+    assert m["epochs_run"] == 2 and len(pd.read_csv(tmp_path / "cap" / "history.csv")) == 2
+    with pytest.raises(ConfigError, match="max_steps"):
+        train_run(tiny_config(max_steps=0), tmp_path / "bad", progress=False)
 
 
 def test_nested_subset_is_used(tmp_path):
