@@ -172,8 +172,10 @@ class Ledger:
             trial_id, ("running",), "failed", "finished = ?, seconds = ?, error = ?", (time.time(), seconds, error)
         )
 
-    def requeue(self, trial_id: str, reason: str | None = None) -> None:
-        self._move(trial_id, ("running",), "pending", "error = ?", (reason,))
+    def requeue(self, trial_id: str, reason: str | None = None, refund: bool = False) -> None:
+        """Back to pending; ``refund`` takes back the attempt (the trial was not the cause of the interruption)."""
+        sets = "error = ?" + (", attempts = attempts - 1" if refund else "")
+        self._move(trial_id, ("running",), "pending", sets, (reason,))
 
     def retry_failed(self) -> int:
         """Failed trials back to pending (``--retry-failed``); returns how many."""

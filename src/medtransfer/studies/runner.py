@@ -277,8 +277,16 @@ def _record(ledger: Ledger, r: TrialResult) -> None:
 
 
 def _run_pool(ledger: Ledger, todo: list[Trial], ctx: StudyContext, workers: int, bar: _StudyProgress) -> None:
+    """K trials at once in spawned worker processes.
+
+    A worker that dies (killed, segfault, the OOM killer) breaks the whole pool and the executor cannot say
+    which one died. The trials that were in flight go back to the queue without being charged an attempt and
+    are then run *alone* ("suspects"), so that a second death is attributable: only then does the trial that
+    died use up an attempt (``MAX_ATTEMPTS``), and innocent trials that shared the pool are never failed.
+    """
     threads = max(1, (os.cpu_count() or 1) // workers)
     queue = list(todo)
+    suspects: set[str] = set()
     while queue:
         pool = cf.ProcessPoolExecutor(
             max_workers=workers,
@@ -287,10 +295,13 @@ def _run_pool(ledger: Ledger, todo: list[Trial], ctx: StudyContext, workers: int
             initargs=(threads, logging.getLogger().level),
         )
         running: dict[cf.Future, Trial] = {}
-        broken = False
+        lost: list[Trial] = []
         try:
-            while (queue or running) and not broken:
+            while (queue or running) and not lost:
                 while queue and len(running) < workers:
+                    alone = queue[0].id in suspects or any(t.id in suspects for t in running.values())
+                    if alone and running:
+                        break  # a suspect runs with nothing beside it
                     trial = queue.pop(0)
                     ledger.start(trial.id, f"worker of pid {os.getpid()}")
                     running[pool.submit(run_trial, ctx, trial)] = trial
@@ -300,16 +311,26 @@ def _run_pool(ledger: Ledger, todo: list[Trial], ctx: StudyContext, workers: int
                     trial = running.pop(fut)
                     try:
                         _record(ledger, fut.result())
+                        suspects.discard(trial.id)
                     except cf.process.BrokenProcessPool:
-                        broken = True
-                        _worker_died(ledger, trial, queue)
+                        lost.append(trial)
                     bar.update()
-            if broken:  # every trial still in flight went down with the pool
-                for trial in running.values():
-                    _worker_died(ledger, trial, queue)
-                running.clear()
+            lost += running.values()  # everything still in flight went down with the pool
+            running.clear()
         finally:
-            pool.shutdown(wait=not broken, cancel_futures=True)
+            pool.shutdown(wait=not lost, cancel_futures=True)
+        if len(lost) == 1:
+            _worker_died(ledger, lost[0], queue)
+            suspects.add(lost[0].id)
+        else:
+            for trial in reversed(lost):
+                log.warning(
+                    "a worker died while %d trials ran; %s will run alone to find the cause", len(lost), trial.id
+                )
+                ledger.requeue(trial.id, "worker pool broke; run again alone", refund=True)
+                suspects.add(trial.id)
+                queue.insert(0, trial)
+        bar.update()
 
 
 def _worker_died(ledger: Ledger, trial: Trial, queue: list[Trial]) -> None:

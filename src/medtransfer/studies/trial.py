@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import resource
 import time
 from dataclasses import dataclass
@@ -86,8 +87,13 @@ def prepared(ctx: StudyContext, seed: int):
     return Prepared(ds, _PREPARED[skey], images)
 
 
+CRASH_ENV = "MEDTRANSFER_TEST_CRASH_TRIAL"
+
+
 def run_trial(ctx: StudyContext, trial: Trial, progress: bool = False) -> TrialResult:
     """Run ``trial`` to completion; a failure (NaN loss, out of memory, bad data) becomes a failed result."""
+    if os.environ.get(CRASH_ENV) == trial.id:  # fault injection for the tests: a worker dying mid-trial
+        os._exit(70)
     t0 = time.perf_counter()
     folder = Path(ctx.study_dir) / trial.folder
     if torch.cuda.is_available():

@@ -88,3 +88,14 @@ def test_retry_failed_and_meta(ledger):
     assert led.get(trials[0].id)["status"] == "pending"
     led.set_meta("config", "{}")
     assert led.get_meta("config") == "{}" and led.get_meta("missing") is None
+
+
+def test_requeue_with_refund_takes_back_the_attempt(ledger):
+    led, trials = ledger
+    tid = trials[0].id
+    led.start(tid, "w")
+    led.requeue(tid, "worker pool broke; run again alone", refund=True)
+    assert (led.get(tid)["status"], led.get(tid)["attempts"]) == ("pending", 0)
+    led.start(tid, "w")
+    led.requeue(tid, "worker process died")
+    assert led.get(tid)["attempts"] == 1
