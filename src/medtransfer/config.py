@@ -75,6 +75,7 @@ class TransferConfig:
     unfreeze_schedule: list[int] | None = None  # explicit epochs at which the next group unfreezes
     head_epochs: int = 1  # epochs with only the head training before unfreezing starts
     train_bn: bool = True  # normalisation layers of frozen groups still train (fastai's default); not linear_probe
+    unfreeze_encoder_at: int | None = None  # decoder_finetune: epoch at which the encoder joins (None = never)
 
 
 @dataclass(frozen=True)

@@ -312,3 +312,41 @@ class Recipe(GradualUnfreeze):
     default_lr_policy = "one_cycle"
     discriminative = True
     reinit_head = True
+
+
+@_register
+class DecoderFinetune(Strategy):
+    """Segmentation (Humpire-Mamani et al. 2023): the encoder stays frozen, decoder and head train; with
+    ``transfer.unfreeze_encoder_at`` the encoder joins at that epoch. The model says how many of its layer groups
+    (from the input) form the encoder through ``encoder_groups``."""
+
+    name = "decoder_finetune"
+
+    def on_train_start(self, model: nn.Module) -> None:
+        self.encoder_groups = _encoder_groups(model)
+        super().on_train_start(model)
+
+    def on_epoch_start(self, epoch: int, model: nn.Module, optimizer: Optimizer | None = None) -> None:
+        self.encoder_groups = _encoder_groups(model)
+        super().on_epoch_start(epoch, model, optimizer)
+
+    def load_state_dict(self, state: dict[str, Any], model: nn.Module | None = None) -> None:
+        if model is not None:
+            self.encoder_groups = _encoder_groups(model)
+        super().load_state_dict(state, model)
+
+    def trainable_groups(self, epoch: int, n_groups: int) -> int:
+        at = self.transfer.unfreeze_encoder_at
+        if at is not None and epoch >= at:
+            return n_groups
+        return n_groups - getattr(self, "encoder_groups", 0)
+
+
+def _encoder_groups(model: nn.Module) -> int:
+    n = getattr(model, "encoder_groups", None)
+    if not isinstance(n, int) or n < 1:
+        raise ConfigError(
+            f"transfer.strategy=decoder_finetune needs an encoder-decoder network; {type(model).__name__} does not "
+            "say which layer groups form its encoder (use a segmentation network)"
+        )
+    return n

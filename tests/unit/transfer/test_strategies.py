@@ -26,6 +26,7 @@ EXPECTED_TRAINABLE = {
     "discriminative": ALL,
     "gradual_unfreeze": GRADUAL,
     "recipe": GRADUAL,
+    "decoder_finetune": [{2, 3}] * EPOCHS,  # TinyNet.encoder_groups = 2
 }
 ONE_LR = [LR] * 4
 DISCRIMINATIVE = [LR * MULT**3, LR * MULT**2, LR * MULT, LR]
@@ -36,6 +37,7 @@ EXPECTED_LRS = {
     "discriminative": DISCRIMINATIVE,
     "gradual_unfreeze": ONE_LR,
     "recipe": DISCRIMINATIVE,
+    "decoder_finetune": ONE_LR,
 }
 
 
@@ -56,6 +58,8 @@ class TinyNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.pool(self.block2(self.block1(self.stem(x)))))
+
+    encoder_groups = 2  # stem and block1 play the encoder for decoder_finetune
 
     def layer_groups(self) -> list[list[nn.Parameter]]:
         return [list(m.parameters()) for m in (self.stem, self.block1, self.block2, self.head)]
@@ -295,7 +299,22 @@ def test_parameters_outside_the_groups_or_the_optimizer_are_reported() -> None:
         make("finetune").on_epoch_start(0, model, optimizer)
 
 
-@pytest.mark.parametrize("name", STRATEGIES.names())
+def test_decoder_finetune_unfreezes_the_encoder_on_schedule_and_needs_an_encoder() -> None:
+    model = TinyNet()
+    strategy = make("decoder_finetune", unfreeze_encoder_at=2)
+    strategy.on_train_start(model)
+    seen = []
+    for epoch in range(EPOCHS):
+        strategy.on_epoch_start(epoch, model)
+        seen.append(trainable_groups(model))
+    assert seen == [{2, 3}, {2, 3}, {0, 1, 2, 3}, {0, 1, 2, 3}]
+    from medtransfer.models.backbones import build_model
+
+    with pytest.raises(ConfigError, match="encoder"):
+        make("decoder_finetune").on_train_start(build_model("tiny", 2, in_chans=1))
+
+
+@pytest.mark.parametrize("name", [n for n in STRATEGIES.names() if n != "decoder_finetune"])
 def test_smoke_with_the_real_tiny_backbone(name: str) -> None:
     try:
         from medtransfer.models.backbones import build_model
