@@ -100,15 +100,32 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class SegConfig:
+    """3-D segmentation settings (``task: segmentation``)."""
+
+    patch_size: list[int] = field(default_factory=lambda: [32, 48, 32])  # training patch and inference window
+    patches_per_volume: int = 4  # random patches drawn from each training volume per epoch
+    fg_fraction: float = 0.67  # share of patches centred on an annotated foreground voxel
+    overlap: float = 0.5  # sliding-window overlap at inference
+    spacing: list[float] | None = None  # resample every volume to this voxel spacing (mm); None = keep
+    ct_window: list[float] = field(default_factory=lambda: [-1000.0, 1000.0])  # CT: clip (HU) then scale to [0, 1]
+    features: list[int] | None = None  # U-Net channel widths; None = the network's default
+    cases_file: str | None = None  # a CSV with a `case` column (or one id per line): use only these cases
+    annotated_file: str | None = None  # a CSV `case,annotated` (class names joined by ';'): partial labels
+    hd95: bool = True  # also compute the 95th-percentile Hausdorff distance on the test volumes
+
+
+@dataclass(frozen=True)
 class Config:
     """A training run: ``medtransfer train CONFIG``."""
 
-    task: str | None = None  # binary | multiclass | multilabel; None = from the data
+    task: str | None = None  # binary | multiclass | multilabel | segmentation; None = from the data
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    seg: SegConfig = field(default_factory=SegConfig)
 
 
 @dataclass(frozen=True)

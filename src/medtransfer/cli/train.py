@@ -31,6 +31,17 @@ def train(
     from medtransfer.training.run import train_run
 
     cfg = load_config(config, set_ or [])
+    if cfg.task == "segmentation":
+        from medtransfer.segmentation.train import train_segmentation
+
+        try:
+            m = train_segmentation(cfg, out, resume=resume)
+        except TrainingFailed as e:
+            raise UserError(f"training failed: {e} (recorded in {out / 'status.json'})") from None
+        lo, hi = m["dice_ci"]
+        console.print(f"{m['split']} Dice {m['dice']:.4f} (95% CI {lo:.4f}–{hi:.4f}, n={m['n']} volumes)")
+        console.print(f"{m['epochs_run']} epochs, best {m['best_epoch'] + 1}, {m['seconds']:.0f} s → {out}")
+        return
     try:
         m = train_run(cfg, out, resume=resume)
     except TrainingFailed as e:
@@ -50,8 +61,16 @@ def evaluate(
     split: str | None = typer.Option(None, "--split", help="train | val | test (default: all images)."),
     labels: str | None = typer.Option(None, "--labels", help="Label columns of the data, comma-separated."),
 ) -> None:
-    """AUC per label and macro with bootstrap 95% CI on any dataset with the run's labels."""
+    """AUC per label and macro with bootstrap 95% CI on any dataset with the run's labels (segmentation runs:
+    Dice per class and mean with bootstrap CI, and HD95, on any MSD or NIfTI folder with the run's classes)."""
+    from medtransfer.segmentation.train import evaluate_segmentation, is_segmentation_run
     from medtransfer.training.inference import evaluate_run
+
+    if is_segmentation_run(run):
+        m = evaluate_segmentation(run, data, out, format=format, split=split)
+        lo, hi = m["dice_ci"]
+        console.print(f"Dice {m['dice']:.4f} (95% CI {lo:.4f}–{hi:.4f}, n={m['n']} volumes) → {out}")
+        return
 
     lab = [x.strip() for x in labels.split(",")] if labels else None
     m = evaluate_run(run, data, out, format=format, split=split, labels=lab)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -179,10 +180,11 @@ def _read_annotated_csv(path: Path, class_names: Sequence[str], case_ids: Sequen
         reader = csv.DictReader(f)
         if not reader.fieldnames or not {"case", "annotated"} <= set(reader.fieldnames):
             raise DataError(f"{path}: needs the columns 'case,annotated', got {reader.fieldnames}")
+        known = set(case_ids)
         out: dict[str, tuple[str, ...]] = {}
         for row in reader:
             cid = (row["case"] or "").strip()
-            if cid not in case_ids:
+            if cid not in known:
                 close = suggest(cid, list(case_ids))
                 hint = f"; did you mean {close}?" if close else ""
                 raise DataError(f"case '{cid}' in {path} is not in the dataset{hint}")
@@ -205,7 +207,7 @@ def _resolve_annotation(
 ) -> list[Case]:
     """Cases with their annotated classes: from the JSON entry, ``annotated.csv``, or all classes."""
     ids = [cid for cid, *_ in cases]
-    dup = sorted({i for i in ids if ids.count(i) > 1})
+    dup = sorted(i for i, n in Counter(ids).items() if n > 1)
     if dup:
         raise DataError(f"case '{dup[0]}' appears more than once in {root}")
     csv_path = root / ANNOTATED_CSV
@@ -422,6 +424,10 @@ def read_case(
         >>> vol.image.dtype, vol.label.dtype                                  # doctest: +SKIP
         (dtype('float32'), dtype('int64'))
     """
+    if spacing is not None:
+        spacing = tuple(float(v) for v in spacing)
+        if len(spacing) != 3 or min(spacing) <= 0:
+            raise ValueError(f"spacing must be three positive numbers (mm), got {spacing}")
     case = ds.case(case) if isinstance(case, str) else case
     img = _load_nifti(case.image, case.id, "image")
     data = _array(img, case.id, "image", case.image)
@@ -445,7 +451,7 @@ def read_case(
     label = None if case.label is None else _read_label(ds, case, image.shape[1:], affine, annotated)
     image = normalize_intensity(image, ds.channels, ct_window)
     if spacing is not None and not np.allclose(_spacing_of(affine), spacing):
-        image, label, affine = _resample(image, label, affine, tuple(float(s) for s in spacing))
+        image, label, affine = _resample(image, label, affine, spacing)
     return Volume(case.id, image, label, _spacing_of(affine), annotated, affine)
 
 

@@ -12,6 +12,7 @@ Conventions (one per class and case):
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -79,13 +80,16 @@ def hd95_per_class(pred: ArrayLike, gt: ArrayLike, n_classes: int, spacing: Sequ
         # one-voxel margin, as MONAI does) keeps memory at the size of the structure.
         nz = np.nonzero(pc | gc)
         box = tuple(slice(max(0, int(i.min()) - 1), int(i.max()) + 2) for i in nz)
-        hd = compute_hausdorff_distance(
-            torch.from_numpy(pc[box])[None, None],
-            torch.from_numpy(gc[box])[None, None],
-            include_background=True,
-            percentile=95,
-            spacing=[float(s) for s in spacing],
-        )
+        with warnings.catch_warnings():
+            # MONAI 1.6 passes its own deprecated argument internally (always_return_as_numpy); nothing to act on.
+            warnings.filterwarnings("ignore", message=".*always_return_as_numpy", category=FutureWarning)
+            hd = compute_hausdorff_distance(
+                torch.from_numpy(pc[box])[None, None],
+                torch.from_numpy(gc[box])[None, None],
+                include_background=True,
+                percentile=95,
+                spacing=[float(s) for s in spacing],
+            )
         out[c - 1] = float(hd[0, 0])
     return out
 

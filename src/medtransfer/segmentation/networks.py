@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 class SegUNet(nn.Module):
     """MONAI ``BasicUNet`` (3D) with ``layer_groups()``, ``encoder_groups`` and ``head``.
 
+    Input sizes: four 2× poolings, so sides that are multiples of 16 avoid padding in the decoder; with instance
+    normalisation (BasicUNet's default) the bottleneck needs more than one voxel, i.e. a patch of at least 32 voxels
+    along one axis (16×16×16 fails; the hippocampus patch 32×48×32 gives a 2×3×2 bottleneck).
+
     Attributes:
         network_name: the registered name.
         in_channels, n_classes, features: as built.

@@ -47,8 +47,13 @@ def fit(
     seed: int,
     out_dir: Path,
     progress: bool = True,
+    score=None,
 ) -> FitState:
-    """Train ``model``; writes ``checkpoint.pt`` each epoch and ``best.safetensors`` at each new best."""
+    """Train ``model``; writes ``checkpoint.pt`` each epoch and ``best.safetensors`` at each new best.
+
+    ``train`` yields ``(x, y)`` batches for ``task.loss(model(x), y)``; the best epoch is the one with the highest
+    ``score(model)`` (default: validation AUC on ``val``; segmentation passes its mean validation Dice).
+    """
     ckpt_path, best_path = out_dir / "checkpoint.pt", out_dir / "best.safetensors"
     state = FitState()
     if ckpt_path.exists():
@@ -79,20 +84,24 @@ def fit(
                 epoch,
                 lambda info: bar.update(job, advance=1, **({"info": info} if info else {})),
             )
-            score = _val_auc(model, task, val) if val is not None else -loss
+            if score is not None:
+                score_now = float(score(model))
+            else:
+                score_now = _val_auc(model, task, val) if val is not None else -loss
+            has_val = val is not None or score is not None
             state.history.append(
                 {
                     "epoch": epoch,
                     "train_loss": loss,
-                    "val_auc": score if val is not None else None,
+                    "val_auc" if score is None else "val_score": score_now if has_val else None,
                     "lr": optimizer.param_groups[-1]["lr"],
                     "seconds": time.perf_counter() - t0,
                 }
             )
-            improved = np.isfinite(score) and score > state.best_score
+            improved = np.isfinite(score_now) and score_now > state.best_score
             if improved or not best_path.exists():
                 state.best_score, state.best_epoch, state.bad_epochs = (
-                    (score if np.isfinite(score) else -math.inf),
+                    (score_now if np.isfinite(score_now) else -math.inf),
                     epoch,
                     0,
                 )
@@ -110,8 +119,9 @@ def fit(
                     "state": vars(state),
                 },
             )
-            bar.update(job, info=f"epoch {epoch + 1}/{cfg.epochs} loss {loss:.4f} val AUC {score:.4f}")
-            log.info("epoch %d/%d  loss %.4f  val AUC %.4f", epoch + 1, cfg.epochs, loss, score)
+            what = "val AUC" if score is None else "val score"
+            bar.update(job, info=f"epoch {epoch + 1}/{cfg.epochs} loss {loss:.4f} {what} {score_now:.4f}")
+            log.info("epoch %d/%d  loss %.4f  %s %.4f", epoch + 1, cfg.epochs, loss, what, score_now)
             if cfg.early_stop_patience is not None and state.bad_epochs >= cfg.early_stop_patience:
                 log.info("early stop: no val AUC improvement for %d epochs", state.bad_epochs)
                 break
@@ -126,7 +136,8 @@ def train_one_epoch(
     cuda = train.device.type == "cuda"
     total = torch.zeros((), device=train.device)
     for step, (x, y) in enumerate(train.epoch(seed, epoch)):
-        x = x.contiguous(memory_format=torch.channels_last)
+        if x.ndim == 4:  # 2-D images; 3-D volumes (5-D batches) keep the default layout
+            x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(train.device.type, dtype=torch.bfloat16, enabled=cuda):
             loss = task.loss(model(x), y)
         optimizer.zero_grad(set_to_none=True)

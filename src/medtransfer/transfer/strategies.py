@@ -321,6 +321,7 @@ class DecoderFinetune(Strategy):
     (from the input) form the encoder through ``encoder_groups``."""
 
     name = "decoder_finetune"
+    honours_train_bn = False  # "encoder frozen" means all of it, its normalisation layers included
 
     def on_train_start(self, model: nn.Module) -> None:
         self.encoder_groups = _encoder_groups(model)

@@ -42,9 +42,9 @@ def test_constant_model_gives_constant_probabilities() -> None:
 def test_unet_probabilities_and_mode_restored() -> None:
     torch.manual_seed(0)
     model = build_seg_network("tiny_unet", in_channels=1, n_classes=3).train()
-    out = sliding_window_predict(model, torch.randn(1, 18, 21, 16), (16, 16, 16))
-    assert out.shape == (3, 18, 21, 16) and not out.requires_grad
-    torch.testing.assert_close(out.sum(0), torch.ones(18, 21, 16))
+    out = sliding_window_predict(model, torch.randn(1, 37, 21, 16), (32, 16, 16))
+    assert out.shape == (3, 37, 21, 16) and not out.requires_grad
+    torch.testing.assert_close(out.sum(0), torch.ones(37, 21, 16))
     assert model.training
     with pytest.raises(ValueError, match=r"\(C, D, H, W\)"):
-        sliding_window_predict(model, torch.randn(18, 21, 16), (16, 16, 16))
+        sliding_window_predict(model, torch.randn(37, 21, 16), (32, 16, 16))

@@ -20,7 +20,7 @@ def test_layer_groups_cover_every_parameter_once(name: str) -> None:
     assert {id(p) for p in groups[-1]} == {id(p) for p in model.head.parameters()}
     assert model.head.out_channels == 3 and model.head.kernel_size == (1, 1, 1)
     assert sum(p.numel() for g in groups for p in g) == sum(p.numel() for p in model.parameters())
-    assert model(torch.zeros(1, 2, 16, 16, 16)).shape == (1, 3, 16, 16, 16)
+    assert model(torch.zeros(1, 2, 32, 16, 16)).shape == (1, 3, 32, 16, 16)
 
 
 def test_state_dict_matches_monai_basic_unet() -> None:
@@ -30,15 +30,19 @@ def test_state_dict_matches_monai_basic_unet() -> None:
     reference = BasicUNet(spatial_dims=3, in_channels=1, out_channels=3, features=(16, 16, 32, 64, 128, 16))
     assert list(model.state_dict()) == list(reference.state_dict())
     reference.load_state_dict(model.state_dict())
-    x = torch.randn(1, 1, 16, 16, 16)
+    x = torch.randn(1, 1, 32, 16, 16)
     torch.testing.assert_close(model.eval()(x), reference.eval()(x))
 
 
 def test_strategies_freeze_the_encoder_or_all_but_the_head() -> None:
     model = build_seg_network("tiny_unet", 1, 3)
     groups = layer_groups(model)
-    set_trainable(groups, len(groups) - model.encoder_groups)
     encoder = {id(p) for g in groups[: model.encoder_groups] for p in g}
+    set_trainable(groups, len(groups) - model.encoder_groups)
+    assert all(p.requires_grad == (id(p) not in encoder) for p in model.parameters())
+    set_trainable(groups, len(groups))
+    decoder_only = build_strategy(TransferConfig(strategy="decoder_finetune", train_bn=False), TrainConfig())
+    decoder_only.on_train_start(model)
     assert all(p.requires_grad == (id(p) not in encoder) for p in model.parameters())
     probe = build_strategy(TransferConfig(strategy="linear_probe"), TrainConfig())
     probe.on_train_start(model)
@@ -78,7 +82,7 @@ def test_head_transfer_checks_shapes() -> None:
 
 
 def test_unknown_names_and_options() -> None:
-    with pytest.raises(UnknownNameError, match="did you mean \\['basic_unet'\\]"):
+    with pytest.raises(UnknownNameError, match="did you mean \\['basic_unet'"):
         build_seg_network("basic_unett", 1, 2)
     with pytest.raises(ConfigError, match="unknown option \\['featurs'\\]"):
         build_seg_network("tiny_unet", 1, 2, featurs=(1, 2))

@@ -1,0 +1,416 @@
+"""One 3-D segmentation run (``task: segmentation``) through the same loop as classification.
+
+cases (MSD or NIfTI folder, optional case list and partial-label file) → case split with nested training subsets
+→ network + source weights (body by key, head channels by class name) → strategy → ``training.loop.fit`` on
+foreground-balanced random patches with the partial-label loss, best epoch by mean validation Dice (sliding
+window) → test Dice / HD95 per case → ``metrics.json`` (``dice``, ``dice_ci``, ``per_label``), ``cases.csv``.
+
+A run folder holds what a classification run holds (``config.yaml``, ``run_info.json``, ``split.csv``,
+``model.safetensors`` with the class names in its metadata, ``history.csv``, ``metrics.json``, ``status.json``,
+``checkpoint.pt``); such a folder is itself a source: ``model.source: RUN``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import torch
+
+from medtransfer.config import Config, write_run_info
+from medtransfer.data.splits import Split, load_split
+from medtransfer.errors import ConfigError, DataError, TrainingFailed, UserError
+from medtransfer.evaluation.metrics import to_jsonable
+from medtransfer.io import atomic_write, atomic_write_text
+from medtransfer.segmentation.data import SegDataset, Volume, foreground_patches, load_msd, load_nifti_folder, read_case
+from medtransfer.segmentation.losses import annotated_mask, partial_label_loss
+
+log = logging.getLogger(__name__)
+
+CASES_FILE = "cases.csv"
+
+
+# --------------------------------------------------------------------------- data
+def load_seg_data(cfg: Config) -> SegDataset:
+    """The cases ``data.path`` names (``data.format``: ``msd``, ``nifti_folder`` or None = detect), restricted to
+    ``seg.cases_file`` and with ``seg.annotated_file``'s partial labels."""
+    if not cfg.data.path:
+        raise ConfigError("data.path is not set; add it to the config or pass --set data.path=FOLDER")
+    path = Path(cfg.data.path).expanduser()
+    fmt = cfg.data.format
+    if fmt not in (None, "msd", "nifti_folder"):
+        raise ConfigError(f"data.format={fmt!r}: segmentation reads 'msd' or 'nifti_folder'")
+    if not path.is_dir():
+        raise DataError(f"segmentation data {path} is not a folder")
+    ds = (
+        load_msd(path)
+        if fmt == "msd" or (fmt is None and (path / "dataset.json").is_file())
+        else load_nifti_folder(path)
+    )
+    if cfg.seg.cases_file:
+        ds = ds.subset(_read_ids(Path(cfg.seg.cases_file)))
+    if cfg.seg.annotated_file:
+        table = pd.read_csv(cfg.seg.annotated_file, dtype=str).fillna("")
+        if not {"case", "annotated"} <= set(table.columns):
+            raise DataError(f"{cfg.seg.annotated_file} needs columns case,annotated")
+        mapping = {r.case: [n for n in r.annotated.split(";") if n] for r in table.itertuples()}
+        mapping = {c: names for c, names in mapping.items() if c in {k.id for k in ds.cases}}
+        ds = ds.with_annotated(mapping)
+    if len(ds) == 0:
+        raise DataError(f"{path}: no cases to use")
+    return ds
+
+
+def _read_ids(path: Path) -> list[str]:
+    if not path.is_file():
+        raise DataError(f"seg.cases_file {path} not found")
+    text = path.read_text().split()
+    if text and text[0].split(",")[0] == "case":
+        return pd.read_csv(path, dtype=str)["case"].tolist()
+    return text
+
+
+def case_split(ds: SegDataset, cfg: Config, seed: int | None = None) -> Split:
+    """Cases → train/val/test (``data.split_fractions``) and a random nested order of the training cases.
+
+    Volumes are the unit (one per patient in the MSD tasks); ``data.split_file`` (a split CSV with case ids as
+    ``image_id``) fixes it instead, as a study does so that every arm uses the same cases.
+    """
+    ids = [c.id for c in ds.cases]
+    holder = SimpleNamespace(meta=pd.DataFrame({"image_id": ids}))
+    if cfg.data.split_file:
+        return load_split(cfg.data.split_file, holder)
+    seed = cfg.seed if seed is None else seed
+    frac = np.asarray(cfg.data.split_fractions, dtype=float)
+    if frac.shape != (3,) or (frac < 0).any() or frac[0] <= 0:
+        raise ConfigError(f"data.split_fractions must be three non-negative numbers, got {list(frac)}")
+    rng = np.random.default_rng([seed, 31])
+    order = rng.permutation(len(ids))
+    counts = np.floor(frac / frac.sum() * len(ids)).astype(int)
+    counts[1] = max(counts[1], 1) if frac[1] > 0 else 0
+    counts[0] = len(ids) - counts[1] - counts[2]
+    if counts[0] < 1:
+        raise DataError(f"{len(ids)} cases cannot make a training split with fractions {list(frac)}")
+    names = np.array(["train"] * counts[0] + ["val"] * counts[1] + ["test"] * counts[2], dtype=object)
+    split = np.empty(len(ids), dtype=object)
+    split[order] = names
+    return Split(_table(ids, split, seed))
+
+
+def reseed_cases(split: Split, seed: int) -> Split:
+    """The same case assignment with the training cases put in another random nested order (one per seed)."""
+    return Split(_table(split.table["image_id"].tolist(), split.table["split"].to_numpy(), seed))
+
+
+def _table(ids: list[str], split: np.ndarray, seed: int) -> pd.DataFrame:
+    train = np.flatnonzero(split == "train")
+    ranks = np.full(len(ids), -1, dtype=np.int64)
+    ranks[train] = np.random.default_rng([seed, 37]).permutation(len(train))
+    return pd.DataFrame({"image_id": ids, "patient_id": ids, "split": split, "subset_rank": ranks})
+
+
+# --------------------------------------------------------------------------- batches and task
+class SegTask:
+    """The loss of :func:`medtransfer.training.loop.fit` for segmentation: ``y = (labels, annotated mask)``."""
+
+    kind = "segmentation"
+
+    def loss(self, logits: torch.Tensor, y: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        target, annotated = y
+        return partial_label_loss(logits.float(), target, annotated)
+
+
+class PatchBatches:
+    """Random foreground-balanced patches of the training volumes, new ones every epoch, seeded by (seed, epoch).
+
+    No further augmentation: random patch positions are the augmentation (flips would swap left and right
+    structures, which some tasks label separately).
+    """
+
+    def __init__(self, volumes: list[Volume], cfg: Config, n_classes: int, device: torch.device) -> None:
+        self.volumes, self.s, self.n_classes, self.device = volumes, cfg.seg, n_classes, device
+        self.batch_size = cfg.train.batch_size
+        self.total = len(volumes) * self.s.patches_per_volume
+
+    def __len__(self) -> int:
+        return max(1, math.ceil(self.total / self.batch_size))
+
+    def epoch(self, seed: int, epoch: int):
+        rng = np.random.default_rng([seed, epoch, 41])
+        items = []
+        for v in self.volumes:
+            for image, label in foreground_patches(
+                v, self.s.patch_size, self.s.patches_per_volume, self.s.fg_fraction, rng
+            ):
+                items.append((image, label, v.annotated))
+        order = rng.permutation(len(items))
+        for start in range(0, len(items), self.batch_size):
+            chunk = [items[i] for i in order[start : start + self.batch_size]]
+            x = torch.from_numpy(np.stack([c[0] for c in chunk])).to(self.device, non_blocking=True)
+            t = torch.from_numpy(np.stack([c[1] for c in chunk])).to(self.device, non_blocking=True)
+            m = annotated_mask([c[2] for c in chunk], self.n_classes).to(self.device)
+            yield x, (t, m)
+
+
+# --------------------------------------------------------------------------- weights
+def load_seg_source(model: torch.nn.Module, source: str, class_names: list[str]) -> str:
+    """Load a source's body by key (shapes checked; a missing body key refuses) and its head channels by class
+    name (``segmentation.networks.transfer_head``); returns a one-line report."""
+    if source == "scratch":
+        return "random initialisation: nothing loaded"
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from medtransfer.segmentation.networks import transfer_head
+
+    path = Path(source).expanduser()
+    file = path / "model.safetensors" if path.is_dir() else path
+    if not file.is_file():
+        raise UserError(f"segmentation source {source}: no model.safetensors (a segmentation run folder or file)")
+    with safe_open(str(file), "pt") as f:
+        meta = f.metadata() or {}
+    if "class_names" not in meta:
+        raise UserError(f"{file} has no class names in its metadata; it was not written by a segmentation run")
+    state = load_file(str(file))
+    head_keys = {k for k in model.state_dict() if k.startswith("final_conv.")}
+    own = model.state_dict()
+    body = {k: v for k, v in state.items() if k not in head_keys}
+    missing = sorted(k for k in own if k not in head_keys and k not in body)
+    if missing:
+        raise UserError(f"{file} lacks {len(missing)} body weights of this network, e.g. {missing[:3]}")
+    wrong = [k for k, v in body.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    if wrong:
+        raise UserError(f"{file}: {len(wrong)} weights have other shapes (another network width?), e.g. {wrong[:2]}")
+    model.load_state_dict({**own, **{k: v for k, v in body.items() if k in own}})
+    mapped = transfer_head(state, json.loads(meta["class_names"]), model, class_names)
+    return f"loaded {len(body)} body tensors from {file}; head channels by class name: {mapped or 'none'}"
+
+
+# --------------------------------------------------------------------------- evaluation
+def predict_labels(model, volume: Volume, cfg: Config) -> np.ndarray:
+    from medtransfer.segmentation.data import sliding_window_predict
+
+    probs = sliding_window_predict(model, torch.from_numpy(volume.image), cfg.seg.patch_size, cfg.seg.overlap)
+    return probs.argmax(0).cpu().numpy()
+
+
+def score_cases(model, volumes: list[Volume], cfg: Config, n_classes: int, hd95: bool) -> pd.DataFrame:
+    """Per case: Dice (and HD95 in mm) of each foreground class; NaN where a class is in neither."""
+    from medtransfer.segmentation.metrics import dice_per_class, hd95_per_class
+
+    rows = []
+    for v in volumes:
+        pred = predict_labels(model, v, cfg)
+        row = {"case": v.id}
+        dice = dice_per_class(pred, v.label, n_classes)
+        for k, d in enumerate(dice, start=1):
+            row[f"dice:{k}"] = d
+        if hd95:
+            for k, h in enumerate(hd95_per_class(pred, v.label, n_classes, v.spacing), start=1):
+                row[f"hd95:{k}"] = h
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- the run
+def train_segmentation(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
+    """Train and evaluate one segmentation configuration; returns what ``metrics.json`` holds.
+
+    Example:
+        >>> cfg = load_config("examples/hippocampus_train.yaml", ["data.path=.../msd_hippocampus"])  # doctest: +SKIP
+        >>> train_segmentation(cfg, "runs/hippo")["dice"]                                           # doctest: +SKIP
+    """
+    from medtransfer.segmentation.metrics import summarize_segmentation
+    from medtransfer.segmentation.networks import build_seg_network
+    from medtransfer.training.checkpoint import load_weights_file, save_weights
+    from medtransfer.training.loop import fit
+    from medtransfer.training.run import budgeted_epochs, pick_device, write_status
+    from medtransfer.training.schedules import build_scheduler
+    from medtransfer.transfer.strategies import build_strategy
+
+    out = Path(out_dir)
+    if (out / "checkpoint.pt").exists() and not resume:
+        raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    t0 = time.perf_counter()
+    write_run_info(out, cfg, seed=cfg.seed)
+    write_status(out, "running")
+    try:
+        ds = load_seg_data(cfg)
+        split = case_split(ds, cfg)
+        split.save(out / "split.csv")
+        ids = split.table["image_id"].to_numpy()
+        train_ids = ids[split.train_subset(cfg.train.n_train)]
+        val_ids, test_ids = ids[split.indices("val")], ids[split.indices("test")]
+        if len(val_ids) == 0:
+            raise DataError("segmentation needs validation cases for the best epoch; raise data.split_fractions[1]")
+        spacing = cfg.seg.spacing
+        window = tuple(cfg.seg.ct_window)
+
+        def read(case_ids):
+            return [read_case(ds, c, spacing, ct_window=window) for c in case_ids]
+
+        train_vols, val_vols = read(train_ids), read(val_ids)
+        torch.manual_seed(cfg.seed)
+        device = pick_device(cfg.train.device)
+        extra = {"features": tuple(cfg.seg.features)} if cfg.seg.features else {}
+        model = build_seg_network(cfg.model.backbone, ds.in_channels, ds.n_classes, **extra)
+        log.info("weights: %s", load_seg_source(model, cfg.model.source, list(ds.class_names)))
+        model.to(device)
+        strategy = build_strategy(cfg.transfer, cfg.train)
+        optimizer = torch.optim.AdamW(
+            strategy.param_groups(model), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay
+        )
+        train = PatchBatches(train_vols, cfg, ds.n_classes, device)
+        epochs = budgeted_epochs(cfg.train.epochs, cfg.train.max_steps, len(train))
+        tcfg = cfg.train if epochs == cfg.train.epochs else _with_epochs(cfg, epochs)
+        scheduler = build_scheduler(strategy.lr_policy, optimizer, epochs * len(train), len(train), tcfg)
+
+        def val_dice(m) -> float:
+            table = score_cases(m, val_vols, cfg, ds.n_classes, hd95=False)
+            values = table.filter(like="dice:").to_numpy(dtype=float)
+            return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+        state = fit(
+            model, SegTask(), strategy, optimizer, scheduler, train, None, tcfg, cfg.seed, out, progress, score=val_dice
+        )
+        pd.DataFrame(state.history).to_csv(out / "history.csv", index=False)
+        load_weights_file(out / "best.safetensors", model)
+        save_weights(
+            out / "model.safetensors",
+            model,
+            metadata={
+                "task": "segmentation",
+                "backbone": cfg.model.backbone,
+                "class_names": json.dumps(list(ds.class_names)),
+                "in_chans": str(ds.in_channels),
+                "features": json.dumps(list(model.features)),
+                "patch_size": json.dumps(list(cfg.seg.patch_size)),
+                "modality": ds.modality,
+            },
+        )
+        eval_ids, where = (test_ids, "test") if len(test_ids) else (val_ids, "val")
+        eval_vols = val_vols if where == "val" else read(eval_ids)
+        table = score_cases(model, eval_vols, cfg, ds.n_classes, hd95=cfg.seg.hd95)
+        names = list(ds.class_names)
+        table = table.rename(
+            columns={f"{m}:{k}": f"{m}:{names[k]}" for m in ("dice", "hd95") for k in range(1, len(names))}
+        )
+        atomic_write(out / CASES_FILE, lambda tmp: table.to_csv(tmp, index=False))
+        dices = table[[f"dice:{n}" for n in names[1:]]].to_numpy(dtype=float)
+        metrics = summarize_segmentation(dices, names, seed=cfg.seed)
+        if cfg.seg.hd95:
+            hd = hd95_summary(table, names)
+            for n, v in hd.pop("per_label").items():
+                metrics["per_label"][n].update(v)
+            metrics.update(hd)
+        metrics.update(
+            {
+                "split": where,
+                "task": "segmentation",
+                "n_train": int(len(train_ids)),
+                "best_epoch": state.best_epoch,
+                "epochs_run": state.epoch,
+                "val_dice": state.best_score,
+                "class_names": names,
+            }
+        )
+    except TrainingFailed as e:
+        write_status(out, "failed", str(e))
+        raise
+    metrics["seconds"] = time.perf_counter() - t0
+    atomic_write_text(out / "metrics.json", json.dumps(to_jsonable(metrics), indent=2))
+    write_status(out, "done")
+    return metrics
+
+
+def hd95_summary(table: pd.DataFrame, names: list[str]) -> dict:
+    """Median HD95 (mm) over cases per class and their mean; a structure missed on one side has HD95 = inf, which
+    a median keeps as 'large' (a mean would drop or explode on it), and ``hd95_inf`` counts those cases."""
+    out: dict = {"per_label": {}}
+    medians, missed = [], 0
+    for n in names[1:]:
+        col = table[f"hd95:{n}"].to_numpy(dtype=float)
+        col = col[~np.isnan(col)]  # NaN: the class is in neither volume
+        med = float(np.median(col)) if col.size else float("nan")
+        out["per_label"][n] = {"hd95": med, "hd95_inf": int(np.isinf(col).sum())}
+        missed += int(np.isinf(col).sum())
+        medians.append(med)
+    finite = [m for m in medians if not np.isnan(m)]
+    out["hd95"] = float(np.mean(finite)) if finite else float("nan")
+    out["hd95_inf"] = missed
+    return out
+
+
+def _with_epochs(cfg: Config, epochs: int):
+    import dataclasses
+
+    log.info("train.max_steps=%s: %d epochs instead of %d", cfg.train.max_steps, epochs, cfg.train.epochs)
+    return dataclasses.replace(cfg.train, epochs=epochs)
+
+
+def is_segmentation_run(run_dir: str | Path) -> bool:
+    from safetensors import safe_open
+
+    weights = Path(run_dir) / "model.safetensors"
+    if not weights.is_file():
+        return False
+    with safe_open(str(weights), "pt") as f:
+        return (f.metadata() or {}).get("task") == "segmentation"
+
+
+def evaluate_segmentation(
+    run_dir: str | Path, data: str, out: str | Path, format: str | None = None, split: str | None = None
+) -> dict:
+    """Dice (mean, bootstrap CI, per label) and HD95 of a segmentation run on any folder with the same classes."""
+    from safetensors import safe_open
+
+    from medtransfer.config import load_config, replace
+    from medtransfer.segmentation.metrics import summarize_segmentation
+    from medtransfer.segmentation.networks import build_seg_network
+    from medtransfer.training.checkpoint import load_weights_file
+
+    run = Path(run_dir)
+    cfg = load_config(run / "config.yaml")
+    with safe_open(str(run / "model.safetensors"), "pt") as f:
+        meta = f.metadata() or {}
+    names = json.loads(meta["class_names"])
+    model = build_seg_network(
+        meta.get("backbone", cfg.model.backbone),
+        int(meta["in_chans"]),
+        len(names),
+        features=tuple(json.loads(meta["features"])),
+    )
+    load_weights_file(run / "model.safetensors", model)
+    target = replace(
+        cfg,
+        **{
+            "data.path": str(data),
+            "data.format": format,
+            "seg.cases_file": None,
+            "seg.annotated_file": None,
+            "data.split_file": None,
+        },
+    )
+    ds = load_seg_data(target)
+    if [n.casefold() for n in ds.class_names] != [n.casefold() for n in names]:
+        raise DataError(f"{data} has classes {ds.class_names} but the model segments {names}")
+    ids = [c.id for c in ds.cases]
+    if split is not None:
+        table = pd.read_csv(run / "split.csv", dtype={"image_id": str})
+        chosen = set(table.loc[table["split"] == split, "image_id"])
+        ids = [i for i in ids if i in chosen]
+        if not ids:
+            raise UserError(f"no case of {data} is in the run's '{split}' split")
+    vols = [read_case(ds, c, cfg.seg.spacing, ct_window=tuple(cfg.seg.ct_window)) for c in ids]
+    table = score_cases(model, vols, cfg, len(names), hd95=cfg.seg.hd95)
+    dices = table[[f"dice:{k}" for k in range(1, len(names))]].to_numpy(dtype=float)
+    metrics = summarize_segmentation(dices, names, seed=cfg.seed)
+    metrics.update({"data": str(data), "split": split or "all", "run": str(run)})
+    atomic_write_text(out, json.dumps(to_jsonable(metrics), indent=2))
+    return metrics
