@@ -3,6 +3,9 @@
 The study design is paired: at one (N, seed) every arm trains on the same nested subset and is tested on the
 same images. So two arms are compared (a) per seed with DeLong's test on the shared test set, joining their
 predictions by ``image_id``, and (b) across seeds with a paired test of the per-seed AUCs.
+
+A segmentation study (scored by Dice) is compared the same way, except that (a) is a Wilcoxon signed-rank test
+on the per-case Dice of the two arms, joined by ``case``.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -18,7 +21,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from medtransfer.evaluation.stats import delong_test, paired_test
-from medtransfer.reporting.tables import arm_order, n_levels
+from medtransfer.reporting.tables import arm_order, metric_spec, n_levels
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,23 @@ DELONG_COLUMNS = [
     "trial_ref",
 ]
 PAIRED_COLUMNS = ["arm", "reference", "n_label", "n", "n_pairs", "mean_diff", "sd_diff", "t", "p_value", "wilcoxon_p"]
+PAIRED_CASES_COLUMNS = [
+    "arm",
+    "reference",
+    "n_label",
+    "n",
+    "seed",
+    "dice_arm",
+    "dice_ref",
+    "diff",
+    "statistic",
+    "p_value",
+    "n_cases",
+    "n_zero",
+    "trial_arm",
+    "trial_ref",
+]
+WILCOXON_MIN_PAIRS = 6  # below this many non-zero differences a two-sided signed-rank p cannot be < 0.05
 
 
 def choose_reference(trials: pd.DataFrame, reference: str | None) -> tuple[str | None, str]:
@@ -75,10 +95,21 @@ def _done_trial(trials: pd.DataFrame, arm: str, n_label: str, seed: Any) -> pd.S
 
 
 class _PredictionCache:
-    """Calls ``predictions`` at most once per trial and turns problems into notes instead of errors."""
+    """Calls ``predictions`` at most once per trial and turns problems into notes instead of errors.
 
-    def __init__(self, predictions: Predictions, notes: list[str]):
+    A table is usable when it has the ``key`` column and at least one ``<prefix>…`` column.
+    """
+
+    def __init__(
+        self,
+        predictions: Predictions,
+        notes: list[str],
+        key: str = "image_id",
+        prefix: str = "score:",
+        what: str = "Predictions",
+    ):
         self.predictions, self.notes, self.cache = predictions, notes, {}
+        self.key, self.prefix, self.what = key, prefix, what
 
     def __call__(self, trial_id: str) -> pd.DataFrame | None:
         if trial_id not in self.cache:
@@ -86,13 +117,16 @@ class _PredictionCache:
                 df = self.predictions(trial_id)
             except Exception as exc:  # a report at the end of a long study should not die on one bad file
                 log.warning("could not read predictions of trial %s", trial_id, exc_info=True)
-                self.notes.append(f"Predictions of trial {trial_id} could not be read ({type(exc).__name__}: {exc}).")
+                self.notes.append(f"{self.what} of trial {trial_id} could not be read ({type(exc).__name__}: {exc}).")
                 df = None
             else:
                 if df is None:
-                    self.notes.append(f"Predictions of trial {trial_id} are missing; its seed was skipped.")
-                elif "image_id" not in df.columns or not any(str(c).startswith("score:") for c in df.columns):
-                    self.notes.append(f"Predictions of trial {trial_id} lack 'image_id' or 'score:<label>' columns.")
+                    self.notes.append(f"{self.what} of trial {trial_id} are missing; its seed was skipped.")
+                elif self.key not in df.columns or not any(str(c).startswith(self.prefix) for c in df.columns):
+                    label = "label" if self.prefix == "score:" else "class"
+                    self.notes.append(
+                        f"{self.what} of trial {trial_id} lack '{self.key}' or '{self.prefix}<{label}>' columns."
+                    )
                     df = None
             self.cache[trial_id] = df
         return self.cache[trial_id]
@@ -116,8 +150,18 @@ def delong_comparisons(
     if predictions is None:
         return pd.DataFrame(columns=DELONG_COLUMNS), ["No predictions were given, so the DeLong tests were skipped."]
     load = _PredictionCache(predictions, notes)
-    levels = n_levels(trials)
     rows = []
+    for arm, level, seed, a, r in _paired_trials(trials, reference):
+        pa, pr = load(a["id"]), load(r["id"])
+        if pa is None or pr is None:
+            continue
+        rows += _delong_rows(pa, pr, notes, arm, reference, level, seed, a["id"], r["id"])
+    return pd.DataFrame(rows, columns=DELONG_COLUMNS), notes
+
+
+def _paired_trials(trials: pd.DataFrame, reference: str) -> Iterator[tuple[str, Any, Any, pd.Series, pd.Series]]:
+    """``(arm, level, seed, arm trial, reference trial)`` for every (arm, N, seed) where both arms are done."""
+    levels = n_levels(trials)
     for arm in arm_order(trials):
         if arm == reference:
             continue
@@ -126,13 +170,8 @@ def delong_comparisons(
             for seed in dict.fromkeys(mine["seed"]):
                 a = _done_trial(trials, arm, level.n_label, seed)
                 r = _done_trial(trials, reference, level.n_label, seed)
-                if a is None or r is None:
-                    continue
-                pa, pr = load(a["id"]), load(r["id"])
-                if pa is None or pr is None:
-                    continue
-                rows += _delong_rows(pa, pr, notes, arm, reference, level, seed, a["id"], r["id"])
-    return pd.DataFrame(rows, columns=DELONG_COLUMNS), notes
+                if a is not None and r is not None:
+                    yield arm, level, seed, a, r
 
 
 def _delong_rows(
@@ -182,10 +221,119 @@ def _delong_rows(
     return rows
 
 
-def paired_seed_tests(trials: pd.DataFrame, reference: str) -> pd.DataFrame:
+def case_comparisons(
+    trials: pd.DataFrame, reference: str, predictions: Predictions | None
+) -> tuple[pd.DataFrame, list[str]]:
+    """Wilcoxon signed-rank test of each arm against ``reference`` per (N, seed) on the per-case Dice.
+
+    ``predictions(trial_id)`` is the trial's per-case table: ``case`` and ``dice:<class>`` (NaN: the class is
+    in neither prediction nor ground truth). A case's Dice is the NaN-mean over the classes both trials report;
+    the two trials' tables join on ``case`` and a case pairs up when both its Dice are finite. ``diff`` is the
+    mean over paired cases of arm − reference (``dice_arm``, ``dice_ref``: the two means over those cases);
+    ``statistic`` and ``p_value`` are :func:`scipy.stats.wilcoxon` of the differences with its defaults (zero
+    differences dropped, ``n_zero`` counts them); both are NaN when every difference is zero. Fewer than
+    :data:`WILCOXON_MIN_PAIRS` non-zero differences cannot give p < 0.05 and get a note. Returns the rows
+    (columns :data:`PAIRED_CASES_COLUMNS`) and notes about what was skipped.
+
+    Example:
+        >>> rows, notes = case_comparisons(pd.DataFrame(columns=["arm", "n_label", "seed", "status"]), "a", None)
+        >>> rows.empty, notes
+        (True, ['No per-case results were given, so the Wilcoxon tests were skipped.'])
+    """
+    notes: list[str] = []
+    if predictions is None:
+        return pd.DataFrame(columns=PAIRED_CASES_COLUMNS), [
+            "No per-case results were given, so the Wilcoxon tests were skipped."
+        ]
+    load = _PredictionCache(predictions, notes, key="case", prefix="dice:", what="Per-case results")
+    rows = []
+    for arm, level, seed, a, r in _paired_trials(trials, reference):
+        pa, pr = load(a["id"]), load(r["id"])
+        if pa is None or pr is None:
+            continue
+        rows += _case_rows(pa, pr, notes, arm, reference, level, seed, a["id"], r["id"])
+    return pd.DataFrame(rows, columns=PAIRED_CASES_COLUMNS), notes
+
+
+def case_dice(table: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """Per row, the mean of the finite values in ``columns`` (NaN where none), without empty-mean warnings."""
+    values = table[columns].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+    finite = np.isfinite(values)
+    count = finite.sum(axis=1)
+    total = np.where(finite, values, 0.0).sum(axis=1)
+    out = np.full(len(values), np.nan)
+    np.divide(total, count, out=out, where=count > 0)
+    return out
+
+
+def _case_rows(
+    pa: pd.DataFrame, pr: pd.DataFrame, notes: list[str], arm: str, ref: str, level: Any, seed: Any, ta: str, tr: str
+) -> list[dict[str, Any]]:
+    where = f"{arm} vs {ref} at N={level.n_label}, seed {seed}"
+    classes = [str(c) for c in pa.columns if str(c).startswith("dice:") and c in pr.columns]
+    if not classes:
+        notes.append(f"{where}: the two trials share no Dice classes; Wilcoxon skipped.")
+        return []
+    sides = []
+    for df, trial in ((pa, ta), (pr, tr)):
+        side = df[["case", *classes]].assign(case=df["case"].astype(str))
+        if side["case"].duplicated().any():
+            notes.append(f"{where}: trial {trial} lists some cases twice; the last row of each was kept.")
+            side = side.drop_duplicates("case", keep="last")
+        sides.append(side)
+    joined = sides[0].merge(sides[1], on="case", suffixes=("", "@ref"))
+    if joined.empty:
+        notes.append(f"{where}: the two trials share no test cases; Wilcoxon skipped.")
+        return []
+    if len(joined) < max(len(sides[0]), len(sides[1])):
+        notes.append(f"{where}: only {len(joined)} of {len(sides[0])}/{len(sides[1])} test cases are shared.")
+    x = case_dice(joined, classes)
+    y = case_dice(joined, [f"{c}@ref" for c in classes])
+    keep = np.isfinite(x) & np.isfinite(y)
+    if not keep.any():
+        notes.append(f"{where}: no shared case has a Dice in both trials; Wilcoxon skipped.")
+        return []
+    d = x[keep] - y[keep]
+    nonzero = int(np.count_nonzero(d))
+    stat = p = math.nan
+    if nonzero:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            res = sps.wilcoxon(d)
+        stat, p = float(res.statistic), float(res.pvalue)
+        if caught:
+            notes.append(f"{where}: {caught[0].message}.")
+    else:
+        notes.append(f"{where}: every per-case Dice difference is zero; the Wilcoxon test is undefined.")
+    if 0 < nonzero < WILCOXON_MIN_PAIRS:
+        notes.append(
+            f"{where}: only {nonzero} non-zero per-case differences; a two-sided Wilcoxon p cannot go below "
+            f"{2 / 2**nonzero:.3f} with so few, so the test is uninformative."
+        )
+    return [
+        {
+            "arm": arm,
+            "reference": ref,
+            "n_label": level.n_label,
+            "n": level.n,
+            "seed": seed,
+            "dice_arm": float(x[keep].mean()),
+            "dice_ref": float(y[keep].mean()),
+            "diff": float(d.mean()),
+            "statistic": stat,
+            "p_value": p,
+            "n_cases": int(keep.sum()),
+            "n_zero": int(d.size - nonzero),
+            "trial_arm": ta,
+            "trial_ref": tr,
+        }
+    ]
+
+
+def paired_seed_tests(trials: pd.DataFrame, reference: str, metric: str = "auc") -> pd.DataFrame:
     """Per arm and N, :func:`~medtransfer.evaluation.stats.paired_test` of per-seed AUCs (arm minus reference).
 
-    Seeds pair up when both arms have a done trial with a finite AUC at that (N, seed).
+    Seeds pair up when both arms have a done trial with a finite AUC (``metric``'s score) at that (N, seed).
 
     Example:
         >>> t = pd.DataFrame({"arm": ["a", "a", "r", "r"], "n_label": "10", "n": 10.0, "seed": [0, 1, 0, 1],
@@ -193,7 +341,8 @@ def paired_seed_tests(trials: pd.DataFrame, reference: str) -> pd.DataFrame:
         >>> round(float(paired_seed_tests(t, "r").loc[0, "mean_diff"]), 3)
         0.125
     """
-    done = trials[(trials["status"] == "done") & np.isfinite(trials["auc"])]
+    key = metric_spec(metric).key
+    done = trials[(trials["status"] == "done") & np.isfinite(trials[key])]
     rows = []
     for arm in arm_order(trials):
         if arm == reference:
@@ -205,7 +354,7 @@ def paired_seed_tests(trials: pd.DataFrame, reference: str) -> pd.DataFrame:
             a = done[pick & (done["arm"] == arm)].drop_duplicates("seed", keep="last")
             r = done[pick & (done["arm"] == reference)].drop_duplicates("seed", keep="last")
             pairs = a.merge(r, on="seed", suffixes=("", "_ref"))
-            res = paired_test(pairs["auc"].to_numpy(float), pairs["auc_ref"].to_numpy(float))
+            res = paired_test(pairs[key].to_numpy(float), pairs[f"{key}_ref"].to_numpy(float))
             rows.append(
                 {
                     "arm": arm,
@@ -219,21 +368,22 @@ def paired_seed_tests(trials: pd.DataFrame, reference: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
 
 
-def seed_differences(trials: pd.DataFrame, reference: str) -> pd.DataFrame:
-    """Per-seed AUC differences (arm minus reference) at each N: columns arm, n_label, n, seed, diff."""
-    done = trials[(trials["status"] == "done") & np.isfinite(trials["auc"])]
+def seed_differences(trials: pd.DataFrame, reference: str, metric: str = "auc") -> pd.DataFrame:
+    """Per-seed AUC (or Dice) differences (arm minus reference) at each N: columns arm, n_label, n, seed, diff."""
+    key = metric_spec(metric).key
+    done = trials[(trials["status"] == "done") & np.isfinite(trials[key])]
     ref = done[done["arm"] == reference].drop_duplicates(["n_label", "seed"], keep="last")
     other = done[done["arm"] != reference].drop_duplicates(["arm", "n_label", "seed"], keep="last")
-    pairs = other.merge(ref[["n_label", "seed", "auc"]], on=["n_label", "seed"], suffixes=("", "_ref"))
-    pairs["diff"] = pairs["auc"] - pairs["auc_ref"]
+    pairs = other.merge(ref[["n_label", "seed", key]], on=["n_label", "seed"], suffixes=("", "_ref"))
+    pairs["diff"] = pairs[key] - pairs[f"{key}_ref"]
     return pairs[["arm", "n_label", "n", "seed", "diff"]].reset_index(drop=True)
 
 
-def matches_baseline(summary: pd.DataFrame, baseline: str) -> pd.DataFrame:
+def matches_baseline(summary: pd.DataFrame, baseline: str, metric: str = "auc") -> pd.DataFrame:
     """Per non-baseline arm: the smallest N where its mean AUC over seeds ≥ the baseline's mean AUC at that N.
 
     Only sizes where both means are finite count (``n_compared`` of them). ``n_label`` is None ('never') when
-    no such N exists.
+    no such N exists. With ``metric='dice'`` the same on mean Dice (columns ``dice_arm``, ``dice_baseline``).
 
     Example:
         >>> s = pd.DataFrame({"arm": ["b", "b", "x", "x"], "n_label": ["10", "20"] * 2, "n": [10.0, 20.0] * 2,
@@ -241,13 +391,14 @@ def matches_baseline(summary: pd.DataFrame, baseline: str) -> pd.DataFrame:
         >>> matches_baseline(s, "b").loc[0, "n_label"]
         '20'
     """
-    base = summary[summary["arm"] == baseline].set_index("n_label")["auc_mean"]
+    key = metric_spec(metric).key
+    base = summary[summary["arm"] == baseline].set_index("n_label")[f"{key}_mean"]
     rows = []
     for arm in dict.fromkeys(summary["arm"]):
         if arm == baseline:
             continue
         mine = summary[summary["arm"] == arm].sort_values("n", kind="stable", na_position="last")
-        both = [(r.n_label, r.n, r.auc_mean, base.get(r.n_label, math.nan)) for r in mine.itertuples()]
+        both = [(r.n_label, r.n, getattr(r, f"{key}_mean"), base.get(r.n_label, math.nan)) for r in mine.itertuples()]
         both = [c for c in both if math.isfinite(c[2]) and math.isfinite(c[3])]
         hit = next((c for c in both if c[2] >= c[3]), None)
         compared = len(both)
@@ -256,12 +407,12 @@ def matches_baseline(summary: pd.DataFrame, baseline: str) -> pd.DataFrame:
                 "arm": arm,
                 "n_label": hit[0] if hit else None,
                 "n": hit[1] if hit else math.nan,
-                "auc_arm": hit[2] if hit else math.nan,
-                "auc_baseline": hit[3] if hit else math.nan,
+                f"{key}_arm": hit[2] if hit else math.nan,
+                f"{key}_baseline": hit[3] if hit else math.nan,
                 "n_compared": compared,
             }
         )
-    return pd.DataFrame(rows, columns=["arm", "n_label", "n", "auc_arm", "auc_baseline", "n_compared"])
+    return pd.DataFrame(rows, columns=["arm", "n_label", "n", f"{key}_arm", f"{key}_baseline", "n_compared"])
 
 
 def _rank_corr(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
@@ -272,7 +423,7 @@ def _rank_corr(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float
     return float(rho.statistic), float(rho.pvalue), float(tau.statistic), float(tau.pvalue)
 
 
-def ranking_vs_realised(summary: pd.DataFrame, ranking: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+def ranking_vs_realised(summary: pd.DataFrame, ranking: dict, metric: str = "auc") -> tuple[pd.DataFrame, pd.DataFrame]:
     """The predicted order of sources next to the realised order, per transfer strategy.
 
     Realised score of a source for a strategy = the mean over N of its arm's mean AUC, over the sizes at which
@@ -280,6 +431,7 @@ def ranking_vs_realised(summary: pd.DataFrame, ranking: dict) -> tuple[pd.DataFr
     same N). Returns ``(table, correlations)``: one row per ranked source (predicted rank, score, seconds, and
     per strategy ``auc:<strategy>`` and ``rank:<strategy>``), and per strategy the number of sources, Spearman
     and Kendall correlations (NaN below 3 sources) and whether the predicted best is the realised best.
+    With ``metric='dice'`` the realised score is mean Dice, in ``dice:<strategy>`` columns.
 
     Example:
         >>> s = pd.DataFrame({"arm": ["a/f", "b/f", "c/f"], "kind": "net", "source": ["a", "b", "c"],
@@ -289,6 +441,8 @@ def ranking_vs_realised(summary: pd.DataFrame, ranking: dict) -> tuple[pd.DataFr
         >>> table["rank:f"].tolist(), float(corr.loc[0, "spearman"])
         ([1, 2, 3], 1.0)
     """
+    key = metric_spec(metric).key
+    mean_col = f"{key}_mean"
     ranked = pd.DataFrame(list(ranking.get("rows") or []))
     for col in ("arm_source", "score", "seconds"):
         if col not in ranked.columns:
@@ -303,18 +457,19 @@ def ranking_vs_realised(summary: pd.DataFrame, ranking: dict) -> tuple[pd.DataFr
     size_order = list(dict.fromkeys(by_size["n_label"]))
     corr_rows = []
     for strategy in dict.fromkeys(nets["strategy"].dropna()):
-        cells = nets[(nets["strategy"] == strategy) & nets["auc_mean"].map(lambda v: math.isfinite(v))]
+        cells = nets[(nets["strategy"] == strategy) & nets[mean_col].map(lambda v: math.isfinite(v))]
         sources = list(dict.fromkeys(cells["source"]))
         sizes = [set(cells.loc[cells["source"] == s, "n_label"]) for s in sources]
         common = set.intersection(*sizes) if sizes else set()
         common_cells = cells[cells["n_label"].isin(common)]
-        realised = common_cells.groupby("source")["auc_mean"].mean()
-        ranked[f"auc:{strategy}"] = ranked["arm_source"].map(realised)
-        ranked[f"rank:{strategy}"] = ranked[f"auc:{strategy}"].rank(ascending=False, method="min").astype("Int64")
-        both = ranked[np.isfinite(ranked[f"auc:{strategy}"]) & np.isfinite(ranked["score"])]
-        rho, rho_p, tau, tau_p = _rank_corr(both["score"].to_numpy(float), both[f"auc:{strategy}"].to_numpy(float))
+        realised = common_cells.groupby("source")[mean_col].mean()
+        col = f"{key}:{strategy}"
+        ranked[col] = ranked["arm_source"].map(realised)
+        ranked[f"rank:{strategy}"] = ranked[col].rank(ascending=False, method="min").astype("Int64")
+        both = ranked[np.isfinite(ranked[col]) & np.isfinite(ranked["score"])]
+        rho, rho_p, tau, tau_p = _rank_corr(both["score"].to_numpy(float), both[col].to_numpy(float))
         best_pred = both["arm_source"].iloc[0] if len(both) else None
-        best_real = both.sort_values(f"auc:{strategy}", ascending=False)["arm_source"].iloc[0] if len(both) else None
+        best_real = both.sort_values(col, ascending=False)["arm_source"].iloc[0] if len(both) else None
         corr_rows.append(
             {
                 "strategy": strategy,

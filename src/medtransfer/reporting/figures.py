@@ -1,5 +1,7 @@
 """Figures of the study report: learning curves (mean AUC vs N) and paired AUC differences vs a reference arm.
 
+A Dice study gets the same figures on Dice (``metric='dice'``).
+
 Figures are drawn on a bare ``matplotlib.figure.Figure`` with an Agg canvas created here, never through
 ``pyplot``: no GUI backend is touched, no global backend is switched, and nothing happens at import.
 """
@@ -14,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from medtransfer.io import atomic_write
-from medtransfer.reporting.tables import mean_ci
+from medtransfer.reporting.tables import mean_ci, metric_spec
 
 _DPI = 110
 
@@ -28,7 +30,7 @@ def _new_figure(width: float = 7.5, height: float = 4.6) -> tuple[Any, Any]:
     return fig, fig.add_subplot()
 
 
-def _log_n_axis(ax: Any, levels: pd.DataFrame) -> None:
+def _log_n_axis(ax: Any, levels: pd.DataFrame, unit: str = "images") -> None:
     from matplotlib.ticker import FixedLocator, NullLocator
 
     known = levels[np.isfinite(levels["n"]) & (levels["n"] > 0)]
@@ -38,8 +40,13 @@ def _log_n_axis(ax: Any, levels: pd.DataFrame) -> None:
     ax.set_xticklabels(known["tick"].to_list())
     lo, hi = float(known["n"].min()), float(known["n"].max())
     ax.set_xlim(lo / 1.35, hi * 1.35)
-    ax.set_xlabel("training images (N, log scale)")
+    ax.set_xlabel(f"training {unit} (N, log scale)")
     ax.grid(True, which="major", alpha=0.3)
+
+
+def _unit(metric: str) -> str:
+    """What N counts: images for a classification (AUC) study, cases (volumes) for a segmentation (Dice) one."""
+    return "cases" if metric_spec(metric).key == "dice" else "images"
 
 
 def _save(fig: Any, path: Path) -> Path:
@@ -55,37 +62,41 @@ def learning_curves(
     baselines: Sequence[str] = (),
     colors: Mapping[str, str] | None = None,
     title: str = "",
+    metric: str = "auc",
 ) -> Path | None:
-    """Mean AUC vs N per arm with CI bands and per-seed points; baseline arms dashed. None if nothing to draw.
+    """Mean AUC (or Dice) vs N per arm with CI bands and per-seed points; baseline arms dashed. None if nothing to draw.
 
-    Bands are clipped to [0, 1]: with two or three seeds a t-interval easily leaves the range an AUC can take.
+    Bands are clipped to [0, 1]: with two or three seeds a t-interval easily leaves the range an AUC (or a Dice)
+    can take.
 
     Example:
         >>> # learning_curves(summary, trials, n_levels(trials), out / "figures/learning_curves.png",
         >>> #                 baselines=["radiomics"])
     """
-    data = summary[np.isfinite(summary["auc_mean"]) & np.isfinite(summary["n"]) & (summary["n"] > 0)]
+    m = metric_spec(metric)
+    mean_col, lo_col, hi_col = f"{m.key}_mean", f"{m.key}_ci_lo", f"{m.key}_ci_hi"
+    data = summary[np.isfinite(summary[mean_col]) & np.isfinite(summary["n"]) & (summary["n"] > 0)]
     if data.empty:
         return None
     fig, ax = _new_figure()
-    done = trials[(trials["status"] == "done") & np.isfinite(trials["auc"])]
+    done = trials[(trials["status"] == "done") & np.isfinite(trials[m.key])]
     n_of = levels.set_index("n_label")["n"]
     for i, arm in enumerate(dict.fromkeys(data["arm"])):
         d = data[data["arm"] == arm].sort_values("n")
         color = (colors or {}).get(arm, f"C{i % 10}")
         is_base = arm in baselines or (d["kind"] == "baseline").all()
         style = {"linestyle": "--", "marker": "s"} if is_base else {"linestyle": "-", "marker": "o"}
-        ax.plot(d["n"], d["auc_mean"], color=color, label=arm, linewidth=1.8, markersize=5, **style)
-        band = d[np.isfinite(d["auc_ci_lo"]) & np.isfinite(d["auc_ci_hi"])]
+        ax.plot(d["n"], d[mean_col], color=color, label=arm, linewidth=1.8, markersize=5, **style)
+        band = d[np.isfinite(d[lo_col]) & np.isfinite(d[hi_col])]
         if len(band):
-            lo, hi = band["auc_ci_lo"].clip(0, 1), band["auc_ci_hi"].clip(0, 1)
+            lo, hi = band[lo_col].clip(0, 1), band[hi_col].clip(0, 1)
             ax.fill_between(band["n"], lo, hi, color=color, alpha=0.15, linewidth=0)
         seeds = done[done["arm"] == arm]
         x = seeds["n_label"].map(n_of).to_numpy(float)
         keep = np.isfinite(x) & (x > 0)
-        ax.scatter(x[keep], seeds["auc"].to_numpy(float)[keep], color=color, s=10, alpha=0.45, linewidths=0)
-    _log_n_axis(ax, levels)
-    ax.set_ylabel("test AUC (mean over seeds, 95% CI)")
+        ax.scatter(x[keep], seeds[m.key].to_numpy(float)[keep], color=color, s=10, alpha=0.45, linewidths=0)
+    _log_n_axis(ax, levels, _unit(m.key))
+    ax.set_ylabel(f"test {m.name} (mean over seeds, 95% CI)")
     ax.set_title(title or "Learning curves")
     ax.legend(fontsize=8, loc="best")
     return _save(fig, Path(path))
@@ -100,14 +111,16 @@ def paired_differences(
     baselines: Sequence[str] = (),
     colors: Mapping[str, str] | None = None,
     title: str = "",
+    metric: str = "auc",
 ) -> Path | None:
-    """Per-seed AUC differences (arm minus ``reference``) vs N, with the mean and its t-interval per N.
+    """Per-seed AUC (or Dice) differences (arm minus ``reference``) vs N, with the mean and its t-interval per N.
 
-    Intervals are clipped to [-1, 1], the range of an AUC difference.
+    Intervals are clipped to [-1, 1], the range of an AUC (or Dice) difference.
 
     ``diffs`` has columns arm, n_label, seed, diff (see :func:`~medtransfer.reporting.compare.seed_differences`).
     Arms are offset slightly along x so their points do not overlap. None if nothing to draw.
     """
+    name = metric_spec(metric).name
     n_of = levels.set_index("n_label")["n"]
     d = diffs.assign(x=diffs["n_label"].map(n_of)).astype({"x": float})
     d = d[np.isfinite(d["x"]) & (d["x"] > 0) & np.isfinite(d["diff"])]
@@ -129,8 +142,8 @@ def paired_differences(
         style = "--" if arm in baselines else "-"
         ax.errorbar(xs, mean, yerr=err, color=color, marker="o", capsize=3, linewidth=1.5, linestyle=style, label=arm)
     ax.axhline(0.0, color="black", linewidth=0.8)
-    _log_n_axis(ax, levels)
-    ax.set_ylabel(f"ΔAUC vs {reference} (paired by seed)")
-    ax.set_title(title or f"AUC difference from {reference}")
+    _log_n_axis(ax, levels, _unit(metric))
+    ax.set_ylabel(f"Δ{name} vs {reference} (paired by seed)")
+    ax.set_title(title or f"{name} difference from {reference}")
     ax.legend(fontsize=8, loc="best")
     return _save(fig, Path(path))

@@ -2,7 +2,8 @@
 
 Consumes plain data (a trials table and a function returning a trial's test predictions) so that the study
 runner calls it, never the other way round. The report's sections are built once as document blocks
-(:mod:`medtransfer.reporting.document`) and rendered to both Markdown and HTML.
+(:mod:`medtransfer.reporting.document`) and rendered to both Markdown and HTML. Classification studies are
+scored by AUC, segmentation studies by Dice (``metric='dice'``); the report has the same sections either way.
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ import pandas as pd
 
 from medtransfer.io import atomic_write
 from medtransfer.reporting import figures, sections
-from medtransfer.reporting.compare import choose_reference, delong_comparisons, paired_seed_tests, seed_differences
+from medtransfer.reporting.compare import (
+    case_comparisons,
+    choose_reference,
+    delong_comparisons,
+    paired_seed_tests,
+    seed_differences,
+)
 from medtransfer.reporting.document import (
     Block,
     BulletList,
@@ -32,6 +39,7 @@ from medtransfer.reporting.document import (
 from medtransfer.reporting.tables import (
     arm_order,
     format_summary_table,
+    metric_spec,
     n_levels,
     normalise_trials,
     results_table,
@@ -63,25 +71,32 @@ def write_report(
     title: str = "medtransfer study",
     command: str | None = None,
     notes_md: str | None = None,
+    metric: str = "auc",
 ) -> dict[str, Path]:
     """Write the study's tables, figures and report into ``out_dir``; return the written paths by name.
 
     Args:
         trials: one row per trial (id, arm, kind, source, strategy, n, n_label, seed, status, seconds, auc,
-            auc_ci_lo, auc_ci_hi, error, metrics).
+            auc_ci_lo, auc_ci_hi, error, metrics). For Dice: ``dice``, ``dice_ci_lo``, ``dice_ci_hi`` instead of
+            the ``auc`` columns, and ``metrics`` with ``per_label: {class: {"dice", "dice_ci", "n", "hd95"}}``
+            and ``hd95`` (mm).
         out_dir: output folder (created).
         predictions: ``trial_id -> DataFrame`` with ``image_id``, ``label:<L>``, ``score:<L>`` (or None when
-            missing); without it the DeLong tests are skipped with a note.
+            missing); without it the DeLong tests are skipped with a note. For Dice: the trial's per-case table,
+            ``case`` and ``dice:<class>`` (NaN: class in neither prediction nor ground truth), used for the
+            per-seed Wilcoxon signed-rank tests instead of DeLong.
         ranking: ``{"method", "rows": [{"arm_source", "score", "seconds"}]}`` from a transferability ranking.
         reference: arm the others are compared with (default: first 'scratch' arm, else the first arm).
         baseline: arm the 'matches the baseline' section compares with (None: skip).
         title: report title.
         command: the command that ran the study, shown verbatim.
         notes_md: discussion written by the caller (Markdown), appended under 'Discussion'.
+        metric: 'auc' (classification) or 'dice' (segmentation); anything else raises ValueError.
 
     Returns:
-        Paths keyed ``results``, ``summary``, ``delong``, ``paired``, ``learning_curves`` and
-        ``paired_differences`` (when there was something to plot), ``report_md``, ``report_html``.
+        Paths keyed ``results``, ``summary``, ``delong`` (for Dice ``paired_cases``: ``paired_cases.csv``),
+        ``paired``, ``learning_curves`` and ``paired_differences`` (when there was something to plot),
+        ``report_md``, ``report_html``.
 
     Example:
         >>> paths = write_report(trials, "runs/study/report", predictions=load_predictions,
@@ -89,23 +104,29 @@ def write_report(
         >>> paths["report_html"]  # doctest: +SKIP
         PosixPath('runs/study/report/report.html')
     """
+    m = metric_spec(metric)
+    dice = m.key == "dice"
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    t = normalise_trials(trials)
+    t = normalise_trials(trials, m.key)
     levels = n_levels(t)
     tick = levels.set_index("n_label")["tick"]
-    summary = summary_table(t)
+    summary = summary_table(t, m.key)
     paths: dict[str, Path] = {
-        "results": _write_csv(results_table(t), out / "results.csv"),
+        "results": _write_csv(results_table(t, m.key), out / "results.csv"),
         "summary": _write_csv(summary, out / "summary.csv"),
     }
     ref, ref_note = choose_reference(t, reference)
-    delong, delong_notes, paired, diffs = pd.DataFrame(), [], pd.DataFrame(), pd.DataFrame()
+    per_seed, per_seed_notes, paired, diffs = pd.DataFrame(), [], pd.DataFrame(), pd.DataFrame()
     if ref is not None:
-        delong, delong_notes = delong_comparisons(t, ref, predictions)
-        paired = paired_seed_tests(t, ref)
-        diffs = seed_differences(t, ref)
-        paths["delong"] = _write_csv(delong, out / "delong.csv")
+        if dice:
+            per_seed, per_seed_notes = case_comparisons(t, ref, predictions)
+            paths["paired_cases"] = _write_csv(per_seed, out / "paired_cases.csv")
+        else:
+            per_seed, per_seed_notes = delong_comparisons(t, ref, predictions)
+            paths["delong"] = _write_csv(per_seed, out / "delong.csv")
+        paired = paired_seed_tests(t, ref, m.key)
+        diffs = seed_differences(t, ref, m.key)
         paths["paired"] = _write_csv(paired, out / "paired_tests.csv")
 
     baselines = [baseline] if baseline else []
@@ -113,12 +134,12 @@ def write_report(
     fig_dir = out / "figures"
     colors = {arm: f"C{i % 10}" for i, arm in enumerate(arm_order(t))}  # one colour per arm in both figures
     curve = figures.learning_curves(
-        summary, t, levels, fig_dir / "learning_curves.png", baselines=baselines, colors=colors
+        summary, t, levels, fig_dir / "learning_curves.png", baselines=baselines, colors=colors, metric=m.key
     )
     diff_fig = None
     if ref is not None and not diffs.empty:
         diff_fig = figures.paired_differences(
-            diffs, levels, ref, fig_dir / "paired_differences.png", baselines=baselines, colors=colors
+            diffs, levels, ref, fig_dir / "paired_differences.png", baselines=baselines, colors=colors, metric=m.key
         )
     if curve:
         paths["learning_curves"] = curve
@@ -130,30 +151,39 @@ def write_report(
     if command:
         blocks += [Heading(2, "Command"), CodeBlock(command)]
     blocks += sections.trials_section(t, levels)
+    what = (
+        "Mean test Dice over seeds (a seed's Dice: the mean over classes of each class's mean over test cases) "
+        "[95% CI of the mean: t-interval across seeds, shown clipped to [0, 1] (summary.csv has it unclipped); "
+        "† one seed, so that trial's bootstrap CI over cases]. Best mean per N in bold."
+        if dice
+        else "Mean test AUC over seeds [95% CI of the mean: t-interval across seeds, shown clipped to [0, 1] "
+        "(summary.csv has it unclipped); † one seed, so that trial's bootstrap CI]. Best mean per N in bold."
+    )
     blocks += [
-        Heading(2, "Mean test AUC by arm and N"),
-        Paragraph(
-            "Mean test AUC over seeds [95% CI of the mean: t-interval across seeds, shown clipped to [0, 1] "
-            "(summary.csv has it unclipped); † one seed, so that trial's bootstrap CI]. Best mean per N in bold."
-        ),
-        sections.auc_table(summary, levels),
+        Heading(2, f"Mean test {m.name} by arm and N"),
+        Paragraph(what),
+        sections.auc_table(summary, levels, m.key),
     ]
     if curve:
-        blocks.append(Image("Learning curves: mean AUC vs N", "figures/learning_curves.png", curve))
+        blocks.append(Image(f"Learning curves: mean {m.name} vs N", "figures/learning_curves.png", curve))
     else:
-        blocks.append(Paragraph("No finished trial with an AUC yet: no learning curves."))
+        blocks.append(Paragraph(f"No finished trial with {m.a_name} yet: no learning curves."))
     blocks.append(Heading(2, f"Paired comparisons against {ref}" if ref else "Paired comparisons"))
     if ref is not None:
         blocks.append(Paragraph(ref_note))
-        multi = "label" in delong.columns and delong["label"].nunique() > 1
-        blocks += sections.delong_section(delong, delong_notes, multi, tick)
-        blocks += sections.paired_section(paired, tick)
+        if dice:
+            blocks += sections.wilcoxon_section(per_seed, per_seed_notes, tick)
+        else:
+            multi = "label" in per_seed.columns and per_seed["label"].nunique() > 1
+            blocks += sections.delong_section(per_seed, per_seed_notes, multi, tick)
+        blocks += sections.paired_section(paired, tick, m.key)
         if diff_fig:
-            blocks.append(Image(f"Per-seed AUC difference vs {ref}", "figures/paired_differences.png", diff_fig))
+            alt = f"Per-seed {m.name} difference vs {ref}"
+            blocks.append(Image(alt, "figures/paired_differences.png", diff_fig))
     else:
         blocks.append(Paragraph(ref_note))
-    blocks += sections.baseline_section(summary, baseline, tick)
-    blocks += sections.ranking_section(summary, ranking)
+    blocks += sections.baseline_section(summary, baseline, tick, m.key)
+    blocks += sections.ranking_section(summary, ranking, m.key)
     if notes_md and notes_md.strip():
         blocks += [Heading(2, "Discussion"), Markdown(notes_md)]
     files = [[code(p.relative_to(out).as_posix())] for p in paths.values()]

@@ -1,7 +1,8 @@
 """The report's sections as document blocks, one function per section; :func:`write_report` puts them in order.
 
 Each function takes the tables computed in :mod:`~medtransfer.reporting.tables` and
-:mod:`~medtransfer.reporting.compare` and returns blocks; numbers are formatted here and only here.
+:mod:`~medtransfer.reporting.compare` and returns blocks; numbers are formatted here and only here. Sections that
+name the study's score take ``metric`` ('auc' or 'dice') and say 'AUC' or 'Dice' accordingly.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medtransfer.reporting.compare import matches_baseline, ranking_vs_realised
+from medtransfer.reporting.compare import WILCOXON_MIN_PAIRS, matches_baseline, ranking_vs_realised
 from medtransfer.reporting.document import Block, BulletList, Heading, Paragraph, Span, Table, bold, code
-from medtransfer.reporting.tables import CI_BOOTSTRAP, arm_order, cell_status
+from medtransfer.reporting.tables import CI_BOOTSTRAP, arm_order, cell_status, metric_spec
 
 _MAX_LISTED = 50  # failures/pending trials listed one by one before the rest is counted
 
@@ -91,11 +92,13 @@ def trials_section(t: pd.DataFrame, levels: pd.DataFrame) -> list[Block]:
     return blocks
 
 
-def auc_table(summary: pd.DataFrame, levels: pd.DataFrame) -> Table | Paragraph:
-    """Mean AUC [CI] per arm (rows) and N (columns), best mean per N in bold; status words where no mean."""
+def auc_table(summary: pd.DataFrame, levels: pd.DataFrame, metric: str = "auc") -> Table | Paragraph:
+    """Mean AUC (or Dice) [CI] per arm (rows) and N (columns), best mean per N in bold; status words where no mean."""
     if summary.empty:
         return Paragraph("No trials yet.")
-    best = summary[np.isfinite(summary["auc_mean"])].groupby("n_label")["auc_mean"].max()
+    key = metric_spec(metric).key
+    mean_col, lo_col, hi_col = f"{key}_mean", f"{key}_ci_lo", f"{key}_ci_hi"
+    best = summary[np.isfinite(summary[mean_col])].groupby("n_label")[mean_col].max()
     rows = []
     for arm in dict.fromkeys(summary["arm"]):
         row: list[Any] = [arm]
@@ -105,13 +108,13 @@ def auc_table(summary: pd.DataFrame, levels: pd.DataFrame) -> Table | Paragraph:
                 row.append("")
                 continue
             r = hit.iloc[0]
-            if not math.isfinite(r["auc_mean"]):
-                row.append(cell_status(r))
+            if not math.isfinite(r[mean_col]):
+                row.append(cell_status(r, key))
                 continue
-            mean = _f3(r["auc_mean"])
-            cell: list[str | Span] = [bold(mean) if r["auc_mean"] == best.get(level.n_label) else mean]
-            if math.isfinite(r["auc_ci_lo"]) and math.isfinite(r["auc_ci_hi"]):
-                lo, hi = max(r["auc_ci_lo"], 0.0), min(r["auc_ci_hi"], 1.0)
+            mean = _f3(r[mean_col])
+            cell: list[str | Span] = [bold(mean) if r[mean_col] == best.get(level.n_label) else mean]
+            if math.isfinite(r[lo_col]) and math.isfinite(r[hi_col]):
+                lo, hi = max(r[lo_col], 0.0), min(r[hi_col], 1.0)
                 cell.append(f" [{_f3(lo)}, {_f3(hi)}]")
             if r["ci_method"] == CI_BOOTSTRAP:
                 cell.append(" †")
@@ -132,8 +135,15 @@ def delong_section(delong: pd.DataFrame, notes: list[str], multi_label: bool, ti
                 "'p<0.05' counts label × seed tests."
             )
         )
+    table = _per_seed_table(delong, tick, "AUC", multi_label)
+    blocks.append(table if table is not None else Paragraph("No DeLong test could be run."))
+    return blocks + _notes(notes)
+
+
+def _per_seed_table(tests: pd.DataFrame, tick: pd.Series, name: str, multi_label: bool = False) -> Table | None:
+    """Per (arm, N): Δ and p per seed, mean Δ over seeds, how many p<0.05, median p. None without rows."""
     rows = []
-    for (arm, n_label), g in delong.groupby(["arm", "n_label"], sort=False):
+    for (arm, n_label), g in tests.groupby(["arm", "n_label"], sort=False):
         per_seed = []
         for seed, s in g.groupby("seed", sort=False):
             diff = s["diff"].mean() if s["diff"].notna().any() else math.nan
@@ -154,27 +164,53 @@ def delong_section(delong: pd.DataFrame, notes: list[str], multi_label: bool, ti
                 _p(float(finite_p.median())) if len(finite_p) else "—",
             ]
         )
-    if rows:
-        unit = "tests" if multi_label else "seeds"
-        header = ["arm", "N", "ΔAUC per seed (p)", "mean ΔAUC", f"{unit} p<0.05", "median p"]
-        blocks.append(Table(header, rows, "lrlrrr"))
-    else:
-        blocks.append(Paragraph("No DeLong test could be run."))
-    if notes:
-        shown = notes[:_MAX_LISTED]
-        if len(notes) > _MAX_LISTED:
-            shown.append(f"… and {len(notes) - _MAX_LISTED} more notes.")
-        blocks += [Paragraph("Notes:"), BulletList(shown)]
-    return blocks
+    if not rows:
+        return None
+    unit = "tests" if multi_label else "seeds"
+    header = ["arm", "N", f"Δ{name} per seed (p)", f"mean Δ{name}", f"{unit} p<0.05", "median p"]
+    return Table(header, rows, "lrlrrr")
 
 
-def paired_section(paired: pd.DataFrame, tick: pd.Series) -> list[Block]:
-    """Paired t / Wilcoxon tests of per-seed AUCs against the reference, per arm and N."""
+def _notes(notes: list[str]) -> list[Block]:
+    if not notes:
+        return []
+    shown = notes[:_MAX_LISTED]
+    if len(notes) > _MAX_LISTED:
+        shown.append(f"… and {len(notes) - _MAX_LISTED} more notes.")
+    return [Paragraph("Notes:"), BulletList(shown)]
+
+
+def wilcoxon_section(cases: pd.DataFrame, notes: list[str], tick: pd.Series) -> list[Block]:
+    """Per (arm, N): Wilcoxon signed-rank test on per-case Dice per seed, mean ΔDice, how many p<0.05, median p."""
     blocks: list[Block] = [
-        Heading(3, "(b) Paired test of per-seed AUCs across seeds"),
+        Heading(3, "(a) Wilcoxon signed-rank test on per-case Dice, per seed"),
+        Paragraph(
+            [
+                "At each (N, seed) both arms are tested on the same cases. A case's Dice is the mean over its "
+                "classes (classes in neither prediction nor ground truth left out); ΔDice per seed is the mean over "
+                "shared cases of arm − reference, and p is the two-sided Wilcoxon signed-rank test on those per-case "
+                f"differences (zero differences dropped). With fewer than {WILCOXON_MIN_PAIRS} non-zero differences "
+                "p cannot be below 0.05. Case counts per test are in ",
+                code("paired_cases.csv"),
+                ".",
+            ]
+        ),
+    ]
+    table = _per_seed_table(cases, tick, "Dice")
+    blocks.append(table if table is not None else Paragraph("No Wilcoxon test could be run."))
+    return blocks + _notes(notes)
+
+
+def paired_section(paired: pd.DataFrame, tick: pd.Series, metric: str = "auc") -> list[Block]:
+    """Paired t / Wilcoxon tests of per-seed AUCs (or Dice) against the reference, per arm and N."""
+    name = metric_spec(metric).name
+    plural = "AUCs" if name == "AUC" else name  # 'per-seed AUCs', 'per-seed Dice'
+    blocks: list[Block] = [
+        Heading(3, f"(b) Paired test of per-seed {plural} across seeds"),
         Paragraph(
             "Seeds pair up when both arms finished that (N, seed). Paired t-test and Wilcoxon signed-rank test "
-            "on the per-seed test AUCs (ΔAUC = arm − reference); both are undefined (—) with fewer than two pairs."
+            f"on the per-seed test {plural} (Δ{name} = arm − reference); both are undefined (—) with fewer than "
+            "two pairs."
         ),
     ]
     rows = [
@@ -188,21 +224,24 @@ def paired_section(paired: pd.DataFrame, tick: pd.Series) -> list[Block]:
         ]
         for r in paired.itertuples()
     ]
-    header = ["arm", "N", "pairs", "mean ΔAUC ± sd", "paired t p", "Wilcoxon p"]
+    header = ["arm", "N", "pairs", f"mean Δ{name} ± sd", "paired t p", "Wilcoxon p"]
     blocks.append(Table(header, rows, "lrrrrr") if rows else Paragraph("No arm to compare."))
     return blocks
 
 
-def baseline_section(summary: pd.DataFrame, baseline: str | None, tick: pd.Series) -> list[Block]:
+def baseline_section(summary: pd.DataFrame, baseline: str | None, tick: pd.Series, metric: str = "auc") -> list[Block]:
     """The definition of matching the baseline and the smallest matching N per arm."""
+    m = metric_spec(metric)
     blocks: list[Block] = [Heading(2, "Smallest N that matches the baseline")]
     if baseline is None:
         return blocks + [Paragraph("No baseline arm was named.")]
     base = summary[summary["arm"] == baseline]
     if base.empty:
         return blocks + [Paragraph(["The baseline arm ", code(baseline), " is not part of this study."])]
-    if not np.isfinite(base["auc_mean"]).any():
-        return blocks + [Paragraph(["The baseline arm ", code(baseline), " has no finished trial with an AUC yet."])]
+    if not np.isfinite(base[f"{m.key}_mean"]).any():
+        return blocks + [
+            Paragraph(["The baseline arm ", code(baseline), f" has no finished trial with {m.a_name} yet."])
+        ]
     blocks.append(
         Paragraph(
             [
@@ -210,41 +249,42 @@ def baseline_section(summary: pd.DataFrame, baseline: str | None, tick: pd.Serie
                 bold("matches"),
                 " the baseline ",
                 code(baseline),
-                " at N when its mean test AUC over seeds at N is ≥ the baseline's mean AUC at the same N. "
+                f" at N when its mean test {m.name} over seeds at N is ≥ the baseline's mean {m.name} at the same N. "
                 "Only sizes where both have a mean count; 'never' means no such size among those compared.",
             ]
         )
     )
     rows = []
-    for r in matches_baseline(summary, baseline).itertuples():
+    for r in matches_baseline(summary, baseline, m.key).to_dict("records"):
         # with numeric size labels pandas stores 'no match' (None) as NaN
-        where = "never" if pd.isna(r.n_label) else str(tick.get(r.n_label, r.n_label))
-        rows.append([r.arm, where, _f3(r.auc_arm), _f3(r.auc_baseline), str(r.n_compared)])
-    header = ["arm", "smallest N matching", "arm mean AUC", "baseline mean AUC", "sizes compared"]
+        where = "never" if pd.isna(r["n_label"]) else str(tick.get(r["n_label"], r["n_label"]))
+        rows.append([r["arm"], where, _f3(r[f"{m.key}_arm"]), _f3(r[f"{m.key}_baseline"]), str(r["n_compared"])])
+    header = ["arm", "smallest N matching", f"arm mean {m.name}", f"baseline mean {m.name}", "sizes compared"]
     return blocks + [Table(header, rows, "lrrrr")]
 
 
-def ranking_section(summary: pd.DataFrame, ranking: dict | None) -> list[Block]:
+def ranking_section(summary: pd.DataFrame, ranking: dict | None, metric: str = "auc") -> list[Block]:
     """The transferability ranking next to the realised order per strategy, with rank correlations."""
+    m = metric_spec(metric)
     blocks: list[Block] = [Heading(2, "Transferability ranking vs realised order")]
     if ranking and ranking.get("error"):
         blocks.append(Paragraph(["The transferability ranking failed: ", code(_one_line(ranking["error"]))]))
     if not ranking or not ranking.get("rows"):
         return blocks + ([] if len(blocks) > 1 else [Paragraph("No transferability ranking was given.")])
     method = str(ranking.get("method", "ranking"))
-    table, corr = ranking_vs_realised(summary, ranking)
+    table, corr = ranking_vs_realised(summary, ranking, m.key)
     blocks.append(
         Paragraph(
             f"Predicted: sources ordered by their {method} score, computed before training (higher = predicted "
             "better). Realised, per transfer strategy: sources ordered by the mean over N of their arm's mean "
-            "test AUC, over the sizes at which every ranked source has a result for that strategy. Rank "
+            f"test {m.name}, over the sizes at which every ranked source has a result for that strategy. Rank "
             "correlations (Spearman ρ, Kendall τ) need ≥ 3 sources."
         )
     )
     strategies = list(corr["strategy"])
     probe = "probe_auc" in table.columns and table["probe_auc"].notna().any()  # shown when the ranker gave it
     header = ["predicted rank", "source", f"{method} score"] + (["probe AUC"] if probe else []) + ["seconds"]
-    header += [f"AUC ({s}) [rank]" for s in strategies]
+    header += [f"{m.name} ({s}) [rank]" for s in strategies]
     rows = []
     for r in table.to_dict("records"):
         secs = f"{r['seconds']:.1f}" if math.isfinite(r["seconds"]) else "—"
@@ -252,8 +292,8 @@ def ranking_section(summary: pd.DataFrame, ranking: dict | None) -> list[Block]:
         row += [_f3(float(r["probe_auc"]))] if probe else []
         row.append(secs)
         for s in strategies:
-            auc, rank = r[f"auc:{s}"], r[f"rank:{s}"]
-            row.append(f"{_f3(auc)} [{rank}]" if math.isfinite(auc) else "no result")
+            score, rank = r[f"{m.key}:{s}"], r[f"rank:{s}"]
+            row.append(f"{_f3(score)} [{rank}]" if math.isfinite(score) else "no result")
         rows.append(row)
     blocks.append(Table(header, rows, "rl" + "r" * (len(header) - 2)))
     if len(corr):

@@ -3,11 +3,15 @@
 Pure pandas on the plain trials table the study runner hands over; nothing here knows how trials were run.
 A training-set size is identified by its ``n_label`` ('50', 'all'); ``n`` is the actual image count, used to
 order and plot the sizes ('all' is labelled with its count).
+
+A study is scored by one metric (:data:`METRICS`): AUC for classification, Dice for segmentation. Its key names
+the columns (``auc``, ``auc_ci_lo`` … or ``dice``, ``dice_ci_lo`` …); everything else is the same.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -54,9 +58,6 @@ _DEFAULTS: dict[str, Any] = {
     "strategy": None,
     "n": np.nan,
     "seconds": np.nan,
-    "auc": np.nan,
-    "auc_ci_lo": np.nan,
-    "auc_ci_hi": np.nan,
     "error": None,
     "metrics": None,
 }
@@ -64,12 +65,52 @@ CI_T = "t across seeds"
 CI_BOOTSTRAP = "bootstrap (1 seed)"
 
 
+@dataclass(frozen=True)
+class Metric:
+    """How a study is scored: ``key`` prefixes the columns, ``name`` is what the report calls it."""
+
+    key: str
+    name: str
+    a_name: str  # with its article, for sentences: 'an AUC', 'a Dice score'
+
+
+METRICS = {"auc": Metric("auc", "AUC", "an AUC"), "dice": Metric("dice", "Dice", "a Dice score")}
+
+
+def metric_spec(metric: str | Metric) -> Metric:
+    """The :class:`Metric` named ``metric`` ('auc' or 'dice'); raises ValueError on any other name.
+
+    Example:
+        >>> metric_spec("dice").name
+        'Dice'
+    """
+    if isinstance(metric, Metric):
+        return metric
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
+    return METRICS[metric]
+
+
+def result_columns(metric: str = "auc") -> list[str]:
+    """``results.csv``'s fixed columns for ``metric`` (:data:`RESULT_COLUMNS` with ``auc`` renamed)."""
+    key = metric_spec(metric).key
+    return [c.replace("auc", key, 1) if c.startswith("auc") else c for c in RESULT_COLUMNS]
+
+
+def summary_columns(metric: str = "auc") -> list[str]:
+    """``summary.csv``'s columns for ``metric`` (:data:`SUMMARY_COLUMNS` with ``auc`` renamed)."""
+    key = metric_spec(metric).key
+    return [c.replace("auc", key, 1) if c.startswith("auc") else c for c in SUMMARY_COLUMNS]
+
+
 def _none_if_missing(v: Any) -> Any:
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
 
 
-def normalise_trials(trials: pd.DataFrame) -> pd.DataFrame:
+def normalise_trials(trials: pd.DataFrame, metric: str = "auc") -> pd.DataFrame:
     """A copy of ``trials`` with every expected column present and typed; raises on missing key columns.
+
+    The score columns are ``metric``'s (``auc``, ``auc_ci_lo``, ``auc_ci_hi`` or the same with ``dice``).
 
     Example:
         >>> t = normalise_trials(pd.DataFrame({"id": ["a"], "arm": ["x"], "n_label": [50], "seed": [0],
@@ -80,11 +121,13 @@ def normalise_trials(trials: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in _REQUIRED if c not in trials.columns]
     if missing:
         raise ValueError(f"trials table lacks columns {missing}; it has {list(trials.columns)}")
+    key = metric_spec(metric).key
+    scores = (key, f"{key}_ci_lo", f"{key}_ci_hi")
     t = trials.copy().reset_index(drop=True)
-    for col, default in _DEFAULTS.items():
+    for col, default in {**_DEFAULTS, **dict.fromkeys(scores, np.nan)}.items():
         if col not in t.columns:
             t[col] = default
-    for col in ("n", "seconds", "auc", "auc_ci_lo", "auc_ci_hi"):
+    for col in ("n", "seconds", *scores):
         t[col] = pd.to_numeric(t[col], errors="coerce").astype(float)
     t["id"] = t["id"].astype(str)
     t["arm"] = t["arm"].astype(str)
@@ -148,8 +191,22 @@ def label_names(trials: pd.DataFrame) -> list[str]:
     return list(names)
 
 
-def results_table(trials: pd.DataFrame) -> pd.DataFrame:
+def _metric_value(m: dict, name: str | None, field: str) -> float:
+    """``m['per_label'][name][field]`` (or ``m[field]`` when ``name`` is None) as a float; NaN when absent."""
+    if name is not None:
+        m = (m.get("per_label") or {}).get(name) or {}
+    value = m.get(field) if isinstance(m, dict) else None
+    try:
+        return float(value) if value is not None else math.nan
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def results_table(trials: pd.DataFrame, metric: str = "auc") -> pd.DataFrame:
     """One row per trial; per-label AUC columns ``auc:<label>`` when the trials have more than one label.
+
+    For Dice: one ``dice:<class>`` column per class (even for one class), then ``hd95`` (mm, the trial's
+    ``metrics['hd95']``) and ``hd95:<class>``, NaN where the trial has none.
 
     Example:
         >>> t = normalise_trials(pd.DataFrame({"id": ["a"], "arm": ["x"], "n_label": ["10"], "seed": [0],
@@ -157,10 +214,18 @@ def results_table(trials: pd.DataFrame) -> pd.DataFrame:
         >>> results_table(t).columns[-2:].tolist()
         ['auc:p', 'auc:q']
     """
-    out = trials[RESULT_COLUMNS].copy()
+    key = metric_spec(metric).key
+    out = trials[result_columns(key)].copy()
     out["n"] = out["n"].astype("Int64")
     labels = label_names(trials)
-    if len(labels) > 1:
+    metrics = trials["metrics"]
+    if key == "dice":
+        for name in labels:
+            out[f"dice:{name}"] = [_metric_value(m, name, "dice") for m in metrics]
+        out["hd95"] = [_metric_value(m, None, "hd95") for m in metrics]
+        for name in labels:
+            out[f"hd95:{name}"] = [_metric_value(m, name, "hd95") for m in metrics]
+    elif len(labels) > 1:
         for name in labels:
             out[f"auc:{name}"] = [
                 pd.to_numeric((m.get("per_label", {}).get(name) or {}).get("auc"), errors="coerce")
@@ -191,12 +256,13 @@ def mean_ci(values: np.ndarray, alpha: float = 0.05) -> tuple[float, float, floa
     return (mean, sd, mean - half, mean + half)
 
 
-def summary_table(trials: pd.DataFrame) -> pd.DataFrame:
+def summary_table(trials: pd.DataFrame, metric: str = "auc") -> pd.DataFrame:
     """Per arm and N: seeds done, mean/sd AUC, 95% CI of the mean, mean seconds, failed and pending counts.
 
     ``n_seeds`` counts done trials with a finite AUC. The CI is a t-interval across seeds (``ci_method`` =
     't across seeds'); with one seed it is that trial's bootstrap CI ('bootstrap (1 seed)'); with none it is
-    NaN (''). ``n_pending`` counts pending and running trials.
+    NaN (''). ``n_pending`` counts pending and running trials. With ``metric='dice'`` the same on the trials'
+    Dice, in columns ``dice_mean``, ``dice_sd``, ``dice_ci_lo``, ``dice_ci_hi``.
 
     Example:
         >>> t = normalise_trials(pd.DataFrame({"id": ["a", "b"], "arm": "x", "n_label": "10", "n": 10,
@@ -205,6 +271,7 @@ def summary_table(trials: pd.DataFrame) -> pd.DataFrame:
         >>> round(float(s.loc[0, "auc_mean"]), 3), s.loc[0, "ci_method"]
         (0.75, 't across seeds')
     """
+    key = metric_spec(metric).key
     levels = n_levels(trials)
     rows = []
     for arm in arm_order(trials):
@@ -215,11 +282,11 @@ def summary_table(trials: pd.DataFrame) -> pd.DataFrame:
             if g.empty:
                 continue
             done = g[g["status"] == "done"]
-            ok = done[np.isfinite(done["auc"])]
-            mean, sd, lo, hi = mean_ci(ok["auc"].to_numpy())
+            ok = done[np.isfinite(done[key])]
+            mean, sd, lo, hi = mean_ci(ok[key].to_numpy())
             method = CI_T if len(ok) >= 2 else ""
             if len(ok) == 1:
-                lo, hi, method = float(ok["auc_ci_lo"].iloc[0]), float(ok["auc_ci_hi"].iloc[0]), CI_BOOTSTRAP
+                lo, hi, method = float(ok[f"{key}_ci_lo"].iloc[0]), float(ok[f"{key}_ci_hi"].iloc[0]), CI_BOOTSTRAP
             secs = done["seconds"].dropna()
             rows.append(
                 {
@@ -230,10 +297,10 @@ def summary_table(trials: pd.DataFrame) -> pd.DataFrame:
                     "n_label": level.n_label,
                     "n": level.n,
                     "n_seeds": len(ok),
-                    "auc_mean": mean,
-                    "auc_sd": sd,
-                    "auc_ci_lo": lo,
-                    "auc_ci_hi": hi,
+                    f"{key}_mean": mean,
+                    f"{key}_sd": sd,
+                    f"{key}_ci_lo": lo,
+                    f"{key}_ci_hi": hi,
                     "ci_method": method,
                     "seconds_mean": float(secs.mean()) if len(secs) else math.nan,
                     "n_done": len(done),
@@ -241,20 +308,25 @@ def summary_table(trials: pd.DataFrame) -> pd.DataFrame:
                     "n_pending": int(g["status"].isin(["pending", "running"]).sum()),
                 }
             )
-    out = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    out = pd.DataFrame(rows, columns=summary_columns(key))
     # Typed even when empty, so callers can use numeric operations on a study with no trials.
-    floats = ["n", "auc_mean", "auc_sd", "auc_ci_lo", "auc_ci_hi", "seconds_mean"]
+    floats = ["n", f"{key}_mean", f"{key}_sd", f"{key}_ci_lo", f"{key}_ci_hi", "seconds_mean"]
     ints = ["n_seeds", "n_done", "n_failed", "n_pending"]
     return out.astype({**dict.fromkeys(floats, float), **dict.fromkeys(ints, int)})
 
 
-def cell_status(row: Any) -> str:
-    """What an arm × N cell without a mean shows: 'pending', 'failed', 'no AUC' or '—'."""
+def summary_metric(summary: pd.DataFrame) -> Metric:
+    """The metric a summary table is in, read from its columns (``dice_mean``: Dice; else AUC)."""
+    return METRICS["dice"] if "dice_mean" in summary.columns and "auc_mean" not in summary.columns else METRICS["auc"]
+
+
+def cell_status(row: Any, metric: str = "auc") -> str:
+    """What an arm × N cell without a mean shows: 'pending', 'failed', 'no AUC' (or 'no Dice') or '—'."""
     if row["n_pending"] > 0:
         return "pending"
     if row["n_failed"] > 0 and row["n_done"] == 0:
         return "failed"
-    return "no AUC" if row["n_done"] > 0 else "—"
+    return f"no {metric_spec(metric).name}" if row["n_done"] > 0 else "—"
 
 
 def _tick(summary: pd.DataFrame, n_label: str) -> str:
@@ -268,6 +340,9 @@ def _tick(summary: pd.DataFrame, n_label: str) -> str:
 def format_summary_table(summary: pd.DataFrame) -> str:
     """A plain-text table of arms (rows) × N (columns) with mean AUC ± CI half-width, for the CLI to print.
 
+    A Dice study's summary (``dice_mean`` … columns) gives the same table on mean Dice; the metric is read
+    from the columns, so the CLI can pass ``summary.csv`` as it is.
+
     Example:
         >>> t = normalise_trials(pd.DataFrame({"id": ["a", "b"], "arm": "x", "n_label": "10", "n": 10,
         ...     "seed": [0, 1], "status": "done", "auc": [0.7, 0.8]}))
@@ -278,6 +353,8 @@ def format_summary_table(summary: pd.DataFrame) -> str:
     """
     if summary.empty:
         return "(no trials)"
+    metric = summary_metric(summary)
+    mean_col, lo_col, hi_col = (f"{metric.key}_{c}" for c in ("mean", "ci_lo", "ci_hi"))
     # A summary read back with pd.read_csv has integer n_labels when every size is a number.
     summary = summary.assign(n_label=summary["n_label"].astype(str))
     order = summary.assign(_n=summary["n"].fillna(np.inf))
@@ -293,11 +370,11 @@ def format_summary_table(summary: pd.DataFrame) -> str:
                 cells.append("")
                 continue
             r = hit.iloc[0]
-            if not math.isfinite(r["auc_mean"]):
-                cells.append(cell_status(r))
+            if not math.isfinite(r[mean_col]):
+                cells.append(cell_status(r, metric.key))
                 continue
-            half = (r["auc_ci_hi"] - r["auc_ci_lo"]) / 2
-            cells.append(f"{r['auc_mean']:.3f} ± {half:.3f}" if math.isfinite(half) else f"{r['auc_mean']:.3f}")
+            half = (r[hi_col] - r[lo_col]) / 2
+            cells.append(f"{r[mean_col]:.3f} ± {half:.3f}" if math.isfinite(half) else f"{r[mean_col]:.3f}")
         body.append(cells)
     widths = [max(len(row[j]) for row in [header, *body]) for j in range(len(header))]
     lines = [header, ["-" * w for w in widths], *body]

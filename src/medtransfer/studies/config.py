@@ -37,6 +37,7 @@ class StudySection:
     strategies: list[str] = field(default_factory=lambda: ["finetune"])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     baselines: list[str] = field(default_factory=list)  # e.g. [radiomics]
+    exclude: list[str] = field(default_factory=list)  # arms of the source × strategy cross not to run
     reference: str | None = None  # the arm others are compared with; None = the first arm from scratch
     test: StudyTestSection | None = None
     rank: bool = True  # score the sources' transferability (LogME) before training, for the report

@@ -108,6 +108,15 @@ def expand(study: StudySection, pool: int) -> list[Trial]:
     for source in study.sources:
         for strategy in study.strategies:
             arms.append((f"{source_label(source)}/{strategy}", "net", source, strategy))
+    known = [a[0] for a in arms]
+    for name in study.exclude:
+        if name not in known:
+            from medtransfer.registry import suggest
+
+            close = suggest(name, known)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"study.exclude: {name!r} is not an arm of the study{hint}")
+    arms = [a for a in arms if a[0] not in study.exclude]
     arms += [(name, "baseline", None, name) for name in study.baselines]
     names = [a[0] for a in arms]
     dup = sorted({a for a in names if names.count(a) > 1})

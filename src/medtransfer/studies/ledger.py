@@ -45,7 +45,7 @@ CREATE TABLE IF NOT EXISTS trials (
     started REAL,
     finished REAL,
     seconds REAL,
-    auc REAL,
+    auc REAL,  -- the trial's score: test AUC, or mean Dice for segmentation
     metrics TEXT,
     error TEXT,
     worker TEXT,
@@ -158,7 +158,7 @@ class Ledger:
         peak_rss_mb: float | None = None,
         peak_gpu_mb: float | None = None,
     ) -> None:
-        auc = metrics.get("auc")
+        auc = metrics.get("auc", metrics.get("dice"))  # the column holds the study's score: AUC, or Dice
         self._move(
             trial_id,
             ("running",),

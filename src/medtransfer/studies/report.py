@@ -32,15 +32,17 @@ REPORT_COLUMNS = [
 ]
 
 
-def trials_frame(study_dir: str | Path) -> pd.DataFrame:
-    """One row per trial of the ledger, with the AUC's CI split into two columns."""
+def trials_frame(study_dir: str | Path, metric: str = "auc") -> pd.DataFrame:
+    """One row per trial of the ledger, with the score's CI split into two columns (``auc*`` or ``dice*``)."""
     with open_existing(study_dir) as ledger:
         rows = ledger.rows()
     for r in rows:
-        ci = (r["metrics"] or {}).get("auc_ci") or [None, None]
-        r["auc_ci_lo"], r["auc_ci_hi"] = (np.nan if v is None else float(v) for v in ci)
-        r["auc"] = np.nan if r["auc"] is None else float(r["auc"])
-    return pd.DataFrame(rows, columns=REPORT_COLUMNS)
+        ci = (r["metrics"] or {}).get(f"{metric}_ci") or [None, None]
+        r[f"{metric}_ci_lo"], r[f"{metric}_ci_hi"] = (np.nan if v is None else float(v) for v in ci)
+        score = r.pop("auc")  # the ledger's score column
+        r[metric] = np.nan if score is None else float(score)
+    columns = [c.replace("auc", metric) if c.startswith("auc") else c for c in REPORT_COLUMNS]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def report_study(study_dir: str | Path, progress: bool = False) -> dict[str, Path]:
@@ -49,18 +51,20 @@ def report_study(study_dir: str | Path, progress: bool = False) -> dict[str, Pat
     from medtransfer.studies.trial import EXTERNAL_PREDICTIONS
 
     out = Path(study_dir)
-    trials = trials_frame(out)
+    with open_existing(out) as ledger:
+        config = json.loads(ledger.get_meta("config") or "{}")
+    metric = "dice" if config.get("task") == "segmentation" else "auc"
+    trials = trials_frame(out, metric)
     folders = dict(zip(trials["id"], trials["folder"], strict=True))
+    names = (EXTERNAL_PREDICTIONS, "predictions.csv") if metric == "auc" else ("cases.csv",)
 
     def predictions(trial_id: str) -> pd.DataFrame | None:
         folder = out / folders[trial_id]
-        for name in (EXTERNAL_PREDICTIONS, "predictions.csv"):
+        for name in names:
             if (folder / name).is_file():
-                return pd.read_csv(folder / name, dtype={"image_id": str, "patient_id": str})
+                return pd.read_csv(folder / name, dtype={"image_id": str, "patient_id": str, "case": str})
         return None
 
-    with open_existing(out) as ledger:
-        config = json.loads(ledger.get_meta("config") or "{}")
     study = config.get("study", {})
     reference = study.get("reference")
     if reference is None:
@@ -88,4 +92,5 @@ def report_study(study_dir: str | Path, progress: bool = False) -> dict[str, Pat
         title=f"medtransfer study: {out.name}",
         command=command,
         notes_md=notes,
+        **({"metric": metric} if metric != "auc" else {}),
     )

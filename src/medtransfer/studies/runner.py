@@ -72,7 +72,7 @@ def run_study(
                 log.info("resuming %d interrupted trial(s): %s", len(back), ", ".join(back[:3]))
             if retry_failed:
                 log.info("retrying %d failed trial(s)", ledger.retry_failed())
-        if cfg.study.rank and cfg.study.sources and not (out / RANKING_FILE).exists():
+        if cfg.study.rank and cfg.study.sources and cfg.task != "segmentation" and not (out / RANKING_FILE).exists():
             rank_for_report(ctx, out, progress)
         execute(ledger, {t.id: t for t in trials}, ctx, workers, progress)
         counts = ledger.counts()
@@ -91,6 +91,8 @@ def plan(cfg: StudyConfig, out: Path, progress: bool) -> tuple[list[Trial], Stud
     from medtransfer.pretrain.catalogue import lookup
     from medtransfer.training.run import load_data, resolve_split
 
+    if cfg.task == "segmentation":
+        return _plan_segmentation(cfg, out)
     ds = load_data(cfg)
     splits = out / SPLITS_DIR
     base_file = splits / "base.csv"
@@ -120,6 +122,53 @@ def plan(cfg: StudyConfig, out: Path, progress: bool) -> tuple[list[Trial], Stud
         len(cfg.study.seeds),
         counts,
     )
+    return trials, StudyContext(cfg, str(out), sources)
+
+
+def _plan_segmentation(cfg: StudyConfig, out: Path) -> tuple[list[Trial], StudyContext]:
+    """The same plan for ``task: segmentation``: cases instead of images, source run folders, no baselines."""
+    from types import SimpleNamespace
+
+    from medtransfer.pretrain.catalogue import lookup
+    from medtransfer.segmentation.networks import build_seg_network
+    from medtransfer.segmentation.train import case_split, load_seg_data, load_seg_source, reseed_cases
+
+    if cfg.study.baselines:
+        raise UserError(
+            f"study.baselines {cfg.study.baselines} are classification baselines; remove them for task: segmentation"
+        )
+    if cfg.study.test is not None and cfg.study.test.path:
+        raise UserError("study.test is not supported for segmentation yet; evaluate runs with `medtransfer evaluate`")
+    ds = load_seg_data(cfg)
+    splits = out / SPLITS_DIR
+    base_file = splits / "base.csv"
+    if base_file.is_file():
+        import pandas as pd
+
+        from medtransfer.data.splits import load_split
+
+        base = load_split(base_file, SimpleNamespace(meta=pd.DataFrame({"image_id": [c.id for c in ds.cases]})))
+    else:
+        base = case_split(ds, cfg)
+        base.save(base_file)
+    for seed in cfg.study.seeds:
+        f = splits / f"seed{seed}.csv"
+        if not f.is_file():
+            reseed_cases(base, seed).save(f)
+    counts = base.counts()
+    trials = expand(cfg.study, counts["train"])
+    sources = {s: lookup(s, cfg.study.sources_dir) for s in cfg.study.sources}
+    extra = {"features": tuple(cfg.seg.features)} if cfg.seg.features else {}
+    for name, source in sources.items():
+        try:
+            load_seg_source(
+                build_seg_network(cfg.model.backbone, ds.in_channels, ds.n_classes, **extra),
+                source,
+                list(ds.class_names),
+            )
+        except UserError as e:
+            raise UserError(f"study source '{name}': {e}") from None
+    log.info("segmentation study: %d trials, cases %s", len(trials), counts)
     return trials, StudyContext(cfg, str(out), sources)
 
 

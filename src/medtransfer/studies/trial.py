@@ -144,6 +144,10 @@ def _net_trial(ctx: StudyContext, trial: Trial, folder: Path, progress: bool) ->
 
     cfg = ctx.train_config(trial)
     resume = (folder / "checkpoint.pt").exists()
+    if cfg.task == "segmentation":
+        from medtransfer.segmentation.train import train_segmentation
+
+        return train_segmentation(cfg, folder, resume=resume, progress=progress)
     metrics = train_run(cfg, folder, resume=resume, progress=progress, prepared=prepared(ctx, trial.seed))
     test = ctx.cfg.study.test
     if test is not None and test.path:
@@ -283,6 +287,12 @@ def _ledger_metrics(metrics: dict) -> dict:
         "specificity",
         "n_features",
         "own_test",
+        "dice",
+        "dice_ci",
+        "hd95",
+        "hd95_inf",
+        "val_dice",
+        "task",
     )
     out = {k: metrics[k] for k in keep if k in metrics}
     if isinstance(out.get("val"), dict):

@@ -21,25 +21,41 @@ def write_msd(root, n=8, seed=0, classes=("background", "blob", "ball")):
     (root / "labelsTr").mkdir()
     entries, present = [], []
     for i in range(n):
-        img, seg = create_test_image_3d(32, 32, 32, num_objs=3, rad_max=8, num_seg_classes=len(classes) - 1,
-                                        noise_max=0.3, random_state=np.random.RandomState(seed * 100 + i))
+        img, seg = create_test_image_3d(
+            32,
+            32,
+            32,
+            num_objs=3,
+            rad_max=8,
+            num_seg_classes=len(classes) - 1,
+            noise_max=0.3,
+            random_state=np.random.RandomState(seed * 100 + i),
+        )
         name = f"case_{i:03d}.nii.gz"
         nib.save(nib.Nifti1Image(img.astype(np.float32), np.eye(4)), root / "imagesTr" / name)
         nib.save(nib.Nifti1Image(seg.astype(np.uint8), np.eye(4)), root / "labelsTr" / name)
         entries.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
         present.append([classes[k] for k in np.unique(seg).astype(int) if k > 0])
-    meta = {"name": "toy", "modality": {"0": "MRI"}, "labels": {str(i): c for i, c in enumerate(classes)},
-            "training": entries}
+    meta = {
+        "name": "toy",
+        "modality": {"0": "MRI"},
+        "labels": {str(i): c for i, c in enumerate(classes)},
+        "training": entries,
+    }
     (root / "dataset.json").write_text(json.dumps(meta))
     return root, present
 
 
 def seg_config(path, **kw) -> Config:
-    base = {"task": "segmentation", "seed": 0,
-            "data": {"path": str(path), "split_fractions": [0.5, 0.25, 0.25]},
-            "model": {"backbone": "tiny_unet"}, "transfer": {"strategy": "scratch"},
-            "train": {"epochs": 2, "batch_size": 2, "lr": 0.01},
-            "seg": {"patch_size": [32, 32, 32], "patches_per_volume": 2}}
+    base = {
+        "task": "segmentation",
+        "seed": 0,
+        "data": {"path": str(path), "split_fractions": [0.5, 0.25, 0.25]},
+        "model": {"backbone": "tiny_unet"},
+        "transfer": {"strategy": "scratch"},
+        "train": {"epochs": 2, "batch_size": 2, "lr": 0.01},
+        "seg": {"patch_size": [32, 32, 32], "patches_per_volume": 2},
+    }
     for key, value in kw.items():
         section, _, name = key.partition("__")
         base.setdefault(section, {})[name] = value
@@ -76,8 +92,7 @@ def test_run_writes_metrics_and_a_reusable_source(source_run):
 def test_decoder_finetune_from_the_source_maps_the_head_by_name(source_run, tmp_path):
     root, _, _, _ = source_run
     target, _ = write_msd(tmp_path / "tgt", n=8, seed=1, classes=("background", "ball"))
-    cfg = seg_config(target, model__source=str(root / "run"), transfer__strategy="decoder_finetune",
-                     train__n_train=2)
+    cfg = seg_config(target, model__source=str(root / "run"), transfer__strategy="decoder_finetune", train__n_train=2)
     from safetensors.torch import load_file
 
     src = load_file(str(root / "run" / "model.safetensors"))
@@ -108,8 +123,9 @@ def test_cli_train_then_evaluate_on_an_msd_folder(source_run, tmp_path):
     root, cfg, _, _ = source_run
     _register_commands()
     out = tmp_path / "metrics.json"
-    result = CliRunner().invoke(app, ["evaluate", str(root / "run"), "--data", str(cfg.data.path), "--format", "msd",
-                                      "--out", str(out)])
+    result = CliRunner().invoke(
+        app, ["evaluate", str(root / "run"), "--data", str(cfg.data.path), "--format", "msd", "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     m = json.loads(out.read_text())
     assert m["n"] == 8 and len(m["dice_ci"]) == 2 and set(m["per_label"]) == {"blob", "ball"}

@@ -78,3 +78,10 @@ def test_folder_names_are_safe():
     assert safe_name("a b/c") == "a_b__c"
     assert source_label("~/sources/hand-ssl/") == "hand-ssl"
     assert source_label("imagenet") == "imagenet"
+
+
+def test_exclude_drops_arms_and_checks_names():
+    trials = expand(section(exclude=["scratch/recipe"], baselines=[]), 40)
+    assert "scratch/recipe" not in {t.arm for t in trials} and len({t.arm for t in trials}) == 3
+    with pytest.raises(ConfigError, match="did you mean 'scratch/recipe'"):
+        expand(section(exclude=["scratch/recipes"]), 40)
