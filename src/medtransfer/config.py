@@ -82,7 +82,8 @@ class TransferConfig:
 class TrainConfig:
     epochs: int = 10
     max_steps: int | None = None  # cap on optimizer steps: fewer epochs for large N (a learning-curve budget)
-    batch_size: int = 64
+    batch_size: int = 64  # the effective batch: images per optimizer step
+    grad_accum: int = 1  # micro-batches per optimizer step (batch_size // grad_accum images per forward)
     lr: float = 1e-3
     weight_decay: float = 1e-4
     n_train: int | None = None  # size of the nested training subset; None = all
@@ -92,6 +93,7 @@ class TrainConfig:
     augment: bool = True
     hflip: bool = False  # off by default: laterality matters in chest films
     device: str = "auto"
+    compile: bool = False  # torch.compile the model's forward (skipped with a warning where unsupported)
     warmup_pct: float = 0.25  # one-cycle
     div_factor: float = 25.0  # one-cycle initial divisor
     final_div_factor: float = 1e5  # one-cycle final divisor (fastai default)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -19,6 +20,10 @@ def study(
     resume: bool = typer.Option(False, "--resume", help="Continue the study in --out: run only what is not done."),
     workers: int = typer.Option(None, "--workers", "-k", help="Trials at once in worker processes (study.workers)."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="With --resume: run failed trials again."),
+    executor: str = typer.Option(None, "--executor", help="How trials run: local or ray (study.executor)."),
+    address: str = typer.Option(
+        None, "--address", help="With --executor ray: the cluster, e.g. auto or ray://head:10001 (study.ray_address)."
+    ),
     set_: list[str] = typer.Option(None, "--set", help="Override a config key: --set study.seeds=[0,1]."),
 ) -> None:
     """Run every source × strategy × N × seed (and the baselines) on paired subsets, then write the report."""
@@ -26,7 +31,10 @@ def study(
     from medtransfer.studies.config import StudyConfig
     from medtransfer.studies.runner import run_study
 
-    cfg = load_config(config, set_ or [], cls=StudyConfig)
+    # The options are config overrides (quoted: an address must stay a string), applied after --set so they win.
+    flags = [f"study.executor={json.dumps(executor)}"] if executor else []
+    flags += [f"study.ray_address={json.dumps(address)}"] if address else []
+    cfg = load_config(config, [*(set_ or []), *flags], cls=StudyConfig)
     counts = run_study(cfg, out, resume=resume, workers=workers, retry_failed=retry_failed)
     _print_summary(out, counts)
 

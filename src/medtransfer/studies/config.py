@@ -42,6 +42,10 @@ class StudySection:
     test: StudyTestSection | None = None
     rank: bool = True  # score the sources' transferability (LogME) before training, for the report
     workers: int = 1  # trials run at once (local executor); --workers overrides
+    executor: str = "local"  # local | ray; --executor overrides
+    ray_address: str | None = None  # an existing Ray cluster ("auto", "ray://head:10001"); None = a local instance
+    trial_cpus: float = 1.0  # CPUs a trial reserves on Ray (also its torch threads)
+    trial_gpus: float = 0.0  # GPUs a trial reserves on Ray; a fraction (0.5) lets trials share a GPU
     radiomics_workers: int = 1  # processes for radiomics feature extraction (features are cached per image)
     sources_dir: str | None = None  # the catalogue folder for source names; None = $MEDTRANSFER_SOURCES
     notes: str | None = None  # a markdown file whose text goes into the report's discussion

@@ -1,7 +1,8 @@
 """``medtransfer study``: plan the grid, fix the splits, rank the sources, run every trial, write the report.
 
-The driver alone writes the ledger. Trials run in the driver (``workers=1``) or in K worker processes; a worker
-that dies takes its trial back to pending once, then the trial is marked failed; the study goes on.
+The driver alone writes the ledger. Trials run in the driver (``workers=1``), in K worker processes, or as Ray
+tasks (``study.executor: ray``, :mod:`medtransfer.studies.ray_executor`); a worker that dies takes its trial back
+to pending once, then the trial is marked failed; the study goes on.
 ``--resume`` requeues what a killed driver left running and runs only what is not done: finished trials are
 never run again, interrupted ones continue from their last epoch checkpoint.
 """
@@ -17,12 +18,13 @@ import logging
 import multiprocessing
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from medtransfer.config import to_dict, write_run_info
 from medtransfer.errors import UserError
 from medtransfer.io import atomic_write_text
+from medtransfer.registry import Registry
 from medtransfer.studies.config import StudyConfig
 from medtransfer.studies.grid import Trial, expand, source_label
 from medtransfer.studies.ledger import LEDGER_FILE, Ledger
@@ -54,6 +56,11 @@ def run_study(
     workers = workers or cfg.study.workers
     if workers < 1:
         raise UserError(f"--workers must be at least 1, got {workers}")
+    EXECUTORS.get(cfg.study.executor)  # an unknown name fails here, with close matches
+    if cfg.study.executor == "ray":
+        from medtransfer.studies.ray_executor import check
+
+        check(cfg.study)  # Ray installed, resources valid: before the folder and the splits are made
     if (out / LEDGER_FILE).exists() and not resume:
         raise UserError(f"{out} already holds a study; pass --resume to continue it, or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
@@ -201,10 +208,11 @@ def _preflight_test(cfg: StudyConfig, ds) -> None:
 
 
 def fingerprint(cfg: StudyConfig) -> dict:
-    """The config a resumed study must match: everything except how many processes run it."""
+    """The config a resumed study must match: everything except how (and where) its trials run."""
     data = to_dict(cfg)
-    for key in ("workers", "radiomics_workers"):
+    for key in ("workers", "radiomics_workers", "executor", "ray_address", "trial_cpus", "trial_gpus"):
         data["study"].pop(key, None)
+    data["train"].pop("compile", None)  # speed only
     return json.loads(json.dumps(data))
 
 
@@ -218,19 +226,28 @@ def _check_same_study(ledger: Ledger, cfg: StudyConfig) -> None:
         ledger.set_meta("created", time.strftime("%Y-%m-%d %H:%M:%S"))
         return
     if stored != text:
-        diff = _diff(json.loads(stored), now)
+        diff = _diff(json.loads(stored), now, fingerprint(StudyConfig()))
+        if not diff:  # only keys a newer medtransfer added (at their defaults) or removed: the same study
+            return
         raise UserError(
             f"{ledger.path.parent} was run with another config ({'; '.join(diff[:4])}); "
             "resume with the same config, or start a new --out"
         )
 
 
-def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+def _diff(a: dict, b: dict, defaults: dict | None = None, prefix: str = "") -> list[str]:
+    """Keys whose values differ between the stored config ``a`` and ``b``. With ``defaults``, a key only one side
+    has counts only if its value there is not the default (a config key added by a newer version, or removed)."""
     out = []
+    defaults = defaults or {}
     for key in sorted(set(a) | set(b)):
         va, vb, where = a.get(key), b.get(key), f"{prefix}{key}"
         if isinstance(va, dict) and isinstance(vb, dict):
-            out += _diff(va, vb, where + ".")
+            out += _diff(va, vb, defaults.get(key) if isinstance(defaults.get(key), dict) else {}, where + ".")
+        elif key not in a or key not in b:
+            value = vb if key not in a else va
+            if key not in defaults or value != defaults[key]:
+                out.append(f"{where}: {va!r} → {vb!r}")
         elif va != vb:
             out.append(f"{where}: {va!r} → {vb!r}")
     return out
@@ -301,23 +318,46 @@ def rank_for_report(ctx: StudyContext, out: Path, progress: bool) -> dict:
 
 
 # --------------------------------------------------------------------------- execution
+#: How trials run (``study.executor``): each takes the pending trials and records every result in the ledger.
+Executor = Callable[[Ledger, list[Trial], StudyContext, int, "_StudyProgress"], None]
+EXECUTORS: Registry[Executor] = Registry("executor")
+
+
 def execute(ledger: Ledger, trials: dict[str, Trial], ctx: StudyContext, workers: int, progress: bool) -> None:
-    """Run every pending trial, recording each result in the ledger as it arrives."""
+    """Run every pending trial with the study's executor, recording each result in the ledger as it arrives."""
     todo = [trials[i] for i in ledger.pending() if i in trials]
     if not todo:
         return
+    run = EXECUTORS.get(ctx.cfg.study.executor)
     with _StudyProgress(ledger, progress) as bar:
-        if workers == 1:
-            for trial in todo:
-                ledger.start(trial.id, f"pid {os.getpid()}")
-                bar.running(trial)
-                _record(ledger, run_trial(ctx, trial))
-                bar.update()
-        else:
-            _run_pool(ledger, todo, ctx, workers, bar)
+        run(ledger, todo, ctx, workers, bar)
 
 
-def _record(ledger: Ledger, r: TrialResult) -> None:
+@EXECUTORS.register("local")
+def _run_local(ledger: Ledger, todo: list[Trial], ctx: StudyContext, workers: int, bar: _StudyProgress) -> None:
+    """In the driver (``workers=1``) or in a pool of ``workers`` spawned processes."""
+    if workers > 1:
+        _run_pool(ledger, todo, ctx, workers, bar)
+        return
+    for trial in todo:
+        ledger.start(trial.id, f"pid {os.getpid()}")
+        bar.running(trial)
+        record_result(ledger, run_trial(ctx, trial))
+        bar.update()
+
+
+@EXECUTORS.register("ray")
+def _run_ray(ledger: Ledger, todo: list[Trial], ctx: StudyContext, workers: int, bar: _StudyProgress) -> None:
+    """As Ray tasks; the cluster's resources, not ``workers``, bound the trials in flight."""
+    from medtransfer.studies.ray_executor import run_ray
+
+    if workers > 1:
+        log.info("--workers %d is for the local executor; on Ray, study.trial_cpus/trial_gpus decide", workers)
+    run_ray(ledger, todo, ctx, bar)
+
+
+def record_result(ledger: Ledger, r: TrialResult) -> None:
+    """A trial's result (done or failed) into the ledger: the one way every executor records one."""
     if r.ok:
         ledger.finish(r.trial_id, r.metrics, r.seconds, r.peak_rss_mb, r.peak_gpu_mb)
     else:
@@ -359,7 +399,7 @@ def _run_pool(ledger: Ledger, todo: list[Trial], ctx: StudyContext, workers: int
                 for fut in done:
                     trial = running.pop(fut)
                     try:
-                        _record(ledger, fut.result())
+                        record_result(ledger, fut.result())
                         suspects.discard(trial.id)
                     except cf.process.BrokenProcessPool:
                         lost.append(trial)
@@ -369,7 +409,7 @@ def _run_pool(ledger: Ledger, todo: list[Trial], ctx: StudyContext, workers: int
         finally:
             pool.shutdown(wait=not lost, cancel_futures=True)
         if len(lost) == 1:
-            _worker_died(ledger, lost[0], queue)
+            worker_died(ledger, lost[0], queue)
             suspects.add(lost[0].id)
         else:
             for trial in reversed(lost):
@@ -382,14 +422,21 @@ def _run_pool(ledger: Ledger, todo: list[Trial], ctx: StudyContext, workers: int
         bar.update()
 
 
-def _worker_died(ledger: Ledger, trial: Trial, queue: list[Trial]) -> None:
+def worker_died(ledger: Ledger, trial: Trial, queue: list[Trial], cause: str = "worker process died") -> None:
+    """The policy of every executor for a trial whose worker died: once more (first in ``queue``), then failed.
+
+    Only a death attributable to ``trial`` may be charged here; it used up an attempt when it started.
+
+    Example:
+        >>> worker_died(ledger, trial, queue)   # doctest: +SKIP   (attempts 1 → pending again, first in queue)
+    """
     attempts = ledger.get(trial.id)["attempts"]
     if attempts < MAX_ATTEMPTS:
-        log.warning("the worker running %s died; trying it again", trial.id)
-        ledger.requeue(trial.id, "worker process died")
+        log.warning("the worker running %s died (%s); trying it again", trial.id, cause)
+        ledger.requeue(trial.id, cause)
         queue.insert(0, trial)
     else:
-        ledger.fail(trial.id, f"worker process died ({attempts} attempts)")
+        ledger.fail(trial.id, f"{cause} ({attempts} attempts)")
 
 
 def _init_worker(threads: int, level: int) -> None:

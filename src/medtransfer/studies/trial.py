@@ -104,7 +104,16 @@ def run_trial(ctx: StudyContext, trial: Trial, progress: bool = False) -> TrialR
             log.info("%s: already finished in %s", trial.id, folder)
             metrics = done
         elif trial.kind == "net":
-            metrics = _net_trial(ctx, trial, folder, progress)
+            try:
+                metrics = _net_trial(ctx, trial, folder, progress)
+            except (torch.OutOfMemoryError, MemoryError) as e:
+                # Once: half the micro-batch with gradient accumulation keeps the effective batch and the schedule.
+                accum = 2 * ctx.train_config(trial).train.grad_accum
+                log.warning("%s ran out of memory (%s); retrying with train.grad_accum=%d", trial.id,
+                            str(e).splitlines()[0] if str(e) else type(e).__name__, accum)
+                _free_memory()
+                metrics = _net_trial(ctx, trial, folder, progress, grad_accum=accum)
+                metrics["oom_retry"] = {"grad_accum": accum}
         else:
             metrics = _baseline_trial(ctx, trial, folder, progress)
         ok, error = True, None
@@ -139,10 +148,23 @@ def _finished(folder: Path) -> dict | None:
         return None
 
 
-def _net_trial(ctx: StudyContext, trial: Trial, folder: Path, progress: bool) -> dict:
+def _free_memory() -> None:
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _net_trial(ctx: StudyContext, trial: Trial, folder: Path, progress: bool, grad_accum: int | None = None) -> dict:
+    from medtransfer.config import replace
     from medtransfer.training.run import train_run
 
     cfg = ctx.train_config(trial)
+    if grad_accum is not None:
+        if cfg.train.batch_size % grad_accum:
+            raise MemoryError(f"out of memory and train.batch_size={cfg.train.batch_size} cannot be halved further")
+        cfg = replace(cfg, **{"train.grad_accum": grad_accum})
     resume = (folder / "checkpoint.pt").exists()
     if cfg.task == "segmentation":
         from medtransfer.segmentation.train import train_segmentation
@@ -293,6 +315,7 @@ def _ledger_metrics(metrics: dict) -> dict:
         "hd95_inf",
         "val_dice",
         "task",
+        "oom_retry",
     )
     out = {k: metrics[k] for k in keep if k in metrics}
     if isinstance(out.get("val"), dict):

@@ -3,13 +3,21 @@
 ``fit`` runs epochs from wherever the checkpoint says: the strategy's hook decides what trains, one epoch of
 optimisation, validation, then checkpoint / best weights / early stopping. Every epoch is seeded by
 ``(seed, epoch)`` (shuffling, augmentation, dropout), so a resumed run equals an uninterrupted one on CPU.
+
+On CUDA a step runs under bf16 autocast on channels_last batches (the model is converted once in run.py) with
+cuDNN autotuning and fused AdamW; batches arrive from :class:`Batches` already on the device. The hot loop never
+waits for the device except every :data:`SYNC_EVERY` steps and at the epoch end, so the host stays ahead and
+queues the next step while the device computes. ``train.grad_accum`` splits each batch into micro-batches
+(:func:`forward_backward`), ``train.compile`` compiles the forward (:func:`maybe_compile`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +25,7 @@ import numpy as np
 import torch
 
 from medtransfer.config import TrainConfig
-from medtransfer.errors import TrainingFailed
+from medtransfer.errors import ConfigError, TrainingFailed
 from medtransfer.evaluation.metrics import macro_auc, per_label_auc
 from medtransfer.training.batches import Batches
 from medtransfer.training.checkpoint import load_checkpoint, save_checkpoint, save_weights
@@ -131,33 +139,178 @@ def fit(
 def train_one_epoch(
     model, task: Task, strategy, optimizer, scheduler, train: Batches, cfg: TrainConfig, seed: int, epoch: int, on_step
 ) -> float:
+    """One pass over ``train``: one optimizer and scheduler step per batch; returns the mean batch loss.
+
+    A batch is ``cfg.batch_size`` images (the effective batch); with ``cfg.grad_accum > 1`` its gradients are
+    summed over that many micro-batches first (see :func:`forward_backward`), so the number of optimizer steps
+    and the learning-rate schedule do not depend on ``grad_accum``. The host waits for the device only every
+    :data:`SYNC_EVERY` steps and at the end of the epoch (NaN check, progress text); other steps queue work.
+
+    Example::
+
+        loss = train_one_epoch(model, task, strategy, optimizer, scheduler, batches, cfg, seed=0, epoch=0,
+                               on_step=lambda info: None)
+    """
+    accum = cfg.grad_accum
+    micro_batch_size(cfg.batch_size, accum)  # a bad value fails before any work
     model.train()
     strategy.set_train_mode(model)
     cuda = train.device.type == "cuda"
     total = torch.zeros((), device=train.device)
-    for step, (x, y) in enumerate(train.epoch(seed, epoch)):
-        if x.ndim == 4:  # 2-D images; 3-D volumes (5-D batches) keep the default layout
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(train.device.type, dtype=torch.bfloat16, enabled=cuda):
-            loss = task.loss(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], cfg.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        total += loss.detach()
-        if step % 10 == 0 or step == len(train) - 1:  # a host sync only every 10 steps
-            mean = total.item() / (step + 1)
-            if not math.isfinite(mean):
-                raise TrainingFailed(
-                    f"loss became {mean} at epoch {epoch + 1}, step {step + 1}; "
-                    "lower train.lr or enable train.grad_clip"
-                )
-            on_step(f"epoch {epoch + 1}/{cfg.epochs} loss {mean:.4f}")
-        else:
-            on_step(None)
+    with cudnn_autotune(cuda):
+        for step, (x, y) in enumerate(train.epoch(seed, epoch)):
+            if x.ndim == 4:  # 2-D images; 3-D volumes (5-D batches) keep the default layout
+                x = x.contiguous(memory_format=torch.channels_last)
+            optimizer.zero_grad(set_to_none=True)
+            total += forward_backward(model, task, x, y, accum)
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            if step % SYNC_EVERY == 0 or step == len(train) - 1:  # the only host syncs of the epoch
+                mean = total.item() / (step + 1)
+                if not math.isfinite(mean):
+                    raise TrainingFailed(
+                        f"loss became {mean} at epoch {epoch + 1}, step {step + 1}; "
+                        "lower train.lr or enable train.grad_clip"
+                    )
+                on_step(f"epoch {epoch + 1}/{cfg.epochs} loss {mean:.4f}")
+            else:
+                on_step(None)
     return total.item() / max(len(train), 1)
+
+
+def forward_backward(model: torch.nn.Module, task: Task, x: torch.Tensor, y, grad_accum: int = 1) -> torch.Tensor:
+    """Forward and backward of one batch, accumulating into ``.grad``; returns the batch loss, detached.
+
+    With ``grad_accum > 1`` the batch is cut into that many micro-batches (``torch.tensor_split``: equal sizes
+    when ``grad_accum`` divides the batch) and micro-batch ``i`` of ``n_i`` images contributes
+    ``loss_i * n_i / n``. For a loss that is a mean over images this sums to the gradient of the whole batch,
+    while only a micro-batch's activations are in memory at a time. It is exact up to float rounding for models
+    without batch statistics; BatchNorm normalises each micro-batch by its own statistics, dropout draws other
+    masks, and a loss averaged over known labels only (NaN) weights micro-batches by images, not labels.
+    bf16 autocast is on for CUDA batches.
+
+    Example:
+        >>> model = torch.nn.Linear(3, 1)
+        >>> task = Task("binary", 1)
+        >>> x, y = torch.randn(8, 3), torch.ones(8, 1)
+        >>> loss = forward_backward(model, task, x, y, grad_accum=2)
+        >>> model.weight.grad.shape
+        torch.Size([1, 3])
+    """
+    device_type = x.device.type
+    cuda = device_type == "cuda"
+    if grad_accum == 1:
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=cuda):
+            loss = task.loss(model(x), y)
+        loss.backward()
+        return loss.detach()
+    n = x.shape[0]
+    total = torch.zeros((), device=x.device)
+    for xs, ys in zip(torch.tensor_split(x, grad_accum), _split(y, grad_accum), strict=True):
+        if xs.shape[0] == 0:  # a batch smaller than grad_accum
+            continue
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=cuda):
+            loss = task.loss(model(xs), ys) * (xs.shape[0] / n)
+        loss.backward()
+        total += loss.detach()
+    return total
+
+
+def _split(y, parts: int) -> list:
+    """``torch.tensor_split`` along the batch axis, also for targets that are tuples of tensors (segmentation)."""
+    if isinstance(y, torch.Tensor):
+        return list(torch.tensor_split(y, parts))
+    return list(zip(*(torch.tensor_split(t, parts) for t in y), strict=True))
+
+
+# The hot loop reads the running loss back (a host sync) only this often: on CUDA every read drains the queue of
+# launched kernels and leaves the device idle while the host prepares the next batch. A NaN loss is therefore
+# noticed up to SYNC_EVERY - 1 steps late, which costs nothing but those steps.
+SYNC_EVERY = 50
+
+
+def micro_batch_size(batch_size: int, grad_accum: int) -> int:
+    """Images per forward pass: ``batch_size // grad_accum``; raises ``ConfigError`` when that is not exact.
+
+    Example:
+        >>> micro_batch_size(64, 4)
+        16
+    """
+    if grad_accum < 1:
+        raise ConfigError(f"train.grad_accum must be at least 1, got {grad_accum}")
+    if batch_size % grad_accum:
+        raise ConfigError(
+            f"train.batch_size={batch_size} is not a multiple of train.grad_accum={grad_accum}; "
+            "batch_size is the effective batch, split into grad_accum equal micro-batches"
+        )
+    return batch_size // grad_accum
+
+
+@contextlib.contextmanager
+def cudnn_autotune(enabled: bool) -> Iterator[None]:
+    """Let cuDNN pick the fastest convolution algorithms while training (batches have one fixed shape), and
+    restore the previous setting afterwards: a process-wide flag must not outlive the loop that wants it."""
+    previous = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = previous or enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous
+
+
+def make_optimizer(param_groups, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW over the strategy's parameter groups; the fused CUDA kernel on CUDA (one launch for all parameters).
+
+    Example:
+        >>> opt = make_optimizer(torch.nn.Linear(2, 1).parameters(), TrainConfig(), torch.device("cpu"))
+        >>> type(opt).__name__
+        'AdamW'
+    """
+    fused = {"fused": True} if device.type == "cuda" else {}  # CPU keeps the default kernel (bit-identical runs)
+    return torch.optim.AdamW(param_groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
+
+
+def maybe_compile(model: torch.nn.Module, device: torch.device) -> bool:
+    """``torch.compile`` the model's forward in place where that can work; returns whether it did.
+
+    In place (``nn.Module.compile``) keeps parameter identity and ``state_dict`` keys, so strategies,
+    checkpoints and weight files are unaffected. Skipped with a warning when TorchDynamo is unsupported, when a
+    CUDA model has no Triton, or when a CPU model has no C++ compiler. Each change of the trainable set (gradual
+    unfreezing) or of train/eval mode compiles the forward again.
+
+    Example:
+        >>> maybe_compile(torch.nn.Linear(2, 1), torch.device("cpu"))  # doctest: +SKIP
+        True
+    """
+    why = _compile_unsupported(device)
+    if why:
+        log.warning("train.compile: skipped, %s; training runs eagerly", why)
+        return False
+    model.compile()
+    log.info("train.compile: the model's forward is compiled with torch.compile (first steps are slow)")
+    return True
+
+
+def _compile_unsupported(device: torch.device) -> str | None:
+    import shutil
+
+    import torch._dynamo
+
+    if not torch._dynamo.is_dynamo_supported():
+        return f"torch.compile does not support this Python/platform (torch {torch.__version__})"
+    if device.type == "cuda":
+        from torch.utils._triton import has_triton
+
+        if not has_triton():
+            return "no usable Triton for this GPU"
+    elif device.type == "cpu":
+        if not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+            return "no C++ compiler on PATH for CPU code generation"
+    else:
+        return f"device type {device.type!r} is not supported here"
+    return None
 
 
 def _val_auc(model, task: Task, val: Batches) -> float:
@@ -173,8 +326,9 @@ def predict(model: torch.nn.Module, task: Task, batches: Batches) -> np.ndarray:
     out = []
     for x, _ in batches.epoch(0, 0):
         with torch.autocast(batches.device.type, dtype=torch.bfloat16, enabled=cuda):
-            out.append(task.scores(model(x)).cpu())
-    return torch.cat(out).numpy().astype(np.float64)
+            out.append(task.scores(model(x)))
+    # scores stay on the device until the end: a copy per batch would wait for every batch in turn
+    return torch.cat(out).cpu().numpy().astype(np.float64)
 
 
 class _NoBar:

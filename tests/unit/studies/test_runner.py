@@ -106,3 +106,47 @@ def test_worker_pool_runs_trials_and_survives_a_dying_worker(tmp_path, study_con
     for r in Ledger(seq / "study.sqlite").rows():
         if r["id"] != dead["id"]:
             assert r["auc"] == pytest.approx(rows[r["id"]]["auc"], abs=0.02)
+
+
+def test_out_of_memory_is_retried_once_with_half_the_micro_batch(tmp_path, study_config, monkeypatch):
+    """A simulated OOM: retried with train.grad_accum=2 (same effective batch); an OOM that persists fails."""
+    import torch
+    import yaml
+
+    from medtransfer.training import run as run_mod
+
+    real = run_mod.train_run
+    calls: list[tuple[str, int]] = []
+
+    def oom(cfg, out, **kw):
+        calls.append((str(out), cfg.train.grad_accum))
+        if "recipe" in str(out) and cfg.train.grad_accum == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        if "finetune" in str(out) and "nall" in str(out):
+            raise torch.OutOfMemoryError("CUDA out of memory, always")
+        return real(cfg, out, **kw)
+
+    monkeypatch.setattr(run_mod, "train_run", oom)
+    out = tmp_path / "s"
+    counts = run_study(study_config(seeds=[0]), out, progress=False, report=False)
+    rows = {r["id"]: r for r in Ledger(out / "study.sqlite").rows()}
+    retried = rows["scratch/recipe|n=12|seed=0"]
+    assert retried["status"] == "done" and retried["metrics"]["oom_retry"] == {"grad_accum": 2}
+    saved = yaml.safe_load((out / retried["folder"] / "config.yaml").read_text())
+    assert saved["train"]["grad_accum"] == 2 and saved["train"]["batch_size"] == 8  # the effective batch is kept
+    lost = rows["scratch/finetune|n=all|seed=0"]
+    assert lost["status"] == "failed" and lost["error"].startswith("out of memory")
+    assert counts == {"pending": 0, "running": 0, "done": 3, "failed": 1}
+    assert sum(1 for c in calls if "finetune" in c[0] and "nall" in c[0]) == 2  # tried once more, not forever
+
+
+def test_a_config_key_added_by_a_newer_version_does_not_block_resume():
+    from medtransfer.studies.config import StudyConfig
+    from medtransfer.studies.runner import _diff, fingerprint
+
+    now = fingerprint(StudyConfig())
+    stored = json.loads(json.dumps(now))
+    del stored["train"]["max_steps"]  # a ledger written before train.max_steps existed
+    assert _diff(stored, now, fingerprint(StudyConfig())) == []
+    now["train"]["max_steps"] = 100  # the new key set to a non-default value is a different study
+    assert _diff(stored, now, fingerprint(StudyConfig())) == ["train.max_steps: None → 100"]

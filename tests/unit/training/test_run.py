@@ -18,13 +18,17 @@ from medtransfer.training.run import train_run
 
 
 def tiny_config(**train) -> Config:
-    return from_dict(Config, {
-        "task": "binary", "seed": 3,
-        "data": {"path": "synthetic:chest,n=160,visibility=0.9,seed=1", "image_size": 32},
-        "model": {"backbone": "tiny", "dropout": 0.2},
-        "transfer": {"strategy": "recipe", "head_epochs": 1, "unfreeze_every": 1},
-        "train": {"epochs": 3, "batch_size": 32, "lr": 0.01, **train},
-    })
+    return from_dict(
+        Config,
+        {
+            "task": "binary",
+            "seed": 3,
+            "data": {"path": "synthetic:chest,n=160,visibility=0.9,seed=1", "image_size": 32},
+            "model": {"backbone": "tiny", "dropout": 0.2},
+            "transfer": {"strategy": "recipe", "head_epochs": 1, "unfreeze_every": 1},
+            "train": {"epochs": 3, "batch_size": 32, "lr": 0.01, **train},
+        },
+    )
 
 
 def weights(path) -> dict[str, torch.Tensor]:
@@ -33,8 +37,17 @@ def weights(path) -> dict[str, torch.Tensor]:
 
 def test_run_writes_every_file_and_metrics_schema(tmp_path):
     m = train_run(tiny_config(), tmp_path / "run", progress=False)
-    for name in ("config.yaml", "run_info.json", "split.csv", "model.safetensors", "history.csv",
-                 "metrics.json", "status.json", "checkpoint.pt", "predictions.csv"):
+    for name in (
+        "config.yaml",
+        "run_info.json",
+        "split.csv",
+        "model.safetensors",
+        "history.csv",
+        "metrics.json",
+        "status.json",
+        "checkpoint.pt",
+        "predictions.csv",
+    ):
         assert (tmp_path / "run" / name).is_file(), name
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     for key in ("auc", "auc_ci", "n", "per_label", "val"):
@@ -122,3 +135,22 @@ def test_early_stopping(tmp_path):
     m = train_run(tiny_config(epochs=6, early_stop_patience=1, lr=1e-7), tmp_path / "es", progress=False)
     assert m["epochs_run"] < 6
     shutil.rmtree(tmp_path / "es")
+
+
+def test_grad_accum_keeps_the_optimizer_steps_and_the_schedule(tmp_path):
+    # batch_size stays the effective batch: 3 optimizer steps of 32 per epoch either way, 16 images per forward
+    from medtransfer.training.checkpoint import load_checkpoint
+
+    runs = {}
+    for accum in (1, 2):
+        m = train_run(tiny_config(epochs=2, grad_accum=accum), tmp_path / f"ga{accum}", progress=False)
+        ckpt = load_checkpoint(tmp_path / f"ga{accum}" / "checkpoint.pt")
+        steps = {int(s["step"]) for s in ckpt["optimizer"]["state"].values()}
+        runs[accum] = (ckpt["scheduler"]["last_epoch"], steps, m["epochs_run"])
+        assert 0.0 <= m["auc"] <= 1.0
+    assert runs[1] == runs[2] == (6, {3, 6}, 2)  # the head trains 6 steps, the unfrozen group 3 (recipe)
+    lr1 = pd.read_csv(tmp_path / "ga1" / "history.csv")["lr"]
+    lr2 = pd.read_csv(tmp_path / "ga2" / "history.csv")["lr"]
+    assert np.allclose(lr1, lr2)
+    with pytest.raises(ConfigError, match="grad_accum"):
+        train_run(tiny_config(grad_accum=3), tmp_path / "bad", progress=False)
