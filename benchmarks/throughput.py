@@ -48,13 +48,8 @@ from medtransfer.data.sources.synthetic import load_synthetic
 from medtransfer.data.transforms import RadiographAugment
 from medtransfer.models.backbones import build_model
 from medtransfer.training.batches import Batches
-from medtransfer.training.loop import (
-    cudnn_autotune,
-    forward_backward,
-    make_optimizer,
-    maybe_compile,
-    train_one_epoch,
-)
+from medtransfer.training.device import cudnn_autotune, make_optimizer, maybe_compile
+from medtransfer.training.loop import forward_backward, train_one_epoch
 from medtransfer.training.schedules import build_scheduler
 from medtransfer.training.tasks import make_task
 from medtransfer.transfer.strategies import build_strategy

@@ -8,16 +8,14 @@ On CUDA a step runs under bf16 autocast on channels_last batches (the model is c
 cuDNN autotuning and fused AdamW; batches arrive from :class:`Batches` already on the device. The hot loop never
 waits for the device except every :data:`SYNC_EVERY` steps and at the epoch end, so the host stays ahead and
 queues the next step while the device computes. ``train.grad_accum`` splits each batch into micro-batches
-(:func:`forward_backward`), ``train.compile`` compiles the forward (:func:`maybe_compile`).
+(:func:`forward_backward`); device set-up (fused AdamW, compile, cuDNN autotune) is in ``device.py``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,10 +23,11 @@ import numpy as np
 import torch
 
 from medtransfer.config import TrainConfig
-from medtransfer.errors import ConfigError, TrainingFailed
+from medtransfer.errors import TrainingFailed
 from medtransfer.evaluation.metrics import macro_auc, per_label_auc
 from medtransfer.training.batches import Batches
 from medtransfer.training.checkpoint import load_checkpoint, save_checkpoint, save_weights
+from medtransfer.training.device import cudnn_autotune, micro_batch_size
 from medtransfer.training.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -229,88 +228,6 @@ def _split(y, parts: int) -> list:
 # launched kernels and leaves the device idle while the host prepares the next batch. A NaN loss is therefore
 # noticed up to SYNC_EVERY - 1 steps late, which costs nothing but those steps.
 SYNC_EVERY = 50
-
-
-def micro_batch_size(batch_size: int, grad_accum: int) -> int:
-    """Images per forward pass: ``batch_size // grad_accum``; raises ``ConfigError`` when that is not exact.
-
-    Example:
-        >>> micro_batch_size(64, 4)
-        16
-    """
-    if grad_accum < 1:
-        raise ConfigError(f"train.grad_accum must be at least 1, got {grad_accum}")
-    if batch_size % grad_accum:
-        raise ConfigError(
-            f"train.batch_size={batch_size} is not a multiple of train.grad_accum={grad_accum}; "
-            "batch_size is the effective batch, split into grad_accum equal micro-batches"
-        )
-    return batch_size // grad_accum
-
-
-@contextlib.contextmanager
-def cudnn_autotune(enabled: bool) -> Iterator[None]:
-    """Let cuDNN pick the fastest convolution algorithms while training (batches have one fixed shape), and
-    restore the previous setting afterwards: a process-wide flag must not outlive the loop that wants it."""
-    previous = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = previous or enabled
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.benchmark = previous
-
-
-def make_optimizer(param_groups, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW over the strategy's parameter groups; the fused CUDA kernel on CUDA (one launch for all parameters).
-
-    Example:
-        >>> opt = make_optimizer(torch.nn.Linear(2, 1).parameters(), TrainConfig(), torch.device("cpu"))
-        >>> type(opt).__name__
-        'AdamW'
-    """
-    fused = {"fused": True} if device.type == "cuda" else {}  # CPU keeps the default kernel (bit-identical runs)
-    return torch.optim.AdamW(param_groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
-
-
-def maybe_compile(model: torch.nn.Module, device: torch.device) -> bool:
-    """``torch.compile`` the model's forward in place where that can work; returns whether it did.
-
-    In place (``nn.Module.compile``) keeps parameter identity and ``state_dict`` keys, so strategies,
-    checkpoints and weight files are unaffected. Skipped with a warning when TorchDynamo is unsupported, when a
-    CUDA model has no Triton, or when a CPU model has no C++ compiler. Each change of the trainable set (gradual
-    unfreezing) or of train/eval mode compiles the forward again.
-
-    Example:
-        >>> maybe_compile(torch.nn.Linear(2, 1), torch.device("cpu"))  # doctest: +SKIP
-        True
-    """
-    why = _compile_unsupported(device)
-    if why:
-        log.warning("train.compile: skipped, %s; training runs eagerly", why)
-        return False
-    model.compile()
-    log.info("train.compile: the model's forward is compiled with torch.compile (first steps are slow)")
-    return True
-
-
-def _compile_unsupported(device: torch.device) -> str | None:
-    import shutil
-
-    import torch._dynamo
-
-    if not torch._dynamo.is_dynamo_supported():
-        return f"torch.compile does not support this Python/platform (torch {torch.__version__})"
-    if device.type == "cuda":
-        from torch.utils._triton import has_triton
-
-        if not has_triton():
-            return "no usable Triton for this GPU"
-    elif device.type == "cpu":
-        if not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
-            return "no C++ compiler on PATH for CPU code generation"
-    else:
-        return f"device type {device.type!r} is not supported here"
-    return None
 
 
 def _val_auc(model, task: Task, val: Batches) -> float:

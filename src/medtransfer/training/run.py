@@ -31,7 +31,8 @@ from medtransfer.io import atomic_write_text
 from medtransfer.models.weights import create_model
 from medtransfer.training.batches import Batches
 from medtransfer.training.checkpoint import load_weights_file, save_weights
-from medtransfer.training.loop import fit, make_optimizer, maybe_compile, micro_batch_size, predict
+from medtransfer.training.device import make_optimizer, maybe_compile, micro_batch_size
+from medtransfer.training.loop import fit, predict
 from medtransfer.training.schedules import build_scheduler
 from medtransfer.training.tasks import Task, make_task
 from medtransfer.transfer.strategies import build_strategy

@@ -12,9 +12,11 @@ from torch import nn
 from medtransfer.config import TrainConfig
 from medtransfer.data.transforms import RadiographAugment
 from medtransfer.errors import ConfigError
+from medtransfer.training import device as device_mod
 from medtransfer.training import loop
 from medtransfer.training.batches import Batches
-from medtransfer.training.loop import forward_backward, maybe_compile, micro_batch_size, train_one_epoch
+from medtransfer.training.device import maybe_compile, micro_batch_size
+from medtransfer.training.loop import forward_backward, train_one_epoch
 from medtransfer.training.tasks import Task
 
 
@@ -112,16 +114,16 @@ def test_grad_accum_must_divide_the_batch():
 
 
 def test_compile_is_skipped_with_a_warning_where_unsupported(monkeypatch, caplog):
-    monkeypatch.setattr(loop, "_compile_unsupported", lambda device: "no usable Triton for this GPU")
+    monkeypatch.setattr(device_mod, "_compile_unsupported", lambda device: "no usable Triton for this GPU")
     model = bn_free_model()
-    with caplog.at_level(logging.WARNING, logger="medtransfer.training.loop"):
+    with caplog.at_level(logging.WARNING, logger="medtransfer.training.device"):
         assert maybe_compile(model, torch.device("cpu")) is False
     assert "skipped, no usable Triton" in caplog.text
     assert getattr(model, "_compiled_call_impl", None) is None
 
 
 def test_compile_keeps_the_module_and_its_state_dict_keys(monkeypatch):
-    monkeypatch.setattr(loop, "_compile_unsupported", lambda device: None)
+    monkeypatch.setattr(device_mod, "_compile_unsupported", lambda device: None)
     model = bn_free_model()
     keys = list(model.state_dict())
     params = [id(p) for p in model.parameters()]

@@ -1,0 +1,99 @@
+"""Device set-up around the loop: micro-batch size, cuDNN autotuning, the optimizer, ``torch.compile``.
+
+Kept apart from ``loop.py`` so that the loop itself stays short enough to read in one sitting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+
+import torch
+
+from medtransfer.config import TrainConfig
+from medtransfer.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def micro_batch_size(batch_size: int, grad_accum: int) -> int:
+    """Images per forward pass: ``batch_size // grad_accum``; raises ``ConfigError`` when that is not exact.
+
+    Example:
+        >>> micro_batch_size(64, 4)
+        16
+    """
+    if grad_accum < 1:
+        raise ConfigError(f"train.grad_accum must be at least 1, got {grad_accum}")
+    if batch_size % grad_accum:
+        raise ConfigError(
+            f"train.batch_size={batch_size} is not a multiple of train.grad_accum={grad_accum}; "
+            "batch_size is the effective batch, split into grad_accum equal micro-batches"
+        )
+    return batch_size // grad_accum
+
+
+@contextlib.contextmanager
+def cudnn_autotune(enabled: bool) -> Iterator[None]:
+    """Let cuDNN pick the fastest convolution algorithms while training (batches have one fixed shape), and
+    restore the previous setting afterwards: a process-wide flag must not outlive the loop that wants it."""
+    previous = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = previous or enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous
+
+
+def make_optimizer(param_groups, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW over the strategy's parameter groups; the fused CUDA kernel on CUDA (one launch for all parameters).
+
+    Example:
+        >>> opt = make_optimizer(torch.nn.Linear(2, 1).parameters(), TrainConfig(), torch.device("cpu"))
+        >>> type(opt).__name__
+        'AdamW'
+    """
+    fused = {"fused": True} if device.type == "cuda" else {}  # CPU keeps the default kernel (bit-identical runs)
+    return torch.optim.AdamW(param_groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
+
+
+def maybe_compile(model: torch.nn.Module, device: torch.device) -> bool:
+    """``torch.compile`` the model's forward in place where that can work; returns whether it did.
+
+    In place (``nn.Module.compile``) keeps parameter identity and ``state_dict`` keys, so strategies,
+    checkpoints and weight files are unaffected. Skipped with a warning when TorchDynamo is unsupported, when a
+    CUDA model has no Triton, or when a CPU model has no C++ compiler. Each change of the trainable set (gradual
+    unfreezing) or of train/eval mode compiles the forward again.
+
+    Example:
+        >>> maybe_compile(torch.nn.Linear(2, 1), torch.device("cpu"))  # doctest: +SKIP
+        True
+    """
+    why = _compile_unsupported(device)
+    if why:
+        log.warning("train.compile: skipped, %s; training runs eagerly", why)
+        return False
+    model.compile()
+    log.info("train.compile: the model's forward is compiled with torch.compile (first steps are slow)")
+    return True
+
+
+def _compile_unsupported(device: torch.device) -> str | None:
+    import shutil
+
+    import torch._dynamo
+
+    if not torch._dynamo.is_dynamo_supported():
+        return f"torch.compile does not support this Python/platform (torch {torch.__version__})"
+    if device.type == "cuda":
+        from torch.utils._triton import has_triton
+
+        if not has_triton():
+            return "no usable Triton for this GPU"
+    elif device.type == "cpu":
+        if not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+            return "no C++ compiler on PATH for CPU code generation"
+    else:
+        return f"device type {device.type!r} is not supported here"
+    return None
