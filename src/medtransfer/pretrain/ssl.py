@@ -26,7 +26,7 @@ from medtransfer.data.transforms import ContrastiveAugment, normalize
 from medtransfer.errors import TrainingFailed
 from medtransfer.training.batches import Batches
 from medtransfer.training.checkpoint import load_checkpoint, save_checkpoint
-from medtransfer.training.loop import _progress
+from medtransfer.training.loop import SYNC_EVERY, _progress
 
 log = logging.getLogger(__name__)
 
@@ -100,25 +100,30 @@ def simclr_fit(
             g = torch.Generator().manual_seed(seed)
             model.train()
             proj.train()
-            t0, total = time.perf_counter(), 0.0
+            t0 = time.perf_counter()
+            total = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device: no per-step sync
             for step, (x, _) in enumerate(batches.epoch(cfg.seed, epoch)):
                 views = torch.cat([augment(x, g), augment(x, g)])
                 z = proj(model.features(normalize(views, norm["mean"], norm["std"])))
                 loss = nt_xent(*z.chunk(2), temperature=p.temperature)
-                if not torch.isfinite(loss):
-                    raise TrainingFailed(
-                        f"SimCLR loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
-                        "lower train.lr or raise pretrain.temperature"
-                    )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if t.grad_clip:
                     torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
                 optimizer.step()
                 scheduler.step()
-                total += loss.item()
-                bar.update(job, advance=1, info=f"epoch {epoch + 1}/{t.epochs} loss {total / (step + 1):.4f}")
-            mean = total / max(len(batches), 1)
+                total += loss.detach()
+                if step % SYNC_EVERY == 0 or step == len(batches) - 1:  # the only host syncs, as in training.loop
+                    running = total.item() / (step + 1)
+                    if not math.isfinite(running):
+                        raise TrainingFailed(
+                            f"SimCLR loss became {running} by epoch {epoch + 1}, step {step + 1}; "
+                            "lower train.lr or raise pretrain.temperature"
+                        )
+                    bar.update(job, advance=1, info=f"epoch {epoch + 1}/{t.epochs} loss {running:.4f}")
+                else:
+                    bar.update(job, advance=1)
+            mean = total.item() / max(len(batches), 1)
             history.append(
                 {
                     "epoch": epoch,
