@@ -73,6 +73,8 @@ def fit(
         log.info("resumed from %s at epoch %d", ckpt_path, state.epoch)
     else:
         strategy.on_train_start(model)
+        if callable(getattr(task, "init_head", None)):
+            task.init_head(model)  # after a possible head re-initialisation by the strategy
     with _progress(progress) as bar:
         job = bar.add_task("train", total=cfg.epochs * len(train), completed=state.epoch * len(train), info="")
         for epoch in range(state.epoch, cfg.epochs):

@@ -21,6 +21,25 @@ class Task:
     kind: str  # binary | multiclass | multilabel
     num_labels: int
     pos_weight: torch.Tensor | None = None
+    prior_bias: torch.Tensor | None = None  # the output bias that predicts the training prevalence
+
+    def init_head(self, model: torch.nn.Module) -> bool:
+        """Set the bias of the head's last linear layer to :attr:`prior_bias` (RetinaNet's "prior" init).
+
+        Why: pooled post-ReLU features are all positive, so at the start every weight gets a gradient of the
+        same sign from the class imbalance alone; Adam moves all of them by ~lr per step and the head learns the
+        prevalence through ``w · mean(features)`` instead of its bias, which fixes an arbitrary (here: wrong)
+        ranking direction. Measured: a linear probe on random ResNet-18 features of PneumoniaMNIST (N = 50) got
+        val AUC 0.36 with a zero-initialised bias. Returns whether a bias was set.
+        """
+        if self.prior_bias is None:
+            return False
+        linears = [m for m in getattr(model, "head", model).modules() if isinstance(m, torch.nn.Linear)]
+        if not linears or linears[-1].bias is None or linears[-1].bias.shape[0] != self.num_labels:
+            return False
+        with torch.no_grad():
+            linears[-1].bias.copy_(self.prior_bias.to(linears[-1].bias))
+        return True
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if self.kind == "multiclass":
@@ -51,8 +70,22 @@ def make_task(kind: str, labels: np.ndarray, pos_weight: bool = False) -> Task:
     if kind == "binary" and k != 1:
         raise ConfigError(f"task 'binary' needs one label column, the data has {k}; select one with data.labels")
     pw = None
+    pos = np.nansum(labels == 1, axis=0).astype(np.float64)
+    neg = np.nansum(labels == 0, axis=0).astype(np.float64)
     if pos_weight and kind != "multiclass":
-        pos = np.nansum(labels == 1, axis=0).astype(np.float64)
-        neg = np.nansum(labels == 0, axis=0).astype(np.float64)
         pw = torch.tensor(np.where(pos > 0, neg / np.maximum(pos, 1), 1.0), dtype=torch.float32)
-    return Task(kind, k, pw)
+    return Task(kind, k, pw, _prior_bias(kind, pos, neg, pw))
+
+
+def _prior_bias(kind: str, pos: np.ndarray, neg: np.ndarray, pw: torch.Tensor | None) -> torch.Tensor:
+    """log-odds of each label's prevalence (times ``pos_weight``, which moves the loss's optimum), or, for a
+    multi-class task, the log class frequencies; clipped so that a label seen in one class only stays finite."""
+    total = np.maximum(pos + neg, 1.0)
+    p = np.clip(pos / total, 1e-3, 1 - 1e-3)
+    if kind == "multiclass":
+        bias = np.log(p / p.sum())
+    else:
+        bias = np.log(p / (1 - p))
+        if pw is not None:
+            bias = bias + np.log(pw.numpy().astype(np.float64))
+    return torch.tensor(bias, dtype=torch.float32)

@@ -44,3 +44,20 @@ def test_bad_tasks_are_config_errors():
         make_task("binary", np.zeros((4, 0), np.float32))
     with pytest.raises(ConfigError):
         make_task("unlabelled", np.zeros((4, 1), np.float32))
+
+
+def test_prior_bias_is_the_training_log_odds_and_lands_in_the_head():
+    import math
+
+    from torch import nn
+
+    labels = np.array([[1.0], [1.0], [1.0], [0.0], [np.nan]])
+    task = make_task("binary", labels)
+    assert task.prior_bias.item() == pytest.approx(math.log(3 / 1))
+    assert make_task("binary", labels, pos_weight=True).prior_bias.item() == pytest.approx(0.0, abs=1e-6)
+    multi = make_task("multiclass", np.eye(3)[[0, 0, 1, 2]])
+    assert multi.prior_bias.tolist() == pytest.approx([math.log(0.5), math.log(0.25), math.log(0.25)])
+    model = nn.Module()
+    model.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(4, 1))
+    assert task.init_head(model) and model.head[1].bias.item() == pytest.approx(math.log(3))
+    assert not make_task("multilabel", np.ones((4, 2))).init_head(model)  # 2 labels, 1 output: left alone
