@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -23,9 +22,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from medtransfer.config import Config, write_run_info
+from medtransfer.config import Config
 from medtransfer.data.splits import Split, load_split
-from medtransfer.errors import ConfigError, DataError, TrainingFailed, UserError
+from medtransfer.errors import ConfigError, DataError, UserError
 from medtransfer.evaluation.metrics import to_jsonable
 from medtransfer.io import atomic_write, atomic_write_text
 from medtransfer.segmentation.data import SegDataset, Volume, foreground_patches, load_msd, load_nifti_folder, read_case
@@ -226,106 +225,97 @@ def train_segmentation(cfg: Config, out_dir: str | Path, resume: bool = False, p
         >>> cfg = load_config("examples/hippocampus_train.yaml", ["data.path=.../msd_hippocampus"])  # doctest: +SKIP
         >>> train_segmentation(cfg, "runs/hippo")["dice"]                                           # doctest: +SKIP
     """
+    from medtransfer.training.run import run_in_folder
+
+    return run_in_folder(cfg, out_dir, resume, lambda out: _train_seg(cfg, out, progress))
+
+
+def _train_seg(cfg: Config, out: Path, progress: bool) -> dict:
     from medtransfer.segmentation.metrics import summarize_segmentation
     from medtransfer.segmentation.networks import build_seg_network
     from medtransfer.training.checkpoint import load_weights_file, save_weights
     from medtransfer.training.loop import fit
-    from medtransfer.training.run import budgeted_epochs, pick_device, write_status
+    from medtransfer.training.run import budgeted_epochs, pick_device
     from medtransfer.training.schedules import build_scheduler
     from medtransfer.transfer.strategies import build_strategy
 
-    out = Path(out_dir)
-    if (out / "checkpoint.pt").exists() and not resume:
-        raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    t0 = time.perf_counter()
-    write_run_info(out, cfg, seed=cfg.seed)
-    write_status(out, "running")
-    try:
-        ds = load_seg_data(cfg)
-        split = case_split(ds, cfg)
-        split.save(out / "split.csv")
-        ids = split.table["image_id"].to_numpy()
-        train_ids = ids[split.train_subset(cfg.train.n_train)]
-        val_ids, test_ids = ids[split.indices("val")], ids[split.indices("test")]
-        if len(val_ids) == 0:
-            raise DataError("segmentation needs validation cases for the best epoch; raise data.split_fractions[1]")
-        spacing = cfg.seg.spacing
-        window = tuple(cfg.seg.ct_window)
+    ds = load_seg_data(cfg)
+    split = case_split(ds, cfg)
+    split.save(out / "split.csv")
+    ids = split.table["image_id"].to_numpy()
+    train_ids = ids[split.train_subset(cfg.train.n_train)]
+    val_ids, test_ids = ids[split.indices("val")], ids[split.indices("test")]
+    if len(val_ids) == 0:
+        raise DataError("segmentation needs validation cases for the best epoch; raise data.split_fractions[1]")
+    spacing = cfg.seg.spacing
+    window = tuple(cfg.seg.ct_window)
 
-        def read(case_ids):
-            return [read_case(ds, c, spacing, ct_window=window) for c in case_ids]
+    def read(case_ids):
+        return [read_case(ds, c, spacing, ct_window=window) for c in case_ids]
 
-        train_vols, val_vols = read(train_ids), read(val_ids)
-        torch.manual_seed(cfg.seed)
-        device = pick_device(cfg.train.device)
-        extra = {"features": tuple(cfg.seg.features)} if cfg.seg.features else {}
-        model = build_seg_network(cfg.model.backbone, ds.in_channels, ds.n_classes, **extra)
-        log.info("weights: %s", load_seg_source(model, cfg.model.source, list(ds.class_names)))
-        model.to(device)
-        strategy = build_strategy(cfg.transfer, cfg.train)
-        optimizer = torch.optim.AdamW(
-            strategy.param_groups(model), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay
-        )
-        train = PatchBatches(train_vols, cfg, ds.n_classes, device)
-        epochs = budgeted_epochs(cfg.train.epochs, cfg.train.max_steps, len(train))
-        tcfg = cfg.train if epochs == cfg.train.epochs else _with_epochs(cfg, epochs)
-        scheduler = build_scheduler(strategy.lr_policy, optimizer, epochs * len(train), len(train), tcfg)
+    train_vols, val_vols = read(train_ids), read(val_ids)
+    torch.manual_seed(cfg.seed)
+    device = pick_device(cfg.train.device)
+    extra = {"features": tuple(cfg.seg.features)} if cfg.seg.features else {}
+    model = build_seg_network(cfg.model.backbone, ds.in_channels, ds.n_classes, **extra)
+    log.info("weights: %s", load_seg_source(model, cfg.model.source, list(ds.class_names)))
+    model.to(device)
+    strategy = build_strategy(cfg.transfer, cfg.train)
+    optimizer = torch.optim.AdamW(strategy.param_groups(model), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    train = PatchBatches(train_vols, cfg, ds.n_classes, device)
+    epochs = budgeted_epochs(cfg.train.epochs, cfg.train.max_steps, len(train))
+    tcfg = cfg.train if epochs == cfg.train.epochs else _with_epochs(cfg, epochs)
+    scheduler = build_scheduler(strategy.lr_policy, optimizer, epochs * len(train), len(train), tcfg)
 
-        def val_dice(m) -> float:
-            table = score_cases(m, val_vols, cfg, ds.n_classes, hd95=False)
-            values = table.filter(like="dice:").to_numpy(dtype=float)
-            return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+    def val_dice(m) -> float:
+        table = score_cases(m, val_vols, cfg, ds.n_classes, hd95=False)
+        values = table.filter(like="dice:").to_numpy(dtype=float)
+        return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
 
-        state = fit(
-            model, SegTask(), strategy, optimizer, scheduler, train, None, tcfg, cfg.seed, out, progress, score=val_dice
-        )
-        pd.DataFrame(state.history).to_csv(out / "history.csv", index=False)
-        load_weights_file(out / "best.safetensors", model)
-        save_weights(
-            out / "model.safetensors",
-            model,
-            metadata={
-                "task": "segmentation",
-                "backbone": cfg.model.backbone,
-                "class_names": json.dumps(list(ds.class_names)),
-                "in_chans": str(ds.in_channels),
-                "features": json.dumps(list(model.features)),
-                "patch_size": json.dumps(list(cfg.seg.patch_size)),
-                "modality": ds.modality,
-            },
-        )
-        eval_ids, where = (test_ids, "test") if len(test_ids) else (val_ids, "val")
-        eval_vols = val_vols if where == "val" else read(eval_ids)
-        table = score_cases(model, eval_vols, cfg, ds.n_classes, hd95=cfg.seg.hd95)
-        names = list(ds.class_names)
-        table = table.rename(
-            columns={f"{m}:{k}": f"{m}:{names[k]}" for m in ("dice", "hd95") for k in range(1, len(names))}
-        )
-        atomic_write(out / CASES_FILE, lambda tmp: table.to_csv(tmp, index=False))
-        dices = table[[f"dice:{n}" for n in names[1:]]].to_numpy(dtype=float)
-        metrics = summarize_segmentation(dices, names, seed=cfg.seed)
-        if cfg.seg.hd95:
-            hd = hd95_summary(table, names)
-            for n, v in hd.pop("per_label").items():
-                metrics["per_label"][n].update(v)
-            metrics.update(hd)
-        metrics.update(
-            {
-                "split": where,
-                "task": "segmentation",
-                "n_train": int(len(train_ids)),
-                "best_epoch": state.best_epoch,
-                "epochs_run": state.epoch,
-                "val_dice": state.best_score,
-                "class_names": names,
-            }
-        )
-    except TrainingFailed as e:
-        write_status(out, "failed", str(e))
-        raise
-    metrics["seconds"] = time.perf_counter() - t0
-    atomic_write_text(out / "metrics.json", json.dumps(to_jsonable(metrics), indent=2))
-    write_status(out, "done")
+    state = fit(
+        model, SegTask(), strategy, optimizer, scheduler, train, None, tcfg, cfg.seed, out, progress, score=val_dice
+    )
+    pd.DataFrame(state.history).to_csv(out / "history.csv", index=False)
+    load_weights_file(out / "best.safetensors", model)
+    save_weights(
+        out / "model.safetensors",
+        model,
+        metadata={
+            "task": "segmentation",
+            "backbone": cfg.model.backbone,
+            "class_names": json.dumps(list(ds.class_names)),
+            "in_chans": str(ds.in_channels),
+            "features": json.dumps(list(model.features)),
+            "patch_size": json.dumps(list(cfg.seg.patch_size)),
+            "modality": ds.modality,
+        },
+    )
+    eval_ids, where = (test_ids, "test") if len(test_ids) else (val_ids, "val")
+    eval_vols = val_vols if where == "val" else read(eval_ids)
+    table = score_cases(model, eval_vols, cfg, ds.n_classes, hd95=cfg.seg.hd95)
+    names = list(ds.class_names)
+    table = table.rename(
+        columns={f"{m}:{k}": f"{m}:{names[k]}" for m in ("dice", "hd95") for k in range(1, len(names))}
+    )
+    atomic_write(out / CASES_FILE, lambda tmp: table.to_csv(tmp, index=False))
+    dices = table[[f"dice:{n}" for n in names[1:]]].to_numpy(dtype=float)
+    metrics = summarize_segmentation(dices, names, seed=cfg.seed)
+    if cfg.seg.hd95:
+        hd = hd95_summary(table, names)
+        for n, v in hd.pop("per_label").items():
+            metrics["per_label"][n].update(v)
+        metrics.update(hd)
+    metrics.update(
+        {
+            "split": where,
+            "task": "segmentation",
+            "n_train": int(len(train_ids)),
+            "best_epoch": state.best_epoch,
+            "epochs_run": state.epoch,
+            "val_dice": state.best_score,
+            "class_names": names,
+        }
+    )
     return metrics
 
 

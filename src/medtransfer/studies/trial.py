@@ -109,8 +109,12 @@ def run_trial(ctx: StudyContext, trial: Trial, progress: bool = False) -> TrialR
             except (torch.OutOfMemoryError, MemoryError) as e:
                 # Once: half the micro-batch with gradient accumulation keeps the effective batch and the schedule.
                 accum = 2 * ctx.train_config(trial).train.grad_accum
-                log.warning("%s ran out of memory (%s); retrying with train.grad_accum=%d", trial.id,
-                            str(e).splitlines()[0] if str(e) else type(e).__name__, accum)
+                log.warning(
+                    "%s ran out of memory (%s); retrying with train.grad_accum=%d",
+                    trial.id,
+                    str(e).splitlines()[0] if str(e) else type(e).__name__,
+                    accum,
+                )
                 _free_memory()
                 metrics = _net_trial(ctx, trial, folder, progress, grad_accum=accum)
                 metrics["oom_retry"] = {"grad_accum": accum}
@@ -214,37 +218,21 @@ def _baseline_trial(ctx: StudyContext, trial: Trial, folder: Path, progress: boo
     cache_dir = Path(cfg.data.cache_dir).expanduser() if cfg.data.cache_dir else default_cache_dir()
     train_idx = split.train_subset(trial.n_train)
     task = cfg.task or ds.task
-    x_train, _ = feature_matrix(
-        prep.images,
-        train_idx,
-        cache_dir,
-        cache_key(ds, cfg.data.image_size),
-        workers=study.radiomics_workers,
-        progress=progress,
-    )
+
+    def features(images, dataset, idx):
+        key = cache_key(dataset, cfg.data.image_size)
+        return feature_matrix(images, idx, cache_dir, key, workers=study.radiomics_workers, progress=progress)[0]
+
+    x_train = features(prep.images, ds, train_idx)
     if study.test is not None and study.test.path:
         test_ds, test_images, test_idx = _external(ctx)
-        x_test, _ = feature_matrix(
-            test_images,
-            test_idx,
-            cache_dir,
-            cache_key(test_ds, cfg.data.image_size),
-            workers=study.radiomics_workers,
-            progress=progress,
-        )
+        x_test = features(test_images, test_ds, test_idx)
         pred_file, split_name = EXTERNAL_PREDICTIONS, "external"
     else:
         test_ds, test_idx = ds, split.indices("test")
         if len(test_idx) == 0:
             test_idx = split.indices("val")
-        x_test, _ = feature_matrix(
-            prep.images,
-            test_idx,
-            cache_dir,
-            cache_key(ds, cfg.data.image_size),
-            workers=study.radiomics_workers,
-            progress=progress,
-        )
+        x_test = features(prep.images, ds, test_idx)
         pred_file, split_name = PREDICTIONS_FILE, "test" if len(split.indices("test")) else "val"
     scores = fit_predict(x_train, ds.labels[train_idx], x_test, task, seed=trial.seed)
     metrics = summarize(

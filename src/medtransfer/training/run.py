@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,6 +131,15 @@ def train_run(
         >>> cfg = load_config("examples/pneumonia_train.yaml", ["data.path=pneumonia.npz"])  # doctest: +SKIP
         >>> train_run(cfg, "runs/pneumonia")["val"]["auc"]                                  # doctest: +SKIP
     """
+    return run_in_folder(
+        cfg, out_dir, resume, lambda out: _train(cfg, out, prepared or prepare(cfg, progress), progress)
+    )
+
+
+def run_in_folder(cfg: Config, out_dir: str | Path, resume: bool, train: Callable[[Path], dict]) -> dict:
+    """The life of a run folder around ``train(out)``: refuse to overwrite a run without ``resume``, write the
+    resolved config and status, mark a :class:`TrainingFailed` run failed, and write ``metrics.json`` (with
+    ``seconds``) and the final status. Classification and segmentation runs share it."""
     out = Path(out_dir)
     if (out / "checkpoint.pt").exists() and not resume:
         raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
@@ -137,8 +147,7 @@ def train_run(
     write_run_info(out, cfg, seed=cfg.seed)
     write_status(out, "running")
     try:
-        prep = prepared or prepare(cfg, progress)
-        metrics = _train(cfg, out, prep, progress)
+        metrics = train(out)
     except TrainingFailed as e:
         write_status(out, "failed", str(e))
         raise
