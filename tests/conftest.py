@@ -39,3 +39,46 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     """Every test writes its decoded-image cache and source catalogue under a temporary folder."""
     monkeypatch.setenv("MEDTRANSFER_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
     monkeypatch.setenv("MEDTRANSFER_SOURCES", str(tmp_path_factory.getbasetemp() / "sources"))
+
+
+def write_synthetic_msd(root, n, seed, classes=("background", "blob", "ball"), num_objs=3, rad_max=8, noise_max=0.3):
+    """An MSD-format folder of ``n`` 32³ MRI-like volumes from MONAI's ``create_test_image_3d``; returns
+    ``(root, present)`` where ``present[i]`` lists the foreground class names case ``i`` contains."""
+    import json
+
+    import nibabel as nib
+    from monai.data import create_test_image_3d
+
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    entries, present = [], []
+    for i in range(n):
+        img, seg = create_test_image_3d(
+            32,
+            32,
+            32,
+            num_objs=num_objs,
+            rad_max=rad_max,
+            num_seg_classes=len(classes) - 1,
+            noise_max=noise_max,
+            random_state=np.random.RandomState(seed * 100 + i),
+        )
+        name = f"case_{i:03d}.nii.gz"
+        nib.save(nib.Nifti1Image(img.astype(np.float32), np.eye(4)), root / "imagesTr" / name)
+        nib.save(nib.Nifti1Image(seg.astype(np.uint8), np.eye(4)), root / "labelsTr" / name)
+        entries.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
+        present.append([classes[k] for k in np.unique(seg).astype(int) if k > 0])
+    meta = {
+        "name": "toy",
+        "modality": {"0": "MRI"},
+        "labels": {str(i): c for i, c in enumerate(classes)},
+        "training": entries,
+    }
+    (root / "dataset.json").write_text(json.dumps(meta))
+    return root, present
+
+
+@pytest.fixture(scope="session")
+def synthetic_msd():
+    """:func:`write_synthetic_msd`, for tests in any folder."""
+    return write_synthetic_msd

@@ -1,2 +1,3 @@
 """medtransfer."""
+
 __version__ = "0.1.0"

@@ -58,9 +58,7 @@ class Registry(Generic[T]):
         except KeyError:
             close = suggest(name, self.names())
             hint = f" did you mean {close}?" if close else ""
-            raise UnknownNameError(
-                f"unknown {self.kind} '{name}';{hint} available: {self.names()}"
-            ) from None
+            raise UnknownNameError(f"unknown {self.kind} '{name}';{hint} available: {self.names()}") from None
 
     def names(self) -> list[str]:
         return sorted(self._items)

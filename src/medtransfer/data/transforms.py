@@ -58,10 +58,13 @@ class RadiographAugment:
         params = [t.to(x.device) for t in (sx, sy, angle, tx, ty, bright, contrast)]
         sx, sy, angle, tx, ty, bright, contrast = params
         cos, sin = torch.cos(angle), torch.sin(angle)
-        theta = torch.stack([
-            torch.stack([cos * sx, -sin * sy, tx], dim=1),
-            torch.stack([sin * sx, cos * sy, ty], dim=1),
-        ], dim=1)
+        theta = torch.stack(
+            [
+                torch.stack([cos * sx, -sin * sy, tx], dim=1),
+                torch.stack([sin * sx, cos * sy, ty], dim=1),
+            ],
+            dim=1,
+        )
         if flip is not None:
             theta[:, :, 0] = torch.where(flip.to(x.device)[:, None], -theta[:, :, 0], theta[:, :, 0])
         grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)

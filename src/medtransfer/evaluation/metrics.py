@@ -38,9 +38,7 @@ def _binary_arrays(y_true: ArrayLike, score: ArrayLike, name: str | None) -> tup
         raise ValueError(f"{what}: y_true must be 0, 1 or NaN; found {np.unique(y[known])[:5]}")
     bad_score = known & ~np.isfinite(s)
     if bad_score.any():
-        warnings.warn(
-            f"{what}: {int(bad_score.sum())} non-finite scores dropped", UndefinedMetricWarning, stacklevel=3
-        )
+        warnings.warn(f"{what}: {int(bad_score.sum())} non-finite scores dropped", UndefinedMetricWarning, stacklevel=3)
     keep = known & np.isfinite(s)
     return y[keep], s[keep]
 
@@ -87,9 +85,7 @@ def _check_label_arrays(labels: ArrayLike, scores: ArrayLike, names: Sequence[st
     return y, s
 
 
-def per_label_auc(
-    labels: ArrayLike, scores: ArrayLike, names: Sequence[str]
-) -> dict[str, dict[str, float | int]]:
+def per_label_auc(labels: ArrayLike, scores: ArrayLike, names: Sequence[str]) -> dict[str, dict[str, float | int]]:
     """AUC and class counts for each column; works for multi-label and one-hot multi-class (one-vs-rest).
 
     Example:
@@ -254,9 +250,7 @@ def summarize(
         (1.0, ['auc', 'auc_ci', 'n_neg', 'n_pos'])
     """
     if task not in TASKS:
-        raise ValueError(
-            f"unknown task '{task}'; did you mean {suggest(task, TASKS)}? available: {list(TASKS)}"
-        )
+        raise ValueError(f"unknown task '{task}'; did you mean {suggest(task, TASKS)}? available: {list(TASKS)}")
     s = np.asarray(scores, dtype=float)
     if task == "binary" and s.ndim == 2 and s.shape[1] == 2:
         s = s[:, 1]  # softmax over (negative, positive)
@@ -266,9 +260,7 @@ def summarize(
     y, s = _check_label_arrays(y, s, names)
     if isinstance(thresholds, int | float):
         if len(names) != 1:
-            raise ValueError(
-                f"a single threshold needs one label; got {len(names)}: pass {{name: threshold}}"
-            )
+            raise ValueError(f"a single threshold needs one label; got {len(names)}: pass {{name: threshold}}")
         thresholds = {names[0]: float(thresholds)}
     per_label = per_label_auc(y, s, names)
     if n_boot > 0:

@@ -221,9 +221,7 @@ def delong_covariance(y_true: ArrayLike, scores: Sequence[ArrayLike]) -> tuple[n
     v10 = (rank_all[:, :m] - rank_pos) / n
     v01 = 1.0 - (rank_all[:, m:] - rank_neg) / m
     if m < 2 or n < 2:
-        warnings.warn(
-            f"DeLong variance needs >= 2 cases per class; got {m} positives and {n} negatives", stacklevel=2
-        )
+        warnings.warn(f"DeLong variance needs >= 2 cases per class; got {m} positives and {n} negatives", stacklevel=2)
         return aucs, np.full((k, k), np.nan)
     cov = np.atleast_2d(np.cov(v10)) / m + np.atleast_2d(np.cov(v01)) / n
     return aucs, cov
@@ -245,9 +243,7 @@ def delong_ci(y_true: ArrayLike, score: ArrayLike, *, alpha: float = 0.05) -> di
     return {"auc": auc, "var": var, "se": se, "ci": ci}
 
 
-def delong_test(
-    y_true: ArrayLike, score_a: ArrayLike, score_b: ArrayLike, *, alpha: float = 0.05
-) -> dict[str, object]:
+def delong_test(y_true: ArrayLike, score_a: ArrayLike, score_b: ArrayLike, *, alpha: float = 0.05) -> dict[str, object]:
     """DeLong's two-sided test that two correlated AUCs (same cases, two models) are equal.
 
     Args:

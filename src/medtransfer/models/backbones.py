@@ -71,9 +71,7 @@ class TinyNet(nn.Module):
         torch.Size([1, 48])
     """
 
-    def __init__(
-        self, num_classes: int = 1000, in_chans: int = 3, widths: tuple[int, ...] = (16, 32, 48)
-    ) -> None:
+    def __init__(self, num_classes: int = 1000, in_chans: int = 3, widths: tuple[int, ...] = (16, 32, 48)) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.in_chans = in_chans

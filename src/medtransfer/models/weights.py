@@ -378,9 +378,7 @@ def _adapt_input_conv(state: StateDict, target: StateDict, first_conv: str | Non
     return f"{first_conv}: {src}→{dst} channels" + (" (RGB filters summed)" if dst == 1 else "")
 
 
-def create_model(
-    cfg_model: Any, num_outputs: int, label_names: Labels = None
-) -> tuple[Classifier, LoadReport]:
+def create_model(cfg_model: Any, num_outputs: int, label_names: Labels = None) -> tuple[Classifier, LoadReport]:
     """Build a :class:`Classifier` from a ``ModelConfig``-like object and load its ``source`` weights.
 
     ``cfg_model`` needs ``backbone``, ``source``, ``dropout``, ``in_chans`` (None: 1). With ``scratch`` the

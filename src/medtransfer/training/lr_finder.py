@@ -37,9 +37,7 @@ def lr_find(
                                   lambda m: torch.optim.AdamW(strategy.param_groups(m)))
     """
     if not 0 < start_lr < end_lr or num_iter < 2:
-        raise ValueError(
-            f"need 0 < start_lr < end_lr and num_iter >= 2, got {start_lr}, {end_lr}, {num_iter}"
-        )
+        raise ValueError(f"need 0 < start_lr < end_lr and num_iter >= 2, got {start_lr}, {end_lr}, {num_iter}")
     saved = copy.deepcopy(model.state_dict())
     optimizer = optimizer_factory(model)
     top = max(g["lr"] for g in optimizer.param_groups)

@@ -42,16 +42,12 @@ def build_scheduler(
         scheduler = build_scheduler(strategy.lr_policy, optimizer, cfg.epochs * len(loader), len(loader), cfg)
     """
     if total_steps < 1 or steps_per_epoch < 1:
-        raise ValueError(
-            f"need total_steps >= 1 and steps_per_epoch >= 1, got {total_steps}, {steps_per_epoch}"
-        )
+        raise ValueError(f"need total_steps >= 1 and steps_per_epoch >= 1, got {total_steps}, {steps_per_epoch}")
     return LR_POLICIES.get(policy)(optimizer, int(total_steps), int(steps_per_epoch), train_cfg)
 
 
 @LR_POLICIES.register("one_cycle")
-def one_cycle(
-    optimizer: Optimizer, total_steps: int, steps_per_epoch: int, cfg: TrainConfig
-) -> sched.LRScheduler:
+def one_cycle(optimizer: Optimizer, total_steps: int, steps_per_epoch: int, cfg: TrainConfig) -> sched.LRScheduler:
     pct_start = float(cfg.warmup_pct)
     # torch peaks at step pct_start*total_steps - 1 and divides by zero when that is step 0 (e.g. 4 steps
     # at 0.25, common for N=50 with one batch per epoch); peak just before step 1 instead, as fastai does.
@@ -79,16 +75,12 @@ def _one(_: int) -> float:
 
 
 @LR_POLICIES.register("constant")
-def constant(
-    optimizer: Optimizer, total_steps: int, steps_per_epoch: int, cfg: TrainConfig
-) -> sched.LRScheduler:
+def constant(optimizer: Optimizer, total_steps: int, steps_per_epoch: int, cfg: TrainConfig) -> sched.LRScheduler:
     return sched.LambdaLR(optimizer, _one)
 
 
 @LR_POLICIES.register("cosine")
-def cosine(
-    optimizer: Optimizer, total_steps: int, steps_per_epoch: int, cfg: TrainConfig
-) -> sched.LRScheduler:
+def cosine(optimizer: Optimizer, total_steps: int, steps_per_epoch: int, cfg: TrainConfig) -> sched.LRScheduler:
     return sched.CosineAnnealingLR(optimizer, T_max=total_steps)
 
 

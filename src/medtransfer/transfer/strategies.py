@@ -108,9 +108,7 @@ class Strategy:
         if transfer.head_epochs < 0:
             raise ConfigError(f"transfer.head_epochs must be >= 0, got {transfer.head_epochs}")
         if any(e < 0 for e in transfer.unfreeze_schedule or []):
-            raise ConfigError(
-                f"transfer.unfreeze_schedule has a negative epoch: {transfer.unfreeze_schedule}"
-            )
+            raise ConfigError(f"transfer.unfreeze_schedule has a negative epoch: {transfer.unfreeze_schedule}")
         self.transfer = transfer
         self.train = train
         # Checkpointed state: groups trainable now (counted from the head; None = not applied yet),

@@ -133,18 +133,14 @@ def test_nonexistent_path(tmp_path, capsys):
     missing = tmp_path / "nope.npz"
     code, out, err = run(["data", "inspect", str(missing)], capsys)
     assert_one_line_error(code, err, "data path not found", str(missing))
-    code, out, err = run(
-        ["data", "split", str(missing), "-o", str(tmp_path / "s.csv"), "-f", "medmnist"], capsys
-    )
+    code, out, err = run(["data", "split", str(missing), "-o", str(tmp_path / "s.csv"), "-f", "medmnist"], capsys)
     assert_one_line_error(code, err, "data path not found")
     assert not (tmp_path / "s.csv").exists()
 
 
 def test_unknown_format_did_you_mean(npz, capsys):
     code, out, err = run(["data", "inspect", str(npz), "--format", "medmnst"], capsys)
-    assert_one_line_error(
-        code, err, "unknown data format 'medmnst'", "did you mean ['medmnist'", "available:"
-    )
+    assert_one_line_error(code, err, "unknown data format 'medmnst'", "did you mean ['medmnist'", "available:")
 
 
 def test_corrupt_npz(npz, capsys):
@@ -162,9 +158,7 @@ def test_truncated_npz(npz, tmp_path, capsys):
     npz.write_bytes(npz.read_bytes()[:5000])
     code, out, err = run(["data", "inspect", str(npz)], capsys)
     assert_one_line_error(code, err, npz.name)  # no source recognises it: "cannot tell the format ..."
-    code, out, err = run(
-        ["data", "split", str(npz), "-o", str(tmp_path / "s.csv"), "--format", "medmnist"], capsys
-    )
+    code, out, err = run(["data", "split", str(npz), "-o", str(tmp_path / "s.csv"), "--format", "medmnist"], capsys)
     assert_one_line_error(code, err, "cannot read", npz.name)
 
 

@@ -24,7 +24,8 @@ def run(argv: list[str]) -> int:
 @pytest.fixture
 def config(tmp_path):
     cfg = {
-        "task": "binary", "seed": 0,
+        "task": "binary",
+        "seed": 0,
         "data": {"path": SPEC, "image_size": 32},
         "model": {"backbone": "tiny"},
         "transfer": {"strategy": "finetune"},

@@ -68,9 +68,7 @@ def test_builds_uint8_array_matching_manual_resize(tmp_path, images):
 def test_second_call_reads_no_images(tmp_path, images):
     paths = write_images(tmp_path / "img", images)
     reader = CountingReader()
-    first = np.array(
-        cached_images(file_dataset(paths, reader), 16, cache_dir=tmp_path / "cache", progress=False)
-    )
+    first = np.array(cached_images(file_dataset(paths, reader), 16, cache_dir=tmp_path / "cache", progress=False))
     assert reader.calls >= len(images)
     reader.calls = 0
     # a fresh dataset object over the same files, as a second run would build
@@ -133,17 +131,13 @@ def test_native_size_with_mixed_sizes_names_the_file(tmp_path, rng):
     imgs.append(rng.integers(0, 256, (24, 20), dtype=np.uint8))
     paths = write_images(tmp_path / "img", imgs)
     with pytest.raises(DataError) as info:
-        cached_images(
-            file_dataset(paths, CountingReader()), None, cache_dir=tmp_path / "cache", progress=False
-        )
+        cached_images(file_dataset(paths, CountingReader()), None, cache_dir=tmp_path / "cache", progress=False)
     msg = str(info.value)
     assert str(paths[3]) in msg
     assert "24x20" in msg and "20x20" in msg
     assert "data.image_size" in msg
     # with a size, the same images are fine
-    arr = cached_images(
-        file_dataset(paths, CountingReader()), 16, cache_dir=tmp_path / "cache", progress=False
-    )
+    arr = cached_images(file_dataset(paths, CountingReader()), 16, cache_dir=tmp_path / "cache", progress=False)
     assert arr.shape == (4, 1, 16, 16)
 
 
@@ -158,9 +152,7 @@ def test_failed_build_leaves_no_file(tmp_path, images):
     paths = write_images(tmp_path / "img", images)
     cache = tmp_path / "cache"
     with pytest.raises(RuntimeError, match="disk error"):
-        cached_images(
-            file_dataset(paths, CountingReader(fail_at="img04.npy")), 16, cache_dir=cache, progress=False
-        )
+        cached_images(file_dataset(paths, CountingReader(fail_at="img04.npy")), 16, cache_dir=cache, progress=False)
     assert list(cache.iterdir()) == []  # neither a .npy nor a leftover temporary file
     with pytest.raises(DataError):
         mixed = write_images(tmp_path / "mixed", [images[0], images[1][:30]])
@@ -186,9 +178,7 @@ def test_stale_cache_with_wrong_length_is_rebuilt(tmp_path, images):
 def test_array_source_fast_path_and_resize(tmp_path, rng, layout):
     shape = (5, 16, 16) if layout == "nhw" else (5, 16, 16, 3)
     arr = rng.integers(0, 256, shape, dtype=np.uint8)
-    ds = ImageDataset(
-        "arr", ArraySource(arr, "arr"), np.zeros((5, 0), np.float32), (), "unlabelled", default_meta(5)
-    )
+    ds = ImageDataset("arr", ArraySource(arr, "arr"), np.zeros((5, 0), np.float32), (), "unlabelled", default_meta(5))
     same = cached_images(ds, 16, cache_dir=tmp_path / "cache", progress=False)
     expected = arr[:, None] if layout == "nhw" else np.moveaxis(arr, -1, 1)
     np.testing.assert_array_equal(same, expected)

@@ -155,9 +155,7 @@ def test_prevalence_per_split_with_noisy_labels(splits, task):
         assert (ds.labels[rows] == 1).any(axis=0).all()  # even the 2 % finding reaches every split
         assert (ds.labels[rows] == 0).any(axis=0).all()
         tolerance = 0.12 if name == "val" else 0.06  # val holds ~200 images
-        np.testing.assert_allclose(
-            prevalence(ds.labels[rows]), overall, atol=tolerance, err_msg=f"{task} {name}"
-        )
+        np.testing.assert_allclose(prevalence(ds.labels[rows]), overall, atol=tolerance, err_msg=f"{task} {name}")
 
 
 @pytest.mark.parametrize("task", ["binary", "multilabel", "multiclass", "unlabelled"])

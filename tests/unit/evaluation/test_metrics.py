@@ -177,9 +177,7 @@ def test_summarize_binary_and_multiclass(rng):
     mc = summarize(classes, probs, names, "multiclass", n_boot=50, patient_ids=np.arange(150) // 3)
     assert set(mc) == {"auc", "auc_ci", "n", "accuracy", "per_label"}
     assert mc["accuracy"] == pytest.approx(np.mean(probs.argmax(axis=1) == classes))
-    assert mc == summarize(
-        one_hot(classes, 3), probs, names, "multiclass", n_boot=50, patient_ids=np.arange(150) // 3
-    )
+    assert mc == summarize(one_hot(classes, 3), probs, names, "multiclass", n_boot=50, patient_ids=np.arange(150) // 3)
     with pytest.raises(ValueError, match="did you mean"):
         summarize(classes, probs, names, "multiclas")
 

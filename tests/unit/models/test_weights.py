@@ -139,13 +139,9 @@ def test_torchvision_densenet_new_and_old_key_patterns(tmp_path):
     assert "features.denseblock1.denselayer1.norm.1.weight" in old
     model = build_model("densenet121", num_outputs=2, in_chans=1)
     for name, sd in (("new", state), ("old", old)):
-        report = load_weights(
-            model, resolve_weights(str(_save_pth(sd, tmp_path / f"{name}.pth")), "densenet121")
-        )
+        report = load_weights(model, resolve_weights(str(_save_pth(sd, tmp_path / f"{name}.pth")), "densenet121"))
         loaded = model.backbone.state_dict()
-        torch.testing.assert_close(
-            loaded["features.conv0.weight"], state["features.conv0.weight"].sum(1, True)
-        )
+        torch.testing.assert_close(loaded["features.conv0.weight"], state["features.conv0.weight"].sum(1, True))
         key = "features.denseblock3.denselayer5.norm1.weight"
         torch.testing.assert_close(loaded[key], state[key])
         assert report.dropped_head and report.unexpected == []
@@ -233,9 +229,7 @@ def test_source_folder_round_trip(tmp_path):
 
     rgb = build_model("tiny", num_outputs=3, in_chans=3)
     report = load_weights(rgb, spec)
-    torch.testing.assert_close(
-        rgb.backbone.stem[0].weight, source.backbone.stem[0].weight.repeat(1, 3, 1, 1) / 3
-    )
+    torch.testing.assert_close(rgb.backbone.stem[0].weight, source.backbone.stem[0].weight.repeat(1, 3, 1, 1) / 3)
     assert rgb.normalization == {"mean": [0.42] * 3, "std": [0.21] * 3}
 
 
@@ -288,9 +282,7 @@ def test_imagenet_from_local_caches_only(tmp_path, monkeypatch, timm_resnet18):
     hub_dir.mkdir(parents=True)
     cached = _save_pth(timm_resnet18, hub_dir / "resnet18_a1_0-d63eafa0.pth")
     assert find_imagenet_file(spec) == cached
-    model, report = create_model(
-        ModelConfig(backbone="resnet18", source="imagenet", in_chans=1), num_outputs=2
-    )
+    model, report = create_model(ModelConfig(backbone="resnet18", source="imagenet", in_chans=1), num_outputs=2)
     _check_loaded_resnet(model, timm_resnet18, report)
 
     # the Hugging Face hub cache layout (refs/main -> snapshots/<commit>/model.safetensors) comes first

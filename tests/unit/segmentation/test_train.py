@@ -4,46 +4,14 @@ from __future__ import annotations
 
 import json
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from medtransfer.config import Config, from_dict, replace
 from medtransfer.segmentation.train import case_split, load_seg_data, train_segmentation
-
-
-def write_msd(root, n=8, seed=0, classes=("background", "blob", "ball")):
-    from monai.data import create_test_image_3d
-
-    (root / "imagesTr").mkdir(parents=True)
-    (root / "labelsTr").mkdir()
-    entries, present = [], []
-    for i in range(n):
-        img, seg = create_test_image_3d(
-            32,
-            32,
-            32,
-            num_objs=3,
-            rad_max=8,
-            num_seg_classes=len(classes) - 1,
-            noise_max=0.3,
-            random_state=np.random.RandomState(seed * 100 + i),
-        )
-        name = f"case_{i:03d}.nii.gz"
-        nib.save(nib.Nifti1Image(img.astype(np.float32), np.eye(4)), root / "imagesTr" / name)
-        nib.save(nib.Nifti1Image(seg.astype(np.uint8), np.eye(4)), root / "labelsTr" / name)
-        entries.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
-        present.append([classes[k] for k in np.unique(seg).astype(int) if k > 0])
-    meta = {
-        "name": "toy",
-        "modality": {"0": "MRI"},
-        "labels": {str(i): c for i, c in enumerate(classes)},
-        "training": entries,
-    }
-    (root / "dataset.json").write_text(json.dumps(meta))
-    return root, present
 
 
 def seg_config(path, **kw) -> Config:
@@ -63,9 +31,9 @@ def seg_config(path, **kw) -> Config:
 
 
 @pytest.fixture(scope="module")
-def source_run(tmp_path_factory):
+def source_run(tmp_path_factory, synthetic_msd):
     root = tmp_path_factory.mktemp("seg")
-    data, present = write_msd(root / "src", n=8, seed=0)
+    data, present = synthetic_msd(root / "src", n=8, seed=0)
     ann = root / "annotated.csv"  # a sparse source: each case labels one structure, alternating where it can
     keep = [p[i % len(p)] for i, p in enumerate(present)]
     pd.DataFrame({"case": [f"case_{i:03d}" for i in range(8)], "annotated": keep}).to_csv(ann, index=False)
@@ -89,9 +57,9 @@ def test_run_writes_metrics_and_a_reusable_source(source_run):
     assert {"blob", "ball"} <= set(keep)
 
 
-def test_decoder_finetune_from_the_source_maps_the_head_by_name(source_run, tmp_path):
+def test_decoder_finetune_from_the_source_maps_the_head_by_name(source_run, tmp_path, synthetic_msd):
     root, _, _, _ = source_run
-    target, _ = write_msd(tmp_path / "tgt", n=8, seed=1, classes=("background", "ball"))
+    target, _ = synthetic_msd(tmp_path / "tgt", n=8, seed=1, classes=("background", "ball"))
     cfg = seg_config(target, model__source=str(root / "run"), transfer__strategy="decoder_finetune", train__n_train=2)
     from safetensors.torch import load_file
 
@@ -117,7 +85,7 @@ def test_nested_case_subsets_and_resume_refusal(source_run, tmp_path):
         train_segmentation(cfg, root / "run", progress=False)
 
 
-def test_cli_train_then_evaluate_on_an_msd_folder(source_run, tmp_path):
+def test_cli_train_then_evaluate_on_an_msd_folder(source_run, tmp_path, synthetic_msd):
     from medtransfer.cli import _register_commands, app
 
     root, cfg, _, _ = source_run
@@ -129,7 +97,29 @@ def test_cli_train_then_evaluate_on_an_msd_folder(source_run, tmp_path):
     assert result.exit_code == 0, result.output
     m = json.loads(out.read_text())
     assert m["n"] == 8 and len(m["dice_ci"]) == 2 and set(m["per_label"]) == {"blob", "ball"}
-    wrong, _ = write_msd(tmp_path / "other", n=2, seed=3, classes=("background", "liver"))
+    wrong, _ = synthetic_msd(tmp_path / "other", n=2, seed=3, classes=("background", "liver"))
     bad = CliRunner().invoke(app, ["evaluate", str(root / "run"), "--data", str(wrong), "--out", str(out)])
     assert bad.exit_code != 0
     assert replace(cfg, seed=1).seed == 1
+
+
+class _Oracle(torch.nn.Module):
+    """Segments perfectly: the image holds the full label map, returned as one-hot logits."""
+
+    def forward(self, x):
+        return torch.nn.functional.one_hot(x[:, 0].round().long(), 3).movedim(-1, 1).float() * 10
+
+
+def test_unannotated_classes_score_nan_not_zero():
+    from medtransfer.segmentation.data import Volume
+    from medtransfer.segmentation.train import score_cases
+
+    full = np.zeros((16, 16, 16), dtype=np.int64)
+    full[2:6, 2:6, 2:6], full[9:14, 9:14, 9:14] = 1, 2
+    read_as = np.where(full == 2, 0, full)  # class 2 not annotated: its voxels were read as background
+    vol = Volume("c", full[None].astype(np.float32), read_as, (1.0, 1.0, 1.0), (0, 1), np.eye(4))
+    cfg = seg_config("unused", seg__patch_size=[16, 16, 16])
+    table = score_cases(_Oracle(), [vol], cfg, 3, hd95=True)
+    assert table.loc[0, "dice:1"] == pytest.approx(1.0)
+    assert np.isnan(table.loc[0, "dice:2"]) and np.isnan(table.loc[0, "hd95:2"])
+    assert table.loc[0, "hd95:1"] == pytest.approx(0.0)

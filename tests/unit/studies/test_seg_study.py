@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
-import nibabel as nib
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -13,37 +9,6 @@ from medtransfer.config import Config, from_dict, load_config
 from medtransfer.studies.config import StudyConfig
 from medtransfer.studies.ledger import Ledger
 from medtransfer.studies.runner import run_study
-
-
-def write_msd(root, n, seed, classes=("background", "blob", "ball")):
-    from monai.data import create_test_image_3d
-
-    (root / "imagesTr").mkdir(parents=True)
-    (root / "labelsTr").mkdir()
-    entries = []
-    for i in range(n):
-        img, seg = create_test_image_3d(
-            32,
-            32,
-            32,
-            num_objs=6,
-            rad_max=7,
-            num_seg_classes=len(classes) - 1,
-            noise_max=0.2,
-            random_state=np.random.RandomState(seed * 100 + i),
-        )
-        name = f"case_{i:03d}.nii.gz"
-        nib.save(nib.Nifti1Image(img.astype(np.float32), np.eye(4)), root / "imagesTr" / name)
-        nib.save(nib.Nifti1Image(seg.astype(np.uint8), np.eye(4)), root / "labelsTr" / name)
-        entries.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
-    meta = {
-        "name": "toy",
-        "modality": {"0": "MRI"},
-        "labels": {str(i): c for i, c in enumerate(classes)},
-        "training": entries,
-    }
-    (root / "dataset.json").write_text(json.dumps(meta))
-    return root
 
 
 def base(path) -> dict:
@@ -58,14 +23,14 @@ def base(path) -> dict:
 
 
 @pytest.mark.slow
-def test_segmentation_study_with_a_sparse_source(tmp_path):
+def test_segmentation_study_with_a_sparse_source(tmp_path, synthetic_msd):
     from medtransfer.segmentation.train import train_segmentation
 
-    src = write_msd(tmp_path / "src", 6, seed=0)
+    src, _ = synthetic_msd(tmp_path / "src", 6, seed=0, num_objs=6, rad_max=7, noise_max=0.2)
     train_segmentation(
         from_dict(Config, {**base(src), "transfer": {"strategy": "scratch"}}), tmp_path / "source", progress=False
     )
-    tgt = write_msd(tmp_path / "tgt", 8, seed=1)
+    tgt, _ = synthetic_msd(tmp_path / "tgt", 8, seed=1, num_objs=6, rad_max=7, noise_max=0.2)
     cfg_path = tmp_path / "study.yaml"
     import yaml
 

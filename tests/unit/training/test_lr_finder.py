@@ -34,9 +34,7 @@ def test_lr_find_suggests_a_finite_rate_in_range_and_restores_the_model() -> Non
         x, y = batch
         return F.mse_loss(model(x), y)
 
-    lrs, losses, suggestion = lr_find(
-        model, loss_fn, batches, lambda m: torch.optim.SGD(m.parameters(), lr=1.0)
-    )
+    lrs, losses, suggestion = lr_find(model, loss_fn, batches, lambda m: torch.optim.SGD(m.parameters(), lr=1.0))
 
     assert math.isfinite(suggestion) and 1e-7 <= suggestion <= 10
     assert 1e-4 < suggestion < 1.0  # where SGD on this problem learns fastest, well before it diverges
@@ -55,16 +53,10 @@ def test_lr_find_keeps_discriminative_ratios() -> None:
     made = []
 
     def factory(m: nn.Module) -> torch.optim.Optimizer:
-        made.append(
-            torch.optim.SGD(
-                [{"params": m[0].parameters(), "lr": 0.1}, {"params": m[1:].parameters()}], lr=1.0
-            )
-        )
+        made.append(torch.optim.SGD([{"params": m[0].parameters(), "lr": 0.1}, {"params": m[1:].parameters()}], lr=1.0))
         return made[0]
 
-    lrs, _, _ = lr_find(
-        model, lambda b: F.mse_loss(model(b[0]), b[1]), batches, factory, end_lr=1e-2, num_iter=20
-    )
+    lrs, _, _ = lr_find(model, lambda b: F.mse_loss(model(b[0]), b[1]), batches, factory, end_lr=1e-2, num_iter=20)
     first, rest = (g["lr"] for g in made[0].param_groups)
     assert first == pytest.approx(0.1 * rest) and rest == pytest.approx(lrs[-1])
 
@@ -81,6 +73,4 @@ def test_lr_find_reiterates_short_loaders_and_rejects_bad_ranges() -> None:
     )
     assert len(lrs) == 10
     with pytest.raises(ValueError, match="start_lr"):
-        lr_find(
-            model, lambda b: b, batches, lambda m: torch.optim.SGD(m.parameters()), start_lr=1.0, end_lr=0.1
-        )
+        lr_find(model, lambda b: b, batches, lambda m: torch.optim.SGD(m.parameters()), start_lr=1.0, end_lr=0.1)

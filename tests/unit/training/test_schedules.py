@@ -89,9 +89,7 @@ def test_one_cycle_matches_fastai_indexing_for_long_runs() -> None:
     """fastai evaluates the schedule at pos = t/T; the two indexings differ by under a step."""
     total, pct, div, final = 1000, 0.25, 25.0, 1e5
     opt = optimizer([1.0])
-    steps = trace(
-        opt, build_scheduler("one_cycle", opt, total, 10, TrainConfig(final_div_factor=final)), total
-    )
+    steps = trace(opt, build_scheduler("one_cycle", opt, total, 10, TrainConfig(final_div_factor=final)), total)
     for t, (lrs, _) in enumerate(steps):
         assert lrs[0] == pytest.approx(fastai_one_cycle(t / total, 1.0, pct, div, final), abs=5e-3)
 

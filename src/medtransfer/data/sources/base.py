@@ -67,9 +67,7 @@ def detect_format(path: str | Path) -> str:
         raise DataError(f"data path not found: {p}")
     hits = [name for name in DATA_SOURCES.names() if DATA_SOURCES.get(name).detect(_as_path(p))]
     if not hits:
-        raise DataError(
-            f"cannot tell the format of {p}; pass --format with one of {DATA_SOURCES.names()}"
-        )
+        raise DataError(f"cannot tell the format of {p}; pass --format with one of {DATA_SOURCES.names()}")
     if len(hits) > 1:
         raise DataError(f"{p} could be any of {hits}; pass --format to choose")
     return hits[0]

@@ -122,18 +122,12 @@ def _find_csv(path: Path) -> Path:
             raise DataError(f"{path} is not a CSV file; pass a folder with one CSV or the CSV itself")
         return path
     if not any(path.iterdir()):
-        raise DataError(
-            f"folder {path} is empty; put the images and one CSV listing them (e.g. file,label) there"
-        )
+        raise DataError(f"folder {path} is empty; put the images and one CSV listing them (e.g. file,label) there")
     csvs = _csvs_in(path)
     if not csvs:
-        raise DataError(
-            f"no CSV file in {path}; add one CSV listing the images (a file name column and label columns)"
-        )
+        raise DataError(f"no CSV file in {path}; add one CSV listing the images (a file name column and label columns)")
     if len(csvs) > 1:
-        raise DataError(
-            f"several CSV files in {path}: {[p.name for p in csvs]}; pass the path of the one to use"
-        )
+        raise DataError(f"several CSV files in {path}: {[p.name for p in csvs]}; pass the path of the one to use")
     return csvs[0]
 
 
@@ -180,8 +174,7 @@ def _image_column(columns: list[str], name: str | None, csv: Path) -> str:
     found = _find_column(columns, IMAGE_COLUMNS)
     if found is None:
         raise DataError(
-            f"{csv.name}: no image file column among {columns}; name one {list(IMAGE_COLUMNS[:3])} "
-            "or pass image_column"
+            f"{csv.name}: no image file column among {columns}; name one {list(IMAGE_COLUMNS[:3])} or pass image_column"
         )
     return found
 

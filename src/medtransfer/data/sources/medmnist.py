@@ -29,12 +29,35 @@ LABEL_NAMES: dict[str, tuple[str, ...]] = {
     "pneumoniamnist": ("pneumonia",),
     "breastmnist": ("benign_or_normal",),  # MedMNIST: 0 = malignant, 1 = normal/benign
     "chestmnist": (
-        "atelectasis", "cardiomegaly", "effusion", "infiltration", "mass", "nodule", "pneumonia",
-        "pneumothorax", "consolidation", "edema", "emphysema", "fibrosis", "pleural", "hernia",
+        "atelectasis",
+        "cardiomegaly",
+        "effusion",
+        "infiltration",
+        "mass",
+        "nodule",
+        "pneumonia",
+        "pneumothorax",
+        "consolidation",
+        "edema",
+        "emphysema",
+        "fibrosis",
+        "pleural",
+        "hernia",
     ),
     "octmnist": ("choroidal_neovascularization", "diabetic_macular_edema", "drusen", "normal"),
-    "organamnist": ("bladder", "femur-left", "femur-right", "heart", "kidney-left", "kidney-right",
-                    "liver", "lung-left", "lung-right", "pancreas", "spleen"),
+    "organamnist": (
+        "bladder",
+        "femur-left",
+        "femur-right",
+        "heart",
+        "kidney-left",
+        "kidney-right",
+        "liver",
+        "lung-left",
+        "lung-right",
+        "pancreas",
+        "spleen",
+    ),
 }
 
 # The record that hosts the MedMNIST v2 (+) files; {name} is e.g. pneumoniamnist or pneumoniamnist_224.
@@ -66,9 +89,7 @@ class MedMNIST(DataSource):
             with np.load(path, allow_pickle=False) as z:
                 splits = [s for s in SPLITS if f"{s}_images" in z.files]
                 if not splits:
-                    raise DataError(
-                        f"{path} has no train_images/val_images/test_images arrays (keys: {z.files})"
-                    )
+                    raise DataError(f"{path} has no train_images/val_images/test_images arrays (keys: {z.files})")
                 images, labels, names = [], [], []
                 for s in splits:
                     if f"{s}_labels" not in z.files:

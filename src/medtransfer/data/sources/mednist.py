@@ -53,7 +53,8 @@ class MedNIST(DataSource):
             if c not in class_names:
                 close = suggest(c, class_names)
                 raise DataError(
-                    f"MedNIST has no class '{c}'" + (f"; did you mean {close}?" if close else "")
+                    f"MedNIST has no class '{c}'"
+                    + (f"; did you mean {close}?" if close else "")
                     + f" classes: {class_names}"
                 )
         keep_codes = [class_names.index(c) for c in keep_names]

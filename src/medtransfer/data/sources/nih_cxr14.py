@@ -190,8 +190,7 @@ def _read_csv(csv: Path) -> pd.DataFrame:
     missing = [c for c in (IMAGE_COL, FINDINGS_COL, PATIENT_COL) if c not in df.columns]
     if missing:
         raise DataError(
-            f"{csv.name} lacks column(s) {missing}; available columns: {list(df.columns)}; "
-            "is it NIH's Data_Entry CSV?"
+            f"{csv.name} lacks column(s) {missing}; available columns: {list(df.columns)}; is it NIH's Data_Entry CSV?"
         )
     if df.empty:
         raise DataError(f"{csv.name} has a header but no rows; use NIH's Data_Entry CSV")

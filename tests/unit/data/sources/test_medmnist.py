@@ -82,9 +82,7 @@ def test_binary_pneumonia_like(tmp_path):
 
 
 def test_trainval_file_and_size_suffix(tmp_path):
-    path = write_medmnist(
-        tmp_path / "pneumoniamnist_224_trainval.npz", binary_labels, splits=("train", "val")
-    )
+    path = write_medmnist(tmp_path / "pneumoniamnist_224_trainval.npz", binary_labels, splits=("train", "val"))
     ds = load(path)
     assert ds.name == "pneumoniamnist" and ds.label_names == ("pneumonia",)
     assert ds.meta["source_split"].value_counts().to_dict() == {"train": 20, "val": 6}
@@ -116,9 +114,7 @@ def test_multilabel_chest_like(tmp_path):
 
 
 def test_unknown_flag_multilabel_gets_generic_names(tmp_path):
-    ds = load(
-        write_medmnist(tmp_path / "mystery.npz", lambda n, rng: (rng.random((n, 3)) < 0.5).astype(np.uint8))
-    )
+    ds = load(write_medmnist(tmp_path / "mystery.npz", lambda n, rng: (rng.random((n, 3)) < 0.5).astype(np.uint8)))
     assert ds.label_names == ("label_0", "label_1", "label_2")
 
 
