@@ -137,8 +137,11 @@ class PatchBatches:
         self.batch_size = cfg.train.batch_size
         self.total = len(volumes) * self.s.patches_per_volume
 
+    max_batches: int | None = None  # set by training.run.cap_epochs: an epoch stops after this many batches
+
     def __len__(self) -> int:
-        return max(1, math.ceil(self.total / self.batch_size))
+        full = max(1, math.ceil(self.total / self.batch_size))
+        return full if self.max_batches is None else min(full, self.max_batches)
 
     def epoch(self, seed: int, epoch: int):
         rng = np.random.default_rng([seed, epoch, 41])
@@ -149,7 +152,7 @@ class PatchBatches:
             ):
                 items.append((image, label, v.annotated))
         order = rng.permutation(len(items))
-        for start in range(0, len(items), self.batch_size):
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
             chunk = [items[i] for i in order[start : start + self.batch_size]]
             x = torch.from_numpy(np.stack([c[0] for c in chunk])).to(self.device, non_blocking=True)
             t = torch.from_numpy(np.stack([c[1] for c in chunk])).to(self.device, non_blocking=True)
@@ -240,7 +243,7 @@ def _train_seg(cfg: Config, out: Path, progress: bool) -> dict:
     from medtransfer.segmentation.networks import build_seg_network
     from medtransfer.training.checkpoint import load_weights_file, save_weights
     from medtransfer.training.loop import fit
-    from medtransfer.training.run import budgeted_epochs, pick_device
+    from medtransfer.training.run import cap_epochs, pick_device
     from medtransfer.training.schedules import build_scheduler
     from medtransfer.transfer.strategies import build_strategy
 
@@ -268,9 +271,8 @@ def _train_seg(cfg: Config, out: Path, progress: bool) -> dict:
     strategy = build_strategy(cfg.transfer, cfg.train)
     optimizer = torch.optim.AdamW(strategy.param_groups(model), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     train = PatchBatches(train_vols, cfg, ds.n_classes, device)
-    epochs = budgeted_epochs(cfg.train.epochs, cfg.train.max_steps, len(train))
-    tcfg = cfg.train if epochs == cfg.train.epochs else _with_epochs(cfg, epochs)
-    scheduler = build_scheduler(strategy.lr_policy, optimizer, epochs * len(train), len(train), tcfg)
+    cap_epochs(train, cfg)
+    scheduler = build_scheduler(strategy.lr_policy, optimizer, cfg.train.epochs * len(train), len(train), cfg.train)
 
     def val_dice(m) -> float:
         table = score_cases(m, val_vols, cfg, ds.n_classes, hd95=False)
@@ -278,7 +280,18 @@ def _train_seg(cfg: Config, out: Path, progress: bool) -> dict:
         return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
 
     state = fit(
-        model, SegTask(), strategy, optimizer, scheduler, train, None, tcfg, cfg.seed, out, progress, score=val_dice
+        model,
+        SegTask(),
+        strategy,
+        optimizer,
+        scheduler,
+        train,
+        None,
+        cfg.train,
+        cfg.seed,
+        out,
+        progress,
+        score=val_dice,
     )
     pd.DataFrame(state.history).to_csv(out / "history.csv", index=False)
     load_weights_file(out / "best.safetensors", model)
@@ -340,13 +353,6 @@ def hd95_summary(table: pd.DataFrame, names: list[str]) -> dict:
     out["hd95"] = float(np.mean(finite)) if finite else float("nan")
     out["hd95_inf"] = missed
     return out
-
-
-def _with_epochs(cfg: Config, epochs: int):
-    import dataclasses
-
-    log.info("train.max_steps=%s: %d epochs instead of %d", cfg.train.max_steps, epochs, cfg.train.epochs)
-    return dataclasses.replace(cfg.train, epochs=epochs)
 
 
 def is_segmentation_run(run_dir: str | Path) -> bool:

@@ -55,9 +55,12 @@ class Batches:
         self._mean = torch.as_tensor(mean, dtype=torch.float32, device=device)
         self._std = torch.as_tensor(std, dtype=torch.float32, device=device)
 
+    max_batches: int | None = None  # set by training.run.cap_epochs: an epoch stops after this many batches
+
     def __len__(self) -> int:
         n = len(self.indices)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        full = n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return full if self.max_batches is None else min(full, self.max_batches)
 
     def epoch(self, seed: int, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The batches of epoch ``epoch``: shuffled and augmented from seeds derived from ``(seed, epoch)``."""

@@ -184,16 +184,7 @@ def _train(cfg: Config, out: Path, prep: Prepared, progress: bool) -> dict:
     optimizer = make_optimizer(strategy.param_groups(model), cfg.train, device)
     train = _batches(prep, train_idx, cfg, model, device, train=True)
     val = _batches(prep, val_idx, cfg, model, device, train=False)
-    epochs = budgeted_epochs(cfg.train.epochs, cfg.train.max_steps, len(train))
-    if epochs != cfg.train.epochs:
-        log.info(
-            "train.max_steps=%d: %d epochs of %d steps instead of %d",
-            cfg.train.max_steps,
-            epochs,
-            len(train),
-            cfg.train.epochs,
-        )
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=epochs))
+    cap_epochs(train, cfg)
     scheduler = build_scheduler(
         strategy.lr_policy,
         optimizer,
@@ -250,18 +241,41 @@ def write_predictions(path: Path, ds: ImageDataset, idx: np.ndarray, scores: np.
     return table
 
 
-def budgeted_epochs(epochs: int, max_steps: int | None, steps_per_epoch: int) -> int:
-    """``train.epochs``, reduced so that epochs × steps per epoch stays within ``max_steps`` (at least 1).
+def step_budget(epochs: int, max_steps: int | None, steps_per_epoch: int) -> int | None:
+    """Batches per epoch under ``train.max_steps``: ``None`` when all epochs fit the budget, else
+    ``max_steps // epochs`` (at least 1).
+
+    Large N keeps ``train.epochs`` rounds of a fixed length instead of fewer full epochs, so every epoch-indexed
+    part of a strategy (``head_epochs``, gradual unfreezing, ``unfreeze_encoder_at``, the one-cycle shape, the
+    per-epoch validation that picks the best checkpoint) means the same at every N. Each round draws its batches
+    from a new permutation of the training set, so every image is still used.
 
     Example:
-        >>> budgeted_epochs(15, 300, 4), budgeted_epochs(15, 300, 118), budgeted_epochs(15, None, 118)
-        (15, 2, 15)
+        >>> step_budget(15, 600, 4), step_budget(15, 600, 229), step_budget(15, None, 229)
+        (None, 40, None)
     """
     if max_steps is None:
-        return epochs
+        return None
     if max_steps < 1:
         raise ConfigError(f"train.max_steps must be at least 1, got {max_steps}")
-    return max(1, min(epochs, max_steps // max(steps_per_epoch, 1)))
+    if epochs * steps_per_epoch <= max_steps:
+        return None
+    return max(1, max_steps // epochs)
+
+
+def cap_epochs(batches, cfg: Config) -> None:
+    """Apply :func:`step_budget` to a training batch source (``Batches`` or ``PatchBatches``) in place."""
+    full = len(batches)
+    cap = step_budget(cfg.train.epochs, cfg.train.max_steps, full)
+    if cap is not None:
+        batches.max_batches = cap
+        log.info(
+            "train.max_steps=%d: %d epochs of %d steps (of %d per full pass)",
+            cfg.train.max_steps,
+            cfg.train.epochs,
+            cap,
+            full,
+        )
 
 
 def model_card(cfg: Config, kind: str, ds: ImageDataset, model) -> dict[str, str]:

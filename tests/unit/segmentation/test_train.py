@@ -123,3 +123,12 @@ def test_unannotated_classes_score_nan_not_zero():
     assert table.loc[0, "dice:1"] == pytest.approx(1.0)
     assert np.isnan(table.loc[0, "dice:2"]) and np.isnan(table.loc[0, "hd95:2"])
     assert table.loc[0, "hd95:1"] == pytest.approx(0.0)
+
+
+def test_max_steps_caps_the_patch_batches_of_an_epoch(tmp_path, synthetic_msd):
+    # 4 training cases × 2 patches / batch 2 = 4 steps per epoch; 3 epochs within 6 steps → 2 steps per epoch
+    data, _ = synthetic_msd(tmp_path / "d", n=8, seed=2)
+    cfg = seg_config(data, train__epochs=3, train__max_steps=6)
+    train_segmentation(cfg, tmp_path / "run", progress=False)
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert state["scheduler"]["last_epoch"] == 6 and len(pd.read_csv(tmp_path / "run" / "history.csv")) == 3

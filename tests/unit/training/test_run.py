@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from medtransfer.config import Config, from_dict, replace
 from medtransfer.errors import ConfigError, TrainingFailed
 from medtransfer.training import loop
-from medtransfer.training.run import train_run
+from medtransfer.training.run import step_budget, train_run
 
 
 def tiny_config(**train) -> Config:
@@ -118,12 +118,23 @@ def test_predictions_are_the_test_scores_behind_the_auc(tmp_path):
     assert roc_auc_score(pred["label:lesion"], pred["score:lesion"]) == pytest.approx(m["auc"], abs=1e-9)
 
 
-def test_max_steps_caps_the_epochs(tmp_path):
-    # 160 phantoms → 112 training images → 3 steps of 32 per epoch (drop_last); a budget of 7 steps → 2 epochs
+def test_max_steps_keeps_the_epochs_and_shortens_them(tmp_path):
+    # 160 phantoms → 112 training images → 3 steps of 32 per epoch (drop_last); 5 epochs would be 15 steps, so a
+    # budget of 7 gives 5 epochs of 7 // 5 = 1 step: the recipe's unfreezing schedule still runs all 5 epochs
     m = train_run(tiny_config(epochs=5, max_steps=7), tmp_path / "cap", progress=False)
-    assert m["epochs_run"] == 2 and len(pd.read_csv(tmp_path / "cap" / "history.csv")) == 2
+    assert m["epochs_run"] == 5 and len(pd.read_csv(tmp_path / "cap" / "history.csv")) == 5
+    state = torch.load(tmp_path / "cap" / "checkpoint.pt", weights_only=True)
+    assert state["scheduler"]["last_epoch"] == 5  # 5 optimizer steps in all, the one-cycle schedule sized for them
     with pytest.raises(ConfigError, match="max_steps"):
         train_run(tiny_config(max_steps=0), tmp_path / "bad", progress=False)
+
+
+def test_step_budget():
+    assert step_budget(15, 600, 4) is None  # 60 steps fit
+    assert step_budget(15, 600, 40) is None  # exactly 600
+    assert step_budget(15, 600, 41) == 40
+    assert step_budget(15, 10, 229) == 1  # never below one step
+    assert step_budget(15, None, 229) is None
 
 
 def test_nested_subset_is_used(tmp_path):
