@@ -40,14 +40,22 @@ def study(
 
 
 @app.command("report")
-def report(study_dir: Path = typer.Argument(..., help="A study folder written by `medtransfer study`.")) -> None:
+def report(
+    study_dir: Path = typer.Argument(..., help="A study folder written by `medtransfer study`."),
+    notes: Path | None = typer.Option(
+        None, "--notes", help="A markdown file for the report's Discussion (instead of study.notes)."
+    ),
+) -> None:
     """Rebuild results.csv, summary.csv, report.md and report.html from a study's ledger."""
+    from medtransfer.errors import UserError
     from medtransfer.studies.ledger import open_existing
     from medtransfer.studies.report import report_study
 
+    if notes is not None and not notes.is_file():
+        raise UserError(f"--notes {notes}: no such file")
     with open_existing(study_dir) as ledger:
         counts = ledger.counts()
-    report_study(study_dir)
+    report_study(study_dir, notes=notes)
     _print_summary(study_dir, counts)
 
 

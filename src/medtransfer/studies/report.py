@@ -45,8 +45,11 @@ def trials_frame(study_dir: str | Path, metric: str = "auc") -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def report_study(study_dir: str | Path, progress: bool = False) -> dict[str, Path]:
-    """Write ``results.csv``, ``summary.csv``, ``report.md``, ``report.html`` and figures into ``study_dir``."""
+def report_study(study_dir: str | Path, progress: bool = False, notes: str | Path | None = None) -> dict[str, Path]:
+    """Write ``results.csv``, ``summary.csv``, ``report.md``, ``report.html`` and figures into ``study_dir``.
+
+    ``notes``: a markdown file for the Discussion section; by default the study's ``study.notes``.
+    """
     from medtransfer.reporting.report import write_report
     from medtransfer.studies.trial import EXTERNAL_PREDICTIONS
 
@@ -72,10 +75,8 @@ def report_study(study_dir: str | Path, progress: bool = False) -> dict[str, Pat
         reference = scratch.iloc[0] if len(scratch) else (trials["arm"].iloc[0] if len(trials) else None)
     ranking_file = out / "ranking.json"
     ranking = json.loads(ranking_file.read_text()) if ranking_file.is_file() else None
-    notes = None
-    if study.get("notes"):
-        notes_path = Path(study["notes"])
-        notes = notes_path.read_text() if notes_path.is_file() else None
+    notes_path = Path(notes) if notes is not None else Path(study["notes"]) if study.get("notes") else None
+    notes_md = notes_path.read_text() if notes_path is not None and notes_path.is_file() else None
     info_file = out / "run_info.json"
     command = None
     if info_file.is_file():
@@ -91,6 +92,6 @@ def report_study(study_dir: str | Path, progress: bool = False) -> dict[str, Pat
         baseline=baseline,
         title=f"medtransfer study: {out.name}",
         command=command,
-        notes_md=notes,
+        notes_md=notes_md,
         **({"metric": metric} if metric != "auc" else {}),
     )

@@ -208,9 +208,9 @@ def _preflight_test(cfg: StudyConfig, ds) -> None:
 
 
 def fingerprint(cfg: StudyConfig) -> dict:
-    """The config a resumed study must match: everything except how (and where) its trials run."""
+    """The config a resumed study must match: everything except how (and where) its trials run and its notes."""
     data = to_dict(cfg)
-    for key in ("workers", "radiomics_workers", "executor", "ray_address", "trial_cpus", "trial_gpus"):
+    for key in ("workers", "radiomics_workers", "executor", "ray_address", "trial_cpus", "trial_gpus", "notes"):
         data["study"].pop(key, None)
     data["train"].pop("compile", None)  # speed only
     return json.loads(json.dumps(data))

@@ -7,6 +7,7 @@ import json
 import pandas as pd
 import pytest
 
+from medtransfer.cli import main
 from medtransfer.config import replace
 from medtransfer.errors import TrainingFailed, UserError
 from medtransfer.studies import trial as trial_mod
@@ -14,7 +15,7 @@ from medtransfer.studies.ledger import Ledger
 from medtransfer.studies.runner import run_study
 
 
-def test_every_trial_runs_on_paired_subsets(tmp_path, study_config):
+def test_every_trial_runs_on_paired_subsets(tmp_path, study_config, capsys):
     out = tmp_path / "s"
     counts = run_study(study_config(), out, progress=False)  # with the report, built from the ledger
     assert counts == {"pending": 0, "running": 0, "done": 8, "failed": 0}
@@ -46,6 +47,16 @@ def test_every_trial_runs_on_paired_subsets(tmp_path, study_config):
     assert (s0.sort_values("image_id")["split"].to_numpy() == s1.sort_values("image_id")["split"].to_numpy()).all()
     info = json.loads((out / "run_info.json").read_text())
     assert info["seed"] == 0 and "torch" in info["versions"]
+    # a discussion written after the results: `medtransfer report DIR --notes FILE`
+    notes = tmp_path / "discussion.md"
+    notes.write_text("Scratch and the recipe tie on these phantoms.\n")
+    with pytest.raises(SystemExit) as done:
+        main(["report", str(out), "--notes", str(notes)])
+    assert done.value.code in (0, None)
+    assert "Scratch and the recipe tie on these phantoms." in (out / "report.md").read_text()
+    with pytest.raises(SystemExit) as refused:
+        main(["report", str(out), "--notes", str(tmp_path / "missing.md")])
+    assert refused.value.code == 2 and "missing.md" in capsys.readouterr().err
 
 
 def test_a_failed_trial_is_recorded_and_the_others_finish(tmp_path, study_config, monkeypatch):
@@ -79,6 +90,8 @@ def test_existing_study_needs_resume_and_the_same_config(tmp_path, study_config)
         run_study(replace(cfg, **{"train.lr": 0.01}), out, resume=True, progress=False, report=False)
     # workers may change on resume; nothing is run again
     assert run_study(replace(cfg, **{"study.workers": 2}), out, resume=True, progress=False, report=False)["done"] == 1
+    notes = {"study.notes": "discussion.md"}  # notes are not part of the study: they may come later
+    assert run_study(replace(cfg, **notes), out, resume=True, progress=False, report=False)["done"] == 1
 
 
 def test_unknown_source_fails_before_any_training(tmp_path, study_config, monkeypatch):
