@@ -89,6 +89,7 @@ class TrainConfig:
     n_train: int | None = None  # size of the nested training subset; None = all
     grad_clip: float | None = 1.0
     early_stop_patience: int | None = None
+    val_every: int = 1  # validate (and consider a best checkpoint) every k epochs and at the last one
     pos_weight: bool = False  # class-balancing weight for binary / multi-label BCE
     augment: bool = True
     hflip: bool = False  # off by default: laterality matters in chest films

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from medtransfer.config import TrainConfig
-from medtransfer.errors import TrainingFailed
+from medtransfer.errors import ConfigError, TrainingFailed
 from medtransfer.evaluation.metrics import macro_auc, per_label_auc
 from medtransfer.training.batches import Batches
 from medtransfer.training.checkpoint import load_checkpoint, save_checkpoint, save_weights
@@ -61,6 +61,8 @@ def fit(
     ``train`` yields ``(x, y)`` batches for ``task.loss(model(x), y)``; the best epoch is the one with the highest
     ``score(model)`` (default: validation AUC on ``val``; segmentation passes its mean validation Dice).
     """
+    if cfg.val_every < 1:
+        raise ConfigError(f"train.val_every must be at least 1, got {cfg.val_every}")
     ckpt_path, best_path = out_dir / "checkpoint.pt", out_dir / "best.safetensors"
     state = FitState()
     if ckpt_path.exists():
@@ -93,11 +95,15 @@ def fit(
                 epoch,
                 lambda info: bar.update(job, advance=1, **({"info": info} if info else {})),
             )
-            if score is not None:
+            has_val = val is not None or score is not None
+            # validate every cfg.val_every epochs and always at the last one; other epochs only train
+            validate = not has_val or (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs
+            if not validate:
+                score_now = math.nan
+            elif score is not None:
                 score_now = float(score(model))
             else:
                 score_now = _val_auc(model, task, val) if val is not None else -loss
-            has_val = val is not None or score is not None
             state.history.append(
                 {
                     "epoch": epoch,
@@ -108,15 +114,15 @@ def fit(
                 }
             )
             improved = np.isfinite(score_now) and score_now > state.best_score
-            if improved or not best_path.exists():
+            if validate and (improved or not best_path.exists()):
                 state.best_score, state.best_epoch, state.bad_epochs = (
                     (score_now if np.isfinite(score_now) else -math.inf),
                     epoch,
                     0,
                 )
                 save_weights(best_path, model)
-            else:
-                state.bad_epochs += 1
+            elif validate:
+                state.bad_epochs += 1  # patience counts validations
             state.epoch = epoch + 1
             save_checkpoint(
                 ckpt_path,
@@ -128,9 +134,9 @@ def fit(
                     "state": vars(state),
                 },
             )
-            what = "val AUC" if score is None else "val score"
-            bar.update(job, info=f"epoch {epoch + 1}/{cfg.epochs} loss {loss:.4f} {what} {score_now:.4f}")
-            log.info("epoch %d/%d  loss %.4f  %s %.4f", epoch + 1, cfg.epochs, loss, what, score_now)
+            what = ("val AUC" if score is None else "val score") + (f" {score_now:.4f}" if validate else " —")
+            bar.update(job, info=f"epoch {epoch + 1}/{cfg.epochs} loss {loss:.4f} {what}")
+            log.info("epoch %d/%d  loss %.4f  %s", epoch + 1, cfg.epochs, loss, what)
             if cfg.early_stop_patience is not None and state.bad_epochs >= cfg.early_stop_patience:
                 log.info("early stop: no val AUC improvement for %d epochs", state.bad_epochs)
                 break

@@ -148,6 +148,15 @@ def test_early_stopping(tmp_path):
     shutil.rmtree(tmp_path / "es")
 
 
+def test_val_every_validates_every_kth_and_the_last_epoch(tmp_path):
+    m = train_run(tiny_config(epochs=5, val_every=2), tmp_path / "v", progress=False)
+    hist = pd.read_csv(tmp_path / "v" / "history.csv")
+    assert hist["val_auc"].notna().tolist() == [False, True, False, True, True]
+    assert m["best_epoch"] in (1, 3, 4)  # only a validated epoch can be the best checkpoint
+    with pytest.raises(ConfigError, match="val_every"):
+        train_run(tiny_config(val_every=0), tmp_path / "bad", progress=False)
+
+
 def test_grad_accum_keeps_the_optimizer_steps_and_the_schedule(tmp_path):
     # batch_size stays the effective batch: 3 optimizer steps of 32 per epoch either way, 16 images per forward
     from medtransfer.training.checkpoint import load_checkpoint
