@@ -5,6 +5,7 @@
 # cxr-ssl and hand-ssl (SimCLR on MedNIST CXR / Hand), and appends "source backbone seconds" to
 # OUT_DIR/build_times.tsv. A finished source is skipped; an interrupted one resumes from its checkpoint.
 # Point medtransfer at the result with MEDTRANSFER_SOURCES=OUT_DIR (or `sources list --sources-dir OUT_DIR`).
+# IMAGE_SIZE=28 builds them at PneumoniaMNIST's native resolution (default: the configs' 64 px).
 set -euo pipefail
 if [ $# -lt 2 ]; then echo "usage: $0 DATA_DIR OUT_DIR [BACKBONE ...]" >&2; exit 2; fi
 DATA=$(cd "$1" && pwd); OUT=$2; shift 2
@@ -32,6 +33,7 @@ for backbone in "${BACKBONES[@]}"; do
     if [ -f "$dir/source.yaml" ]; then echo "== $name-$backbone: already built"; continue; fi
     resume=""; [ -f "$dir/checkpoint.pt" ] && resume="--resume"
     extra=(--set "data.path=$MEDNIST" --set "model.backbone=$backbone" --set "pretrain.name=$name-$backbone")
+    [ -n "${IMAGE_SIZE:-}" ] && extra+=(--set "data.image_size=$IMAGE_SIZE")
     case $name in *ssl) extra+=(--set "pretrain.probe_data=$PROBE") ;; esac
     echo "== building $name-$backbone"
     start=$(date +%s)

@@ -26,6 +26,7 @@ from medtransfer.data.transforms import ContrastiveAugment, normalize
 from medtransfer.errors import TrainingFailed
 from medtransfer.training.batches import Batches
 from medtransfer.training.checkpoint import load_checkpoint, save_checkpoint
+from medtransfer.training.device import make_optimizer
 from medtransfer.training.loop import SYNC_EVERY, _progress
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def simclr_fit(
         raise TrainingFailed("SimCLR needs at least 2 images")
     proj = projection_head(model.backbone.num_features, p.projection_dim).to(device)
     params = [*model.backbone.parameters(), *proj.parameters()]
-    optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+    optimizer = make_optimizer(params, t, torch.device(device))
     labels = np.zeros((len(images), 0), dtype=np.float32)
     # [0, 1] images (mean 0, std 1): the views are augmented first, then normalised as the model expects
     batches = Batches(

@@ -242,6 +242,7 @@ def _train_seg(cfg: Config, out: Path, progress: bool) -> dict:
     from medtransfer.segmentation.metrics import summarize_segmentation
     from medtransfer.segmentation.networks import build_seg_network
     from medtransfer.training.checkpoint import load_weights_file, save_weights
+    from medtransfer.training.device import make_optimizer
     from medtransfer.training.loop import fit
     from medtransfer.training.run import cap_epochs, pick_device
     from medtransfer.training.schedules import build_scheduler
@@ -269,7 +270,7 @@ def _train_seg(cfg: Config, out: Path, progress: bool) -> dict:
     log.info("weights: %s", load_seg_source(model, cfg.model.source, list(ds.class_names)))
     model.to(device)
     strategy = build_strategy(cfg.transfer, cfg.train)
-    optimizer = torch.optim.AdamW(strategy.param_groups(model), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    optimizer = make_optimizer(strategy.param_groups(model), cfg.train, device)
     train = PatchBatches(train_vols, cfg, ds.n_classes, device)
     cap_epochs(train, cfg)
     scheduler = build_scheduler(strategy.lr_policy, optimizer, cfg.train.epochs * len(train), len(train), cfg.train)
