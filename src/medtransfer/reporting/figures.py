@@ -49,6 +49,52 @@ def _unit(metric: str) -> str:
     return "cases" if metric_spec(metric).key == "dice" else "images"
 
 
+# Line style and marker per transfer strategy; baselines are dashed squares.
+_STRATEGY_LINES = (("-", "o"), (":", "^"), ("-.", "D"), ((0, (6, 2)), "v"), ((0, (1, 3)), "P"))
+
+
+def arm_styles(arms: Sequence[str], baselines: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
+    """Colour per source, line style and marker per strategy, for both figures of a report.
+
+    A study of 4 sources × 3 strategies + a baseline has 13 arms, more than matplotlib's 10-colour cycle: one
+    colour per arm would repeat colours, so arms are told apart along the two axes of the grid instead.
+
+    Example:
+        >>> st = arm_styles(["scratch/finetune", "scratch/recipe", "cxr/finetune", "radiomics"], ["radiomics"])
+        >>> st["scratch/recipe"]["color"], st["cxr/finetune"]["linestyle"], st["radiomics"]["marker"]
+        ('C0', '-', 's')
+    """
+    nets = [a for a in arms if "/" in a and a not in baselines]
+    sources = list(dict.fromkeys(a.split("/", 1)[0] for a in nets))
+    strategies = list(dict.fromkeys(a.split("/", 1)[1] for a in nets))
+    styles: dict[str, dict[str, Any]] = {}
+    extra = len(sources)
+    for arm in arms:
+        if arm in nets:
+            source, strategy = arm.split("/", 1)
+            line, marker = _STRATEGY_LINES[strategies.index(strategy) % len(_STRATEGY_LINES)]
+            styles[arm] = {"color": f"C{sources.index(source) % 10}", "linestyle": line, "marker": marker}
+        else:
+            styles[arm] = {"color": f"C{extra % 10}", "linestyle": "--", "marker": "s"}
+            extra += 1
+    return styles
+
+
+def _style(arm: str, i: int, styles: Mapping[str, Mapping[str, Any]] | None, is_base: bool) -> dict[str, Any]:
+    if styles and arm in styles:
+        return dict(styles[arm])
+    return {"color": f"C{i % 10}", "linestyle": "--" if is_base else "-", "marker": "s" if is_base else "o"}
+
+
+def _legend(ax: Any) -> None:
+    """Inside the axes for a few arms; beside them for many, where it would hide the curves."""
+    if len(ax.get_legend_handles_labels()[1]) > 6:
+        ax.figure.set_figwidth(ax.figure.get_figwidth() + 2.6)
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    else:
+        ax.legend(fontsize=8, loc="best")
+
+
 def _save(fig: Any, path: Path) -> Path:
     return atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=_DPI))
 
@@ -60,7 +106,7 @@ def learning_curves(
     path: str | Path,
     *,
     baselines: Sequence[str] = (),
-    colors: Mapping[str, str] | None = None,
+    styles: Mapping[str, Mapping[str, Any]] | None = None,
     title: str = "",
     metric: str = "auc",
 ) -> Path | None:
@@ -83,10 +129,10 @@ def learning_curves(
     n_of = levels.set_index("n_label")["n"]
     for i, arm in enumerate(dict.fromkeys(data["arm"])):
         d = data[data["arm"] == arm].sort_values("n")
-        color = (colors or {}).get(arm, f"C{i % 10}")
         is_base = arm in baselines or (d["kind"] == "baseline").all()
-        style = {"linestyle": "--", "marker": "s"} if is_base else {"linestyle": "-", "marker": "o"}
-        ax.plot(d["n"], d[mean_col], color=color, label=arm, linewidth=1.8, markersize=5, **style)
+        style = _style(arm, i, styles, is_base)
+        color = style["color"]
+        ax.plot(d["n"], d[mean_col], label=arm, linewidth=1.8, markersize=5, **style)
         band = d[np.isfinite(d[lo_col]) & np.isfinite(d[hi_col])]
         if len(band):
             lo, hi = band[lo_col].clip(0, 1), band[hi_col].clip(0, 1)
@@ -98,7 +144,7 @@ def learning_curves(
     _log_n_axis(ax, levels, _unit(m.key))
     ax.set_ylabel(f"test {m.name} (mean over seeds, 95% CI)")
     ax.set_title(title or "Learning curves")
-    ax.legend(fontsize=8, loc="best")
+    _legend(ax)
     return _save(fig, Path(path))
 
 
@@ -109,7 +155,7 @@ def paired_differences(
     path: str | Path,
     *,
     baselines: Sequence[str] = (),
-    colors: Mapping[str, str] | None = None,
+    styles: Mapping[str, Mapping[str, Any]] | None = None,
     title: str = "",
     metric: str = "auc",
 ) -> Path | None:
@@ -129,7 +175,8 @@ def paired_differences(
     fig, ax = _new_figure()
     arms = list(dict.fromkeys(d["arm"]))
     for i, arm in enumerate(arms):
-        color = (colors or {}).get(arm, f"C{(i + 1) % 10}")
+        style = _style(arm, i + 1, styles, arm in baselines)
+        color = style["color"]
         shift = 1.06 ** (i - (len(arms) - 1) / 2)  # multiplicative: an even offset on a log axis
         a = d[d["arm"] == arm]
         ax.scatter(a["x"] * shift, a["diff"], color=color, s=12, alpha=0.5, linewidths=0)
@@ -139,11 +186,10 @@ def paired_differences(
         lo = np.clip([s[3] for s in stats], -1, 1)
         hi = np.clip([s[4] for s in stats], -1, 1)
         err = np.where(np.isfinite(lo), np.vstack([mean - lo, hi - mean]), 0.0)
-        style = "--" if arm in baselines else "-"
-        ax.errorbar(xs, mean, yerr=err, color=color, marker="o", capsize=3, linewidth=1.5, linestyle=style, label=arm)
+        ax.errorbar(xs, mean, yerr=err, capsize=3, linewidth=1.5, label=arm, **style)
     ax.axhline(0.0, color="black", linewidth=0.8)
     _log_n_axis(ax, levels, _unit(metric))
     ax.set_ylabel(f"Δ{name} vs {reference} (paired by seed)")
     ax.set_title(title or f"{name} difference from {reference}")
-    ax.legend(fontsize=8, loc="best")
+    _legend(ax)
     return _save(fig, Path(path))

@@ -132,14 +132,14 @@ def write_report(
     baselines = [baseline] if baseline else []
     baselines += [a for a in arm_order(t) if (t.loc[t["arm"] == a, "kind"] == "baseline").all() and a != baseline]
     fig_dir = out / "figures"
-    colors = {arm: f"C{i % 10}" for i, arm in enumerate(arm_order(t))}  # one colour per arm in both figures
+    styles = figures.arm_styles(arm_order(t), baselines)  # the same look per arm in both figures
     curve = figures.learning_curves(
-        summary, t, levels, fig_dir / "learning_curves.png", baselines=baselines, colors=colors, metric=m.key
+        summary, t, levels, fig_dir / "learning_curves.png", baselines=baselines, styles=styles, metric=m.key
     )
     diff_fig = None
     if ref is not None and not diffs.empty:
         diff_fig = figures.paired_differences(
-            diffs, levels, ref, fig_dir / "paired_differences.png", baselines=baselines, colors=colors, metric=m.key
+            diffs, levels, ref, fig_dir / "paired_differences.png", baselines=baselines, styles=styles, metric=m.key
         )
     if curve:
         paths["learning_curves"] = curve

@@ -215,3 +215,18 @@ def test_reporting_does_not_import_studies_or_training():
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_arm_styles_tell_thirteen_arms_apart():
+    from medtransfer.reporting.figures import arm_styles
+
+    sources = ["scratch", "a", "b", "c"]
+    arms = [f"{s}/{t}" for s in sources for t in ("finetune", "linear_probe", "recipe")] + ["radiomics"]
+    styles = arm_styles(arms, ["radiomics"])
+    looks = {(st["color"], str(st["linestyle"]), st["marker"]) for st in styles.values()}
+    assert len(looks) == len(arms)  # no two arms look alike, though there are more arms than colours
+    assert len({styles[f"{s}/finetune"]["color"] for s in sources}) == 4  # one colour per source
+    assert len({styles[f"a/{t}"]["marker"] for t in ("finetune", "linear_probe", "recipe")}) == 3
+    assert styles["radiomics"]["linestyle"] == "--" and styles["radiomics"]["color"] not in {
+        styles[f"{s}/finetune"]["color"] for s in sources
+    }
