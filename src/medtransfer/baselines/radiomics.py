@@ -72,6 +72,9 @@ def _extractor(bin_count: int) -> Any:
         logger.setLevel(level)
     extractor.disableAllFeatures()
     extractor.enableFeaturesByName(**_enabled_features())
+    # Per image, pyradiomics logs each feature class at INFO (8 lines an image, thousands in a study's output,
+    # seen in worker processes whose root logger is at INFO); its warnings and errors still show.
+    logging.getLogger("radiomics").setLevel(logging.WARNING)
     return extractor
 
 
