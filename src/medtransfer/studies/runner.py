@@ -393,8 +393,14 @@ def _run_pool(ledger: Ledger, todo: list[Trial], ctx: StudyContext, workers: int
                         break  # a suspect runs with nothing beside it
                     trial = queue.pop(0)
                     ledger.start(trial.id, f"worker of pid {os.getpid()}")
-                    running[pool.submit(run_trial, ctx, trial)] = trial
+                    try:
+                        running[pool.submit(run_trial, ctx, trial)] = trial
+                    except cf.process.BrokenProcessPool:
+                        lost.append(trial)  # the pool broke (a worker died) between two submissions
+                        break
                     bar.running(trial)
+                if lost:
+                    break
                 done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
                 for fut in done:
                     trial = running.pop(fut)
