@@ -54,8 +54,8 @@ def make_optimizer(param_groups, cfg: TrainConfig, device: torch.device) -> torc
         >>> type(opt).__name__
         'AdamW'
     """
-    # The fused kernel exists for CUDA and CPU; on a CPU it is ~7x faster than the default per-tensor loop for
-    # ResNet-18 (benchmarks: 0.019 s vs 0.142 s per step, one thread), about a quarter of a small-image step.
+    # The fused kernel exists for CUDA and CPU; on a CPU it is 5-7x faster than the default per-tensor loop for
+    # ResNet-18 (benchmarks/optimizer_step.py; numbers in docs/benchmarks.md), a fifth of a small-image step.
     fused = {"fused": True} if device.type in ("cuda", "cpu") else {}
     return torch.optim.AdamW(param_groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
 
