@@ -60,6 +60,12 @@ def evaluate(
     format: str | None = typer.Option(None, "--format", "-f"),
     split: str | None = typer.Option(None, "--split", help="train | val | test (default: all images)."),
     labels: str | None = typer.Option(None, "--labels", help="Label columns of the data, comma-separated."),
+    split_file: Path | None = typer.Option(
+        None,
+        "--split-file",
+        help="Take --split from this split CSV (image_id, split) instead of the run's own, e.g. a study's "
+        "splits/base.csv to score a source model on the study's test set.",
+    ),
 ) -> None:
     """AUC per label and macro with bootstrap 95% CI on any dataset with the run's labels (segmentation runs:
     Dice per class and mean with bootstrap CI, and HD95, on any MSD or NIfTI folder with the run's classes)."""
@@ -67,13 +73,13 @@ def evaluate(
     from medtransfer.training.inference import evaluate_run
 
     if is_segmentation_run(run):
-        m = evaluate_segmentation(run, data, out, format=format, split=split)
+        m = evaluate_segmentation(run, data, out, format=format, split=split, split_file=split_file)
         lo, hi = m["dice_ci"]
         console.print(f"Dice {m['dice']:.4f} (95% CI {lo:.4f}–{hi:.4f}, n={m['n']} volumes) → {out}")
         return
 
     lab = [x.strip() for x in labels.split(",")] if labels else None
-    m = evaluate_run(run, data, out, format=format, split=split, labels=lab)
+    m = evaluate_run(run, data, out, format=format, split=split, labels=lab, split_file=split_file)
     console.print(f"AUC {_fmt_ci(m)} → {out}")
 
 

@@ -367,9 +367,18 @@ def is_segmentation_run(run_dir: str | Path) -> bool:
 
 
 def evaluate_segmentation(
-    run_dir: str | Path, data: str, out: str | Path, format: str | None = None, split: str | None = None
+    run_dir: str | Path,
+    data: str,
+    out: str | Path,
+    format: str | None = None,
+    split: str | None = None,
+    split_file: str | Path | None = None,
 ) -> dict:
-    """Dice (mean, bootstrap CI, per label) and HD95 of a segmentation run on any folder with the same classes."""
+    """Dice (mean, bootstrap CI, per label) and HD95 of a segmentation run on any folder with the same classes.
+
+    ``split`` picks the cases of that split from the run's ``split.csv``, or from ``split_file`` (a CSV with
+    ``image_id`` and ``split``, e.g. a study's ``splits/base.csv``: a source model scored on a study's test cases).
+    """
     from safetensors import safe_open
 
     from medtransfer.config import load_config, replace
@@ -403,16 +412,25 @@ def evaluate_segmentation(
     if [n.casefold() for n in ds.class_names] != [n.casefold() for n in names]:
         raise DataError(f"{data} has classes {ds.class_names} but the model segments {names}")
     ids = [c.id for c in ds.cases]
+    if split_file is not None and split is None:
+        raise UserError("--split-file needs --split (train | val | test): which of its splits to evaluate")
     if split is not None:
-        table = pd.read_csv(run / "split.csv", dtype={"image_id": str})
+        where = Path(split_file) if split_file is not None else run / "split.csv"
+        if not where.is_file():
+            raise UserError(f"split file {where} does not exist")
+        table = pd.read_csv(where, dtype={"image_id": str})
+        if not {"image_id", "split"} <= set(table.columns):
+            raise UserError(f"{where} has no image_id and split columns (columns: {list(table.columns)})")
         chosen = set(table.loc[table["split"] == split, "image_id"])
         ids = [i for i in ids if i in chosen]
         if not ids:
-            raise UserError(f"no case of {data} is in the run's '{split}' split")
+            raise UserError(f"no case of {data} is in the '{split}' split of {where}")
     vols = [read_case(ds, c, cfg.seg.spacing, ct_window=tuple(cfg.seg.ct_window)) for c in ids]
     table = score_cases(model, vols, cfg, len(names), hd95=cfg.seg.hd95)
     dices = table[[f"dice:{k}" for k in range(1, len(names))]].to_numpy(dtype=float)
     metrics = summarize_segmentation(dices, names, seed=cfg.seed)
     metrics.update({"data": str(data), "split": split or "all", "run": str(run)})
+    if split_file is not None:
+        metrics["split_file"] = str(split_file)
     atomic_write_text(out, json.dumps(to_jsonable(metrics), indent=2))
     return metrics

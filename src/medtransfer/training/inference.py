@@ -86,11 +86,19 @@ def _load_target(
     return ds
 
 
-def _select(tm: TrainedModel, ds: ImageDataset, data: str, split: str | None) -> np.ndarray:
+def _select(
+    tm: TrainedModel, ds: ImageDataset, data: str, split: str | None, split_file: str | Path | None = None
+) -> np.ndarray:
+    if split_file is not None and split is None:
+        raise UserError("--split-file needs --split (train | val | test): which of its splits to evaluate")
     if split is None:
         return np.arange(len(ds))
     if split not in SPLIT_NAMES:
         raise UserError(f"--split must be one of {SPLIT_NAMES}, got '{split}'")
+    if split_file is not None:  # the caller named the file: its errors are the answer, no fallback
+        if not Path(split_file).is_file():
+            raise UserError(f"split file {split_file} does not exist")
+        return load_split(Path(split_file), ds).indices(split)
     for cand in (tm.run_dir / "split.csv", Path(tm.cfg.data.split_file or "")):
         if cand.is_file():
             try:
@@ -128,6 +136,7 @@ def evaluate_run(
     split: str | None = None,
     labels: list[str] | None = None,
     predictions_out: str | Path | None = None,
+    split_file: str | Path | None = None,
 ) -> dict:
     """Metrics of a trained run on ``data`` (AUC with bootstrap CI; thresholds from the run's validation);
     with ``predictions_out`` also the per-image scores (``image_id, patient_id, label:<name>, score:<name>``)."""
@@ -138,7 +147,7 @@ def evaluate_run(
             f"{data} has labels {list(ds.label_names)} but the model predicts {tm.label_names}; "
             "pass --labels to select matching columns"
         )
-    idx = _select(tm, ds, data, split)
+    idx = _select(tm, ds, data, split, split_file)
     scores = _scores(tm, ds, idx)
     metrics = summarize(
         ds.labels[idx],

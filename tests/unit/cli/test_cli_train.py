@@ -53,6 +53,17 @@ def test_train_evaluate_predict_round_trip(tmp_path, config, capsys):
     run_metrics = json.loads((run_dir / "metrics.json").read_text())
     assert json.loads(out.read_text())["auc"] == pytest.approx(run_metrics["auc"])  # same model, same test split
 
+    # --split-file: another run's (or a study's) split; a copy whose test half is relabelled 'val' scores fewer images
+    split = pd.read_csv(run_dir / "split.csv", dtype={"image_id": str})
+    test_ids = split.index[split["split"] == "test"]
+    split.loc[test_ids[: len(test_ids) // 2], "split"] = "val"
+    other_split = tmp_path / "other_split.csv"
+    split.to_csv(other_split, index=False)
+    argv = ["evaluate", str(run_dir), "--data", SPEC, "--split", "test", "--out", str(out)]
+    assert run([*argv, "--split-file", str(other_split)]) == 0
+    assert json.loads(out.read_text())["n"] == len(test_ids) - len(test_ids) // 2 < run_metrics["n"]
+    assert run([*argv[:4], "--out", str(out), "--split-file", str(other_split)]) == 2  # --split-file needs --split
+
     pred = tmp_path / "pred.csv"
     assert run(["predict", str(run_dir), "--data", other, "--out", str(pred)]) == 0
     table = pd.read_csv(pred)

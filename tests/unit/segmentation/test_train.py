@@ -97,6 +97,17 @@ def test_cli_train_then_evaluate_on_an_msd_folder(source_run, tmp_path, syntheti
     assert result.exit_code == 0, result.output
     m = json.loads(out.read_text())
     assert m["n"] == 8 and len(m["dice_ci"]) == 2 and set(m["per_label"]) == {"blob", "ball"}
+    # a study's split file: score the model on just the cases that file puts in 'test'
+    split = pd.read_csv(root / "run" / "split.csv", dtype={"image_id": str})
+    split["split"] = ["test" if i < 3 else "train" for i in range(len(split))]
+    split.to_csv(tmp_path / "base.csv", index=False)
+    argv = ["evaluate", str(root / "run"), "--data", str(cfg.data.path), "--out", str(out), "--split", "test"]
+    result = CliRunner().invoke(app, [*argv, "--split-file", str(tmp_path / "base.csv")])
+    assert result.exit_code == 0, result.output
+    m = json.loads(out.read_text())
+    assert m["n"] == 3 and m["split_file"] == str(tmp_path / "base.csv")
+    missing = CliRunner().invoke(app, [*argv, "--split-file", str(tmp_path / "nope.csv")])
+    assert missing.exit_code != 0 and "does not exist" in str(missing.exception)
     wrong, _ = synthetic_msd(tmp_path / "other", n=2, seed=3, classes=("background", "liver"))
     bad = CliRunner().invoke(app, ["evaluate", str(root / "run"), "--data", str(wrong), "--out", str(out)])
     assert bad.exit_code != 0
