@@ -69,9 +69,12 @@ def evaluate(
 ) -> None:
     """AUC per label and macro with bootstrap 95% CI on any dataset with the run's labels (segmentation runs:
     Dice per class and mean with bootstrap CI, and HD95, on any MSD or NIfTI folder with the run's classes)."""
+    from medtransfer.errors import UserError
     from medtransfer.segmentation.train import evaluate_segmentation, is_segmentation_run
     from medtransfer.training.inference import evaluate_run
 
+    if split_file is not None and split is None:  # checked here, before a model or a dataset is loaded
+        raise UserError("--split-file needs --split (train | val | test): which of its splits to evaluate")
     if is_segmentation_run(run):
         m = evaluate_segmentation(run, data, out, format=format, split=split, split_file=split_file)
         lo, hi = m["dice_ci"]

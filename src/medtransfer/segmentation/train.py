@@ -377,7 +377,8 @@ def evaluate_segmentation(
     """Dice (mean, bootstrap CI, per label) and HD95 of a segmentation run on any folder with the same classes.
 
     ``split`` picks the cases of that split from the run's ``split.csv``, or from ``split_file`` (a CSV with
-    ``image_id`` and ``split``, e.g. a study's ``splits/base.csv``: a source model scored on a study's test cases).
+    ``image_id`` and ``split``, e.g. a study's ``splits/base.csv``: a source model scored on a study's test cases);
+    without ``split``, every case is scored and ``split_file`` is not read.
     """
     from safetensors import safe_open
 
@@ -412,8 +413,6 @@ def evaluate_segmentation(
     if [n.casefold() for n in ds.class_names] != [n.casefold() for n in names]:
         raise DataError(f"{data} has classes {ds.class_names} but the model segments {names}")
     ids = [c.id for c in ds.cases]
-    if split_file is not None and split is None:
-        raise UserError("--split-file needs --split (train | val | test): which of its splits to evaluate")
     if split is not None:
         where = Path(split_file) if split_file is not None else run / "split.csv"
         if not where.is_file():

@@ -89,8 +89,6 @@ def _load_target(
 def _select(
     tm: TrainedModel, ds: ImageDataset, data: str, split: str | None, split_file: str | Path | None = None
 ) -> np.ndarray:
-    if split_file is not None and split is None:
-        raise UserError("--split-file needs --split (train | val | test): which of its splits to evaluate")
     if split is None:
         return np.arange(len(ds))
     if split not in SPLIT_NAMES:
