@@ -48,6 +48,7 @@ class DataConfig:
     path: str | None = None  # file or folder; a relative path is resolved against the current directory
     format: str | None = None  # a registered data source; None = auto-detect
     image_size: int = 64  # training resolution (square), images are resized once into the cache
+    resize: str = "interpolate"  # to image_size: `interpolate` (antialiased, up or down) or `pad` (centred, zeros)
     labels: list[str] | None = None  # label column(s) for the folder source, or a subset of label names
     classes: list[str] | None = None  # class filter (e.g. MedNIST ['CXR'])
     image_column: str | None = None  # folder source: column with file names (auto-detected when None)
@@ -64,16 +65,20 @@ class ModelConfig:
     source: str = "scratch"  # scratch | imagenet | a weights file | a source-model directory
     dropout: float = 0.2
     in_chans: int | None = None  # None = the number of channels of the data
+    groups: list[str] | None = None  # layer-group cuts (parameter-name prefixes); None = the backbone's 3 groups
 
 
 @dataclass(frozen=True)
 class TransferConfig:
     strategy: str = "finetune"
-    lr_policy: str | None = None  # None = the strategy's default (one_cycle for `recipe`)
-    lr_mult: float = 0.3  # discriminative: each group toward the input gets lr * lr_mult^depth
+    lr_policy: str | None = None  # None = the strategy's default (constant; romero and fastai have their own)
+    lr_mult: float | None = None  # discriminative rates lr * lr_mult^depth; None = the strategy's (0.3; romero 1/3)
     unfreeze_every: int = 1  # gradual_unfreeze: one more group every k epochs
     unfreeze_schedule: list[int] | None = None  # explicit epochs at which the next group unfreezes
     head_epochs: int = 1  # epochs with only the head training before unfreezing starts
+    unfreeze_at: list[float] | None = None  # romero: fractions of all steps at which groups unfreeze, top first
+    freeze_epochs: int = 1  # fastai: epochs of the frozen first phase (head and norm layers only)
+    lr_div: float = 100.0  # fastai: phase-2 rates slice(lr / 2 / lr_div, lr / 2) spread over the groups
     train_bn: bool = True  # normalisation layers of frozen groups still train (fastai's default); not linear_probe
     unfreeze_encoder_at: int | None = None  # decoder_finetune: epoch at which the encoder joins (None = never)
 
@@ -85,21 +90,30 @@ class TrainConfig:
     batch_size: int = 64  # the effective batch: images per optimizer step
     grad_accum: int = 1  # micro-batches per optimizer step (batch_size // grad_accum images per forward)
     lr: float = 1e-3
-    weight_decay: float = 1e-4
+    weight_decay: float | None = None  # decoupled (AdamW); None = the strategy's (1e-4; romero 0, fastai 0.01)
     n_train: int | None = None  # size of the nested training subset; None = all
+    balance: bool = False  # the training subset holds every class equally often (as far as the pool allows)
     grad_clip: float | None = 1.0
     early_stop_patience: int | None = None
     val_every: int = 1  # validate (and consider a best checkpoint) every k epochs and at the last one
+    select_by: str | None = None  # best checkpoint by validation `auc` or `loss`; None = the strategy's (auc)
     pos_weight: bool = False  # class-balancing weight for binary / multi-label BCE
     augment: bool = True
     hflip: bool = False  # off by default: laterality matters in chest films
     device: str = "auto"
     compile: bool = False  # torch.compile the model's forward (skipped with a warning where unsupported)
-    warmup_pct: float = 0.25  # one-cycle
-    div_factor: float = 25.0  # one-cycle initial divisor
-    final_div_factor: float = 1e5  # one-cycle final divisor (fastai default)
+    warmup_pct: float | None = None  # one-cycle warm-up share; None = the strategy's (0.25; romero, fastai 0.3)
+    div_factor: float | None = None  # one-cycle initial divisor; None = the strategy's (25; fastai phase 2: 5)
+    final_div_factor: float | None = None  # one-cycle final divisor; None = the strategy's (1e5; romero 1e4)
     step_size: int = 5  # step policy
     gamma: float = 0.1  # step policy
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How a trained model is scored (``evaluate``, ``predict``, the test split of every run and trial)."""
+
+    tta: int = 0  # test-time augmentation: average the plain image and this many augmented views (0 = off)
 
 
 @dataclass(frozen=True)
@@ -128,6 +142,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     seg: SegConfig = field(default_factory=SegConfig)
 
 

@@ -66,6 +66,9 @@ def evaluate(
         help="Take --split from this split CSV (image_id, split) instead of the run's own, e.g. a study's "
         "splits/base.csv to score a source model on the study's test set.",
     ),
+    tta: int | None = typer.Option(
+        None, "--tta", help="Test-time augmented views averaged with the plain image (default: the run's eval.tta)."
+    ),
 ) -> None:
     """AUC per label and macro with bootstrap 95% CI on any dataset with the run's labels (segmentation runs:
     Dice per class and mean with bootstrap CI, and HD95, on any MSD or NIfTI folder with the run's classes)."""
@@ -82,7 +85,7 @@ def evaluate(
         return
 
     lab = [x.strip() for x in labels.split(",")] if labels else None
-    m = evaluate_run(run, data, out, format=format, split=split, labels=lab, split_file=split_file)
+    m = evaluate_run(run, data, out, format=format, split=split, labels=lab, split_file=split_file, tta=tta)
     console.print(f"AUC {_fmt_ci(m)} → {out}")
 
 
@@ -92,11 +95,14 @@ def predict(
     data: str = typer.Option(..., "--data", help="Images to score."),
     out: Path = typer.Option(..., "--out", "-o", help="predictions.csv to write."),
     format: str | None = typer.Option(None, "--format", "-f"),
+    tta: int | None = typer.Option(
+        None, "--tta", help="Test-time augmented views averaged with the plain image (default: the run's eval.tta)."
+    ),
 ) -> None:
     """Per-image probabilities as CSV (image_id, patient_id, prob_<label> ...)."""
     from medtransfer.training.inference import predict_run
 
-    table = predict_run(run, data, out, format=format)
+    table = predict_run(run, data, out, format=format, tta=tta)
     console.print(f"{len(table)} predictions → {out}")
 
 

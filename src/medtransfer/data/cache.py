@@ -49,32 +49,66 @@ def to_uint8(img: np.ndarray) -> np.ndarray:
     return np.clip(scaled, 0, 255).astype(np.uint8)
 
 
-def resize_uint8(img: np.ndarray, size: int) -> np.ndarray:
-    """Resize a ``(C, H, W)`` uint8 image to ``(C, size, size)`` with PIL's antialiased bilinear filter."""
-    if img.shape[1] == size and img.shape[2] == size:
+RESIZE_MODES = ("interpolate", "pad")
+
+
+def resize_uint8(img: np.ndarray, size: int, mode: str = "interpolate") -> np.ndarray:
+    """Bring a ``(C, H, W)`` uint8 image to ``(C, size, size)``.
+
+    ``interpolate``: PIL's bilinear filter, antialiased when shrinking (so a 28-px image upsampled to 64 px and a
+    1024-px film shrunk to 64 px are both smooth). ``pad``: keep the pixels, centred on a zero canvas (as MedMNIST+
+    pads small images); a side larger than ``size`` is first shrunk, keeping the aspect ratio.
+
+    Example:
+        >>> resize_uint8(np.full((1, 28, 28), 9, np.uint8), 64).shape
+        (1, 64, 64)
+        >>> int(resize_uint8(np.full((1, 28, 28), 9, np.uint8), 64, "pad")[0, 0, 0])
+        0
+    """
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"data.resize must be one of {list(RESIZE_MODES)}, got {mode!r}")
+    h, w = img.shape[1:]
+    if h == size and w == size:
         return img
-    return np.stack([np.asarray(Image.fromarray(ch).resize((size, size), Image.BILINEAR)) for ch in img])
+    if mode == "interpolate":
+        return np.stack([np.asarray(Image.fromarray(ch).resize((size, size), Image.BILINEAR)) for ch in img])
+    scale = min(1.0, size / max(h, w))
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    if (nh, nw) != (h, w):
+        img = np.stack([np.asarray(Image.fromarray(ch).resize((nw, nh), Image.BILINEAR)) for ch in img])
+    out = np.zeros((img.shape[0], size, size), np.uint8)
+    top, left = (size - nh) // 2, (size - nw) // 2
+    out[:, top : top + nh, left : left + nw] = img
+    return out
 
 
-def cache_key(ds: ImageDataset, size: int | None) -> str:
-    h = hashlib.sha1(f"{CACHE_VERSION}|{ds.images.identity}|{size}|{ds.channels}".encode()).hexdigest()[:20]
+def cache_key(ds: ImageDataset, size: int | None, resize: str = "interpolate") -> str:
+    mode = "" if resize == "interpolate" else f"|{resize}"  # the interpolate key is the one earlier caches have
+    h = hashlib.sha1(f"{CACHE_VERSION}|{ds.images.identity}|{size}|{ds.channels}{mode}".encode()).hexdigest()[:20]
     return f"{ds.name.replace('/', '_').replace(':', '_')[:40]}-{size or 'native'}-{h}"
 
 
 def cached_images(
-    ds: ImageDataset, size: int | None, cache_dir: str | Path | None = None, progress: bool = True
+    ds: ImageDataset,
+    size: int | None,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    resize: str = "interpolate",
 ) -> np.ndarray:
     """All images of ``ds`` as a read-only uint8 memmap ``(N, C, S, S)``, building the cache on first use.
 
-    ``size=None`` keeps the native resolution, which then must be the same for every image.
+    ``size=None`` keeps the native resolution, which then must be the same for every image; otherwise every image is
+    brought to ``size`` by ``resize`` (:func:`resize_uint8`: ``interpolate`` or ``pad``), up or down.
 
     Example:
         >>> arr = cached_images(load_dataset("synthetic:chest,n=8"), 32)   # doctest: +SKIP
         >>> arr.shape, arr.dtype                                            # doctest: +SKIP
         ((8, 1, 32, 32), dtype('uint8'))
     """
+    if resize not in RESIZE_MODES:
+        raise DataError(f"data.resize must be one of {list(RESIZE_MODES)}, got {resize!r}")
     folder = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    path = folder / f"{cache_key(ds, size)}.npy"
+    path = folder / f"{cache_key(ds, size, resize)}.npy"
     if path.is_file():
         arr = np.load(path, mmap_mode="r")
         if arr.shape[0] == len(ds) and arr.dtype == np.uint8:
@@ -84,12 +118,14 @@ def cached_images(
     c = first.shape[0]
     h, w = (size, size) if size else first.shape[1:]
     shape = (len(ds), c, h, w)
-    atomic_write(path, lambda tmp: _fill(ds, size, shape, tmp, progress))
+    atomic_write(path, lambda tmp: _fill(ds, size, shape, tmp, progress, resize))
     log.info("decoded %d images into %s", len(ds), path)
     return np.load(path, mmap_mode="r")
 
 
-def _fill(ds: ImageDataset, size: int | None, shape: tuple[int, ...], tmp: Path, progress: bool) -> None:
+def _fill(
+    ds: ImageDataset, size: int | None, shape: tuple[int, ...], tmp: Path, progress: bool, resize: str = "interpolate"
+) -> None:
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
     images = ds.images
     # Fast path: an in-memory uint8 array already at the right size is copied in one go.
@@ -121,7 +157,7 @@ def _fill(ds: ImageDataset, size: int | None, shape: tuple[int, ...], tmp: Path,
                     f"{images.describe(i)} is {img.shape[1]}x{img.shape[2]} but the first image is "
                     f"{shape[2]}x{shape[3]}; set data.image_size (--set data.image_size=S) to resize all images"
                 )
-            out[i] = resize_uint8(img, size) if size else img
+            out[i] = resize_uint8(img, size, resize) if size else img
             bar.advance(task)
     out.flush()
     del out

@@ -43,8 +43,14 @@ class Split:
             raise DataError(f"unknown split '{name}'; use one of {SPLIT_NAMES}")
         return np.flatnonzero(self.table["split"].to_numpy() == name)
 
-    def train_subset(self, n: int | None) -> np.ndarray:
-        """Dataset indices of the nested training subset of size ``n`` (``None`` = all), in rank order."""
+    def train_subset(self, n: int | None, balance_labels: np.ndarray | None = None) -> np.ndarray:
+        """Dataset indices of the nested training subset of size ``n`` (``None`` = all), in rank order.
+
+        With ``balance_labels`` (the dataset's ``(N, K)`` labels; ``train.balance``) the subset takes the first
+        images of each class in rank order, ``n / classes`` each, as Romero et al.'s balanced training sets; a class
+        with too few images gives all it has and the others fill up the rest (still nested: a balanced subset of
+        ``n`` lies inside the balanced subset of any larger ``n``). Multi-label rows count by their rarest positive.
+        """
         train = self.indices("train")
         ranks = self.table["subset_rank"].to_numpy()[train]
         order = train[np.argsort(ranks, kind="stable")]
@@ -52,13 +58,34 @@ class Split:
             return order
         if n > len(order):
             raise DataError(f"asked for a training subset of {n} images but the training split has {len(order)}")
-        return order[:n]
+        if balance_labels is None:
+            return order[:n]
+        return _balanced(order, n, balance_labels)
 
     def counts(self) -> dict[str, int]:
         return {s: int((self.table["split"] == s).sum()) for s in SPLIT_NAMES}
 
     def save(self, path: str | Path) -> Path:
         return atomic_write(path, lambda tmp: self.table.to_csv(tmp, index=False))
+
+
+def _balanced(order: np.ndarray, n: int, labels: np.ndarray) -> np.ndarray:
+    """The first ``n`` of ``order`` taken round-robin over the classes (each class in its own rank order)."""
+    kind = "binary" if labels.shape[1] == 1 else ("multiclass" if _one_hot(labels) else "multilabel")
+    strata = _strata(labels[order], kind)
+    queues = [list(order[strata == s]) for s in np.unique(strata)]
+    picked: list[int] = []
+    while len(picked) < n:
+        for q in queues:
+            if q and len(picked) < n:
+                picked.append(q.pop(0))
+    chosen = set(picked)
+    return np.array([i for i in order if i in chosen], dtype=order.dtype)  # back in rank order
+
+
+def _one_hot(labels: np.ndarray) -> bool:
+    finite = labels[np.isfinite(labels).all(axis=1)]
+    return len(finite) > 0 and bool(np.all(finite.sum(axis=1) == 1))
 
 
 def _strata(labels: np.ndarray, task: str) -> np.ndarray:

@@ -1,20 +1,29 @@
 """Registered backbones and the :class:`Classifier` that wraps one with a dropout + linear head.
 
 Every backbone is a timm model (or, for ``tiny``, a small module that follows timm's conventions), created
-with ``num_classes=0`` so that it returns pooled features. Layer groups for discriminative learning rates and
-gradual unfreezing come from the backbone's own ``group_matcher(coarse=True)`` through timm's grouping helper,
-never from hard-coded indices.
+with ``num_classes=0`` so that it returns pooled features.
+
+Layer groups (for discriminative learning rates and gradual unfreezing) are three, as the published recipes split
+them: early layers | late layers | head. A group starts at a *cut*, a parameter-name prefix:
+
+* ResNet (fastai's splitter): ``conv1 … layer2 | layer3, layer4 | head`` (cut ``layer3``);
+* DenseNet (Romero et al.'s ``features[:7] | features[7:]``, fastai's too): ``… denseblock2 | transition2 … norm5 |
+  head`` (cut ``features.transition2``);
+* any other backbone: timm's coarse ``group_matcher`` stages, the first half (stem and early stages, rounded up)
+  | the rest | head;
+* ``model.groups`` (a list of cuts) overrides the rule, e.g. ``[layer1, layer2, layer3, layer4]`` for ResNet's six.
 
 Example:
     >>> model = build_model("tiny", num_outputs=3, in_chans=1)
     >>> model(torch.zeros(2, 1, 32, 32)).shape
     torch.Size([2, 3])
     >>> model.layer_group_names()
-    ['stem', 'stages.0', 'stages.1', 'stages.2', 'head']
+    ['stem+stages.0', 'stages.1+stages.2', 'head']
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +31,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from medtransfer.registry import Registry
+from medtransfer.errors import ConfigError
+from medtransfer.registry import Registry, suggest
 
 # Images reach the model scaled to [0, 1] by the data layer; without pretrained statistics we centre them
 # on 0.5 and scale by 0.25 so a random-init network sees roughly zero-mean, unit-range inputs.
@@ -132,6 +142,7 @@ class BackboneInfo:
     timm_name: str | None
     description: str
     factory: Callable[..., nn.Module] | None = None
+    group_cuts: tuple[str, ...] | None = None  # where layer groups 2, 3, … start; None = the half-of-stages rule
 
     def create(self, in_chans: int = 1) -> nn.Module:
         """Build the backbone with random weights, returning pooled features (``num_classes=0``)."""
@@ -144,9 +155,14 @@ class BackboneInfo:
 
 BACKBONES = Registry[BackboneInfo]("backbone")
 for _info in (
-    BackboneInfo("densenet121", "densenet121", "DenseNet-121 (CheXNet, torchxrayvision), 7.0M params"),
-    BackboneInfo("resnet50", "resnet50", "ResNet-50, 23.5M params"),
-    BackboneInfo("resnet18", "resnet18", "ResNet-18, 11.2M params"),
+    BackboneInfo(
+        "densenet121",
+        "densenet121",
+        "DenseNet-121 (CheXNet, torchxrayvision), 7.0M params",
+        group_cuts=("features.transition2",),
+    ),
+    BackboneInfo("resnet50", "resnet50", "ResNet-50, 23.5M params", group_cuts=("layer3",)),
+    BackboneInfo("resnet18", "resnet18", "ResNet-18, 11.2M params", group_cuts=("layer3",)),
     BackboneInfo("efficientnet_b0", "efficientnet_b0", "EfficientNet-B0, 4.0M params"),
     BackboneInfo("convnext_tiny", "convnext_tiny", "ConvNeXt-Tiny, 27.8M params"),
     BackboneInfo("tiny", None, "a ~53k-parameter CNN for tests (no ImageNet weights)", factory=TinyNet),
@@ -173,7 +189,13 @@ class Classifier(nn.Module):
     """
 
     def __init__(
-        self, backbone: nn.Module, num_outputs: int, backbone_name: str, in_chans: int, dropout: float = 0.2
+        self,
+        backbone: nn.Module,
+        num_outputs: int,
+        backbone_name: str,
+        in_chans: int,
+        dropout: float = 0.2,
+        group_cuts: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -182,6 +204,9 @@ class Classifier(nn.Module):
         self.in_chans = in_chans
         self.num_outputs = num_outputs
         self.normalization = scratch_normalization(in_chans)
+        # where the backbone's layer groups start (parameter-name prefixes); None = the half-of-stages rule
+        self.group_cuts = tuple(group_cuts) if group_cuts is not None else None
+        self._backbone_groups()  # a bad cut fails here, when the model is built, not at the first unfreeze
 
     @property
     def pretrained_cfg(self) -> dict[str, Any]:
@@ -197,13 +222,17 @@ class Classifier(nn.Module):
         return self.head(self.backbone(x))
 
     def _backbone_groups(self) -> list[list[tuple[str, nn.Parameter]]]:
-        from timm.models import group_parameters
-
-        # group_parameters maps every parameter name to an ordinal (unmatched names, such as a final norm,
-        # go to a last group of their own), so together with the head no parameter is left out.
-        by_name = dict(self.backbone.named_parameters())
-        groups = group_parameters(self.backbone, self.backbone.group_matcher(coarse=True))
-        return [[(n, by_name[n]) for n in groups[i]] for i in sorted(groups)]
+        named = list(self.backbone.named_parameters())
+        cuts = self.group_cuts if self.group_cuts is not None else _half_of_stages(self.backbone)
+        starts = [_first_match(named, cut) for cut in cuts]
+        for (a, cut_a), (b, cut_b) in zip(zip(starts, cuts), zip(starts[1:], cuts[1:])):
+            if b <= a:
+                raise ConfigError(
+                    f"model.groups: {cut_b!r} does not come after {cut_a!r} in {self.backbone_name}; list the cuts "
+                    "from input to output"
+                )
+        bounds = [0, *starts, len(named)]
+        return [named[lo:hi] for lo, hi in zip(bounds, bounds[1:])]
 
     def layer_groups(self) -> list[list[nn.Parameter]]:
         """Parameters in groups ordered from input to output; the head is the last group.
@@ -211,8 +240,8 @@ class Classifier(nn.Module):
         Every parameter (trainable or frozen) is in exactly one group.
 
         Example:
-            >>> len(build_model("resnet18", num_outputs=2).layer_groups())  # stem, layer1-4, head
-            6
+            >>> len(build_model("resnet18", num_outputs=2).layer_groups())  # conv1..layer2, layer3-4, head
+            3
         """
         groups = [[p for _, p in group] for group in self._backbone_groups()]
         return [*groups, list(self.head.parameters())]
@@ -221,6 +250,30 @@ class Classifier(nn.Module):
         """Short names for :meth:`layer_groups`, for logs, e.g. ``['conv1+bn1', 'layer1', ..., 'head']``."""
         named = [[n for n, _ in group] for group in self._backbone_groups()]
         return [_group_label(names, [*named, ["head"]]) for names in named] + ["head"]
+
+
+def _first_match(named: list[tuple[str, nn.Parameter]], cut: str) -> int:
+    """Index of the first parameter whose name is ``cut`` or lies under the module ``cut``."""
+    for i, (name, _) in enumerate(named):
+        if name == cut or name.startswith(cut + "."):
+            return i
+    modules = list(dict.fromkeys(n.rsplit(".", 1)[0] for n, _ in named))
+    tops = list(dict.fromkeys(m.split(".")[0] for m in modules))
+    close = suggest(cut, modules + tops)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; its top-level modules are {tops}"
+    raise ConfigError(f"model.groups: no parameter of the backbone is under {cut!r}{hint}")
+
+
+def _half_of_stages(backbone: nn.Module) -> tuple[str, ...]:
+    """The default cut: the first parameter of the coarse timm stage that starts the second half of the stages
+    (the stem counts as a stage; the first half is rounded up), e.g. ``layer3`` of a ResNet's five."""
+    from timm.models import group_parameters
+
+    groups = group_parameters(backbone, backbone.group_matcher(coarse=True))
+    ordinals = sorted(groups)
+    if len(ordinals) < 2:
+        return ()
+    return (groups[ordinals[math.ceil(len(ordinals) / 2)]][0],)
 
 
 def _group_label(names: list[str], all_groups: list[list[str]]) -> str:
@@ -234,7 +287,13 @@ def _group_label(names: list[str], all_groups: list[list[str]]) -> str:
     return "+".join(prefixes) if len(prefixes) <= 3 else f"{prefixes[0]}..{prefixes[-1]}"
 
 
-def build_model(backbone: str, num_outputs: int, in_chans: int = 1, dropout: float = 0.2) -> Classifier:
+def build_model(
+    backbone: str,
+    num_outputs: int,
+    in_chans: int = 1,
+    dropout: float = 0.2,
+    groups: Sequence[str] | None = None,
+) -> Classifier:
     """Build a :class:`Classifier` with random weights (nothing is loaded or downloaded).
 
     Args:
@@ -242,6 +301,8 @@ def build_model(backbone: str, num_outputs: int, in_chans: int = 1, dropout: flo
         num_outputs: number of logits (1 for binary, K for multi-class / multi-label).
         in_chans: input channels (1 for grayscale X-ray/CT).
         dropout: dropout probability before the linear head.
+        groups: cuts (parameter-name prefixes) where layer groups 2, 3, … start (``model.groups``); ``None`` = the
+            backbone's rule (see the module docstring).
 
     Raises:
         UnknownNameError: for an unregistered backbone, with close matches.
@@ -251,4 +312,5 @@ def build_model(backbone: str, num_outputs: int, in_chans: int = 1, dropout: flo
         14
     """
     info = BACKBONES.get(backbone)
-    return Classifier(info.create(in_chans), num_outputs, backbone, in_chans, dropout)
+    cuts = groups if groups is not None else info.group_cuts
+    return Classifier(info.create(in_chans), num_outputs, backbone, in_chans, dropout, cuts)

@@ -393,5 +393,6 @@ def create_model(cfg_model: Any, num_outputs: int, label_names: Labels = None) -
     """
     spec = resolve_weights(cfg_model.source, cfg_model.backbone)  # fail before building a large model
     in_chans = 1 if cfg_model.in_chans is None else cfg_model.in_chans  # None: the data's; callers pass it
-    model = backbones.build_model(cfg_model.backbone, num_outputs, in_chans, cfg_model.dropout)
+    groups = getattr(cfg_model, "groups", None)
+    model = backbones.build_model(cfg_model.backbone, num_outputs, in_chans, cfg_model.dropout, groups)
     return model, load_weights(model, spec, label_names=label_names)

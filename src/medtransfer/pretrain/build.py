@@ -77,7 +77,7 @@ def _simclr(cfg: PretrainConfig, out: Path, resume: bool, progress: bool) -> dic
     write_run_info(out, cfg, seed=cfg.seed)
     write_status(out, "running")
     ds = load_data(cfg)
-    images = cached_images(ds, cfg.data.image_size, cfg.data.cache_dir, progress=progress)
+    images = cached_images(ds, cfg.data.image_size, cfg.data.cache_dir, progress=progress, resize=cfg.data.resize)
     idx = np.arange(len(ds))
     if cfg.train.n_train is not None:
         idx = np.random.default_rng(cfg.seed).permutation(len(ds))[: cfg.train.n_train]

@@ -242,10 +242,9 @@ def _train_seg(cfg: Config, out: Path, progress: bool) -> dict:
     from medtransfer.segmentation.metrics import summarize_segmentation
     from medtransfer.segmentation.networks import build_seg_network
     from medtransfer.training.checkpoint import load_weights_file, save_weights
-    from medtransfer.training.device import make_optimizer
+    from medtransfer.training.device import optimizer_and_scheduler
     from medtransfer.training.loop import fit
     from medtransfer.training.run import cap_epochs, pick_device
-    from medtransfer.training.schedules import build_scheduler
     from medtransfer.transfer.strategies import build_strategy
 
     ds = load_seg_data(cfg)
@@ -270,10 +269,11 @@ def _train_seg(cfg: Config, out: Path, progress: bool) -> dict:
     log.info("weights: %s", load_seg_source(model, cfg.model.source, list(ds.class_names)))
     model.to(device)
     strategy = build_strategy(cfg.transfer, cfg.train)
-    optimizer = make_optimizer(strategy.param_groups(model), cfg.train, device)
     train = PatchBatches(train_vols, cfg, ds.n_classes, device)
     cap_epochs(train, cfg)
-    scheduler = build_scheduler(strategy.lr_policy, optimizer, cfg.train.epochs * len(train), len(train), cfg.train)
+    optimizer, scheduler = optimizer_and_scheduler(
+        strategy, model, cfg.train, device, cfg.train.epochs * len(train), len(train)
+    )
 
     def val_dice(m) -> float:
         table = score_cases(m, val_vols, cfg, ds.n_classes, hd95=False)

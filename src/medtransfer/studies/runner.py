@@ -120,7 +120,7 @@ def plan(cfg: StudyConfig, out: Path, progress: bool) -> tuple[list[Trial], Stud
     _preflight_sources(cfg, sources, ds.channels, len(ds.label_names))
     if cfg.study.test and cfg.study.test.path:
         _preflight_test(cfg, ds)
-    cached_images(ds, cfg.data.image_size, cfg.data.cache_dir, progress=progress)  # decoded once, before workers
+    cached_images(ds, cfg.data.image_size, cfg.data.cache_dir, progress=progress, resize=cfg.data.resize)  # decoded once, before workers
     log.info(
         "study: %d trials (%d arms × %d sizes × %d seeds), splits %s",
         len(trials),

@@ -79,7 +79,7 @@ def prepared(ctx: StudyContext, seed: int):
     key = (ctx.study_dir, "data")
     if key not in _PREPARED:
         ds = load_data(ctx.cfg)
-        _PREPARED[key] = (ds, cached_images(ds, ctx.cfg.data.image_size, ctx.cfg.data.cache_dir, progress=False))
+        _PREPARED[key] = (ds, cached_images(ds, ctx.cfg.data.image_size, ctx.cfg.data.cache_dir, progress=False, resize=ctx.cfg.data.resize))
     ds, images = _PREPARED[key]
     skey = (ctx.study_dir, seed)
     if skey not in _PREPARED:
@@ -267,7 +267,7 @@ def _external(ctx: StudyContext):
     if key not in _PREPARED:
         labels = tuple(ctx.cfg.data.labels) if ctx.cfg.data.labels else None
         ds = load_dataset(test.path, test.format, SourceOptions(labels=labels, task=ctx.cfg.task))
-        images = cached_images(ds, ctx.cfg.data.image_size, ctx.cfg.data.cache_dir, progress=False)
+        images = cached_images(ds, ctx.cfg.data.image_size, ctx.cfg.data.cache_dir, progress=False, resize=ctx.cfg.data.resize)
         if test.split:
             if "source_split" not in ds.meta.columns:
                 raise ValueError(f"study.test.split={test.split!r} but {test.path} defines no splits")

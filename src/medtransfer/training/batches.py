@@ -57,6 +57,14 @@ class Batches:
 
     max_batches: int | None = None  # set by training.run.cap_epochs: an epoch stops after this many batches
 
+    def with_augment(self, augment: RadiographAugment | None) -> Batches:
+        """The same batches (same order, no shuffling change) with another augmentation: test-time views."""
+        import copy
+
+        other = copy.copy(self)
+        other.augment = augment
+        return other
+
     def __len__(self) -> int:
         n = len(self.indices)
         full = n // self.batch_size if self.drop_last else -(-n // self.batch_size)

@@ -46,7 +46,7 @@ def cudnn_autotune(enabled: bool) -> Iterator[None]:
         torch.backends.cudnn.benchmark = previous
 
 
-def make_optimizer(param_groups, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+def make_optimizer(param_groups, cfg: TrainConfig, device: torch.device, **options) -> torch.optim.AdamW:
     """AdamW over the strategy's parameter groups; the fused kernel (one launch for all parameters) on CUDA and CPU.
 
     Example:
@@ -57,7 +57,28 @@ def make_optimizer(param_groups, cfg: TrainConfig, device: torch.device) -> torc
     # The fused kernel exists for CUDA and CPU; on a CPU it is 5-7x faster than the default per-tensor loop for
     # ResNet-18 (benchmarks/optimizer_step.py; numbers in docs/benchmarks.md), a fifth of a small-image step.
     fused = {"fused": True} if device.type in ("cuda", "cpu") else {}
-    return torch.optim.AdamW(param_groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
+    options.setdefault("weight_decay", 1e-4 if cfg.weight_decay is None else cfg.weight_decay)
+    return torch.optim.AdamW(param_groups, lr=cfg.lr, **options, **fused)
+
+
+def optimizer_and_scheduler(strategy, model: torch.nn.Module, cfg: TrainConfig, device, total_steps: int, steps_per_epoch: int):
+    """The optimizer and scheduler a strategy asks for, for ``total_steps`` optimizer steps (classification and
+    segmentation runs share it): AdamW over ``strategy.param_groups`` with ``strategy.optimizer_options()``, then
+    the strategy's own step schedule (romero, fastai) or the torch scheduler of its ``lr_policy``.
+
+    Example::
+
+        optimizer, scheduler = optimizer_and_scheduler(strategy, model, cfg.train, device, epochs * len(b), len(b))
+    """
+    from medtransfer.training.schedules import StepSchedule, build_scheduler
+
+    strategy.plan(total_steps, steps_per_epoch)
+    optimizer = make_optimizer(strategy.param_groups(model), cfg, device, **strategy.optimizer_options())
+    groups = {g["layer_group"] for g in optimizer.param_groups}
+    schedule = strategy.schedule(len(groups))
+    if schedule is not None:
+        return optimizer, StepSchedule(optimizer, schedule)
+    return optimizer, build_scheduler(strategy.lr_policy, optimizer, total_steps, steps_per_epoch, cfg)
 
 
 def maybe_compile(model: torch.nn.Module, device: torch.device) -> bool:

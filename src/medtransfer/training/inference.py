@@ -25,6 +25,7 @@ from medtransfer.errors import DataError, UserError
 from medtransfer.evaluation.metrics import summarize, to_jsonable
 from medtransfer.io import atomic_write, atomic_write_text
 from medtransfer.models.backbones import build_model
+from medtransfer.data.transforms import RadiographAugment
 from medtransfer.training.batches import Batches
 from medtransfer.training.checkpoint import load_weights_file
 from medtransfer.training.loop import predict
@@ -108,10 +109,10 @@ def _select(
     raise UserError(f"{data} has no '{split}' split: neither the run's split.csv nor the file defines one")
 
 
-def _scores(tm: TrainedModel, ds: ImageDataset, idx: np.ndarray, device_name: str = "auto") -> np.ndarray:
+def _scores(tm: TrainedModel, ds: ImageDataset, idx: np.ndarray, tta: int, device_name: str = "auto") -> np.ndarray:
     if len(idx) == 0:
         raise UserError("no images selected")
-    images = cached_images(ds, tm.image_size, tm.cfg.data.cache_dir)
+    images = cached_images(ds, tm.image_size, tm.cfg.data.cache_dir, resize=tm.cfg.data.resize)
     device = pick_device(device_name)
     tm.model.to(device)
     batches = Batches(
@@ -123,7 +124,14 @@ def _scores(tm: TrainedModel, ds: ImageDataset, idx: np.ndarray, device_name: st
         tm.model.normalization["std"],
         device,
     )
-    return predict(tm.model, tm.task, batches)
+    return predict(tm.model, tm.task, batches, tta, RadiographAugment(hflip=tm.cfg.train.hflip))
+
+
+def _tta(tm: TrainedModel, tta: int | None) -> int:
+    """``--tta`` when given, else the run's ``eval.tta``."""
+    if tta is not None and tta < 0:
+        raise UserError(f"--tta must be >= 0, got {tta}")
+    return tm.cfg.eval.tta if tta is None else tta
 
 
 def evaluate_run(
@@ -135,10 +143,13 @@ def evaluate_run(
     labels: list[str] | None = None,
     predictions_out: str | Path | None = None,
     split_file: str | Path | None = None,
+    tta: int | None = None,
 ) -> dict:
     """Metrics of a trained run on ``data`` (AUC with bootstrap CI; thresholds from the run's validation);
-    with ``predictions_out`` also the per-image scores (``image_id, patient_id, label:<name>, score:<name>``)."""
+    with ``predictions_out`` also the per-image scores (``image_id, patient_id, label:<name>, score:<name>``).
+    ``tta``: test-time augmented views (default: the run's ``eval.tta``)."""
     tm = load_run(run_dir)
+    tta = _tta(tm, tta)
     ds = _load_target(tm, data, format, labels)
     if list(ds.label_names) != tm.label_names:
         raise DataError(
@@ -146,7 +157,7 @@ def evaluate_run(
             "pass --labels to select matching columns"
         )
     idx = _select(tm, ds, data, split, split_file)
-    scores = _scores(tm, ds, idx)
+    scores = _scores(tm, ds, idx, tta)
     metrics = summarize(
         ds.labels[idx],
         scores,
@@ -155,18 +166,22 @@ def evaluate_run(
         patient_ids=ds.meta["patient_id"].to_numpy()[idx],
         thresholds=tm.thresholds,
     )
-    metrics.update({"data": str(data), "split": split or "all", "run": str(run_dir)})
+    metrics.update({"data": str(data), "split": split or "all", "run": str(run_dir), "tta": tta})
     if predictions_out is not None:
         write_predictions(Path(predictions_out), ds, idx, scores)
     atomic_write_text(out, json.dumps(to_jsonable(metrics), indent=2))
     return metrics
 
 
-def predict_run(run_dir: str | Path, data: str, out: str | Path, format: str | None = None) -> pd.DataFrame:
-    """Per-image probabilities of a trained run on ``data`` (labels in the data are not needed)."""
+def predict_run(
+    run_dir: str | Path, data: str, out: str | Path, format: str | None = None, tta: int | None = None
+) -> pd.DataFrame:
+    """Per-image probabilities of a trained run on ``data`` (labels in the data are not needed); ``tta``:
+    test-time augmented views (default: the run's ``eval.tta``)."""
     tm = load_run(run_dir)
+    tta = _tta(tm, tta)
     ds = _load_target(tm, data, format, None, with_labels=False)
-    scores = _scores(tm, ds, np.arange(len(ds)))
+    scores = _scores(tm, ds, np.arange(len(ds)), tta)
     table = ds.meta[["image_id", "patient_id"]].copy()
     for k, name in enumerate(tm.label_names):
         table[f"prob_{name}"] = scores[:, k]

@@ -59,7 +59,8 @@ def fit(
     """Train ``model``; writes ``checkpoint.pt`` each epoch and ``best.safetensors`` at each new best.
 
     ``train`` yields ``(x, y)`` batches for ``task.loss(model(x), y)``; the best epoch is the one with the highest
-    ``score(model)`` (default: validation AUC on ``val``; segmentation passes its mean validation Dice).
+    ``score(model)`` (default: on ``val``, the AUC or minus the loss, as ``strategy.setting("select_by")`` says;
+    segmentation passes its mean validation Dice).
     """
     if cfg.val_every < 1:
         raise ConfigError(f"train.val_every must be at least 1, got {cfg.val_every}")
@@ -103,16 +104,14 @@ def fit(
             elif score is not None:
                 score_now = float(score(model))
             else:
-                score_now = _val_auc(model, task, val) if val is not None else -loss
-            state.history.append(
-                {
-                    "epoch": epoch,
-                    "train_loss": loss,
-                    "val_auc" if score is None else "val_score": score_now if has_val else None,
-                    "lr": optimizer.param_groups[-1]["lr"],
-                    "seconds": time.perf_counter() - t0,
-                }
-            )
+                val_auc, val_loss = _validate(model, task, val) if val is not None else (math.nan, loss)
+                score_now = -val_loss if _select_by(strategy) == "loss" else val_auc
+            row = {"epoch": epoch, "train_loss": loss}
+            if score is None:
+                row.update(val_auc=val_auc if validate else math.nan, val_loss=val_loss if validate else math.nan)
+            else:
+                row["val_score"] = score_now
+            state.history.append({**row, "lr": optimizer.param_groups[-1]["lr"], "seconds": time.perf_counter() - t0})
             improved = np.isfinite(score_now) and score_now > state.best_score
             if validate and (improved or not best_path.exists()):
                 state.best_score, state.best_epoch, state.bad_epochs = (
@@ -134,11 +133,15 @@ def fit(
                     "state": vars(state),
                 },
             )
-            what = ("val AUC" if score is None else "val score") + (f" {score_now:.4f}" if validate else " —")
+            what = (
+                (f"val AUC {val_auc:.4f} loss {val_loss:.4f}" if score is None else f"val score {score_now:.4f}")
+                if validate
+                else "val —"
+            )
             bar.update(job, info=f"epoch {epoch + 1}/{cfg.epochs} loss {loss:.4f} {what}")
             log.info("epoch %d/%d  loss %.4f  %s", epoch + 1, cfg.epochs, loss, what)
             if cfg.early_stop_patience is not None and state.bad_epochs >= cfg.early_stop_patience:
-                log.info("early stop: no val AUC improvement for %d epochs", state.bad_epochs)
+                log.info("early stop: no validation improvement for %d validations", state.bad_epochs)
                 break
     return state
 
@@ -164,8 +167,10 @@ def train_one_epoch(
     strategy.set_train_mode(model)
     cuda = train.device.type == "cuda"
     total = torch.zeros((), device=train.device)
+    first_step = epoch * len(train)  # steps are counted over the whole run for step-scheduled strategies
     with cudnn_autotune(cuda):
         for step, (x, y) in enumerate(train.epoch(seed, epoch)):
+            strategy.on_step(first_step + step, model, optimizer)
             if x.ndim == 4:  # 2-D images; 3-D volumes (5-D batches) keep the default layout
                 x = x.contiguous(memory_format=torch.channels_last)
             optimizer.zero_grad(set_to_none=True)
@@ -238,22 +243,48 @@ def _split(y, parts: int) -> list:
 SYNC_EVERY = 50
 
 
-def _val_auc(model, task: Task, val: Batches) -> float:
+def _select_by(strategy) -> str:
+    setting = getattr(strategy, "setting", None)
+    return setting("select_by") if callable(setting) else "auc"
+
+
+def _validate(model, task: Task, val: Batches) -> tuple[float, float]:
+    """Validation (macro AUC, mean loss) from one pass over ``val``."""
+    logits = _logits(model, val)
     labels = val.labels[val.indices]
-    return macro_auc(per_label_auc(labels, predict(model, task, val), [str(k) for k in range(labels.shape[1])]))
+    loss = float(task.loss(logits.float(), torch.as_tensor(labels, dtype=torch.float32, device=logits.device)))
+    scores = task.scores(logits.float()).cpu().numpy().astype(np.float64)
+    auc = macro_auc(per_label_auc(labels, scores, [str(k) for k in range(labels.shape[1])]))
+    return auc, loss
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, task: Task, batches: Batches) -> np.ndarray:
-    """Scores (probabilities) for ``batches.indices`` in order, shape ``(n, K)``."""
+def _logits(model: torch.nn.Module, batches: Batches, seed: int = 0) -> torch.Tensor:
     model.eval()
     cuda = batches.device.type == "cuda"
     out = []
-    for x, _ in batches.epoch(0, 0):
+    for x, _ in batches.epoch(seed, 0):
         with torch.autocast(batches.device.type, dtype=torch.bfloat16, enabled=cuda):
-            out.append(task.scores(model(x)))
-    # scores stay on the device until the end: a copy per batch would wait for every batch in turn
-    return torch.cat(out).cpu().numpy().astype(np.float64)
+            out.append(model(x))
+    # logits stay on the device until the end: a copy per batch would wait for every batch in turn
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, task: Task, batches: Batches, tta: int = 0, augment=None) -> np.ndarray:
+    """Scores (probabilities) for ``batches.indices`` in order, shape ``(n, K)``.
+
+    With ``tta > 0`` (``eval.tta``) the scores are the mean over the plain images and ``tta`` augmented views
+    (``augment``, the training augmentation by default), each view drawn from its own fixed seed, so a model
+    scores the same twice (Romero et al. average 4 views: ``tta: 3``).
+    """
+    views = [task.scores(_logits(model, batches).float())]
+    if tta:
+        from medtransfer.data.transforms import RadiographAugment
+
+        augmented = batches.with_augment(augment or RadiographAugment())
+        views += [task.scores(_logits(model, augmented, seed=1000 + v).float()) for v in range(tta)]
+    return torch.stack(views).mean(0).cpu().numpy().astype(np.float64)
 
 
 class _NoBar:

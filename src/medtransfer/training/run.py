@@ -32,9 +32,8 @@ from medtransfer.io import atomic_write_text
 from medtransfer.models.weights import create_model
 from medtransfer.training.batches import Batches
 from medtransfer.training.checkpoint import load_weights_file, save_weights
-from medtransfer.training.device import make_optimizer, maybe_compile, micro_batch_size
+from medtransfer.training.device import maybe_compile, micro_batch_size, optimizer_and_scheduler
 from medtransfer.training.loop import fit, predict
-from medtransfer.training.schedules import build_scheduler
 from medtransfer.training.tasks import Task, make_task
 from medtransfer.transfer.strategies import build_strategy
 
@@ -82,7 +81,7 @@ class Prepared:
 def prepare(cfg: Config, progress: bool = True) -> Prepared:
     ds = load_data(cfg)
     split = resolve_split(cfg, ds)
-    images = cached_images(ds, cfg.data.image_size, cfg.data.cache_dir, progress=progress)
+    images = cached_images(ds, cfg.data.image_size, cfg.data.cache_dir, progress=progress, resize=cfg.data.resize)
     return Prepared(ds, split, images)
 
 
@@ -108,7 +107,9 @@ def _batches(prep: Prepared, idx, cfg: Config, model, device, train: bool) -> Ba
 def evaluate_indices(
     model, task: Task, prep: Prepared, idx: np.ndarray, cfg: Config, device, thresholds: list[float] | None = None
 ) -> tuple[dict, np.ndarray]:
-    scores = predict(model, task, _batches(prep, idx, cfg, model, device, train=False))
+    """Metrics and scores of ``model`` on ``idx``, with ``eval.tta`` test-time augmentation."""
+    aug = RadiographAugment(hflip=cfg.train.hflip)
+    scores = predict(model, task, _batches(prep, idx, cfg, model, device, train=False), cfg.eval.tta, aug)
     labels = prep.ds.labels[idx]
     metrics = summarize(
         labels,
@@ -161,7 +162,7 @@ def _train(cfg: Config, out: Path, prep: Prepared, progress: bool) -> dict:
     torch.manual_seed(cfg.seed)  # model initialisation
     ds, split = prep.ds, prep.split
     kind = cfg.task or ds.task
-    train_idx = split.train_subset(cfg.train.n_train)
+    train_idx = split.train_subset(cfg.train.n_train, balance_labels=ds.labels if cfg.train.balance else None)
     val_idx, test_idx = split.indices("val"), split.indices("test")
     split.save(out / "split.csv")
     if len(val_idx) == 0:
@@ -181,16 +182,11 @@ def _train(cfg: Config, out: Path, prep: Prepared, progress: bool) -> dict:
     if cfg.train.compile:
         maybe_compile(model, device)
     strategy = build_strategy(cfg.transfer, cfg.train)
-    optimizer = make_optimizer(strategy.param_groups(model), cfg.train, device)
     train = _batches(prep, train_idx, cfg, model, device, train=True)
     val = _batches(prep, val_idx, cfg, model, device, train=False)
     cap_epochs(train, cfg)
-    scheduler = build_scheduler(
-        strategy.lr_policy,
-        optimizer,
-        total_steps=cfg.train.epochs * len(train),
-        steps_per_epoch=len(train),
-        train_cfg=cfg.train,
+    optimizer, scheduler = optimizer_and_scheduler(
+        strategy, model, cfg.train, device, cfg.train.epochs * len(train), len(train)
     )
     state = fit(model, task, strategy, optimizer, scheduler, train, val, cfg.train, cfg.seed, out, progress)
     pd.DataFrame(state.history).to_csv(out / "history.csv", index=False)
@@ -209,9 +205,12 @@ def _train(cfg: Config, out: Path, prep: Prepared, progress: bool) -> dict:
     else:
         metrics = {**val_metrics, "split": "val"}
         write_predictions(out / PREDICTIONS_FILE, prep.ds, val_idx, val_scores)
+    val_metrics["tta"] = cfg.eval.tta
     metrics.update(
         {
             "val": val_metrics,
+            "tta": cfg.eval.tta,
+            "strategy": strategy.settings(),
             "best_epoch": state.best_epoch,
             "epochs_run": state.epoch,
             "n_train": int(len(train_idx)),
@@ -311,6 +310,7 @@ def suggest_lr(cfg: Config, num_iter: int = 100, progress: bool = True) -> float
     model, _ = create_model(model_cfg, num_outputs=task.num_labels, label_names=list(ds.label_names))
     model.to(device)
     strategy = build_strategy(cfg.transfer, cfg.train)
+    strategy.plan(num_iter, num_iter)
     strategy.on_train_start(model)
     strategy.on_epoch_start(0, model)
     train = _batches(prep, train_idx, cfg, model, device, train=True)
@@ -321,7 +321,7 @@ def suggest_lr(cfg: Config, num_iter: int = 100, progress: bool = True) -> float
         model,
         lambda b: task.loss(model(b[0]), b[1]),
         stream,
-        lambda m: torch.optim.AdamW(strategy.param_groups(m), weight_decay=cfg.train.weight_decay),
+        lambda m: torch.optim.AdamW(strategy.param_groups(m), **strategy.optimizer_options()),
         num_iter=num_iter,
     )
     if not np.isfinite(lr):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch.optim import Optimizer
 from torch.optim import lr_scheduler as sched
 
@@ -48,7 +49,7 @@ def build_scheduler(
 
 @LR_POLICIES.register("one_cycle")
 def one_cycle(optimizer: Optimizer, total_steps: int, steps_per_epoch: int, cfg: TrainConfig) -> sched.LRScheduler:
-    pct_start = float(cfg.warmup_pct)
+    pct_start = float(_or(cfg.warmup_pct, 0.25))
     # torch peaks at step pct_start*total_steps - 1 and divides by zero when that is step 0 (e.g. 4 steps
     # at 0.25, common for N=50 with one batch per epoch); peak just before step 1 instead, as fastai does.
     if float(pct_start * total_steps) - 1 == 0:
@@ -65,9 +66,14 @@ def one_cycle(optimizer: Optimizer, total_steps: int, steps_per_epoch: int, cfg:
         cycle_momentum=cycle_momentum,
         base_momentum=BASE_MOMENTUM,
         max_momentum=MAX_MOMENTUM,
-        div_factor=cfg.div_factor,
-        final_div_factor=cfg.final_div_factor,
+        div_factor=_or(cfg.div_factor, 25.0),
+        final_div_factor=_or(cfg.final_div_factor, 1e5),
     )
+
+
+def _or(value, default):
+    """A config value, or the policy's default where it is left ``null`` (the strategy's default)."""
+    return default if value is None else value
 
 
 def _one(_: int) -> float:
@@ -89,3 +95,44 @@ def step(optimizer: Optimizer, total_steps: int, steps_per_epoch: int, cfg: Trai
     if cfg.step_size < 1:
         raise ValueError(f"train.step_size must be >= 1 epoch, got {cfg.step_size}")
     return sched.StepLR(optimizer, step_size=cfg.step_size * steps_per_epoch, gamma=cfg.gamma)
+
+
+class StepSchedule:
+    """A scheduler that sets every parameter group's learning rate (and Adam's β1) from ``fn(step)``.
+
+    ``fn(step)`` returns ``(lrs, beta1)``: one rate per *layer group* (a parameter group's ``"layer_group"`` key says
+    which; groups without it use their own index) and β1 for every group, or ``None`` to leave β1 alone. Like a
+    torch scheduler: the values of step 0 are set on construction and ``step()`` moves to the next optimizer step;
+    ``state_dict()`` holds the step, so a resumed run continues the same curve.
+
+    Example:
+        >>> opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
+        >>> s = StepSchedule(opt, lambda k: ([0.1 * (k + 1)], None))
+        >>> s.step(); round(opt.param_groups[0]["lr"], 6)
+        0.2
+    """
+
+    def __init__(self, optimizer: Optimizer, fn: Callable[[int], tuple[list[float], float | None]]) -> None:
+        self.optimizer, self.fn, self.last_epoch = optimizer, fn, 0
+        self._apply()
+
+    def _apply(self) -> None:
+        lrs, beta1 = self.fn(self.last_epoch)
+        for i, group in enumerate(self.optimizer.param_groups):
+            group["lr"] = float(lrs[group.get("layer_group", i)])
+            if beta1 is not None and "betas" in group:
+                group["betas"] = (float(beta1), group["betas"][1])
+
+    def step(self) -> None:
+        self.last_epoch += 1
+        self._apply()
+
+    def get_last_lr(self) -> list[float]:
+        return [g["lr"] for g in self.optimizer.param_groups]
+
+    def state_dict(self) -> dict:
+        return {"last_epoch": self.last_epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.last_epoch = int(state["last_epoch"])
+        self._apply()

@@ -9,24 +9,34 @@ the head ("the top"). Frozen parameters get ``requires_grad_(False)`` but stay i
 How the training loop calls the hooks::
 
     strategy = build_strategy(cfg.transfer, cfg.train)
+    strategy.plan(total_steps, steps_per_epoch)               # step-indexed schedules need the length
     if resuming:
         strategy.load_state_dict(ckpt["strategy"], model)     # restores what was unfrozen
     else:
         strategy.on_train_start(model)                        # initial freezing, head re-init
-    optimizer = torch.optim.AdamW(strategy.param_groups(model), weight_decay=cfg.train.weight_decay)
-    scheduler = build_scheduler(strategy.lr_policy, optimizer, total_steps, steps_per_epoch, cfg.train)
+    optimizer = torch.optim.AdamW(strategy.param_groups(model), **strategy.optimizer_options())
+    schedule = strategy.schedule(len(layer_groups(model)))    # None: the lr_policy's torch scheduler
+    scheduler = StepSchedule(optimizer, schedule) if schedule else build_scheduler(strategy.lr_policy, ...)
     # resuming: optimizer.load_state_dict(...), scheduler.load_state_dict(...)
     for epoch in range(start_epoch, cfg.train.epochs):
-        strategy.on_epoch_start(epoch, model, optimizer)      # unfreeze on schedule
+        strategy.on_epoch_start(epoch, model, optimizer)      # unfreeze on an epoch schedule
         model.train()
         strategy.set_train_mode(model)                        # frozen BatchNorm back to eval
-        ...  # zero_grad(set_to_none=True), backward, optimizer.step(), scheduler.step()
+        for each batch (global step k):
+            strategy.on_step(k, model, optimizer)             # unfreeze on a step schedule (romero, fastai)
+            ...  # zero_grad(set_to_none=True), backward, optimizer.step(), scheduler.step()
         checkpoint["strategy"] = strategy.state_dict()
+
+Settings a strategy has its own default for (``transfer.lr_mult``, ``train.weight_decay``, ``train.warmup_pct``,
+``train.div_factor``, ``train.final_div_factor``, ``train.select_by``, ``transfer.unfreeze_at``) are ``null`` in the
+config unless the user sets them; :meth:`Strategy.setting` resolves them and :meth:`Strategy.settings` lists what a
+run used (written to ``metrics.json``).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from torch import nn
@@ -68,6 +78,19 @@ def norm_params(model: nn.Module) -> set[int]:
     return {id(p) for m in model.modules() if isinstance(m, NORM_TYPES) for p in m.parameters(recurse=False)}
 
 
+# The defaults of the settings a strategy may override (``Strategy.defaults``) when the config leaves them null.
+SETTING_DEFAULTS: dict[str, Any] = {
+    "lr_mult": 0.3,
+    "weight_decay": 1e-4,
+    "warmup_pct": 0.25,
+    "div_factor": 25.0,
+    "final_div_factor": 1e5,
+    "select_by": "auc",
+    "unfreeze_at": None,
+}
+SELECT_BY = ("auc", "loss")
+
+
 def set_trainable(groups: list[list[nn.Parameter]], n_trainable: int, keep: set[int] = frozenset()) -> None:
     """Let the top ``n_trainable`` groups train and freeze the others (clearing their stale grads);
     parameters whose id is in ``keep`` train wherever they are."""
@@ -99,9 +122,15 @@ class Strategy:
     # target's statistics differ from the source's, and a randomly initialised network with frozen BatchNorm
     # in eval mode passes unnormalised activations up (measured: recipe from scratch at N=50, issue [2/6]).
     honours_train_bn: ClassVar[bool] = True
+    # Whether BatchNorm layers whose parameters are all frozen run in eval mode (statistics fixed). Romero et al.
+    # freeze parameters only: their frozen BatchNorms stay in train mode and keep adapting their statistics.
+    frozen_bn_eval: ClassVar[bool] = True
+    defaults: ClassVar[dict[str, Any]] = {}  # this strategy's own defaults for SETTING_DEFAULTS keys
 
     def __init__(self, transfer: TransferConfig, train: TrainConfig) -> None:
-        if transfer.lr_mult <= 0:
+        self.transfer = transfer
+        self.train = train
+        if self.setting("lr_mult") <= 0:
             raise ConfigError(f"transfer.lr_mult must be > 0, got {transfer.lr_mult}")
         if transfer.unfreeze_every < 1:
             raise ConfigError(f"transfer.unfreeze_every must be >= 1, got {transfer.unfreeze_every}")
@@ -109,13 +138,56 @@ class Strategy:
             raise ConfigError(f"transfer.head_epochs must be >= 0, got {transfer.head_epochs}")
         if any(e < 0 for e in transfer.unfreeze_schedule or []):
             raise ConfigError(f"transfer.unfreeze_schedule has a negative epoch: {transfer.unfreeze_schedule}")
-        self.transfer = transfer
-        self.train = train
+        if self.setting("select_by") not in SELECT_BY:
+            raise ConfigError(f"train.select_by must be one of {list(SELECT_BY)}, got {train.select_by!r}")
+        if self.setting("weight_decay") < 0:
+            raise ConfigError(f"train.weight_decay must be >= 0, got {train.weight_decay}")
+        if not 0 < self.setting("warmup_pct") < 1:
+            raise ConfigError(f"train.warmup_pct must be in (0, 1), got {train.warmup_pct}")
+        for key in ("div_factor", "final_div_factor"):
+            if self.setting(key) < 1:
+                raise ConfigError(f"train.{key} must be >= 1, got {getattr(train, key)}")
         # Checkpointed state: groups trainable now (counted from the head; None = not applied yet),
         # the last epoch applied, and whether the head was already re-initialised.
         self.n_trainable: int | None = None
         self.epoch: int = -1
         self.head_reset: bool = False
+        self.total_steps: int | None = None  # set by plan()
+        self.steps_per_epoch: int | None = None
+
+    def setting(self, key: str) -> Any:
+        """A setting from ``transfer`` or ``train``, or this strategy's default where the config leaves it null.
+
+        Example:
+            >>> from medtransfer.config import TrainConfig, TransferConfig
+            >>> build_strategy(TransferConfig(strategy="romero"), TrainConfig()).setting("select_by")
+            'loss'
+        """
+        section = self.transfer if hasattr(self.transfer, key) else self.train
+        value = getattr(section, key)
+        if value is not None:
+            return value
+        return self.defaults.get(key, SETTING_DEFAULTS[key])
+
+    def settings(self) -> dict[str, Any]:
+        """Every resolved setting (what a run records next to its results)."""
+        return {"strategy": self.name, **{key: self.setting(key) for key in SETTING_DEFAULTS}}
+
+    def plan(self, total_steps: int, steps_per_epoch: int) -> None:
+        """Tell the strategy how long training is (optimizer steps in all, and per epoch); call before
+        :meth:`on_train_start`. Step-indexed strategies (romero, fastai) need it."""
+        if total_steps < 1 or steps_per_epoch < 1:
+            raise ValueError(f"need total_steps >= 1 and steps_per_epoch >= 1, got {total_steps}, {steps_per_epoch}")
+        self.total_steps, self.steps_per_epoch = int(total_steps), int(steps_per_epoch)
+
+    def optimizer_options(self) -> dict[str, Any]:
+        """Keyword arguments for AdamW besides the parameter groups (weight decay, betas, eps)."""
+        return {"weight_decay": float(self.setting("weight_decay"))}
+
+    def schedule(self, n_groups: int) -> Callable[[int], tuple[list[float], float | None]] | None:
+        """``step -> (one LR per each of the ``n_groups`` layer groups, Adam's β1 or None)`` for strategies with their own curve; ``None``
+        means the torch scheduler of :attr:`lr_policy`."""
+        return None
 
     def _keep(self, model: nn.Module) -> set[int]:
         return norm_params(model) if self.transfer.train_bn and self.honours_train_bn else set()
@@ -135,7 +207,8 @@ class Strategy:
         lr = self.train.lr
         if not self.discriminative:
             return [lr] * n_groups
-        return [lr * self.transfer.lr_mult ** (n_groups - 1 - i) for i in range(n_groups)]
+        mult = self.setting("lr_mult")
+        return [lr * mult ** (n_groups - 1 - i) for i in range(n_groups)]
 
     # ------------------------------------------------------------------ hooks
     def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
@@ -148,7 +221,10 @@ class Strategy:
         groups = layer_groups(model)
         lrs = self.group_lrs(len(groups))
         names = [f"group{i}" for i in range(len(groups) - 1)] + ["head"]
-        return [{"params": g, "lr": lr, "name": n} for g, lr, n in zip(groups, lrs, names, strict=True)]
+        return [
+            {"params": g, "lr": lr, "name": n, "layer_group": i}
+            for i, (g, lr, n) in enumerate(zip(groups, lrs, names, strict=True))
+        ]
 
     def on_train_start(self, model: nn.Module) -> None:
         """Apply the initial (or restored) freezing; re-initialise the head if the strategy says so.
@@ -158,7 +234,9 @@ class Strategy:
         """
         groups = layer_groups(model)
         if self.n_trainable is None:
-            self.n_trainable = min(len(groups), self.trainable_groups(max(self.epoch, 0), len(groups)))
+            at_step = self.trainable_at_step(0, len(groups))
+            first = at_step if at_step is not None else self.trainable_groups(max(self.epoch, 0), len(groups))
+            self.n_trainable = min(len(groups), first)
         set_trainable(groups, self.n_trainable, self._keep(model))
         if self.reinit_head and not self.head_reset:
             reset_head(model)
@@ -171,7 +249,8 @@ class Strategy:
         cannot silently stay at its initial values.
         """
         groups = layer_groups(model)
-        due = min(len(groups), self.trainable_groups(epoch, len(groups)))
+        stepped = self.trainable_at_step(0, len(groups)) is not None
+        due = (self.n_trainable or 0) if stepped else min(len(groups), self.trainable_groups(epoch, len(groups)))
         n = max(due, self.n_trainable or 0)
         if n != self.n_trainable:
             log.info("epoch %d: %s trains the top %d of %d layer groups", epoch, self.name, n, len(groups))
@@ -183,6 +262,28 @@ class Strategy:
             if lost:
                 raise ValueError(f"trainable parameters missing from the optimizer: {lost[:5]}")
 
+    def trainable_at_step(self, step: int, n_groups: int) -> int | None:
+        """How many groups, counted from the head, train at optimizer step ``step`` (0-based, over the whole run);
+        ``None`` (the default) leaves the decision to :meth:`trainable_groups` at each epoch."""
+        return None
+
+    def on_step(self, step: int, model: nn.Module, optimizer: Optimizer | None = None) -> None:
+        """Before optimizer step ``step`` (0-based, counted over the whole run): unfreeze what a step schedule
+        has due, calling :meth:`on_unfreeze` when it does. A no-op for epoch-scheduled strategies."""
+        groups = layer_groups(model)
+        due = self.trainable_at_step(step, len(groups))
+        if due is None or due <= (self.n_trainable or 0):
+            return
+        log.info("step %d: %s trains the top %d of %d layer groups", step, self.name, due, len(groups))
+        self.n_trainable = min(due, len(groups))
+        set_trainable(groups, self.n_trainable, self._keep(model))
+        if model.training:
+            self.set_train_mode(model)
+        self.on_unfreeze(model, optimizer)
+
+    def on_unfreeze(self, model: nn.Module, optimizer: Optimizer | None) -> None:
+        """Called when a step schedule unfroze groups (fastai resets the optimizer state here)."""
+
     def set_train_mode(self, model: nn.Module) -> None:
         """Put BatchNorm layers whose parameters are all frozen in eval mode; call after ``model.train()``.
 
@@ -190,6 +291,8 @@ class Strategy:
         so they stay in train mode and adapt to the target). A BatchNorm without parameters
         (``affine=False``) is left alone: nothing tells whether it belongs to a frozen part.
         """
+        if not self.frozen_bn_eval:
+            return
         for module in model.modules():
             params = list(module.parameters(recurse=False))
             if isinstance(module, _BatchNorm) and params and not any(p.requires_grad for p in params):
@@ -238,8 +341,8 @@ def build_strategy(transfer: TransferConfig, train: TrainConfig) -> Strategy:
     """The strategy named by ``transfer.strategy``; unknown names raise with close matches.
 
     Example:
-        >>> build_strategy(TransferConfig(strategy="recipe"), TrainConfig()).lr_policy
-        'one_cycle'
+        >>> build_strategy(TransferConfig(strategy="fastai"), TrainConfig()).name
+        'fastai'
     """
     return STRATEGIES.get(transfer.strategy)(transfer, train)
 
@@ -302,17 +405,6 @@ class GradualUnfreeze(Strategy):
 
 
 @_register
-class Recipe(GradualUnfreeze):
-    """Romero et al.'s best recipe, fastai-style: one-cycle policy, discriminative learning rates, gradual
-    unfreezing and a re-initialised head (the head dropout is set in the model config)."""
-
-    name = "recipe"
-    default_lr_policy = "one_cycle"
-    discriminative = True
-    reinit_head = True
-
-
-@_register
 class DecoderFinetune(Strategy):
     """Segmentation (Humpire-Mamani et al. 2023): the encoder stays frozen, decoder and head train; with
     ``transfer.unfreeze_encoder_at`` the encoder joins at that epoch. The model says how many of its layer groups
@@ -349,3 +441,13 @@ def _encoder_groups(model: nn.Module) -> int:
             "say which layer groups form its encoder (use a segmentation network)"
         )
     return n
+
+
+# The published recipes live in modules of their own and register themselves on import (after everything above
+# exists, which they import).
+from medtransfer.transfer import fastai, romero  # noqa: E402, F401
+
+# `recipe` names the published recipe that won our PneumoniaMNIST study (docs/results/pneumonia/notes.md); it is an
+# alias, never a schedule of its own.
+RECIPE = "fastai"
+STRATEGIES.register("recipe", STRATEGIES.get(RECIPE))

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+
 import torch
 
-from medtransfer.errors import UnknownNameError, UserError
+from medtransfer.errors import ConfigError, UnknownNameError, UserError
 from medtransfer.models.backbones import BACKBONES, Classifier, TinyNet, build_model
 
 
@@ -58,11 +59,34 @@ def test_layer_groups_cover_every_parameter_once(models, name):
     assert all(groups), "an empty group"
 
 
-def test_layer_groups_follow_timm_group_matcher():
-    model = build_model("resnet18", num_outputs=2)
+def test_layer_groups_are_the_published_three():
+    """fastai's and Romero et al.'s splits: ResNet conv1..layer2 | layer3-4 | head; DenseNet through denseblock2 |
+    transition2..norm5 | head (``features[:7] | features[7:]`` of torchvision's DenseNet)."""
+    resnet = build_model("resnet18", num_outputs=2)
+    assert resnet.layer_group_names() == ["conv1..layer2", "layer3+layer4", "head"]
+    names = [[n for n, _ in g] for g in resnet._backbone_groups()]
+    assert names[0][0] == "conv1.weight" and names[0][-1].startswith("layer2.") and names[1][0].startswith("layer3.")
+    dense = build_model("densenet121", num_outputs=2)
+    names = [[n for n, _ in g] for g in dense._backbone_groups()]
+    assert names[0][-1].startswith("features.denseblock2.") and names[1][0].startswith("features.transition2.")
+    assert names[1][-1].startswith("features.norm5.")
+    assert len(dense.layer_groups()) == 3
+
+
+def test_other_backbones_get_half_of_their_stages_then_the_rest():
+    for name, first_late in (("efficientnet_b0", "blocks.3."), ("convnext_tiny", "stages.2."), ("tiny", "stages.1.")):
+        model = build_model(name, num_outputs=2)
+        groups = [[n for n, _ in g] for g in model._backbone_groups()]
+        assert len(groups) == 2 and groups[1][0].startswith(first_late), name
+
+
+def test_model_groups_overrides_the_rule_and_bad_cuts_fail_at_build():
+    model = build_model("resnet18", num_outputs=2, groups=["layer1", "layer2", "layer3", "layer4"])
     assert model.layer_group_names() == ["conv1+bn1", "layer1", "layer2", "layer3", "layer4", "head"]
-    # input → output: the stem group holds the first conv
-    assert model.backbone.conv1.weight in model.layer_groups()[0]
+    with pytest.raises(ConfigError, match="did you mean 'layer3'"):
+        build_model("resnet18", num_outputs=2, groups=["layr3"])
+    with pytest.raises(ConfigError, match="from input to output"):
+        build_model("resnet18", num_outputs=2, groups=["layer3", "layer2"])
 
 
 def test_frozen_parameters_still_belong_to_a_group():

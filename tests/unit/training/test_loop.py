@@ -29,9 +29,12 @@ def bn_free_model(seed: int = 0) -> nn.Module:
 
 
 class NoFreezing:
-    """The one strategy hook the epoch calls."""
+    """The two strategy hooks the epoch calls."""
 
     def set_train_mode(self, model: nn.Module) -> None:
+        pass
+
+    def on_step(self, step: int, model: nn.Module, optimizer) -> None:
         pass
 
 
@@ -79,7 +82,7 @@ def epoch_of(accum: int) -> tuple[nn.Module, float, list, torch.optim.lr_schedul
         augment=RadiographAugment(), shuffle=True, drop_last=True,
     )  # fmt: skip
     model = bn_free_model()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     infos: list = []
     loss = train_one_epoch(

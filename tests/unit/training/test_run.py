@@ -25,7 +25,7 @@ def tiny_config(**train) -> Config:
             "seed": 3,
             "data": {"path": "synthetic:chest,n=160,visibility=0.9,seed=1", "image_size": 32},
             "model": {"backbone": "tiny", "dropout": 0.2},
-            "transfer": {"strategy": "recipe", "head_epochs": 1, "unfreeze_every": 1},
+            "transfer": {"strategy": "gradual_unfreeze", "lr_policy": "one_cycle", "head_epochs": 1, "unfreeze_every": 1},
             "train": {"epochs": 3, "batch_size": 32, "lr": 0.01, **train},
         },
     )

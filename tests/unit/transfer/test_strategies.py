@@ -25,7 +25,6 @@ EXPECTED_TRAINABLE = {
     "finetune": ALL,
     "discriminative": ALL,
     "gradual_unfreeze": GRADUAL,
-    "recipe": GRADUAL,
     "decoder_finetune": [{2, 3}] * EPOCHS,  # TinyNet.encoder_groups = 2
 }
 ONE_LR = [LR] * 4
@@ -36,9 +35,11 @@ EXPECTED_LRS = {
     "finetune": ONE_LR,
     "discriminative": DISCRIMINATIVE,
     "gradual_unfreeze": ONE_LR,
-    "recipe": DISCRIMINATIVE,
     "decoder_finetune": ONE_LR,
 }
+# The published recipes unfreeze by optimizer step, not by epoch: tests/unit/transfer/test_recipes.py covers them.
+STEP_SCHEDULED = {"romero", "fastai", "recipe"}
+EPOCH_SCHEDULED = [n for n in STRATEGIES.names() if n not in STEP_SCHEDULED]
 
 
 class TinyNet(nn.Module):
@@ -92,10 +93,10 @@ def batch() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_every_registered_strategy_is_covered() -> None:
-    assert set(STRATEGIES.names()) == set(EXPECTED_TRAINABLE)
+    assert set(STRATEGIES.names()) == set(EXPECTED_TRAINABLE) | STEP_SCHEDULED
 
 
-@pytest.mark.parametrize("name", STRATEGIES.names())
+@pytest.mark.parametrize("name", EPOCH_SCHEDULED)
 def test_what_trains_when_and_at_which_lr(name: str, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
     torch.manual_seed(0)
     model = TinyNet()
@@ -139,7 +140,7 @@ def bn_ids(model: TinyNet) -> set[int]:
     return {id(p) for bn in model.batchnorms().values() for p in bn.parameters()}
 
 
-@pytest.mark.parametrize("name", ["gradual_unfreeze", "recipe"])
+@pytest.mark.parametrize("name", ["gradual_unfreeze"])
 def test_train_bn_keeps_normalisation_of_frozen_groups_training(name: str, batch) -> None:
     """fastai's freeze(train_bn=True): in a frozen group only the norm layers train, in train mode."""
     torch.manual_seed(0)
@@ -180,30 +181,20 @@ def test_linear_probe_ignores_train_bn() -> None:
 
 
 @pytest.mark.parametrize("name", STRATEGIES.names())
-def test_only_recipe_reinitialises_the_head(name: str) -> None:
+def test_only_the_published_recipes_reinitialise_the_head(name: str) -> None:
     torch.manual_seed(0)
     model = TinyNet()
     head, body = model.head[1].weight.detach().clone(), model.stem[0].weight.detach().clone()
-    strategy = make(name)
+    strategy = make(name, **({"unfreeze_at": [0.1, 0.2, 0.3]} if name == "romero" else {}))  # TinyNet: 4 groups
+    strategy.plan(40, 10)
     strategy.on_train_start(model)
-    assert torch.equal(model.head[1].weight, head) is (name != "recipe")
+    fresh = name in STEP_SCHEDULED
+    assert torch.equal(model.head[1].weight, head) is not fresh
     assert torch.equal(model.stem[0].weight, body)
-    assert strategy.state_dict()["head_reset"] is (name == "recipe")
+    assert strategy.state_dict()["head_reset"] is fresh
 
 
-def test_recipe_defaults_to_one_cycle_with_discriminative_peaks() -> None:
-    model = TinyNet()
-    strategy = make("recipe")
-    assert strategy.lr_policy == "one_cycle" and make("finetune").lr_policy == "constant"
-    optimizer = torch.optim.AdamW(strategy.param_groups(model))
-    scheduler = build_scheduler(strategy.lr_policy, optimizer, 40, 10, strategy.train)
-    assert isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR)
-    assert [g["max_lr"] for g in optimizer.param_groups] == pytest.approx(DISCRIMINATIVE)
-    div = strategy.train.div_factor
-    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([lr / div for lr in DISCRIMINATIVE])
-
-
-@pytest.mark.parametrize("name", STRATEGIES.names())
+@pytest.mark.parametrize("name", EPOCH_SCHEDULED)
 def test_resume_keeps_what_was_unfrozen(name: str) -> None:
     torch.manual_seed(0)
     model = TinyNet()
@@ -312,7 +303,7 @@ def test_decoder_finetune_unfreezes_the_encoder_on_schedule_and_needs_an_encoder
         make("decoder_finetune").on_train_start(build_model("tiny", 2, in_chans=1))
 
 
-@pytest.mark.parametrize("name", [n for n in STRATEGIES.names() if n != "decoder_finetune"])
+@pytest.mark.parametrize("name", [n for n in EPOCH_SCHEDULED if n != "decoder_finetune"])
 def test_smoke_with_the_real_tiny_backbone(name: str) -> None:
     try:
         from medtransfer.models.backbones import build_model
