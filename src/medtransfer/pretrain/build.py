@@ -111,7 +111,9 @@ def _simclr(cfg: PretrainConfig, out: Path, resume: bool, progress: bool) -> dic
 
 
 def probe_metrics(model, cfg: PretrainConfig, device, progress: bool) -> dict:
-    """Linear-probe AUC of the frozen backbone on ``pretrain.probe_data`` (fit on its train split, score on test)."""
+    """Linear-probe AUC of the frozen backbone on ``pretrain.probe_data``: fit on its train split, scored on its
+    validation split (a source is a choice made on validation data; test splits stay untouched), or on its test split
+    when it has no validation split."""
     from medtransfer.config import replace
     from medtransfer.pretrain.features import frozen_features, probe_auc
     from medtransfer.training.run import prepare
@@ -128,9 +130,10 @@ def probe_metrics(model, cfg: PretrainConfig, device, progress: bool) -> dict:
         },
     )
     prep = prepare(probe_cfg, progress)
-    train, test = prep.split.indices("train"), prep.split.indices("test")
+    train, test = prep.split.indices("train"), prep.split.indices("val")
+    split = "val"
     if len(test) == 0:
-        test = prep.split.indices("val")
+        test, split = prep.split.indices("test"), "test"
     y = prep.ds.labels
     auc = probe_auc(
         frozen_features(model, prep.images, train, device),
@@ -140,7 +143,13 @@ def probe_metrics(model, cfg: PretrainConfig, device, progress: bool) -> dict:
         prep.ds.task,
         cfg.seed,
     )
-    return {"data": cfg.pretrain.probe_data, "auc": auc, "n_train": int(len(train)), "n_test": int(len(test))}
+    return {
+        "data": cfg.pretrain.probe_data,
+        "auc": auc,
+        "split": split,
+        "n_train": int(len(train)),
+        "n_test": int(len(test)),
+    }
 
 
 def save_state(path: Path, state: dict[str, torch.Tensor]) -> None:

@@ -284,6 +284,7 @@ def summary_table(trials: pd.DataFrame, metric: str = "auc") -> pd.DataFrame:
             done = g[g["status"] == "done"]
             ok = done[np.isfinite(done[key])]
             mean, sd, lo, hi = mean_ci(ok[key].to_numpy())
+            lo, hi = max(lo, 0.0), min(hi, 1.0)  # AUC and Dice live in [0, 1]; the t-interval does not know that
             method = CI_T if len(ok) >= 2 else ""
             if len(ok) == 1:
                 lo, hi, method = float(ok[f"{key}_ci_lo"].iloc[0]), float(ok[f"{key}_ci_hi"].iloc[0]), CI_BOOTSTRAP
@@ -338,7 +339,7 @@ def _tick(summary: pd.DataFrame, n_label: str) -> str:
 
 
 def format_summary_table(summary: pd.DataFrame) -> str:
-    """A plain-text table of arms (rows) × N (columns) with mean AUC ± CI half-width, for the CLI to print.
+    """A plain-text table of arms (rows) × N (columns) with ``mean [lo, hi]``, the report's 95 % CI, for the CLI.
 
     A Dice study's summary (``dice_mean`` … columns) gives the same table on mean Dice; the metric is read
     from the columns, so the CLI can pass ``summary.csv`` as it is.
@@ -348,8 +349,8 @@ def format_summary_table(summary: pd.DataFrame) -> str:
         ...     "seed": [0, 1], "status": "done", "auc": [0.7, 0.8]}))
         >>> print(format_summary_table(summary_table(t)))
         arm  N=10
-        ---  -------------
-        x    0.750 ± 0.635
+        ---  --------------------
+        x    0.750 [0.115, 1.000]
     """
     if summary.empty:
         return "(no trials)"
@@ -373,8 +374,9 @@ def format_summary_table(summary: pd.DataFrame) -> str:
             if not math.isfinite(r[mean_col]):
                 cells.append(cell_status(r, metric.key))
                 continue
-            half = (r[hi_col] - r[lo_col]) / 2
-            cells.append(f"{r[mean_col]:.3f} ± {half:.3f}" if math.isfinite(half) else f"{r[mean_col]:.3f}")
+            lo, hi = r[lo_col], r[hi_col]
+            ci = f" [{lo:.3f}, {hi:.3f}]" if math.isfinite(lo) and math.isfinite(hi) else ""
+            cells.append(f"{r[mean_col]:.3f}{ci}")
         body.append(cells)
     widths = [max(len(row[j]) for row in [header, *body]) for j in range(len(header))]
     lines = [header, ["-" * w for w in widths], *body]

@@ -212,7 +212,7 @@ def test_summary_matches_pandas(seg, seg_report):
         if len(g) >= 2:
             lo, hi = sps.t.interval(0.95, len(g) - 1, loc=g["dice"].mean(), scale=sps.sem(g["dice"]))
             assert row["dice_sd"] == pytest.approx(g["dice"].std(ddof=1))
-            assert (row["dice_ci_lo"], row["dice_ci_hi"]) == pytest.approx((lo, hi))
+            assert (row["dice_ci_lo"], row["dice_ci_hi"]) == pytest.approx((max(lo, 0.0), min(hi, 1.0)))  # clipped to [0, 1]
             assert row["ci_method"] == CI_T
         else:
             assert (row["dice_ci_lo"], row["dice_ci_hi"]) == pytest.approx(
@@ -302,7 +302,7 @@ def test_format_summary_table_reads_a_dice_summary(seg_report):
     text = format_summary_table(pd.read_csv(seg_report["summary"]))
     summary = _read(seg_report["summary"]).set_index(["arm", "n_label"])
     r = summary.loc[("src/finetune", "2")]
-    assert f"{r['dice_mean']:.3f} ± {(r['dice_ci_hi'] - r['dice_ci_lo']) / 2:.3f}" in text
+    assert f"{r['dice_mean']:.3f} [{r['dice_ci_lo']:.3f}, {r['dice_ci_hi']:.3f}]" in text
     only_failed = pd.DataFrame({"id": ["a"], "arm": ["x"], "n_label": ["2"], "seed": [0], "status": ["done"]})
     from medtransfer.reporting.tables import summary_table
 

@@ -60,7 +60,7 @@ def test_summary_matches_direct_computation(study, report):
         if len(g) >= 2:
             lo, hi = sps.t.interval(0.95, len(g) - 1, loc=g["auc"].mean(), scale=sps.sem(g["auc"]))
             assert row["auc_sd"] == pytest.approx(g["auc"].std(ddof=1))
-            assert (row["auc_ci_lo"], row["auc_ci_hi"]) == pytest.approx((lo, hi))
+            assert (row["auc_ci_lo"], row["auc_ci_hi"]) == pytest.approx((max(lo, 0.0), min(hi, 1.0)))  # clipped
             assert row["ci_method"] == CI_T
         else:  # one seed: that trial's bootstrap CI
             assert (row["auc_ci_lo"], row["auc_ci_hi"]) == pytest.approx(
@@ -115,7 +115,7 @@ def test_format_summary_table(study, report):
     assert lines[0].split() == ["arm", "N=10", "N=20", "N=all", "(40)"]
     s = summary_table(normalise_trials(study.trials)).set_index(["arm", "n_label"])
     r = s.loc[("cxr-ssl/recipe", "10")]
-    assert f"{r['auc_mean']:.3f} ± {(r['auc_ci_hi'] - r['auc_ci_lo']) / 2:.3f}" in text
+    assert f"{r['auc_mean']:.3f} [{r['auc_ci_lo']:.3f}, {r['auc_ci_hi']:.3f}]" in text
     assert len(lines) == 2 + 3
 
 
