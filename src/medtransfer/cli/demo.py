@@ -16,9 +16,13 @@ def demo(
     config: Path = typer.Option(None, "--config", help="Another demo study config (default examples/demo_study.yaml)."),
 ) -> None:
     """Pretrain a same-site (chest) and an other-site (hand) phantom source, then compare them with scratch:
-    finetune vs recipe at N = 20, 60, 200 over 2 seeds, with the radiomics baseline; print the summary."""
-    from medtransfer.cli.study import _print_summary
-    from medtransfer.studies.demo import run_demo
+    finetune vs recipe at N = 20 and 100 over 3 seeds, with the radiomics baseline; print the summary and what it
+    shows (DeLong per seed at the smallest N)."""
+    from medtransfer.cli.study import _print_summary, console
+    from medtransfer.studies.demo import demo_takeaways, run_demo
 
     counts = run_demo(out, set_ or [], config=config)
     _print_summary(out / "study", counts)
+    console.print("\n[bold]What the demo shows[/bold]")
+    for sentence in demo_takeaways(out / "study"):
+        console.print(f"• {sentence}")

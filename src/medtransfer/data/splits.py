@@ -73,12 +73,14 @@ def _balanced(order: np.ndarray, n: int, labels: np.ndarray) -> np.ndarray:
     """The first ``n`` of ``order`` taken round-robin over the classes (each class in its own rank order)."""
     kind = "binary" if labels.shape[1] == 1 else ("multiclass" if _one_hot(labels) else "multilabel")
     strata = _strata(labels[order], kind)
-    queues = [list(order[strata == s]) for s in np.unique(strata)]
+    queues = [list(order[strata == s]) for s in np.unique(strata) if s >= 0]  # -1: no known label
+    unknown = list(order[strata < 0])
     picked: list[int] = []
-    while len(picked) < n:
+    while len(picked) < n and any(queues):
         for q in queues:
             if q and len(picked) < n:
                 picked.append(q.pop(0))
+    picked += unknown[: n - len(picked)]  # rows without a known label only when the classes are used up
     chosen = set(picked)
     return np.array([i for i in order if i in chosen], dtype=order.dtype)  # back in rank order
 

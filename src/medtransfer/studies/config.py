@@ -38,6 +38,8 @@ class StudySection:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     baselines: list[str] = field(default_factory=list)  # e.g. [radiomics]
     exclude: list[str] = field(default_factory=list)  # arms of the source × strategy cross not to run
+    # per-strategy overrides of the train config, e.g. {romero: ["train.lr=0.001"]}: a recipe at its authors' rate
+    strategy_settings: dict[str, list[str]] = field(default_factory=dict)
     reference: str | None = None  # the arm others are compared with; None = the first arm from scratch
     test: StudyTestSection | None = None
     rank: bool = True  # score the sources' transferability (LogME) before training, for the report

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medtransfer.errors import ConfigError
-from medtransfer.registry import Registry
+from medtransfer.registry import Registry, suggest
 from medtransfer.studies.config import StudySection
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,13 @@ def expand(study: StudySection, pool: int) -> list[Trial]:
 
     for name in study.strategies:
         STRATEGIES.get(name)  # unknown names raise with close matches
+    for name, overrides in study.strategy_settings.items():
+        if name not in study.strategies:
+            close = suggest(str(name), list(study.strategies))
+            hint = f"; did you mean {close[0]!r}?" if close else f"; the study's strategies are {study.strategies}"
+            raise ConfigError(f"study.strategy_settings names '{name}', which is not in study.strategies{hint}")
+        if not isinstance(overrides, list) or not all(isinstance(o, str) and "=" in o for o in overrides):
+            raise ConfigError(f"study.strategy_settings.{name} must be a list of 'key.sub=value' overrides")
     for name in study.baselines:
         BASELINES.get(name)
     if not study.seeds:

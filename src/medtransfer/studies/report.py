@@ -45,29 +45,36 @@ def trials_frame(study_dir: str | Path, metric: str = "auc") -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
+def prediction_loader(study_dir: Path, trials: pd.DataFrame, metric: str = "auc"):
+    """``trial_id -> per-image (or per-case) predictions table, or None``, read from the trials' folders."""
+    from medtransfer.studies.trial import EXTERNAL_PREDICTIONS
+
+    folders = dict(zip(trials["id"], trials["folder"], strict=True))
+    names = (EXTERNAL_PREDICTIONS, "predictions.csv") if metric == "auc" else ("cases.csv",)
+
+    def predictions(trial_id: str) -> pd.DataFrame | None:
+        folder = Path(study_dir) / folders[trial_id]
+        for name in names:
+            if (folder / name).is_file():
+                return pd.read_csv(folder / name, dtype={"image_id": str, "patient_id": str, "case": str})
+        return None
+
+    return predictions
+
+
 def report_study(study_dir: str | Path, progress: bool = False, notes: str | Path | None = None) -> dict[str, Path]:
     """Write ``results.csv``, ``summary.csv``, ``report.md``, ``report.html`` and figures into ``study_dir``.
 
     ``notes``: a markdown file for the Discussion section; by default the study's ``study.notes``.
     """
     from medtransfer.reporting.report import write_report
-    from medtransfer.studies.trial import EXTERNAL_PREDICTIONS
 
     out = Path(study_dir)
     with open_existing(out) as ledger:
         config = json.loads(ledger.get_meta("config") or "{}")
     metric = "dice" if config.get("task") == "segmentation" else "auc"
     trials = trials_frame(out, metric)
-    folders = dict(zip(trials["id"], trials["folder"], strict=True))
-    names = (EXTERNAL_PREDICTIONS, "predictions.csv") if metric == "auc" else ("cases.csv",)
-
-    def predictions(trial_id: str) -> pd.DataFrame | None:
-        folder = out / folders[trial_id]
-        for name in names:
-            if (folder / name).is_file():
-                return pd.read_csv(folder / name, dtype={"image_id": str, "patient_id": str, "case": str})
-        return None
-
+    predictions = prediction_loader(out, trials, metric)
     study = config.get("study", {})
     reference = study.get("reference")
     if reference is None:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from medtransfer.config import to_dict, write_run_info
-from medtransfer.errors import UserError
+from medtransfer.errors import ConfigError, UserError
 from medtransfer.io import atomic_write_text
 from medtransfer.registry import Registry
 from medtransfer.studies.config import StudyConfig
@@ -120,6 +120,8 @@ def plan(cfg: StudyConfig, out: Path, progress: bool) -> tuple[list[Trial], Stud
     _preflight_sources(cfg, sources, ds.channels, len(ds.label_names))
     if cfg.study.test and cfg.study.test.path:
         _preflight_test(cfg, ds)
+    ctx = StudyContext(cfg, str(out), sources)
+    _preflight_strategies(ctx, trials)
     cached_images(ds, cfg.data.image_size, cfg.data.cache_dir, progress=progress, resize=cfg.data.resize)  # decoded once, before workers
     log.info(
         "study: %d trials (%d arms × %d sizes × %d seeds), splits %s",
@@ -129,7 +131,24 @@ def plan(cfg: StudyConfig, out: Path, progress: bool) -> tuple[list[Trial], Stud
         len(cfg.study.seeds),
         counts,
     )
-    return trials, StudyContext(cfg, str(out), sources)
+    return trials, ctx
+
+
+def _preflight_strategies(ctx: StudyContext, trials: list[Trial]) -> None:
+    """Build each strategy once with its trials' config (``study.strategy_settings`` applied), so that a bad
+    setting fails now and not in every trial."""
+    from medtransfer.transfer.strategies import build_strategy
+
+    seen: set[str] = set()
+    for trial in trials:
+        if trial.kind != "net" or trial.strategy in seen:
+            continue
+        seen.add(trial.strategy)
+        try:
+            train_cfg = ctx.train_config(trial)
+            build_strategy(train_cfg.transfer, train_cfg.train)
+        except ConfigError as e:
+            raise ConfigError(f"study strategy '{trial.strategy}': {e}") from None
 
 
 def _plan_segmentation(cfg: StudyConfig, out: Path) -> tuple[list[Trial], StudyContext]:

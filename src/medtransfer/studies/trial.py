@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medtransfer.config import Config, from_dict, to_dict
+from medtransfer.config import Config, apply_overrides, from_dict, to_dict
 from medtransfer.errors import TrainingFailed
 from medtransfer.evaluation.metrics import summarize, to_jsonable
 from medtransfer.io import atomic_write_text
@@ -52,6 +52,7 @@ class StudyContext:
         data["transfer"]["strategy"] = trial.strategy
         data["train"]["n_train"] = trial.n_train
         data["data"]["split_file"] = str(self.split_file(trial.seed))
+        data = apply_overrides(data, self.cfg.study.strategy_settings.get(trial.strategy, []))
         return from_dict(Config, data)
 
 

@@ -192,3 +192,28 @@ def test_default_cache_dir_from_environment(tmp_path, monkeypatch, images):
     ds = file_dataset(write_images(tmp_path / "img", images), CountingReader())
     cached_images(ds, 8, progress=False)
     assert len(list((tmp_path / "envcache").glob("*.npy"))) == 1
+
+
+def test_small_images_upsample_or_pad_to_a_larger_size(tmp_path, rng):
+    """28-px MedMNIST trains at 64 px: `interpolate` smooths up, `pad` keeps the pixels centred on zeros."""
+    small = rng.integers(1, 256, (5, 28, 28), dtype=np.uint8)
+    ds = ImageDataset("small", ArraySource(small, "small"), np.zeros((5, 0), np.float32), (), "unlabelled", default_meta(5))
+    up = cached_images(ds, 64, cache_dir=tmp_path, progress=False)
+    assert up.shape == (5, 1, 64, 64)
+    np.testing.assert_array_equal(up[2, 0], manual_resize(small[2], 64))
+    padded = cached_images(ds, 64, cache_dir=tmp_path, progress=False, resize="pad")
+    assert padded.shape == (5, 1, 64, 64)
+    np.testing.assert_array_equal(padded[2, 0, 18:46, 18:46], small[2])
+    assert padded[:, :, :18].max() == 0 and padded[:, :, 46:].max() == 0
+    assert cache_key(ds, 64) != cache_key(ds, 64, "pad")  # two caches, not one overwriting the other
+    with pytest.raises(DataError, match="data.resize"):
+        cached_images(ds, 64, cache_dir=tmp_path, progress=False, resize="stretch")
+
+
+def test_pad_shrinks_a_larger_image_keeping_its_aspect(tmp_path, rng):
+    wide = rng.integers(1, 256, (1, 40, 80), dtype=np.uint8)
+    from medtransfer.data.cache import resize_uint8
+
+    out = resize_uint8(wide, 32, "pad")
+    assert out.shape == (1, 32, 32)
+    assert out[0, :8].max() == 0 and out[0, 24:].max() == 0 and out[0, 8:24].min() > 0

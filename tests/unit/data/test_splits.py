@@ -337,3 +337,24 @@ def test_audit_leakage_raises_on_leaking_table(tmp_path, binary, binary_split):
 def test_split_indices_rejects_unknown_name(binary_split):
     with pytest.raises(DataError, match="unknown split 'validation'"):
         binary_split.indices("validation")
+
+
+def test_balanced_subsets_hold_each_class_equally_and_stay_nested(binary, binary_split):
+    labels = binary.labels
+    previous: set[int] = set()
+    for n in (20, 50, 100):
+        idx = binary_split.train_subset(n, balance_labels=labels)
+        assert len(idx) == n and len(set(idx)) == n
+        assert set(idx) <= set(binary_split.indices("train"))
+        positives = int(np.nansum(labels[idx, 0]))
+        assert abs(positives - (n - positives)) <= 1  # a skewed pool gives equal halves
+        assert previous <= set(idx)  # a smaller balanced subset lies inside a larger one
+        previous = set(idx)
+
+
+def test_balancing_fills_up_when_a_class_runs_out(binary, binary_split):
+    train = binary_split.indices("train")
+    minority = int(min(np.nansum(binary.labels[train, 0]), len(train) - np.nansum(binary.labels[train, 0])))
+    n = min(len(train), 2 * minority + 10)
+    idx = binary_split.train_subset(n, balance_labels=binary.labels)
+    assert len(idx) == n

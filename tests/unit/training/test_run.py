@@ -174,3 +174,31 @@ def test_grad_accum_keeps_the_optimizer_steps_and_the_schedule(tmp_path):
     assert np.allclose(lr1, lr2)
     with pytest.raises(ConfigError, match="grad_accum"):
         train_run(tiny_config(grad_accum=3), tmp_path / "bad", progress=False)
+
+
+def test_select_by_loss_keeps_the_epoch_with_the_lowest_validation_loss(tmp_path):
+    m = train_run(tiny_config(epochs=4, select_by="loss"), tmp_path / "loss", progress=False)
+    h = pd.read_csv(tmp_path / "loss" / "history.csv")
+    assert {"val_auc", "val_loss"} <= set(h.columns)
+    assert m["best_epoch"] == int(h["val_loss"].idxmin())
+    assert m["strategy"]["select_by"] == "loss"
+    m = train_run(tiny_config(epochs=4), tmp_path / "auc", progress=False)
+    h = pd.read_csv(tmp_path / "auc" / "history.csv")
+    assert m["best_epoch"] == int(h["val_auc"].idxmax()) and m["strategy"]["select_by"] == "auc"
+
+
+def test_tta_averages_augmented_views_and_is_recorded(tmp_path):
+    from medtransfer.training.inference import evaluate_run
+
+    cfg = replace(tiny_config(epochs=2), **{"eval.tta": 3})
+    m = train_run(cfg, tmp_path / "run", progress=False)
+    assert m["tta"] == 3 and m["val"]["tta"] == 3
+    data = cfg.data.path
+    again = evaluate_run(tmp_path / "run", data, tmp_path / "again.json", split="test", predictions_out=tmp_path / "p.csv")
+    plain = evaluate_run(tmp_path / "run", data, tmp_path / "plain.json", split="test", tta=0)
+    assert again["tta"] == 3 and plain["tta"] == 0
+    assert again["auc"] == pytest.approx(m["auc"], abs=1e-12)  # the same views every time
+    assert plain["auc"] != again["auc"]
+    scores = pd.read_csv(tmp_path / "p.csv")["score:lesion"]
+    trained = pd.read_csv(tmp_path / "run" / "predictions.csv")["score:lesion"]
+    assert np.allclose(scores, trained)
