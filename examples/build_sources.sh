@@ -34,7 +34,7 @@ for backbone in "${BACKBONES[@]}"; do
     resume=""; [ -f "$dir/checkpoint.pt" ] && resume="--resume"
     extra=(--set "data.path=$MEDNIST" --set "model.backbone=$backbone" --set "pretrain.name=$name-$backbone")
     [ -n "${IMAGE_SIZE:-}" ] && extra+=(--set "data.image_size=$IMAGE_SIZE")
-    case $name in *ssl) extra+=(--set "pretrain.probe_data=$PROBE") ;; esac
+    extra+=(--set "pretrain.probe_data=$PROBE")  # the card's linear-probe AUC on PneumoniaMNIST val
     echo "== building $name-$backbone"
     start=$(date +%s)
     # shellcheck disable=SC2046

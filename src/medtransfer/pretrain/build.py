@@ -63,6 +63,16 @@ def _supervised(cfg: PretrainConfig, out: Path, resume: bool, progress: bool) ->
         "best_epoch": m["best_epoch"],
         "epochs_run": m["epochs_run"],
     }
+    if cfg.pretrain.probe_data:  # the same card line as a self-supervised source: comparable at a glance
+        from medtransfer.models.backbones import build_model
+        from medtransfer.training.checkpoint import load_weights_file
+        from medtransfer.training.run import pick_device
+
+        device = pick_device(cfg.train.device)
+        model = build_model(cfg.model.backbone, len(m["label_names"]), m["in_chans"], cfg.model.dropout, cfg.model.groups)
+        load_weights_file(out / "model.safetensors", model)
+        model.normalization = m["normalization"]
+        metrics["probe"] = probe_metrics(model.to(device), cfg, device, progress)
     info = {"n_train": m["n_train"], "label_names": m["label_names"], "task": m["task"], "seconds": m["seconds"]}
     return write_card(cfg, out, len(prep.ds), m["in_chans"], m["normalization"], metrics, info)
 
@@ -126,6 +136,7 @@ def probe_metrics(model, cfg: PretrainConfig, device, progress: bool) -> dict:
             "data.labels": None,
             "data.classes": None,
             "data.split_file": None,
+            "data.split_fractions": [0.7, 0.1, 0.2],  # the probe set's default split, whatever the source used
             "task": None,
         },
     )
