@@ -225,14 +225,15 @@ class Classifier(nn.Module):
         named = list(self.backbone.named_parameters())
         cuts = self.group_cuts if self.group_cuts is not None else _half_of_stages(self.backbone)
         starts = [_first_match(named, cut) for cut in cuts]
-        for (a, cut_a), (b, cut_b) in zip(zip(starts, cuts), zip(starts[1:], cuts[1:])):
+        for i in range(1, len(starts)):
+            a, cut_a, b, cut_b = starts[i - 1], cuts[i - 1], starts[i], cuts[i]
             if b <= a:
                 raise ConfigError(
                     f"model.groups: {cut_b!r} does not come after {cut_a!r} in {self.backbone_name}; list the cuts "
                     "from input to output"
                 )
         bounds = [0, *starts, len(named)]
-        return [named[lo:hi] for lo, hi in zip(bounds, bounds[1:])]
+        return [named[lo:hi] for lo, hi in zip(bounds, bounds[1:], strict=False)]
 
     def layer_groups(self) -> list[list[nn.Parameter]]:
         """Parameters in groups ordered from input to output; the head is the last group.

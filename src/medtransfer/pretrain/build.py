@@ -69,7 +69,9 @@ def _supervised(cfg: PretrainConfig, out: Path, resume: bool, progress: bool) ->
         from medtransfer.training.run import pick_device
 
         device = pick_device(cfg.train.device)
-        model = build_model(cfg.model.backbone, len(m["label_names"]), m["in_chans"], cfg.model.dropout, cfg.model.groups)
+        model = build_model(
+            cfg.model.backbone, len(m["label_names"]), m["in_chans"], cfg.model.dropout, cfg.model.groups
+        )
         load_weights_file(out / "model.safetensors", model)
         model.normalization = m["normalization"]
         metrics["probe"] = probe_metrics(model.to(device), cfg, device, progress)

@@ -118,8 +118,6 @@ def expand(study: StudySection, pool: int) -> list[Trial]:
     known = [a[0] for a in arms]
     for name in study.exclude:
         if name not in known:
-            from medtransfer.registry import suggest
-
             close = suggest(name, known)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ConfigError(f"study.exclude: {name!r} is not an arm of the study{hint}")
@@ -142,8 +140,6 @@ def reference_arm(study: StudySection, trials: list[Trial]) -> str | None:
     arms = list(dict.fromkeys(t.arm for t in trials))
     if study.reference is not None:
         if study.reference not in arms:
-            from medtransfer.registry import suggest
-
             close = suggest(study.reference, arms)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ConfigError(f"study.reference {study.reference!r} is not an arm of the study{hint} (arms: {arms})")

@@ -122,7 +122,9 @@ def plan(cfg: StudyConfig, out: Path, progress: bool) -> tuple[list[Trial], Stud
         _preflight_test(cfg, ds)
     ctx = StudyContext(cfg, str(out), sources)
     _preflight_strategies(ctx, trials)
-    cached_images(ds, cfg.data.image_size, cfg.data.cache_dir, progress=progress, resize=cfg.data.resize)  # decoded once, before workers
+    cached_images(
+        ds, cfg.data.image_size, cfg.data.cache_dir, progress=progress, resize=cfg.data.resize
+    )  # decoded once, before workers
     log.info(
         "study: %d trials (%d arms × %d sizes × %d seeds), splits %s",
         len(trials),

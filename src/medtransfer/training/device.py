@@ -61,7 +61,9 @@ def make_optimizer(param_groups, cfg: TrainConfig, device: torch.device, **optio
     return torch.optim.AdamW(param_groups, lr=cfg.lr, **options, **fused)
 
 
-def optimizer_and_scheduler(strategy, model: torch.nn.Module, cfg: TrainConfig, device, total_steps: int, steps_per_epoch: int):
+def optimizer_and_scheduler(
+    strategy, model: torch.nn.Module, cfg: TrainConfig, device, total_steps: int, steps_per_epoch: int
+):
     """The optimizer and scheduler a strategy asks for, for ``total_steps`` optimizer steps (classification and
     segmentation runs share it): AdamW over ``strategy.param_groups`` with ``strategy.optimizer_options()``, then
     the strategy's own step schedule (romero, fastai) or the torch scheduler of its ``lr_policy``.

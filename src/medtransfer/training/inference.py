@@ -21,11 +21,11 @@ from medtransfer.data.cache import cached_images
 from medtransfer.data.dataset import ImageDataset
 from medtransfer.data.sources.base import SourceOptions, load_dataset
 from medtransfer.data.splits import SPLIT_NAMES, load_split
+from medtransfer.data.transforms import RadiographAugment
 from medtransfer.errors import DataError, UserError
 from medtransfer.evaluation.metrics import summarize, to_jsonable
 from medtransfer.io import atomic_write, atomic_write_text
 from medtransfer.models.backbones import build_model
-from medtransfer.data.transforms import RadiographAugment
 from medtransfer.training.batches import Batches
 from medtransfer.training.checkpoint import load_weights_file
 from medtransfer.training.loop import predict

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
 from torch.optim import Optimizer
 from torch.optim import lr_scheduler as sched
 

@@ -61,7 +61,7 @@ class Romero(Strategy):
     def __init__(self, transfer: TransferConfig, train: TrainConfig) -> None:
         super().__init__(transfer, train)
         at = self.setting("unfreeze_at")
-        if not at or any(not 0 <= f <= 1 for f in at) or any(b < a for a, b in zip(at, at[1:])):
+        if not at or any(not 0 <= f <= 1 for f in at) or any(b < a for a, b in zip(at, at[1:], strict=False)):
             raise ConfigError(
                 f"transfer.unfreeze_at must list fractions in [0, 1] in increasing order (top group first), got {at}"
             )

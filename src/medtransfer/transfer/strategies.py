@@ -185,8 +185,8 @@ class Strategy:
         return {"weight_decay": float(self.setting("weight_decay"))}
 
     def schedule(self, n_groups: int) -> Callable[[int], tuple[list[float], float | None]] | None:
-        """``step -> (one LR per each of the ``n_groups`` layer groups, Adam's β1 or None)`` for strategies with their own curve; ``None``
-        means the torch scheduler of :attr:`lr_policy`."""
+        """``step -> (one LR for each of the n_groups layer groups, Adam's β1 or None)`` for strategies with their own
+        curve; ``None`` means the torch scheduler of :attr:`lr_policy`."""
         return None
 
     def _keep(self, model: nn.Module) -> set[int]:
@@ -449,5 +449,5 @@ from medtransfer.transfer import fastai, romero  # noqa: E402, F401
 
 # `recipe` names the published recipe that won our PneumoniaMNIST study (docs/results/pneumonia/notes.md); it is an
 # alias, never a schedule of its own.
-RECIPE = "fastai"
+RECIPE = "romero"
 STRATEGIES.register("recipe", STRATEGIES.get(RECIPE))

@@ -197,7 +197,9 @@ def test_default_cache_dir_from_environment(tmp_path, monkeypatch, images):
 def test_small_images_upsample_or_pad_to_a_larger_size(tmp_path, rng):
     """28-px MedMNIST trains at 64 px: `interpolate` smooths up, `pad` keeps the pixels centred on zeros."""
     small = rng.integers(1, 256, (5, 28, 28), dtype=np.uint8)
-    ds = ImageDataset("small", ArraySource(small, "small"), np.zeros((5, 0), np.float32), (), "unlabelled", default_meta(5))
+    ds = ImageDataset(
+        "small", ArraySource(small, "small"), np.zeros((5, 0), np.float32), (), "unlabelled", default_meta(5)
+    )
     up = cached_images(ds, 64, cache_dir=tmp_path, progress=False)
     assert up.shape == (5, 1, 64, 64)
     np.testing.assert_array_equal(up[2, 0], manual_resize(small[2], 64))

@@ -212,7 +212,9 @@ def test_summary_matches_pandas(seg, seg_report):
         if len(g) >= 2:
             lo, hi = sps.t.interval(0.95, len(g) - 1, loc=g["dice"].mean(), scale=sps.sem(g["dice"]))
             assert row["dice_sd"] == pytest.approx(g["dice"].std(ddof=1))
-            assert (row["dice_ci_lo"], row["dice_ci_hi"]) == pytest.approx((max(lo, 0.0), min(hi, 1.0)))  # clipped to [0, 1]
+            assert (row["dice_ci_lo"], row["dice_ci_hi"]) == pytest.approx(
+                (max(lo, 0.0), min(hi, 1.0))
+            )  # clipped to [0, 1]
             assert row["ci_method"] == CI_T
         else:
             assert (row["dice_ci_lo"], row["dice_ci_hi"]) == pytest.approx(

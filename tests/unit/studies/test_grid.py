@@ -85,3 +85,37 @@ def test_exclude_drops_arms_and_checks_names():
     assert "scratch/recipe" not in {t.arm for t in trials} and len({t.arm for t in trials}) == 3
     with pytest.raises(ConfigError, match="did you mean 'scratch/recipe'"):
         expand(section(exclude=["scratch/recipes"]), 40)
+
+
+def test_strategy_settings_name_a_study_strategy_and_hold_overrides():
+    expand(section(strategy_settings={"recipe": ["train.lr=0.001"]}), 40)
+    with pytest.raises(ConfigError, match="did you mean 'recipe'"):
+        expand(section(strategy_settings={"recipes": ["train.lr=0.001"]}), 40)
+    with pytest.raises(ConfigError, match="key.sub=value"):
+        expand(section(strategy_settings={"recipe": ["train.lr"]}), 40)
+
+
+def test_strategy_settings_reach_only_their_strategy_trials(tmp_path):
+    from medtransfer.config import from_dict
+    from medtransfer.studies.config import StudyConfig
+    from medtransfer.studies.trial import StudyContext
+
+    cfg = from_dict(
+        StudyConfig,
+        {
+            "data": {"path": "synthetic:chest,n=60"},
+            "train": {"lr": 0.002},
+            "study": {
+                "sources": ["scratch"],
+                "strategies": ["finetune", "romero"],
+                "strategy_settings": {"romero": ["train.lr=0.001", "train.balance=true"]},
+            },
+        },
+    )
+    trials = {t.strategy: t for t in expand(cfg.study, 40)}
+    ctx = StudyContext(cfg, str(tmp_path), {"scratch": "scratch"})
+    assert ctx.train_config(trials["romero"]).train.lr == 0.001 and ctx.train_config(trials["romero"]).train.balance
+    assert (
+        ctx.train_config(trials["finetune"]).train.lr == 0.002
+        and not ctx.train_config(trials["finetune"]).train.balance
+    )

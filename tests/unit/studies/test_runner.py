@@ -38,6 +38,10 @@ def test_every_trial_runs_on_paired_subsets(tmp_path, study_config, capsys):
                 subsets.add(tuple(train["image_id"].head(n)))
                 tests.add(tuple(pd.read_csv(folder / "predictions.csv", dtype={"image_id": str})["image_id"]))
             assert len(cells) == 2 and len(subsets) == 1 and len(tests) == 1
+            for r in cells:  # a finished trial keeps its model, not its resume state
+                folder = out / r["folder"]
+                assert (folder / "model.safetensors").is_file()
+                assert not (folder / "checkpoint.pt").exists() and not (folder / "best.safetensors").exists()
     # nested: the N=12 subset is the first 12 of 'all'; seeds draw different subsets, test images stay
     s0 = pd.read_csv(out / "splits" / "seed0.csv").sort_values("subset_rank")
     s1 = pd.read_csv(out / "splits" / "seed1.csv").sort_values("subset_rank")

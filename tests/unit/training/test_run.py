@@ -25,7 +25,12 @@ def tiny_config(**train) -> Config:
             "seed": 3,
             "data": {"path": "synthetic:chest,n=160,visibility=0.9,seed=1", "image_size": 32},
             "model": {"backbone": "tiny", "dropout": 0.2},
-            "transfer": {"strategy": "gradual_unfreeze", "lr_policy": "one_cycle", "head_epochs": 1, "unfreeze_every": 1},
+            "transfer": {
+                "strategy": "gradual_unfreeze",
+                "lr_policy": "one_cycle",
+                "head_epochs": 1,
+                "unfreeze_every": 1,
+            },
             "train": {"epochs": 3, "batch_size": 32, "lr": 0.01, **train},
         },
     )
@@ -194,7 +199,9 @@ def test_tta_averages_augmented_views_and_is_recorded(tmp_path):
     m = train_run(cfg, tmp_path / "run", progress=False)
     assert m["tta"] == 3 and m["val"]["tta"] == 3
     data = cfg.data.path
-    again = evaluate_run(tmp_path / "run", data, tmp_path / "again.json", split="test", predictions_out=tmp_path / "p.csv")
+    again = evaluate_run(
+        tmp_path / "run", data, tmp_path / "again.json", split="test", predictions_out=tmp_path / "p.csv"
+    )
     plain = evaluate_run(tmp_path / "run", data, tmp_path / "plain.json", split="test", tta=0)
     assert again["tta"] == 3 and plain["tta"] == 0
     assert again["auc"] == pytest.approx(m["auc"], abs=1e-12)  # the same views every time

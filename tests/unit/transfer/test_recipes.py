@@ -284,7 +284,9 @@ def tiny(strategy: str, **transfer):
         ("romero", {}, 2),
     ],
 )
-def test_resume_in_the_middle_of_a_phase_equals_an_uninterrupted_run(tmp_path, monkeypatch, strategy, transfer, crash_at):
+def test_resume_in_the_middle_of_a_phase_equals_an_uninterrupted_run(
+    tmp_path, monkeypatch, strategy, transfer, crash_at
+):
     from medtransfer.training.run import train_run
 
     cfg = tiny(strategy, **transfer)
@@ -302,7 +304,10 @@ def test_resume_in_the_middle_of_a_phase_equals_an_uninterrupted_run(tmp_path, m
         train_run(cfg, tmp_path / "part", progress=False)
     monkeypatch.setattr(loop, "train_one_epoch", real)
     resumed = train_run(cfg, tmp_path / "part", resume=True, progress=False)
-    wf, wr = load_file(str(tmp_path / "full" / "model.safetensors")), load_file(str(tmp_path / "part" / "model.safetensors"))
+    wf, wr = (
+        load_file(str(tmp_path / "full" / "model.safetensors")),
+        load_file(str(tmp_path / "part" / "model.safetensors")),
+    )
     assert all(torch.equal(wf[k], wr[k]) for k in wf)
     assert resumed["auc"] == full["auc"]
     hf, hr = pd.read_csv(tmp_path / "full" / "history.csv"), pd.read_csv(tmp_path / "part" / "history.csv")
