@@ -45,18 +45,44 @@ def report(
     notes: Path | None = typer.Option(
         None, "--notes", help="A markdown file for the report's Discussion (instead of study.notes)."
     ),
+    pair: list[str] = typer.Option(
+        None,
+        "--pair",
+        help="ARM:REFERENCE (repeatable): compare two arms at every N (paired t across seeds, DeLong per seed) "
+        "into pairs.csv, e.g. --pair cxr-ssl/romero:cxr-ssl/finetune.",
+    ),
 ) -> None:
     """Rebuild results.csv, summary.csv, report.md and report.html from a study's ledger."""
     from medtransfer.errors import UserError
     from medtransfer.studies.ledger import open_existing
-    from medtransfer.studies.report import report_study
+    from medtransfer.studies.report import compare_arms, report_study
 
     if notes is not None and not notes.is_file():
         raise UserError(f"--notes {notes}: no such file")
+    pairs = []
+    for item in pair or []:
+        arm, sep, ref = item.rpartition(":")
+        if not sep or not arm or not ref:
+            raise UserError(f"--pair {item!r}: write ARM:REFERENCE, e.g. cxr-ssl/romero:cxr-ssl/finetune")
+        pairs.append((arm, ref))
     with open_existing(study_dir) as ledger:
         counts = ledger.counts()
     report_study(study_dir, notes=notes)
     _print_summary(study_dir, counts)
+    if pairs:
+        table = compare_arms(study_dir, pairs)
+        console.print(_format_pairs(table), soft_wrap=True)
+        console.print(f"pairs: {Path(study_dir) / 'pairs.csv'}")
+
+
+def _format_pairs(table) -> str:
+    lines = ["arm vs reference | N | AUC arm | AUC ref | mean Δ | paired t p | DeLong better/worse/seeds"]
+    for r in table.itertuples():
+        lines.append(
+            f"{r.arm} vs {r.reference} | {r.n_label} | {r.auc_arm:.3f} | {r.auc_ref:.3f} | {r.mean_diff:+.3f} | "
+            f"{r.paired_t_p:.3g} | {r.delong_better}/{r.delong_worse}/{r.delong_seeds}"
+        )
+    return "\n".join(lines)
 
 
 def _print_summary(out: Path, counts: dict[str, int]) -> None:

@@ -498,3 +498,73 @@ def ranking_vs_realised(summary: pd.DataFrame, ranking: dict, metric: str = "auc
         ],
     )
     return ranked, corr
+
+
+PAIR_COLUMNS = [
+    "arm",
+    "reference",
+    "n_label",
+    "n",
+    "n_pairs",
+    "auc_arm",
+    "auc_ref",
+    "mean_diff",
+    "paired_t_p",
+    "delong_better",
+    "delong_worse",
+    "delong_seeds",
+]
+
+
+def arm_pairs(
+    trials: pd.DataFrame, pairs: list[tuple[str, str]], predictions: Predictions | None
+) -> tuple[pd.DataFrame, list[str]]:
+    """Any arm against any other, per N: mean AUCs, the mean per-seed difference (arm minus reference) with the paired
+    t-test across seeds, and in how many seeds DeLong's test on the shared test images finds the arm better or worse
+    (p < 0.05). The report compares every arm with one reference; this answers questions such as "recipe vs
+    fine-tune from the same source" or "same-site vs other-site source under one strategy".
+
+    Example:
+        >>> t = pd.DataFrame({"arm": ["a", "a", "r", "r"], "n_label": "10", "n": 10.0, "seed": [0, 1, 0, 1],
+        ...                   "status": "done", "auc": [0.8, 0.9, 0.7, 0.75], "id": ["1", "2", "3", "4"]})
+        >>> rows, _ = arm_pairs(t, [("a", "r")], None)
+        >>> round(float(rows.loc[0, "mean_diff"]), 3)
+        0.125
+    """
+    known = set(trials["arm"])
+    rows, notes = [], []
+    for arm, ref in pairs:
+        for name in (arm, ref):
+            if name not in known:
+                from medtransfer.errors import UserError
+                from medtransfer.registry import suggest
+
+                close = suggest(name, sorted(known))
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise UserError(f"{name!r} is not an arm of this study{hint}")
+        two = trials[trials["arm"].isin([arm, ref])]
+        seeds = paired_seed_tests(two, ref)
+        delong = delong_comparisons(two, ref, predictions)[0] if predictions is not None else pd.DataFrame()
+        done = two[two["status"] == "done"]
+        for s in seeds.itertuples():
+            at = done[done["n_label"] == s.n_label]
+            d = delong[delong["n_label"] == s.n_label] if len(delong) else delong
+            rows.append(
+                {
+                    "arm": arm,
+                    "reference": ref,
+                    "n_label": s.n_label,
+                    "n": s.n,
+                    "n_pairs": s.n_pairs,
+                    "auc_arm": float(at.loc[at["arm"] == arm, "auc"].mean()),
+                    "auc_ref": float(at.loc[at["arm"] == ref, "auc"].mean()),
+                    "mean_diff": s.mean_diff,
+                    "paired_t_p": s.p_value,
+                    "delong_better": int(((d["diff"] > 0) & (d["p_value"] < 0.05)).sum()) if len(d) else 0,
+                    "delong_worse": int(((d["diff"] < 0) & (d["p_value"] < 0.05)).sum()) if len(d) else 0,
+                    "delong_seeds": int(d["seed"].nunique()) if len(d) else 0,
+                }
+            )
+    if predictions is None:
+        notes.append("No predictions were given, so the DeLong columns are 0.")
+    return pd.DataFrame(rows, columns=PAIR_COLUMNS), notes

@@ -102,3 +102,19 @@ def report_study(study_dir: str | Path, progress: bool = False, notes: str | Pat
         notes_md=notes_md,
         **({"metric": metric} if metric != "auc" else {}),
     )
+
+
+PAIRS_FILE = "pairs.csv"
+
+
+def compare_arms(study_dir: str | Path, pairs: list[tuple[str, str]]) -> pd.DataFrame:
+    """:func:`~medtransfer.reporting.compare.arm_pairs` on a study's trials; also written to ``pairs.csv``."""
+    from medtransfer.io import atomic_write
+    from medtransfer.reporting.compare import arm_pairs
+    from medtransfer.reporting.tables import normalise_trials
+
+    out = Path(study_dir)
+    trials = normalise_trials(trials_frame(out))
+    table, _ = arm_pairs(trials, pairs, prediction_loader(out, trials))
+    atomic_write(out / PAIRS_FILE, lambda tmp: table.to_csv(tmp, index=False))
+    return table

@@ -163,3 +163,25 @@ def test_baseline_section_when_an_arm_never_matches(labels):
     )
     text = to_markdown(baseline_section(s, "b", pd.Series(["10", "20"], index=labels)))
     assert "| x | never |" in text and "| y | 20 |" in text
+
+
+def test_arm_pairs_compare_any_two_arms_both_ways(study):
+    from medtransfer.errors import UserError
+    from medtransfer.reporting.compare import arm_pairs
+
+    t = normalise_trials(study.trials)
+    rows, _ = arm_pairs(t, [("cxr-ssl/recipe", "radiomics"), ("radiomics", "cxr-ssl/recipe")], study.predictions)
+    there = rows[rows["arm"] == "cxr-ssl/recipe"].set_index("n_label")
+    back = rows[rows["arm"] == "radiomics"].set_index("n_label")
+    assert np.allclose(there["mean_diff"], -back["mean_diff"])  # the same pairs, the sign flipped
+    assert (there["delong_better"] == back["delong_worse"]).all() and (
+        there["delong_worse"] == back["delong_better"]
+    ).all()
+    expected = paired_seed_tests(t[t["arm"].isin(["cxr-ssl/recipe", "radiomics"])], "radiomics")
+    assert np.allclose(
+        there["paired_t_p"].to_numpy(float), expected.set_index("n_label")["p_value"].to_numpy(float), equal_nan=True
+    )
+    d, _ = delong_comparisons(t[t["arm"].isin(["cxr-ssl/recipe", "radiomics"])], "radiomics", study.predictions)
+    assert int(there["delong_seeds"].sum()) == len(d)
+    with pytest.raises(UserError, match="did you mean 'cxr-ssl/recipe'"):
+        arm_pairs(t, [("cxr-ssl/recipes", "radiomics")], study.predictions)

@@ -61,6 +61,15 @@ def test_every_trial_runs_on_paired_subsets(tmp_path, study_config, capsys):
     with pytest.raises(SystemExit) as refused:
         main(["report", str(out), "--notes", str(tmp_path / "missing.md")])
     assert refused.value.code == 2 and "missing.md" in capsys.readouterr().err
+    # any two arms compared at every N
+    with pytest.raises(SystemExit) as done:
+        main(["report", str(out), "--pair", "scratch/recipe:scratch/finetune"])
+    assert done.value.code in (0, None)
+    pairs = pd.read_csv(out / "pairs.csv", dtype={"n_label": str})
+    assert list(pairs["n_label"]) == ["12", "all"] and set(pairs["arm"]) == {"scratch/recipe"}
+    with pytest.raises(SystemExit) as refused:
+        main(["report", str(out), "--pair", "scratch/recipe"])
+    assert refused.value.code == 2 and "ARM:REFERENCE" in capsys.readouterr().err
 
 
 def test_a_failed_trial_is_recorded_and_the_others_finish(tmp_path, study_config, monkeypatch):
