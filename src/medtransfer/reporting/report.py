@@ -153,11 +153,11 @@ def write_report(
     blocks += sections.trials_section(t, levels)
     what = (
         "Mean test Dice over seeds (a seed's Dice: the mean over classes of each class's mean over test cases) "
-        "[95% CI of the mean: t-interval across seeds, shown clipped to [0, 1] (summary.csv has it unclipped); "
+        "[95% CI of the mean: t-interval across seeds, clipped to [0, 1], as in summary.csv and the console; "
         "† one seed, so that trial's bootstrap CI over cases]. Best mean per N in bold."
         if dice
-        else "Mean test AUC over seeds [95% CI of the mean: t-interval across seeds, shown clipped to [0, 1] "
-        "(summary.csv has it unclipped); † one seed, so that trial's bootstrap CI]. Best mean per N in bold."
+        else "Mean test AUC over seeds [95% CI of the mean: t-interval across seeds, clipped to [0, 1], "
+        "as in summary.csv and the console; † one seed, so that trial's bootstrap CI]. Best mean per N in bold."
     )
     blocks += [
         Heading(2, f"Mean test {m.name} by arm and N"),
