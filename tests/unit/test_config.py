@@ -237,3 +237,51 @@ def test_write_run_info_round_trips(tmp_path):
     versions = info["versions"]
     for pkg in ("python", "medtransfer", "numpy", "torch", "pandas"):
         assert isinstance(versions[pkg], str) and versions[pkg]
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("train.epochs=0", "train.epochs"),
+        ("train.lr=0", "train.lr"),
+        ("train.lr=-0.001", "train.lr"),
+        ("train.batch_size=0", "train.batch_size"),
+        ("train.grad_accum=0", "train.grad_accum"),
+        ("train.max_steps=0", "train.max_steps"),
+        ("train.weight_decay=-1", "train.weight_decay"),
+        ("train.warmup_pct=1.5", "train.warmup_pct"),
+        ("train.div_factor=0.5", "train.div_factor"),
+        ("train.select_by=acc", "train.select_by"),
+        ("train.device=gpu", "train.device"),
+        ("train.gamma=0", "train.gamma"),
+        ("data.image_size=0", "data.image_size"),
+        ("data.resize=crop", "data.resize"),
+        ("data.split_fractions=[0.5,0.5,0.5]", "data.split_fractions"),
+        ("model.dropout=1.0", "model.dropout"),
+        ("model.groups=[]", "model.groups"),
+        ("transfer.lr_mult=0", "transfer.lr_mult"),
+        ("transfer.unfreeze_at=[0.5,0.1]", "transfer.unfreeze_at"),
+        ("transfer.lr_div=0.5", "transfer.lr_div"),
+        ("eval.tta=-1", "eval.tta"),
+        ("seg.overlap=1.0", "seg.overlap"),
+        ("seg.ct_window=[100,-100]", "seg.ct_window"),
+        ("seed=-1", "seed"),
+    ],
+)
+def test_every_value_is_range_checked_at_load(override: str, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    message = str(info.value)
+    assert message.startswith(f"{key} must be ") and f"--set {key}=" in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [("study.n=[]", "study.n"), ("study.n=[0]", "study.n"), ("study.seeds=[]", "study.seeds"),
+     ("study.workers=0", "study.workers"), ("study.trial_cpus=0", "study.trial_cpus")],
+)  # fmt: skip
+def test_study_values_are_range_checked_at_load(override: str, key: str) -> None:
+    from medtransfer.studies.config import StudyConfig
+
+    with pytest.raises(ConfigError, match=f"^{key} must be "):
+        load_config(None, [override], cls=StudyConfig)

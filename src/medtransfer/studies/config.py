@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from medtransfer.config import Config
+from medtransfer.config import Config, _at_least, _bad
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,23 @@ class StudySection:
     radiomics_workers: int = 1  # processes for radiomics feature extraction (features are cached per image)
     sources_dir: str | None = None  # the catalogue folder for source names; None = $MEDTRANSFER_SOURCES
     notes: str | None = None  # a markdown file whose text goes into the report's discussion
+
+    def __post_init__(self) -> None:
+        if not self.n:
+            raise _bad("study.n", self.n, "a non-empty list of training-set sizes (integers >= 1 or 'all')")
+        for size in self.n:
+            if size != "all" and not (isinstance(size, int) and size >= 1):
+                raise _bad("study.n", self.n, "a list of integers >= 1 or 'all'")
+        if len(set(map(str, self.n))) != len(self.n):
+            raise _bad("study.n", self.n, "a list without duplicates")
+        if not self.seeds:
+            raise _bad("study.seeds", self.seeds, "a non-empty list of seeds, e.g. [0, 1, 2]")
+        if len(set(self.seeds)) != len(self.seeds) or any(x < 0 for x in self.seeds):
+            raise _bad("study.seeds", self.seeds, "distinct integers >= 0 (no duplicates)")
+        _at_least("study", self, 1, "workers", "radiomics_workers")
+        if not self.trial_cpus > 0:
+            raise _bad("study.trial_cpus", self.trial_cpus, "a positive number of CPUs")
+        _at_least("study", self, 0, "trial_gpus")
 
 
 @dataclass(frozen=True)
