@@ -188,6 +188,10 @@ def _net_trial(ctx: StudyContext, trial: Trial, folder: Path, progress: bool, gr
             raise MemoryError(f"out of memory and train.batch_size={cfg.train.batch_size} cannot be halved further")
         cfg = replace(cfg, **{"train.grad_accum": grad_accum})
     resume = (folder / "checkpoint.pt").exists()
+    if not resume and folder.exists():
+        import shutil
+
+        shutil.rmtree(folder)  # a trial stopped before its first checkpoint starts over in a clean folder
     if cfg.task == "segmentation":
         from medtransfer.segmentation.train import train_segmentation
 

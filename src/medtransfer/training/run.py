@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from medtransfer.evaluation.metrics import choose_threshold, summarize, to_jsona
 from medtransfer.io import atomic_write_text
 from medtransfer.models.weights import create_model
 from medtransfer.training.batches import Batches
-from medtransfer.training.checkpoint import load_weights_file, save_weights
+from medtransfer.training.checkpoint import load_checkpoint, load_weights_file, save_weights
 from medtransfer.training.device import maybe_compile, micro_batch_size, optimizer_and_scheduler
 from medtransfer.training.loop import fit, predict
 from medtransfer.training.tasks import Task, make_task
@@ -128,34 +129,121 @@ def train_run(
 ) -> dict:
     """Train and evaluate one configuration; returns the metrics written to ``metrics.json``.
 
+    Everything that can be checked is checked before the folder is touched: ``--out`` / ``--resume`` (see
+    :func:`check_out`), the names in the config (backbone, weights source, strategy) and the data (read and cached).
+
     Example:
         >>> cfg = load_config("examples/pneumonia_train.yaml", ["data.path=pneumonia.npz"])  # doctest: +SKIP
         >>> train_run(cfg, "runs/pneumonia")["val"]["auc"]                                  # doctest: +SKIP
     """
-    return run_in_folder(
-        cfg, out_dir, resume, lambda out: _train(cfg, out, prepared or prepare(cfg, progress), progress)
-    )
+    check_out(out_dir, resume)
+    preflight(cfg)
+    prep = prepared or prepare(cfg, progress)
+    return run_in_folder(cfg, out_dir, resume, lambda out: _train(cfg, out, prep, progress))
+
+
+RUN_MARKER = ".medtransfer-run"  # written into every run folder: what --out and --resume recognise
+
+
+def is_run_folder(out: Path) -> bool:
+    """A folder written by ``train`` / ``pretrain`` (its marker; ``status.json`` for runs made before markers)."""
+    return (out / RUN_MARKER).is_file() or (out / "status.json").is_file()
+
+
+def check_out(out_dir: str | Path, resume: bool) -> None:
+    """The ``--out`` / ``--resume`` rules, checked before anything is read or written.
+
+    Without ``resume``, ``--out`` must be absent or an empty folder; with it, a medtransfer run that is not finished
+    and has a readable ``checkpoint.pt``. Everything else is one line saying what was found and what to do.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give the path of a new or empty folder")
+    if not resume:
+        if out.is_dir() and any(out.iterdir()):
+            if is_run_folder(out):
+                raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+            raise ConfigError(
+                f"--out {out} is a folder with other files in it; give a new or empty folder (nothing was written)"
+            )
+        parent = out.parent if out.parent != Path("") else Path(".")
+        probe = next((p for p in [parent, *parent.parents] if p.exists()), None)
+        if probe is not None and not os.access(probe, os.W_OK):
+            raise ConfigError(f"cannot create --out {out}: {probe} is not writable; choose another folder")
+        return
+    if not out.is_dir() or not is_run_folder(out):
+        what = "does not exist" if not out.exists() else "is not a medtransfer run"
+        raise ConfigError(f"--resume: {out} {what}; drop --resume to start a new run there, or give a run folder")
+    status = _read_status(out)
+    if status == "done":
+        raise ConfigError(f"--resume: {out} is a finished run; nothing to resume (train into another --out)")
+    if not (out / "checkpoint.pt").is_file():
+        raise ConfigError(
+            f"--resume: {out} has no checkpoint.pt (it stopped before its first epoch ended); train into a new --out"
+        )
+    load_checkpoint(out / "checkpoint.pt")  # unreadable or unsafe: one line, and the folder stays as it is
+
+
+def _read_status(out: Path) -> str | None:
+    try:
+        return json.loads((out / "status.json").read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def preflight(cfg: Config) -> None:
+    """Resolve every name of a classification config (backbone, weights source, strategy) without building or
+    loading anything large."""
+    from medtransfer.models.backbones import BACKBONES
+    from medtransfer.models.weights import resolve_weights
+
+    BACKBONES.get(cfg.model.backbone)
+    resolve_weights(cfg.model.source, cfg.model.backbone)
+    build_strategy(cfg.transfer, cfg.train)
 
 
 def run_in_folder(cfg: Config, out_dir: str | Path, resume: bool, train: Callable[[Path], dict]) -> dict:
-    """The life of a run folder around ``train(out)``: refuse to overwrite a run without ``resume``, write the
-    resolved config and status, mark a :class:`TrainingFailed` run failed, and write ``metrics.json`` (with
-    ``seconds``) and the final status. Classification and segmentation runs share it."""
+    """The life of a run folder around ``train(out)``: check ``--out`` / ``--resume`` (:func:`check_out`), write the
+    marker, resolved config and status, mark a :class:`TrainingFailed` run failed, and write ``metrics.json`` (with
+    ``seconds``) and the final status. Classification and segmentation runs share it.
+
+    When ``train`` fails before its first checkpoint (bad data, a bad name found late), what this call wrote is
+    removed again: a folder it created is deleted, a folder that existed is left as it was. A run that failed later
+    keeps its folder, to be resumed."""
     out = Path(out_dir)
-    if (out / "checkpoint.pt").exists() and not resume:
-        raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    check_out(out, resume)
+    created = not out.exists()
+    before = set() if created else {p.name for p in out.iterdir()}
     t0 = time.perf_counter()
-    write_run_info(out, cfg, seed=cfg.seed)
-    write_status(out, "running")
+    out.mkdir(parents=True, exist_ok=True)
     try:
+        atomic_write_text(out / RUN_MARKER, json.dumps({"kind": "run", "task": cfg.task}))
+        write_run_info(out, cfg, seed=cfg.seed)
+        write_status(out, "running")
         metrics = train(out)
     except TrainingFailed as e:
         write_status(out, "failed", str(e))
+        raise
+    except BaseException:
+        if not resume and not (out / "checkpoint.pt").exists():
+            _undo(out, created, before)
         raise
     metrics["seconds"] = time.perf_counter() - t0
     atomic_write_text(out / "metrics.json", json.dumps(to_jsonable(metrics), indent=2))
     write_status(out, "done")
     return metrics
+
+
+def _undo(out: Path, created: bool, before: set[str]) -> None:
+    """Remove what a failed start wrote: the whole folder if it was new, else only the new entries."""
+    import shutil
+
+    if created:
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    for p in out.iterdir():
+        if p.name not in before:
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
 
 def _train(cfg: Config, out: Path, prep: Prepared, progress: bool) -> dict:
