@@ -71,14 +71,29 @@ class Ledger:
         {'pending': 11, 'running': 0, 'done': 1, 'failed': 0}
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, create: bool = True) -> None:
+        """Open (``create``: or make) the ledger; an existing one is integrity-checked first (``PRAGMA
+        quick_check``), and a damaged, empty or (without ``create``) missing file is a one-line error."""
         self.path = Path(path)
+        existed = self.path.is_file()
+        if not create and (not existed or self.path.stat().st_size == 0):
+            what = "is missing" if not existed else "is empty (0 bytes)"
+            raise UserError(f"{self.path} {what}: the study's ledger is damaged; {_DAMAGED_HINT}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)  # autocommit; explicit BEGIN
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")  # a committed state survives power loss, not only kill -9
-        self._db.executescript(_SCHEMA)
+        try:
+            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)  # autocommit; explicit BEGIN
+            self._db.row_factory = sqlite3.Row
+            if existed:
+                check = self._db.execute("PRAGMA quick_check").fetchone()[0]
+                if check != "ok":
+                    raise sqlite3.DatabaseError(check)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")  # a committed state survives power loss, not only kill -9
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise UserError(
+                f"{self.path} cannot be read ({e}): the study's ledger is damaged; {_DAMAGED_HINT}"
+            ) from None
 
     def close(self) -> None:
         self._db.close()
@@ -223,6 +238,13 @@ class _Transaction:
 def open_existing(study_dir: str | Path) -> Ledger:
     """The ledger of an existing study folder, or a one-line error."""
     path = Path(study_dir) / LEDGER_FILE
-    if not path.is_file():
+    if not path.is_file() and not (Path(study_dir) / STUDY_MARKER).is_file():
         raise UserError(f"{study_dir} is not a study folder: {LEDGER_FILE} not found")
-    return Ledger(path)
+    return Ledger(path, create=False)
+
+
+STUDY_MARKER = ".medtransfer-study"  # written into every study folder: what --out and --resume recognise
+_DAMAGED_HINT = (
+    "restore it from a backup, or move it aside and run the study into a new --out "
+    "(the trial folders keep their models and predictions)"
+)

@@ -26,8 +26,8 @@ from medtransfer.errors import ConfigError, UserError
 from medtransfer.io import atomic_write_text
 from medtransfer.registry import Registry
 from medtransfer.studies.config import StudyConfig
-from medtransfer.studies.grid import Trial, expand, source_label
-from medtransfer.studies.ledger import LEDGER_FILE, Ledger
+from medtransfer.studies.grid import Trial, expand, reference_arm, source_label
+from medtransfer.studies.ledger import LEDGER_FILE, STUDY_MARKER, Ledger
 from medtransfer.studies.trial import SPLITS_DIR, StudyContext, TrialResult, run_trial
 
 log = logging.getLogger(__name__)
@@ -61,28 +61,42 @@ def run_study(
         from medtransfer.studies.ray_executor import check
 
         check(cfg.study)  # Ray installed, resources valid: before the folder and the splits are made
-    if (out / LEDGER_FILE).exists() and not resume:
-        raise UserError(f"{out} already holds a study; pass --resume to continue it, or choose another --out")
+    _check_study_out(out, resume)
+    created = not out.exists()
+    before = set() if created else {p.name for p in out.iterdir()}
     out.mkdir(parents=True, exist_ok=True)
-    with _lock(out), Ledger(out / LEDGER_FILE) as ledger:
-        _check_same_study(ledger, cfg)
-        if not (out / "run_info.json").exists():
-            write_run_info(out, cfg, seed=cfg.seed)
-        else:
-            resumes = json.loads(ledger.get_meta("resumes") or "[]")
-            ledger.set_meta("resumes", json.dumps([*resumes, time.strftime("%Y-%m-%d %H:%M:%S")]))
-        trials, ctx = plan(cfg, out, progress)
-        ledger.add(trials)
-        if resume:
-            back = ledger.recover()
-            if back:
-                log.info("resuming %d interrupted trial(s): %s", len(back), ", ".join(back[:3]))
-            if retry_failed:
-                log.info("retrying %d failed trial(s)", ledger.retry_failed())
-        if cfg.study.rank and cfg.study.sources and cfg.task != "segmentation" and not (out / RANKING_FILE).exists():
-            rank_for_report(ctx, out, progress)
-        execute(ledger, {t.id: t for t in trials}, ctx, workers, progress)
-        counts = ledger.counts()
+    with _lock(out):
+        try:
+            with Ledger(out / LEDGER_FILE, create=not resume) as ledger:
+                _check_same_study(ledger, cfg)
+                trials, ctx = plan(cfg, out, progress)
+                if not (out / "run_info.json").exists():
+                    write_run_info(out, cfg, seed=cfg.seed)
+                    atomic_write_text(out / STUDY_MARKER, json.dumps({"kind": "study"}))
+                else:
+                    resumes = json.loads(ledger.get_meta("resumes") or "[]")
+                    ledger.set_meta("resumes", json.dumps([*resumes, time.strftime("%Y-%m-%d %H:%M:%S")]))
+                ledger.add(trials)
+        except BaseException:
+            if not resume:  # a study that could not start leaves nothing behind
+                _undo(out, created, before)
+            raise
+        with Ledger(out / LEDGER_FILE, create=False) as ledger:
+            if resume:
+                back = ledger.recover()
+                if back:
+                    log.info("resuming %d interrupted trial(s): %s", len(back), ", ".join(back[:3]))
+                if retry_failed:
+                    log.info("retrying %d failed trial(s)", ledger.retry_failed())
+            if (
+                cfg.study.rank
+                and cfg.study.sources
+                and cfg.task != "segmentation"
+                and not (out / RANKING_FILE).exists()
+            ):
+                rank_for_report(ctx, out, progress)
+            execute(ledger, {t.id: t for t in trials}, ctx, workers, progress)
+            counts = ledger.counts()
     if report:
         from medtransfer.studies.report import report_study
 
@@ -91,6 +105,35 @@ def run_study(
 
 
 # --------------------------------------------------------------------------- planning
+def _check_study_out(out: Path, resume: bool) -> None:
+    """``--out`` must be absent or empty for a new study, and a study folder (its marker or ledger) for ``--resume``."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give the path of a new or empty folder")
+    is_study = (out / STUDY_MARKER).is_file() or (out / LEDGER_FILE).exists()
+    if resume:
+        if not is_study:
+            what = "does not exist" if not out.exists() else "is not a medtransfer study"
+            raise UserError(f"--resume: {out} {what}; drop --resume to start a new study there, or give a study folder")
+        return
+    if out.is_dir() and any(out.iterdir()):
+        if is_study:
+            raise UserError(f"{out} already holds a study; pass --resume to continue it, or choose another --out")
+        raise UserError(
+            f"--out {out} is a folder with other files in it; give a new or empty folder (nothing was written)"
+        )
+
+
+def _undo(out: Path, created: bool, before: set[str]) -> None:
+    import shutil
+
+    if created:
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    for p in out.iterdir():
+        if p.name not in before:
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
 def plan(cfg: StudyConfig, out: Path, progress: bool) -> tuple[list[Trial], StudyContext]:
     """Fix the splits (kept from the first run on resume), check sources and test set, expand the grid."""
     from medtransfer.data.cache import cached_images
@@ -116,6 +159,7 @@ def plan(cfg: StudyConfig, out: Path, progress: bool) -> tuple[list[Trial], Stud
     if counts["test"] == 0 and not (cfg.study.test and cfg.study.test.path):
         log.warning("the split has no test images: trials are scored on validation (set data.split_fractions)")
     trials = expand(cfg.study, counts["train"])
+    reference_arm(cfg.study, trials)  # a misspelt study.reference fails now, not in the report hours later
     sources = {s: lookup(s, cfg.study.sources_dir) for s in cfg.study.sources}
     _preflight_sources(cfg, sources, ds.channels, len(ds.label_names))
     if cfg.study.test and cfg.study.test.path:
@@ -185,6 +229,7 @@ def _plan_segmentation(cfg: StudyConfig, out: Path) -> tuple[list[Trial], StudyC
             reseed_cases(base, seed).save(f)
     counts = base.counts()
     trials = expand(cfg.study, counts["train"])
+    reference_arm(cfg.study, trials)
     sources = {s: lookup(s, cfg.study.sources_dir) for s in cfg.study.sources}
     extra = {"features": tuple(cfg.seg.features)} if cfg.seg.features else {}
     for name, source in sources.items():

@@ -111,7 +111,38 @@ def test_unknown_source_fails_before_any_training(tmp_path, study_config, monkey
     monkeypatch.setenv("MEDTRANSFER_SOURCES", str(tmp_path / "catalogue"))
     with pytest.raises(UserError, match="unknown source 'cxr-sll'"):
         run_study(study_config(sources=["scratch", "cxr-sll"]), tmp_path / "s", progress=False, report=False)
-    assert not list((tmp_path / "s").glob("trials/*"))
+    assert not (tmp_path / "s").exists()  # no half-made folder that would refuse the corrected run
+    with pytest.raises(UserError, match="did you mean"):
+        run_study(study_config(reference="scratch/fine_tune"), tmp_path / "s", progress=False, report=False)
+    assert not (tmp_path / "s").exists()
+
+
+def test_out_and_resume_rules_and_a_damaged_ledger(tmp_path, study_config):
+    from medtransfer.studies.report import report_study
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine\n")
+    with pytest.raises(UserError, match="other files in it"):
+        run_study(study_config(), mine, progress=False, report=False)
+    with pytest.raises(UserError, match="is not a medtransfer study"):
+        run_study(study_config(), mine, resume=True, progress=False, report=False)
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+
+    out = tmp_path / "s"
+    run_study(study_config(n=[12], seeds=[0], strategies=["finetune"]), out, progress=False, report=False)
+    ledger = out / "study.sqlite"
+    good = ledger.read_bytes()
+    for damage in (good[: len(good) // 2], b"this is not a database\n" * 100, b""):
+        for side in out.glob("study.sqlite-*"):
+            side.unlink()
+        ledger.write_bytes(damage)
+        with pytest.raises(UserError, match="ledger is damaged") as info:
+            run_study(study_config(n=[12], seeds=[0], strategies=["finetune"]), out, resume=True, progress=False)
+        assert "\n" not in str(info.value)
+        with pytest.raises(UserError, match="ledger is damaged"):
+            report_study(out)
+        assert ledger.read_bytes() == damage  # never replaced by a new, empty ledger
 
 
 def test_worker_pool_runs_trials_and_survives_a_dying_worker(tmp_path, study_config, monkeypatch):
