@@ -306,4 +306,17 @@ def _binary_column(df: pd.DataFrame, col: str, csv: Path) -> np.ndarray:
             f"{csv.name} row {_row(i)}, column '{col}': value '{text.iat[i]}' is not 0, 1 or empty; "
             "multi-label columns take 0, 1 or empty (unknown): recode it"
         )
+    if blank.any():
+        rows = [str(_row(int(i))) for i in np.flatnonzero(blank.to_numpy())[:5]]
+        more = ", …" if blank.sum() > 5 else ""
+        log.warning(
+            "%s: column '%s' is empty or NaN in %d of %d rows (rows %s%s); they count as unknown: left out of the "
+            "loss and the metrics for that label",
+            csv.name,
+            col,
+            int(blank.sum()),
+            len(blank),
+            ", ".join(rows),
+            more,
+        )
     return numbers.to_numpy(dtype=np.float32, na_value=np.nan)

@@ -84,9 +84,13 @@ def test_absolute_paths_and_blank_patient_falls_back_to_image(tmp_path):
     assert list(ds.meta["patient_id"]) == ["P1", str(b)]
 
 
-def test_multilabel_with_unknowns(tmp_path):
+def test_multilabel_with_unknowns(tmp_path, caplog):
     root = make_folder(tmp_path / "d", "file,effusion,mass\na.png,1,\nb.png,0.0,1\nc.png,,0\n")
-    ds = load(root, labels=("effusion", "mass"))
+    with caplog.at_level("WARNING"):
+        ds = load(root, labels=("effusion", "mass"))
+    # unknowns are said, with their count and rows (the header is row 1)
+    assert "column 'mass' is empty or NaN in 1 of 3 rows (rows 2)" in caplog.text
+    assert "column 'effusion' is empty or NaN in 1 of 3 rows (rows 4)" in caplog.text
     assert ds.task == "multilabel" and ds.label_names == ("effusion", "mass")
     np.testing.assert_array_equal(ds.labels, np.array([[1, np.nan], [0, 1], [np.nan, 0]], np.float32))
 
