@@ -43,7 +43,7 @@ _YamlLoader.add_implicit_resolver(
 # --------------------------------------------------------------------------- range checks
 # Every value is checked when its section is built (from YAML, --set or in code), so a bad value fails at load with
 # the key, the value, the allowed range and the way to fix it, before anything is read or written.
-def _bad(key: str, value: Any, rule: str) -> ConfigError:
+def bad_value(key: str, value: Any, rule: str) -> ConfigError:
     return ConfigError(f"{key} must be {rule}, got {value!r}; fix it in the config or with --set {key}=VALUE")
 
 
@@ -51,13 +51,13 @@ def _key(section: str, name: str) -> str:
     return f"{section}.{name}" if section else name
 
 
-def _at_least(section: str, obj: Any, minimum: float, *names: str, optional: bool = False) -> None:
+def at_least(section: str, obj: Any, minimum: float, *names: str, optional: bool = False) -> None:
     for name in names:
         value = getattr(obj, name)
         if value is None and optional:
             continue
         if value is None or value < minimum:
-            raise _bad(_key(section, name), value, f">= {minimum:g}" + (" (or null)" if optional else ""))
+            raise bad_value(_key(section, name), value, f">= {minimum:g}" + (" (or null)" if optional else ""))
 
 
 def _positive(section: str, obj: Any, *names: str, optional: bool = False) -> None:
@@ -66,7 +66,7 @@ def _positive(section: str, obj: Any, *names: str, optional: bool = False) -> No
         if value is None and optional:
             continue
         if value is None or not value > 0:
-            raise _bad(_key(section, name), value, "> 0" + (" (or null)" if optional else ""))
+            raise bad_value(_key(section, name), value, "> 0" + (" (or null)" if optional else ""))
 
 
 def _within(section: str, obj: Any, name: str, lo: float, hi: float, closed_hi: bool = True) -> None:
@@ -74,7 +74,7 @@ def _within(section: str, obj: Any, name: str, lo: float, hi: float, closed_hi: 
     if value is None:
         return
     if not (lo <= value <= hi if closed_hi else lo <= value < hi):
-        raise _bad(_key(section, name), value, f"in [{lo:g}, {hi:g}{']' if closed_hi else ')'}")
+        raise bad_value(_key(section, name), value, f"in [{lo:g}, {hi:g}{']' if closed_hi else ')'}")
 
 
 def _one_of(section: str, obj: Any, name: str, options: tuple, optional: bool = False) -> None:
@@ -84,7 +84,7 @@ def _one_of(section: str, obj: Any, name: str, options: tuple, optional: bool = 
     if value not in options:
         close = suggest(str(value), [str(o) for o in options])
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise _bad(_key(section, name), value, f"one of {list(options)}{hint}")
+        raise bad_value(_key(section, name), value, f"one of {list(options)}{hint}")
 
 
 # --------------------------------------------------------------------------- schema
@@ -106,11 +106,11 @@ class DataConfig:
     cache_dir: str | None = None  # decoded-image cache; None = $MEDTRANSFER_CACHE or ~/.cache/medtransfer
 
     def __post_init__(self) -> None:
-        _at_least("data", self, 8, "image_size")
+        at_least("data", self, 8, "image_size")
         _one_of("data", self, "resize", ("interpolate", "pad"))
         f = self.split_fractions
         if len(f) != 3 or any(v < 0 for v in f) or f[0] <= 0 or abs(sum(f) - 1) > 1e-6:
-            raise _bad("data.split_fractions", f, "three fractions train, val, test that are >= 0 and sum to 1")
+            raise bad_value("data.split_fractions", f, "three fractions train, val, test that are >= 0 and sum to 1")
 
 
 @dataclass(frozen=True)
@@ -123,9 +123,9 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _within("model", self, "dropout", 0.0, 1.0, closed_hi=False)
-        _at_least("model", self, 1, "in_chans", optional=True)
+        at_least("model", self, 1, "in_chans", optional=True)
         if self.groups is not None and (not self.groups or any(not str(g).strip() for g in self.groups)):
-            raise _bad("model.groups", self.groups, "a non-empty list of parameter-name prefixes, or null")
+            raise bad_value("model.groups", self.groups, "a non-empty list of parameter-name prefixes, or null")
 
 
 @dataclass(frozen=True)
@@ -144,17 +144,17 @@ class TransferConfig:
 
     def __post_init__(self) -> None:
         _positive("transfer", self, "lr_mult", optional=True)
-        _at_least("transfer", self, 1, "unfreeze_every")
-        _at_least("transfer", self, 0, "head_epochs", "freeze_epochs")
-        _at_least("transfer", self, 0, "unfreeze_encoder_at", optional=True)
-        _at_least("transfer", self, 1, "lr_div")
+        at_least("transfer", self, 1, "unfreeze_every")
+        at_least("transfer", self, 0, "head_epochs", "freeze_epochs")
+        at_least("transfer", self, 0, "unfreeze_encoder_at", optional=True)
+        at_least("transfer", self, 1, "lr_div")
         if any(e < 0 for e in self.unfreeze_schedule or []):
-            raise _bad("transfer.unfreeze_schedule", self.unfreeze_schedule, "a list of epochs >= 0")
+            raise bad_value("transfer.unfreeze_schedule", self.unfreeze_schedule, "a list of epochs >= 0")
         at = self.unfreeze_at
         if at is not None and (
             not at or any(not 0 <= f <= 1 for f in at) or any(b < a for a, b in zip(at, at[1:], strict=False))
         ):
-            raise _bad("transfer.unfreeze_at", at, "fractions in [0, 1] in increasing order (top group first)")
+            raise bad_value("transfer.unfreeze_at", at, "fractions in [0, 1] in increasing order (top group first)")
 
 
 @dataclass(frozen=True)
@@ -183,19 +183,19 @@ class TrainConfig:
     gamma: float = 0.1  # step policy
 
     def __post_init__(self) -> None:
-        _at_least("train", self, 1, "epochs", "batch_size", "grad_accum", "val_every", "step_size")
-        _at_least("train", self, 1, "max_steps", "n_train", "early_stop_patience", optional=True)
+        at_least("train", self, 1, "epochs", "batch_size", "grad_accum", "val_every", "step_size")
+        at_least("train", self, 1, "max_steps", "n_train", "early_stop_patience", optional=True)
         _positive("train", self, "lr")
-        _at_least("train", self, 0, "weight_decay", optional=True)
+        at_least("train", self, 0, "weight_decay", optional=True)
         _positive("train", self, "grad_clip", optional=True)
         _one_of("train", self, "select_by", ("auc", "loss"), optional=True)
         if self.warmup_pct is not None and not 0 < self.warmup_pct < 1:
-            raise _bad("train.warmup_pct", self.warmup_pct, "in (0, 1) (or null)")
-        _at_least("train", self, 1, "div_factor", "final_div_factor", optional=True)
+            raise bad_value("train.warmup_pct", self.warmup_pct, "in (0, 1) (or null)")
+        at_least("train", self, 1, "div_factor", "final_div_factor", optional=True)
         if not 0 < self.gamma <= 1:
-            raise _bad("train.gamma", self.gamma, "in (0, 1]")
+            raise bad_value("train.gamma", self.gamma, "in (0, 1]")
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
-            raise _bad("train.device", self.device, "auto, cpu, mps, cuda or cuda:N")
+            raise bad_value("train.device", self.device, "auto, cpu, mps, cuda or cuda:N")
 
 
 @dataclass(frozen=True)
@@ -225,16 +225,16 @@ class SegConfig:
 
     def __post_init__(self) -> None:
         if len(self.patch_size) != 3 or any(v < 1 for v in self.patch_size):
-            raise _bad("seg.patch_size", self.patch_size, "three positive voxel counts")
-        _at_least("seg", self, 1, "patches_per_volume")
+            raise bad_value("seg.patch_size", self.patch_size, "three positive voxel counts")
+        at_least("seg", self, 1, "patches_per_volume")
         _within("seg", self, "fg_fraction", 0.0, 1.0)
         _within("seg", self, "overlap", 0.0, 1.0, closed_hi=False)
         if self.spacing is not None and (len(self.spacing) != 3 or any(v <= 0 for v in self.spacing)):
-            raise _bad("seg.spacing", self.spacing, "three positive spacings in mm, or null")
+            raise bad_value("seg.spacing", self.spacing, "three positive spacings in mm, or null")
         if len(self.ct_window) != 2 or self.ct_window[0] >= self.ct_window[1]:
-            raise _bad("seg.ct_window", self.ct_window, "[low, high] with low < high (HU)")
+            raise bad_value("seg.ct_window", self.ct_window, "[low, high] with low < high (HU)")
         if self.features is not None and (len(self.features) != 6 or any(v < 1 for v in self.features)):
-            raise _bad("seg.features", self.features, "six positive channel widths, or null")
+            raise bad_value("seg.features", self.features, "six positive channel widths, or null")
 
 
 @dataclass(frozen=True)
@@ -251,7 +251,7 @@ class Config:
     seg: SegConfig = field(default_factory=SegConfig)
 
     def __post_init__(self) -> None:
-        _at_least("", self, 0, "seed")
+        at_least("", self, 0, "seed")
 
 
 @dataclass(frozen=True)
@@ -269,7 +269,7 @@ class PretrainSection:
 
     def __post_init__(self) -> None:
         _positive("pretrain", self, "temperature")
-        _at_least("pretrain", self, 1, "projection_dim")
+        at_least("pretrain", self, 1, "projection_dim")
 
 
 @dataclass(frozen=True)

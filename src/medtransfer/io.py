@@ -26,3 +26,46 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda p: p.write_text(text))
+
+
+def check_output_folder(out: Path, resume: bool, ours: bool, kind: str) -> None:
+    """The ``--out`` rules shared by runs and studies, checked before anything is written: a file is refused; without
+    ``resume`` the folder must be absent or empty (``ours``: it holds a ``kind`` already); with ``resume`` it must be
+    ours. Raises a one-line :class:`~medtransfer.errors.ConfigError`."""
+    from medtransfer.errors import ConfigError
+
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give the path of a new or empty folder")
+    if resume:
+        if not ours:
+            what = "does not exist" if not out.exists() else f"is not a medtransfer {kind}"
+            raise ConfigError(
+                f"--resume: {out} {what}; drop --resume to start a new {kind} there, or give a {kind} folder"
+            )
+        return
+    if out.is_dir() and any(out.iterdir()):
+        if ours:
+            raise ConfigError(f"{out} already holds a {kind}; pass --resume to continue it or choose another --out")
+        raise ConfigError(
+            f"--out {out} is a folder with other files in it; give a new or empty folder (nothing was written)"
+        )
+    existing = next((p for p in [out.parent, *out.parent.parents] if p.exists()), None)
+    if existing is not None and not os.access(existing, os.W_OK):
+        raise ConfigError(f"cannot create --out {out}: {existing} is not writable; choose another folder")
+
+
+def entries(folder: Path) -> set[str] | None:
+    """The names in ``folder`` now, or ``None`` when it does not exist (what :func:`remove_new_entries` restores)."""
+    return {p.name for p in folder.iterdir()} if folder.is_dir() else None
+
+
+def remove_new_entries(folder: Path, before: set[str] | None) -> None:
+    """Undo a start that failed: delete ``folder`` if it did not exist (``before is None``), else what is new in it."""
+    import shutil
+
+    if before is None:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for p in folder.iterdir():
+        if p.name not in before:
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)

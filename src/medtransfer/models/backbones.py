@@ -18,7 +18,7 @@ Example:
     >>> model(torch.zeros(2, 1, 32, 32)).shape
     torch.Size([2, 3])
     >>> model.layer_group_names()
-    ['stem+stages.0', 'stages.1+stages.2', 'head']
+    ['stem.0+stem.1+stages.0', 'stages.1+stages.2', 'head']
 """
 
 from __future__ import annotations

@@ -235,7 +235,7 @@ def train_segmentation(cfg: Config, out_dir: str | Path, resume: bool = False, p
     """
     from medtransfer.training.run import run_in_folder
 
-    return run_in_folder(cfg, out_dir, resume, lambda out: _train_seg(cfg, out, progress))
+    return run_in_folder(cfg, out_dir, resume, lambda out, _: _train_seg(cfg, out, progress))
 
 
 def _train_seg(cfg: Config, out: Path, progress: bool) -> dict:

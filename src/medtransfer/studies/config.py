@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from medtransfer.config import Config, _at_least, _bad
+from medtransfer.config import Config, at_least, bad_value
 
 
 @dataclass(frozen=True)
@@ -54,20 +54,20 @@ class StudySection:
 
     def __post_init__(self) -> None:
         if not self.n:
-            raise _bad("study.n", self.n, "a non-empty list of training-set sizes (integers >= 1 or 'all')")
+            raise bad_value("study.n", self.n, "a non-empty list of training-set sizes (integers >= 1 or 'all')")
         for size in self.n:
             if size != "all" and not (isinstance(size, int) and size >= 1):
-                raise _bad("study.n", self.n, "a list of integers >= 1 or 'all'")
+                raise bad_value("study.n", self.n, "a list of integers >= 1 or 'all'")
         if len(set(map(str, self.n))) != len(self.n):
-            raise _bad("study.n", self.n, "a list without duplicates")
+            raise bad_value("study.n", self.n, "a list without duplicates")
         if not self.seeds:
-            raise _bad("study.seeds", self.seeds, "a non-empty list of seeds, e.g. [0, 1, 2]")
+            raise bad_value("study.seeds", self.seeds, "a non-empty list of seeds, e.g. [0, 1, 2]")
         if len(set(self.seeds)) != len(self.seeds) or any(x < 0 for x in self.seeds):
-            raise _bad("study.seeds", self.seeds, "distinct integers >= 0 (no duplicates)")
-        _at_least("study", self, 1, "workers", "radiomics_workers")
+            raise bad_value("study.seeds", self.seeds, "distinct integers >= 0 (no duplicates)")
+        at_least("study", self, 1, "workers", "radiomics_workers")
         if not self.trial_cpus > 0:
-            raise _bad("study.trial_cpus", self.trial_cpus, "a positive number of CPUs")
-        _at_least("study", self, 0, "trial_gpus")
+            raise bad_value("study.trial_cpus", self.trial_cpus, "a positive number of CPUs")
+        at_least("study", self, 0, "trial_gpus")
 
 
 @dataclass(frozen=True)

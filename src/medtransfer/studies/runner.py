@@ -23,7 +23,7 @@ from pathlib import Path
 
 from medtransfer.config import to_dict, write_run_info
 from medtransfer.errors import ConfigError, UserError
-from medtransfer.io import atomic_write_text
+from medtransfer.io import atomic_write_text, check_output_folder, entries, remove_new_entries
 from medtransfer.registry import Registry
 from medtransfer.studies.config import StudyConfig
 from medtransfer.studies.grid import Trial, expand, reference_arm, source_label
@@ -61,27 +61,29 @@ def run_study(
         from medtransfer.studies.ray_executor import check
 
         check(cfg.study)  # Ray installed, resources valid: before the folder and the splits are made
-    _check_study_out(out, resume)
-    created = not out.exists()
-    before = set() if created else {p.name for p in out.iterdir()}
+    check_output_folder(out, resume, (out / STUDY_MARKER).is_file() or (out / LEDGER_FILE).exists(), "study")
+    before = entries(out)
     out.mkdir(parents=True, exist_ok=True)
     with _lock(out):
+        ledger = None
         try:
-            with Ledger(out / LEDGER_FILE, create=not resume) as ledger:
-                _check_same_study(ledger, cfg)
-                trials, ctx = plan(cfg, out, progress)
-                if not (out / "run_info.json").exists():
-                    write_run_info(out, cfg, seed=cfg.seed)
-                    atomic_write_text(out / STUDY_MARKER, json.dumps({"kind": "study"}))
-                else:
-                    resumes = json.loads(ledger.get_meta("resumes") or "[]")
-                    ledger.set_meta("resumes", json.dumps([*resumes, time.strftime("%Y-%m-%d %H:%M:%S")]))
-                ledger.add(trials)
+            ledger = Ledger(out / LEDGER_FILE, create=not resume)
+            _check_same_study(ledger, cfg)
+            trials, ctx = plan(cfg, out, progress)
+            if not (out / "run_info.json").exists():
+                write_run_info(out, cfg, seed=cfg.seed)
+                atomic_write_text(out / STUDY_MARKER, json.dumps({"kind": "study"}))
+            else:
+                resumes = json.loads(ledger.get_meta("resumes") or "[]")
+                ledger.set_meta("resumes", json.dumps([*resumes, time.strftime("%Y-%m-%d %H:%M:%S")]))
+            ledger.add(trials)
         except BaseException:
+            if ledger is not None:
+                ledger.close()
             if not resume:  # a study that could not start leaves nothing behind
-                _undo(out, created, before)
+                remove_new_entries(out, before)
             raise
-        with Ledger(out / LEDGER_FILE, create=False) as ledger:
+        with ledger:
             if resume:
                 back = ledger.recover()
                 if back:
@@ -105,35 +107,6 @@ def run_study(
 
 
 # --------------------------------------------------------------------------- planning
-def _check_study_out(out: Path, resume: bool) -> None:
-    """``--out`` must be absent or empty for a new study, and a study folder (its marker or ledger) for ``--resume``."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; give the path of a new or empty folder")
-    is_study = (out / STUDY_MARKER).is_file() or (out / LEDGER_FILE).exists()
-    if resume:
-        if not is_study:
-            what = "does not exist" if not out.exists() else "is not a medtransfer study"
-            raise UserError(f"--resume: {out} {what}; drop --resume to start a new study there, or give a study folder")
-        return
-    if out.is_dir() and any(out.iterdir()):
-        if is_study:
-            raise UserError(f"{out} already holds a study; pass --resume to continue it, or choose another --out")
-        raise UserError(
-            f"--out {out} is a folder with other files in it; give a new or empty folder (nothing was written)"
-        )
-
-
-def _undo(out: Path, created: bool, before: set[str]) -> None:
-    import shutil
-
-    if created:
-        shutil.rmtree(out, ignore_errors=True)
-        return
-    for p in out.iterdir():
-        if p.name not in before:
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-
-
 def plan(cfg: StudyConfig, out: Path, progress: bool) -> tuple[list[Trial], StudyContext]:
     """Fix the splits (kept from the first run on resume), check sources and test set, expand the grid."""
     from medtransfer.data.cache import cached_images

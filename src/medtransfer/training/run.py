@@ -11,11 +11,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,7 +29,7 @@ from medtransfer.data.splits import Split, load_split, make_split
 from medtransfer.data.transforms import RadiographAugment
 from medtransfer.errors import ConfigError, DataError, TrainingFailed
 from medtransfer.evaluation.metrics import choose_threshold, summarize, to_jsonable
-from medtransfer.io import atomic_write_text
+from medtransfer.io import atomic_write_text, check_output_folder, entries, remove_new_entries
 from medtransfer.models.weights import create_model
 from medtransfer.training.batches import Batches
 from medtransfer.training.checkpoint import load_checkpoint, load_weights_file, save_weights
@@ -136,10 +136,12 @@ def train_run(
         >>> cfg = load_config("examples/pneumonia_train.yaml", ["data.path=pneumonia.npz"])  # doctest: +SKIP
         >>> train_run(cfg, "runs/pneumonia")["val"]["auc"]                                  # doctest: +SKIP
     """
-    check_out(out_dir, resume)
-    preflight(cfg)
-    prep = prepared or prepare(cfg, progress)
-    return run_in_folder(cfg, out_dir, resume, lambda out: _train(cfg, out, prep, progress))
+
+    def setup() -> Prepared:
+        preflight(cfg)
+        return prepared or prepare(cfg, progress)
+
+    return run_in_folder(cfg, out_dir, resume, lambda out, prep: _train(cfg, out, prep, progress), setup)
 
 
 RUN_MARKER = ".medtransfer-run"  # written into every run folder: what --out and --resume recognise
@@ -151,37 +153,20 @@ def is_run_folder(out: Path) -> bool:
 
 
 def check_out(out_dir: str | Path, resume: bool) -> None:
-    """The ``--out`` / ``--resume`` rules, checked before anything is read or written.
-
-    Without ``resume``, ``--out`` must be absent or an empty folder; with it, a medtransfer run that is not finished
-    and has a readable ``checkpoint.pt``. Everything else is one line saying what was found and what to do.
-    """
+    """The ``--out`` / ``--resume`` rules of a run (:func:`medtransfer.io.check_output_folder`), and for ``resume``
+    an unfinished run with a readable ``checkpoint.pt``: all checked before anything is read or written."""
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file; give the path of a new or empty folder")
+    check_output_folder(out, resume, out.is_dir() and is_run_folder(out), "run")
     if not resume:
-        if out.is_dir() and any(out.iterdir()):
-            if is_run_folder(out):
-                raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-            raise ConfigError(
-                f"--out {out} is a folder with other files in it; give a new or empty folder (nothing was written)"
-            )
-        parent = out.parent if out.parent != Path("") else Path(".")
-        probe = next((p for p in [parent, *parent.parents] if p.exists()), None)
-        if probe is not None and not os.access(probe, os.W_OK):
-            raise ConfigError(f"cannot create --out {out}: {probe} is not writable; choose another folder")
         return
-    if not out.is_dir() or not is_run_folder(out):
-        what = "does not exist" if not out.exists() else "is not a medtransfer run"
-        raise ConfigError(f"--resume: {out} {what}; drop --resume to start a new run there, or give a run folder")
-    status = _read_status(out)
-    if status == "done":
+    if _read_status(out) == "done":
         raise ConfigError(f"--resume: {out} is a finished run; nothing to resume (train into another --out)")
     if not (out / "checkpoint.pt").is_file():
         raise ConfigError(
             f"--resume: {out} has no checkpoint.pt (it stopped before its first epoch ended); train into a new --out"
         )
-    load_checkpoint(out / "checkpoint.pt")  # unreadable or unsafe: one line, and the folder stays as it is
+    # read here although fit reads it again: an unreadable or unsafe file must fail before status.json says running
+    load_checkpoint(out / "checkpoint.pt")
 
 
 def _read_status(out: Path) -> str | None:
@@ -202,48 +187,42 @@ def preflight(cfg: Config) -> None:
     build_strategy(cfg.transfer, cfg.train)
 
 
-def run_in_folder(cfg: Config, out_dir: str | Path, resume: bool, train: Callable[[Path], dict]) -> dict:
-    """The life of a run folder around ``train(out)``: check ``--out`` / ``--resume`` (:func:`check_out`), write the
-    marker, resolved config and status, mark a :class:`TrainingFailed` run failed, and write ``metrics.json`` (with
+def run_in_folder(
+    cfg: Config,
+    out_dir: str | Path,
+    resume: bool,
+    train: Callable[[Path, Any], dict],
+    setup: Callable[[], Any] = lambda: None,
+) -> dict:
+    """The life of a run folder: check ``--out`` / ``--resume`` (:func:`check_out`), run ``setup()`` (names, data:
+    whatever can fail on bad input) before anything is written, then write the marker, resolved config and status,
+    call ``train(out, setup_result)``, mark a :class:`TrainingFailed` run failed, and write ``metrics.json`` (with
     ``seconds``) and the final status. Classification and segmentation runs share it.
 
-    When ``train`` fails before its first checkpoint (bad data, a bad name found late), what this call wrote is
-    removed again: a folder it created is deleted, a folder that existed is left as it was. A run that failed later
-    keeps its folder, to be resumed."""
+    When ``train`` fails before its first checkpoint, what this call wrote is removed again: a folder it created is
+    deleted, a folder that existed is left as it was. A run that failed later keeps its folder, to be resumed."""
     out = Path(out_dir)
     check_out(out, resume)
-    created = not out.exists()
-    before = set() if created else {p.name for p in out.iterdir()}
+    state = setup()
+    before = entries(out)
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     try:
         atomic_write_text(out / RUN_MARKER, json.dumps({"kind": "run", "task": cfg.task}))
         write_run_info(out, cfg, seed=cfg.seed)
         write_status(out, "running")
-        metrics = train(out)
+        metrics = train(out, state)
     except TrainingFailed as e:
         write_status(out, "failed", str(e))
         raise
     except BaseException:
         if not resume and not (out / "checkpoint.pt").exists():
-            _undo(out, created, before)
+            remove_new_entries(out, before)
         raise
     metrics["seconds"] = time.perf_counter() - t0
     atomic_write_text(out / "metrics.json", json.dumps(to_jsonable(metrics), indent=2))
     write_status(out, "done")
     return metrics
-
-
-def _undo(out: Path, created: bool, before: set[str]) -> None:
-    """Remove what a failed start wrote: the whole folder if it was new, else only the new entries."""
-    import shutil
-
-    if created:
-        shutil.rmtree(out, ignore_errors=True)
-        return
-    for p in out.iterdir():
-        if p.name not in before:
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
 
 def _train(cfg: Config, out: Path, prep: Prepared, progress: bool) -> dict:

@@ -105,6 +105,7 @@ class StepSchedule:
     ``state_dict()`` holds the step, so a resumed run continues the same curve.
 
     Example:
+        >>> import torch
         >>> opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
         >>> s = StepSchedule(opt, lambda k: ([0.1 * (k + 1)], None))
         >>> s.step(); round(opt.param_groups[0]["lr"], 6)

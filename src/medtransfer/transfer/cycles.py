@@ -73,7 +73,7 @@ def romero_one_cycle(step: int, total: int, peak: float, pct: float, div: float,
     """The LR of Romero et al.'s ``TrainingPolicy`` at ``step`` (0-based) of ``total``.
 
     Example:
-        >>> romero_one_cycle(0, 10, 1e-3, 0.3, 25.0, 1e-4)
+        >>> round(romero_one_cycle(0, 10, 1e-3, 0.3, 25.0, 1e-4), 12)  # lr / 25
         4e-05
     """
     n1 = int(total * pct)

@@ -51,6 +51,7 @@ class FastAI(Strategy):
     name = "fastai"
     default_lr_policy = "fastai"
     reinit_head = True
+    stepped = True
     defaults: ClassVar[dict[str, Any]] = {
         "weight_decay": 0.01,
         "warmup_pct": 0.3,
@@ -60,15 +61,11 @@ class FastAI(Strategy):
 
     def __init__(self, transfer: TransferConfig, train: TrainConfig) -> None:
         super().__init__(transfer, train)
-        if transfer.freeze_epochs < 0:
-            raise ConfigError(f"transfer.freeze_epochs must be >= 0, got {transfer.freeze_epochs}")
-        if transfer.freeze_epochs >= train.epochs:
+        if transfer.freeze_epochs >= train.epochs:  # each value is checked at load; this pair only here
             raise ConfigError(
                 f"transfer.freeze_epochs={transfer.freeze_epochs} leaves no epoch to fine-tune: train.epochs "
                 f"({train.epochs}) counts both phases, so it must be larger"
             )
-        if transfer.lr_div < 1:
-            raise ConfigError(f"transfer.lr_div must be >= 1, got {transfer.lr_div}")
 
     @property
     def phase1_steps(self) -> int:

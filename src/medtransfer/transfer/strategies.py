@@ -88,7 +88,6 @@ SETTING_DEFAULTS: dict[str, Any] = {
     "select_by": "auc",
     "unfreeze_at": None,
 }
-SELECT_BY = ("auc", "loss")
 
 
 def set_trainable(groups: list[list[nn.Parameter]], n_trainable: int, keep: set[int] = frozenset()) -> None:
@@ -125,28 +124,13 @@ class Strategy:
     # Whether BatchNorm layers whose parameters are all frozen run in eval mode (statistics fixed). Romero et al.
     # freeze parameters only: their frozen BatchNorms stay in train mode and keep adapting their statistics.
     frozen_bn_eval: ClassVar[bool] = True
+    stepped: ClassVar[bool] = False  # unfreezes by optimizer step (trainable_at_step), not by epoch
     defaults: ClassVar[dict[str, Any]] = {}  # this strategy's own defaults for SETTING_DEFAULTS keys
 
     def __init__(self, transfer: TransferConfig, train: TrainConfig) -> None:
+        # Every value was range-checked when the config was loaded; strategy defaults are valid by construction.
         self.transfer = transfer
         self.train = train
-        if self.setting("lr_mult") <= 0:
-            raise ConfigError(f"transfer.lr_mult must be > 0, got {transfer.lr_mult}")
-        if transfer.unfreeze_every < 1:
-            raise ConfigError(f"transfer.unfreeze_every must be >= 1, got {transfer.unfreeze_every}")
-        if transfer.head_epochs < 0:
-            raise ConfigError(f"transfer.head_epochs must be >= 0, got {transfer.head_epochs}")
-        if any(e < 0 for e in transfer.unfreeze_schedule or []):
-            raise ConfigError(f"transfer.unfreeze_schedule has a negative epoch: {transfer.unfreeze_schedule}")
-        if self.setting("select_by") not in SELECT_BY:
-            raise ConfigError(f"train.select_by must be one of {list(SELECT_BY)}, got {train.select_by!r}")
-        if self.setting("weight_decay") < 0:
-            raise ConfigError(f"train.weight_decay must be >= 0, got {train.weight_decay}")
-        if not 0 < self.setting("warmup_pct") < 1:
-            raise ConfigError(f"train.warmup_pct must be in (0, 1), got {train.warmup_pct}")
-        for key in ("div_factor", "final_div_factor"):
-            if self.setting(key) < 1:
-                raise ConfigError(f"train.{key} must be >= 1, got {getattr(train, key)}")
         # Checkpointed state: groups trainable now (counted from the head; None = not applied yet),
         # the last epoch applied, and whether the head was already re-initialised.
         self.n_trainable: int | None = None
@@ -154,6 +138,7 @@ class Strategy:
         self.head_reset: bool = False
         self.total_steps: int | None = None  # set by plan()
         self.steps_per_epoch: int | None = None
+        self.n_groups: int | None = None  # the model's layer groups, known from on_train_start / load_state_dict
 
     def setting(self, key: str) -> Any:
         """A setting from ``transfer`` or ``train``, or this strategy's default where the config leaves it null.
@@ -233,9 +218,13 @@ class Strategy:
         stay in it, and the head is reset in place). When resuming, :meth:`load_state_dict` replaces it.
         """
         groups = layer_groups(model)
+        self.n_groups = len(groups)
         if self.n_trainable is None:
-            at_step = self.trainable_at_step(0, len(groups))
-            first = at_step if at_step is not None else self.trainable_groups(max(self.epoch, 0), len(groups))
+            first = (
+                self.trainable_at_step(0, len(groups))
+                if self.stepped
+                else self.trainable_groups(max(self.epoch, 0), len(groups))
+            )
             self.n_trainable = min(len(groups), first)
         set_trainable(groups, self.n_trainable, self._keep(model))
         if self.reinit_head and not self.head_reset:
@@ -249,8 +238,8 @@ class Strategy:
         cannot silently stay at its initial values.
         """
         groups = layer_groups(model)
-        stepped = self.trainable_at_step(0, len(groups)) is not None
-        due = (self.n_trainable or 0) if stepped else min(len(groups), self.trainable_groups(epoch, len(groups)))
+        self.n_groups = len(groups)
+        due = (self.n_trainable or 0) if self.stepped else min(len(groups), self.trainable_groups(epoch, len(groups)))
         n = max(due, self.n_trainable or 0)
         if n != self.n_trainable:
             log.info("epoch %d: %s trains the top %d of %d layer groups", epoch, self.name, n, len(groups))
@@ -262,18 +251,23 @@ class Strategy:
             if lost:
                 raise ValueError(f"trainable parameters missing from the optimizer: {lost[:5]}")
 
-    def trainable_at_step(self, step: int, n_groups: int) -> int | None:
-        """How many groups, counted from the head, train at optimizer step ``step`` (0-based, over the whole run);
-        ``None`` (the default) leaves the decision to :meth:`trainable_groups` at each epoch."""
-        return None
+    def trainable_at_step(self, step: int, n_groups: int) -> int:
+        """Step-scheduled strategies (``stepped``): how many groups, counted from the head, train at optimizer step
+        ``step`` (0-based, over the whole run)."""
+        raise NotImplementedError(f"{self.name} unfreezes by epoch (trainable_groups)")
 
     def on_step(self, step: int, model: nn.Module, optimizer: Optimizer | None = None) -> None:
         """Before optimizer step ``step`` (0-based, counted over the whole run): unfreeze what a step schedule
-        has due, calling :meth:`on_unfreeze` when it does. A no-op for epoch-scheduled strategies."""
-        groups = layer_groups(model)
-        due = self.trainable_at_step(step, len(groups))
-        if due is None or due <= (self.n_trainable or 0):
+        has due, calling :meth:`on_unfreeze` when it does. Called every step, so it touches the model's layer
+        groups only when something changes; a no-op for epoch-scheduled strategies."""
+        if not self.stepped:
             return
+        if self.n_groups is None:
+            self.n_groups = len(layer_groups(model))
+        due = self.trainable_at_step(step, self.n_groups)
+        if due <= (self.n_trainable or 0):
+            return
+        groups = layer_groups(model)
         log.info("step %d: %s trains the top %d of %d layer groups", step, self.name, due, len(groups))
         self.n_trainable = min(due, len(groups))
         set_trainable(groups, self.n_trainable, self._keep(model))
@@ -315,8 +309,11 @@ class Strategy:
         self.n_trainable = state["n_trainable"]
         self.epoch = int(state["epoch"])
         self.head_reset = bool(state["head_reset"])
-        if model is not None and self.n_trainable is not None:
-            set_trainable(layer_groups(model), self.n_trainable, self._keep(model))
+        if model is not None:
+            groups = layer_groups(model)
+            self.n_groups = len(groups)
+            if self.n_trainable is not None:
+                set_trainable(groups, self.n_trainable, self._keep(model))
 
 
 def reset_head(model: nn.Module) -> None:
