@@ -67,10 +67,10 @@ def report(
         pairs.append((arm, ref))
     with open_existing(study_dir) as ledger:
         counts = ledger.counts()
+    table = compare_arms(study_dir, pairs) if pairs else None  # a misspelt arm fails before the report is rewritten
     report_study(study_dir, notes=notes)
     _print_summary(study_dir, counts)
-    if pairs:
-        table = compare_arms(study_dir, pairs)
+    if table is not None:
         console.print(_format_pairs(table), soft_wrap=True)
         console.print(f"pairs: {Path(study_dir) / 'pairs.csv'}")
 
