@@ -100,6 +100,7 @@ class DataConfig:
     classes: list[str] | None = None  # class filter (e.g. MedNIST ['CXR'])
     image_column: str | None = None  # folder source: column with file names (auto-detected when None)
     patient_column: str | None = None  # folder source: column with patient ids
+    allow_outside: bool = False  # folder source: the CSV may name image files outside its folder
     split_file: str | None = None  # a split CSV written by `medtransfer data split`; None = make one
     split_fractions: list[float] = field(default_factory=lambda: [0.7, 0.1, 0.2])
     use_source_splits: bool = True  # use the file's own train/val/test when it has them (MedMNIST)
@@ -401,11 +402,28 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file not found: {p}")
     try:
         data = yaml.load(p.read_text(), Loader=_YamlLoader) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p} is not a text file; a config is YAML text (key: value lines)") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+        raise ConfigError(_yaml_error(p, e)) from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{p}: the top level must be a mapping of keys")
+        raise ConfigError(
+            f"{p}: the top level must be a mapping of keys (key: value lines), not a {type(data).__name__}"
+        )
     return data
+
+
+def _yaml_error(path: Path, e: yaml.YAMLError) -> str:
+    """PyYAML's multi-line message → one line with the line and column where the parser stopped."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    where = f", line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+    what = getattr(e, "problem", None) or str(e).splitlines()[0]
+    context, start = getattr(e, "context", None), getattr(e, "context_mark", None)
+    if context and start is not None and start is not mark:
+        what += f", {context} started at line {start.line + 1} column {start.column + 1}"
+    elif context:
+        what += f" {context}"
+    return f"{path}{where}: not valid YAML ({what}); check the brackets, quotes and indentation there"
 
 
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (), cls: type[C] = Config) -> C:

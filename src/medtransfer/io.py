@@ -36,9 +36,12 @@ def check_output_folder(out: Path, resume: bool, ours: bool, kind: str) -> None:
 
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; give the path of a new or empty folder")
+    blocking = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise ConfigError(f"cannot create --out {out}: {blocking} is a file, not a folder; choose another --out")
     if resume:
         if not ours:
-            what = "does not exist" if not out.exists() else f"is not a medtransfer {kind}"
+            what = "does not exist" if not out.exists() else f"is not a medtransfer {kind} (it holds {_listing(out)})"
             raise ConfigError(
                 f"--resume: {out} {what}; drop --resume to start a new {kind} there, or give a {kind} folder"
             )
@@ -47,11 +50,19 @@ def check_output_folder(out: Path, resume: bool, ours: bool, kind: str) -> None:
         if ours:
             raise ConfigError(f"{out} already holds a {kind}; pass --resume to continue it or choose another --out")
         raise ConfigError(
-            f"--out {out} is a folder with other files in it; give a new or empty folder (nothing was written)"
+            f"--out {out} is a folder with other files in it ({_listing(out)}); give a new or empty folder "
+            "(nothing was written)"
         )
     existing = next((p for p in [out.parent, *out.parent.parents] if p.exists()), None)
     if existing is not None and not os.access(existing, os.W_OK):
         raise ConfigError(f"cannot create --out {out}: {existing} is not writable; choose another folder")
+
+
+def _listing(folder: Path) -> str:
+    found = sorted(p.name for p in folder.iterdir())
+    if not found:
+        return "nothing"
+    return ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
 
 
 def entries(folder: Path) -> set[str] | None:

@@ -21,16 +21,19 @@ CLASSES = typer.Option(None, "--classes", help="Class filter, comma-separated (e
 IMAGE_COL = typer.Option(None, "--image-column", help="Folder+CSV: column with the image file names.")
 PATIENT_COL = typer.Option(None, "--patient-column", help="Folder+CSV: column with patient ids.")
 TASK = typer.Option(None, "--task", help="Force binary | multiclass | multilabel.")
+ALLOW_OUTSIDE = typer.Option(
+    False, "--allow-outside", help="Folder+CSV: the CSV may name image files outside its folder (data.allow_outside)."
+)
 
 
 def _csv(value: str | None) -> tuple[str, ...] | None:
     return tuple(v.strip() for v in value.split(",") if v.strip()) if value else None
 
 
-def _load(path, format, labels, classes, image_column, patient_column, task):
+def _load(path, format, labels, classes, image_column, patient_column, task, allow_outside=False):
     from medtransfer.data.sources.base import SourceOptions, load_dataset
 
-    options = SourceOptions(_csv(labels), _csv(classes), image_column, patient_column, task)
+    options = SourceOptions(_csv(labels), _csv(classes), image_column, patient_column, task, allow_outside)
     return load_dataset(path, format, options)
 
 
@@ -43,12 +46,14 @@ def inspect(
     image_column: str | None = IMAGE_COL,
     patient_column: str | None = PATIENT_COL,
     task: str | None = TASK,
+    allow_outside: bool = ALLOW_OUTSIDE,
     check_all: bool = typer.Option(False, "--check-all", help="Decode every image, not a sample."),
 ) -> None:
     """Counts, label names and prevalence, patients, image size and dtype, problems found."""
     from medtransfer.data.inspect import inspect_dataset
+    from medtransfer.errors import UserError
 
-    ds = _load(path, format, labels, classes, image_column, patient_column, task)
+    ds = _load(path, format, labels, classes, image_column, patient_column, task, allow_outside)
     rep = inspect_dataset(ds, sample=None if check_all else 32)
     console.print(
         f"[bold]{rep.name}[/bold]  task={rep.task}  images={rep.n_images}  patients={rep.n_patients}  "
@@ -75,12 +80,23 @@ def inspect(
         + "   dtype: "
         + ", ".join(rep.dtypes)
     )
+    if rep.unreadable:
+        console.print(f"[red]unreadable images ({len(rep.unreadable)}):[/red]")
+        for _, why in rep.unreadable:
+            console.print(f"  - {why}", soft_wrap=True)
     if rep.problems:
         console.print("[yellow]problems:[/yellow]")
         for p in rep.problems:
             console.print(f"  - {p}")
     else:
         console.print("problems: none found")
+    if rep.unreadable:  # a check that found broken files fails, so scripts can rely on the exit code
+        shown = "; ".join(where for where, _ in rep.unreadable[:10])
+        more = f" and {len(rep.unreadable) - 10} more" if len(rep.unreadable) > 10 else ""
+        raise UserError(
+            f"{len(rep.unreadable)} of {rep.n_read + len(rep.unreadable)} images read cannot be decoded: "
+            f"{shown}{more}; replace the files or delete their rows (each is listed above with its reason)"
+        )
 
 
 @data_app.command("split")
@@ -98,6 +114,7 @@ def split(
     image_column: str | None = IMAGE_COL,
     patient_column: str | None = PATIENT_COL,
     task: str | None = TASK,
+    allow_outside: bool = ALLOW_OUTSIDE,
 ) -> None:
     """Patient-grouped, label-stratified train/val/test split with nested learning-curve subsets."""
     from medtransfer.data.splits import make_split
@@ -108,7 +125,7 @@ def split(
         fr = [float(x) for x in fractions.split(",")]
     except ValueError:
         raise UserError(f"--fractions must be three numbers like 0.7,0.1,0.2, got '{fractions}'") from None
-    ds = _load(path, format, labels, classes, image_column, patient_column, task)
+    ds = _load(path, format, labels, classes, image_column, patient_column, task, allow_outside)
     result = make_split(ds, fr, seed=seed, use_source_splits=source_splits)
     result.save(out)
     table = Table("split", "images", "fraction", "patients", *[f"{n} +" for n in ds.label_names[:6]])

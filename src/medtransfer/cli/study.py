@@ -15,8 +15,10 @@ console = Console()
 
 @app.command("study")
 def study(
-    config: Path = typer.Argument(..., help="Study config (YAML): a train config plus a `study:` section."),
-    out: Path = typer.Option(..., "--out", "-o", help="Study folder (ledger, splits, trials, report)."),
+    config: Path = typer.Argument(
+        ..., help="Study config (YAML): a train config plus a `study:` section. With --repair: the study folder."
+    ),
+    out: Path = typer.Option(None, "--out", "-o", help="Study folder (ledger, splits, trials, report)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the study in --out: run only what is not done."),
     workers: int = typer.Option(None, "--workers", "-k", help="Trials at once in worker processes (study.workers)."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="With --resume: run failed trials again."),
@@ -25,11 +27,31 @@ def study(
         None, "--address", help="With --executor ray: the cluster, e.g. auto or ray://head:10001 (study.ray_address)."
     ),
     set_: list[str] = typer.Option(None, "--set", help="Override a config key: --set study.seeds=[0,1]."),
+    repair: bool = typer.Option(
+        False, "--repair", help="Rebuild a damaged ledger (study.sqlite) of the study folder from its trial folders."
+    ),
 ) -> None:
     """Run every source × strategy × N × seed (and the baselines) on paired subsets, then write the report."""
     from medtransfer.config import load_config
+    from medtransfer.errors import UserError
     from medtransfer.studies.config import StudyConfig
     from medtransfer.studies.runner import run_study
+
+    if repair:
+        from medtransfer.studies.repair import repair_study
+
+        if out is not None or resume or set_:
+            raise UserError("--repair takes only the study folder: medtransfer study DIR --repair")
+        r = repair_study(config)
+        kept = f"; the damaged ledger is kept as {r['kept']}" if r["kept"] else ""
+        console.print(
+            f"rebuilt {config / 'study.sqlite'} from {r['trials']} trials: {r['done']} done, {r['failed']} failed, "
+            f"{r['pending']} to run{kept}"
+        )
+        console.print(f"continue with: medtransfer study {config / 'config.yaml'} --out {config} --resume")
+        return
+    if out is None:
+        raise UserError("--out is required: the study folder to write (or to --resume)")
 
     # The options are config overrides (quoted: an address must stay a string), applied after --set so they win.
     flags = [f"study.executor={json.dumps(executor)}"] if executor else []

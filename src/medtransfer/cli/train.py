@@ -69,6 +69,9 @@ def evaluate(
     tta: int | None = typer.Option(
         None, "--tta", help="Test-time augmented views averaged with the plain image (default: the run's eval.tta)."
     ),
+    allow_outside: bool = typer.Option(
+        False, "--allow-outside", help="Folder+CSV: the CSV may name image files outside its folder."
+    ),
 ) -> None:
     """AUC per label and macro with bootstrap 95% CI on any dataset with the run's labels (segmentation runs:
     Dice per class and mean with bootstrap CI, and HD95, on any MSD or NIfTI folder with the run's classes)."""
@@ -85,7 +88,17 @@ def evaluate(
         return
 
     lab = [x.strip() for x in labels.split(",")] if labels else None
-    m = evaluate_run(run, data, out, format=format, split=split, labels=lab, split_file=split_file, tta=tta)
+    m = evaluate_run(
+        run,
+        data,
+        out,
+        format=format,
+        split=split,
+        labels=lab,
+        split_file=split_file,
+        tta=tta,
+        allow_outside=allow_outside,
+    )
     console.print(f"AUC {_fmt_ci(m)} → {out}")
 
 
@@ -98,11 +111,14 @@ def predict(
     tta: int | None = typer.Option(
         None, "--tta", help="Test-time augmented views averaged with the plain image (default: the run's eval.tta)."
     ),
+    allow_outside: bool = typer.Option(
+        False, "--allow-outside", help="Folder+CSV: the CSV may name image files outside its folder."
+    ),
 ) -> None:
     """Per-image probabilities as CSV (image_id, patient_id, prob_<label> ...)."""
     from medtransfer.training.inference import predict_run
 
-    table = predict_run(run, data, out, format=format, tta=tta)
+    table = predict_run(run, data, out, format=format, tta=tta, allow_outside=allow_outside)
     console.print(f"{len(table)} predictions → {out}")
 
 

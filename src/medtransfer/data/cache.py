@@ -151,7 +151,10 @@ def _fill(
         for i in range(len(ds)):
             img = to_uint8(ds.load(i))
             if img.shape[0] != shape[1]:
-                raise DataError(f"{images.describe(i)} has {img.shape[0]} channel(s); the first image has {shape[1]}")
+                raise DataError(
+                    f"{images.describe(i)} has {img.shape[0]} channel(s) but the first image has {shape[1]}; "
+                    "save all images in one colour mode (all greyscale or all RGB)"
+                )
             if size is None and img.shape[1:] != tuple(shape[2:]):
                 raise DataError(
                     f"{images.describe(i)} is {img.shape[1]}x{img.shape[2]} but the first image is "

@@ -50,6 +50,12 @@ class ImageSource(ABC):
         """How to name image ``i`` in an error message."""
         return f"image #{i}"
 
+    @property
+    def content(self) -> str | None:
+        """A digest of the images that does not depend on where they are stored (what a split file records, so it
+        is not applied to other images that happen to have the same ids); ``None`` when the source has none."""
+        return None
+
     def subset(self, indices: np.ndarray) -> ImageSource:
         return SubsetSource(self, np.asarray(indices, dtype=np.int64))
 
@@ -63,7 +69,8 @@ class ArraySource(ImageSource):
         self.array = array
         self.name = name
         self.channels = 1 if array.ndim == 3 else int(array.shape[-1])
-        self._identity = f"array:{name}:{array.shape}:{array.dtype}:{_array_digest(array)}"
+        self._content = f"array:{array.shape}:{array.dtype}:{_array_digest(array)}"
+        self._identity = f"array:{name}:{self._content[len('array:') :]}"
 
     def __len__(self) -> int:
         return len(self.array)
@@ -78,6 +85,10 @@ class ArraySource(ImageSource):
 
     def describe(self, i: int) -> str:
         return f"{self.name}[{i}]"
+
+    @property
+    def content(self) -> str:
+        return self._content
 
 
 class FileSource(ImageSource):
@@ -105,6 +116,19 @@ class FileSource(ImageSource):
     def describe(self, i: int) -> str:
         return str(self.paths[i])
 
+    @property
+    def content(self) -> str:
+        # file names and sizes: cheap (no decode) and the same wherever the folder is moved
+        entries = []
+        for p in self.paths:
+            try:
+                size = p.stat().st_size
+            except OSError:
+                size = -1
+            entries.append(f"{p.name}\0{size}")
+        digest = hashlib.sha1("\0".join(sorted(entries)).encode()).hexdigest()[:16]  # sorted: row order is not content
+        return f"files:{len(self.paths)}:{digest}"
+
 
 class GeneratedSource(ImageSource):
     """Images computed from their index by a deterministic ``make(i) -> (C, H, W)`` (synthetic data)."""
@@ -127,6 +151,10 @@ class GeneratedSource(ImageSource):
     def identity(self) -> str:
         return self._identity
 
+    @property
+    def content(self) -> str:
+        return self._identity
+
 
 class SubsetSource(ImageSource):
     def __init__(self, parent: ImageSource, indices: np.ndarray) -> None:
@@ -146,6 +174,16 @@ class SubsetSource(ImageSource):
 
     def describe(self, i: int) -> str:
         return self.parent.describe(int(self.indices[i]))
+
+    @property
+    def content(self) -> str | None:
+        parent = self.parent.content
+        if parent is None:
+            return None
+        if len(self.indices) == len(self.parent) and len(np.unique(self.indices)) == len(self.indices):
+            return parent  # a reordering of all the parent's images: the same images
+        chosen = np.sort(self.indices)  # which images, not their order
+        return f"subset:{parent}:{hashlib.sha1(chosen.tobytes()).hexdigest()[:16]}"
 
     def subset(self, indices: np.ndarray) -> ImageSource:
         return SubsetSource(self.parent, self.indices[np.asarray(indices, dtype=np.int64)])

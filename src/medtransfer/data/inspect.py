@@ -24,6 +24,7 @@ class Inspection:
     n_read: int = 0
     source_splits: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (which image, why) for every one that failed
 
 
 def inspect_dataset(ds: ImageDataset, sample: int | None = 32) -> Inspection:
@@ -65,20 +66,19 @@ def inspect_dataset(ds: ImageDataset, sample: int | None = 32) -> Inspection:
     )
     sizes: Counter = Counter()
     dtypes: Counter = Counter()
-    unreadable = []
     for i in idx:
         try:
             img = ds.load(int(i))
         except DataError as e:
             if not missing or "not found" not in str(e):
-                unreadable.append(str(e))
+                rep.unreadable.append((ds.images.describe(int(i)), str(e)))
             continue
         sizes[f"{img.shape[1]}x{img.shape[2]}"] += 1
         dtypes[str(img.dtype)] += 1
         rep.n_read += 1
     rep.sizes, rep.dtypes = dict(sizes), dict(dtypes)
-    if unreadable:
-        rep.problems.append(f"{len(unreadable)} unreadable image(s) among {len(idx)} read; first: {unreadable[0]}")
+    if rep.unreadable:
+        rep.problems.append(f"{len(rep.unreadable)} unreadable image(s) among {len(idx)} read (listed above)")
     if len(sizes) > 1:
         rep.problems.append(f"images have {len(sizes)} different sizes; they are resized to data.image_size")
     return rep

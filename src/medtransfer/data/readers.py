@@ -138,8 +138,23 @@ def _has_dicom_preamble(path: Path) -> bool:
 
 
 def _unreadable(path: Path, error: BaseException) -> DataError:
-    reason = " ".join(str(error).split()) or type(error).__name__  # keep the message on one line
-    return DataError(f"cannot read image {path}: {reason}; the file may be truncated or not an image")
+    """A decoder's exception → one line in our words (library advice such as pydicom's ``force=True`` names
+    options the user does not have, so it is not passed on)."""
+    return DataError(f"cannot read image {path}: {_reason(path, error)}")
+
+
+def _reason(path: Path, error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    name = type(error).__name__
+    if name == "UnidentifiedImageError":
+        return "not a valid image of its type (damaged, truncated or wrongly named)"
+    if name == "InvalidDicomError":
+        return "not a DICOM file (no DICOM header or 'DICM' preamble)"
+    if "truncated" in text.lower():
+        return "the file is truncated"
+    text = text.replace(f"'{path}'", "the file").replace(str(path), "the file")
+    text = text.split(" Use force=True")[0].split("; use force=True")[0]
+    return f"{text or name}; the file may be damaged or not an image"
 
 
 def _not_2d(path: Path, shape: tuple[int, ...]) -> DataError:
@@ -201,10 +216,7 @@ def _require_complete(path: Path, fmt: str | None) -> None:
         f.seek(max(0, size - 4096))  # tolerate a little trailing padding after the end marker
         tail = f.read()
     if marker not in tail:
-        raise DataError(
-            f"cannot read image {path}: image file is truncated (no {fmt} end marker); "
-            "the file may be truncated or not an image"
-        )
+        raise DataError(f"cannot read image {path}: the file is truncated (no {fmt} end marker)")
 
 
 def _read_dicom(path: Path) -> np.ndarray:

@@ -9,11 +9,15 @@
   N ≥ 2K holds both classes of every label wherever the data have them.
 * :func:`audit_leakage` raises if a patient appears in two splits; it runs on every split made or loaded.
 * A split is a CSV (``image_id, patient_id, split, subset_rank, in_n50, in_n100, ...``) that can be loaded
-  back so every arm of a study sees exactly the same images.
+  back so every arm of a study sees exactly the same images. Beside it, ``<name>.dataset.json`` records the
+  fingerprint of the dataset it was made for (:func:`dataset_fingerprint`); :func:`load_split` refuses other data,
+  even when its image ids happen to match (MedMNIST ids are positions, so every MedMNIST file has the same ones).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,7 +28,7 @@ import pandas as pd
 
 from medtransfer.data.dataset import ImageDataset
 from medtransfer.errors import DataError
-from medtransfer.io import atomic_write
+from medtransfer.io import atomic_write, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +36,50 @@ SPLIT_NAMES = ("train", "val", "test")
 DEFAULT_NS = (50, 100, 200, 500, 1000, 2000)
 
 
+class SplitMismatch(DataError):
+    """A split file made for other data than the data it is applied to."""
+
+
+def dataset_fingerprint(ds) -> dict:
+    """What a split file records about its dataset: name, number of images, a digest of the image ids and one of the
+    images themselves (:attr:`ImageSource.content`: array content, or file names and sizes), not of where they are."""
+    ids = sorted(ds.meta["image_id"].astype(str))
+    images = getattr(ds, "images", None)
+    content = images.content if images is not None else None
+    return {
+        "dataset": getattr(ds, "name", None),
+        "images": len(ids),
+        "ids": hashlib.sha1("\0".join(ids).encode()).hexdigest()[:16],
+        "content": hashlib.sha1(content.encode()).hexdigest()[:16] if content else None,
+    }
+
+
+def fingerprint_path(split_csv: str | Path) -> Path:
+    """``split.csv`` → ``split.dataset.json``: the dataset fingerprint beside a split file."""
+    p = Path(split_csv)
+    return p.with_name(p.name.removesuffix(".csv") + ".dataset.json")
+
+
+def check_fingerprint(recorded: dict, ds, where: str | Path) -> None:
+    """Raise :class:`SplitMismatch` unless ``ds`` is the dataset ``recorded`` describes."""
+    now = dataset_fingerprint(ds)
+    same = recorded.get("images") == now["images"] and recorded.get("ids") == now["ids"]
+    if same and recorded.get("content") and now["content"]:
+        same = recorded["content"] == now["content"]
+    if not same:
+        raise SplitMismatch(
+            f"{where} was made for other data ('{recorded.get('dataset')}', {recorded.get('images')} images), not for "
+            f"these {now['images']} images of '{now['dataset']}' (their ids or content differ); use it with the data "
+            "it was made for, or make a split for this data (`medtransfer data split`)"
+        )
+
+
 @dataclass(frozen=True)
 class Split:
     """Which split each image of a dataset belongs to, in the dataset's row order."""
 
     table: pd.DataFrame  # image_id, patient_id, split, subset_rank (−1 outside train), in_n* columns
+    dataset: dict | None = None  # the fingerprint of the dataset it was made for (dataset_fingerprint)
 
     def indices(self, name: str) -> np.ndarray:
         if name not in SPLIT_NAMES:
@@ -66,6 +109,9 @@ class Split:
         return {s: int((self.table["split"] == s).sum()) for s in SPLIT_NAMES}
 
     def save(self, path: str | Path) -> Path:
+        """Write the CSV and, when known, the dataset fingerprint beside it (``<name>.dataset.json``)."""
+        if self.dataset is not None:
+            atomic_write_text(fingerprint_path(path), json.dumps(self.dataset, indent=2))
         return atomic_write(path, lambda tmp: self.table.to_csv(tmp, index=False))
 
 
@@ -217,7 +263,7 @@ def make_split(
     for n in ns:
         if n < len(train):
             table[f"in_n{n}"] = (ranks >= 0) & (ranks < n)
-    return Split(table)
+    return Split(table, dataset_fingerprint(ds))
 
 
 def reseed_subsets(split: Split, ds: ImageDataset, seed: int, ns: Sequence[int] = DEFAULT_NS) -> Split:
@@ -234,18 +280,19 @@ def reseed_subsets(split: Split, ds: ImageDataset, seed: int, ns: Sequence[int] 
     for n in ns:
         if n < len(train):
             table[f"in_n{n}"] = (ranks >= 0) & (ranks < n)
-    return Split(table)
+    return Split(table, split.dataset or dataset_fingerprint(ds))
 
 
-def load_split(path: str | Path, ds: ImageDataset) -> Split:
-    """Read a split CSV and align it to ``ds``'s rows; every image of ``ds`` must be in it."""
+def load_split(path: str | Path, ds) -> Split:
+    """Read a split CSV and align it to ``ds``'s rows. It must have been made for ``ds``: the fingerprint beside it
+    (when there is one) must match, and it must list exactly ``ds``'s images; else :class:`SplitMismatch`."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"split file not found: {path}")
     try:
         table = pd.read_csv(path, dtype={"image_id": str, "patient_id": str})
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
-        raise DataError(f"cannot read split file {path}: {e}") from None
+        raise DataError(f"cannot read split file {path} ({' '.join(str(e).split())}); is it a split CSV?") from None
     need = {"image_id", "patient_id", "split", "subset_rank"}
     if not need <= set(table.columns):
         raise DataError(f"{path} is not a split file: needs columns {sorted(need)}, has {list(table.columns)}")
@@ -255,13 +302,32 @@ def load_split(path: str | Path, ds: ImageDataset) -> Split:
     if table["image_id"].duplicated().any():
         raise DataError(f"{path}: image ids repeat, e.g. {table['image_id'][table['image_id'].duplicated()].iloc[0]}")
     audit_leakage(table)
+    recorded = _read_fingerprint(path)
+    if recorded is not None:
+        check_fingerprint(recorded, ds, path)
     ids = ds.meta["image_id"].astype(str)
     indexed = table.set_index("image_id")
     missing = ~ids.isin(indexed.index)
-    if missing.any():
-        raise DataError(
-            f"{path} does not cover the data: {int(missing.sum())} image(s) missing, e.g. {ids[missing].iloc[0]}; "
-            "was it made for another dataset?"
+    extra = len(table) - int((~missing).sum())
+    if missing.any() or extra:
+        example = ids[missing].iloc[0] if missing.any() else "-"
+        raise SplitMismatch(
+            f"{path} was made for other data: it lists {len(table)} images, the data has {len(ids)} "
+            f"({int(missing.sum())} of them not in the file, e.g. {example}); use it with the data it was made for, "
+            "or make a split for this data (`medtransfer data split`)"
         )
     aligned = indexed.loc[ids].reset_index()
-    return Split(aligned)
+    return Split(aligned, recorded or dataset_fingerprint(ds))
+
+
+def _read_fingerprint(path: Path) -> dict | None:
+    fp = fingerprint_path(path)
+    if not fp.is_file():
+        return None  # a split CSV written by hand or before fingerprints: the id check above still applies
+    try:
+        recorded = json.loads(fp.read_text())
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read {fp} ({e}); delete it to use {path.name} without its dataset check") from None
+    if not isinstance(recorded, dict):
+        raise DataError(f"{fp} is not a split's dataset fingerprint; delete it to use {path.name} without the check")
+    return recorded

@@ -22,10 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from medtransfer.config import PretrainConfig, dump_yaml, write_run_info
-from medtransfer.errors import ConfigError, TrainingFailed
+from medtransfer.config import PretrainConfig, dump_yaml
+from medtransfer.errors import ConfigError
 from medtransfer.evaluation.metrics import to_jsonable
-from medtransfer.io import atomic_write_text
 from medtransfer.models.weights import CARD_FILE, SOURCE_WEIGHTS_FILE, create_model
 
 METHODS = ("supervised", "simclr")
@@ -42,6 +41,7 @@ def pretrain_run(cfg: PretrainConfig, out_dir: str | Path, resume: bool = False,
     if method not in METHODS:
         raise ConfigError(f"pretrain.method '{method}' is unknown; use one of {list(METHODS)}")
     out = Path(out_dir).expanduser()
+    _check_probe_data(cfg)
     if method == "supervised":
         return _supervised(cfg, out, resume, progress)
     return _simclr(cfg, out, resume, progress)
@@ -81,45 +81,57 @@ def _supervised(cfg: PretrainConfig, out: Path, resume: bool, progress: bool) ->
 
 def _simclr(cfg: PretrainConfig, out: Path, resume: bool, progress: bool) -> dict:
     from medtransfer.data.cache import cached_images
-    from medtransfer.training.run import load_data, pick_device, write_status
+    from medtransfer.training.run import load_data, pick_device, preflight, run_in_folder
 
-    if (out / "checkpoint.pt").exists() and not resume:
-        raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    t0 = time.perf_counter()
-    write_run_info(out, cfg, seed=cfg.seed)
-    write_status(out, "running")
-    ds = load_data(cfg)
-    images = cached_images(ds, cfg.data.image_size, cfg.data.cache_dir, progress=progress, resize=cfg.data.resize)
-    idx = np.arange(len(ds))
-    if cfg.train.n_train is not None:
-        idx = np.random.default_rng(cfg.seed).permutation(len(ds))[: cfg.train.n_train]
-    torch.manual_seed(cfg.seed)
-    device = pick_device(cfg.train.device)
-    model, _ = create_model(dataclasses.replace(cfg.model, in_chans=ds.channels), num_outputs=1)
-    model.to(device)
-    try:
+    def setup():  # names and data, checked before the folder is touched (run_in_folder's rule)
+        preflight(cfg)
+        ds = load_data(cfg)
+        images = cached_images(ds, cfg.data.image_size, cfg.data.cache_dir, progress=progress, resize=cfg.data.resize)
+        return ds, images
+
+    card: dict = {}
+
+    def train(out: Path, state) -> dict:
         from medtransfer.pretrain.ssl import simclr_fit
 
+        t0 = time.perf_counter()
+        ds, images = state
+        idx = np.arange(len(ds))
+        if cfg.train.n_train is not None:
+            idx = np.random.default_rng(cfg.seed).permutation(len(ds))[: cfg.train.n_train]
+        torch.manual_seed(cfg.seed)
+        device = pick_device(cfg.train.device)
+        model, _ = create_model(dataclasses.replace(cfg.model, in_chans=ds.channels), num_outputs=1)
+        model.to(device)
         fit = simclr_fit(model, images, idx, cfg, out, device, progress)
-    except TrainingFailed as e:
-        write_status(out, "failed", str(e))
-        raise
-    import pandas as pd
+        import pandas as pd
 
-    pd.DataFrame(fit["history"]).to_csv(out / "history.csv", index=False)
-    metrics: dict[str, Any] = {
-        "final_loss": fit["history"][-1]["train_loss"] if fit["history"] else None,
-        "epochs_run": fit["epochs_run"],
-    }
-    if cfg.pretrain.probe_data:
-        metrics["probe"] = probe_metrics(model, cfg, device, progress)
-    backbone = {f"backbone.{k}": v for k, v in model.backbone.state_dict().items()}
-    save_state(out / SOURCE_WEIGHTS_FILE, backbone)
-    info = {"n_train": int(len(idx)), "label_names": None, "task": None, "seconds": time.perf_counter() - t0}
-    card = write_card(cfg, out, len(ds), ds.channels, model.normalization, metrics, info)
-    atomic_write_text(out / "metrics.json", json.dumps(to_jsonable(metrics), indent=2))
-    write_status(out, "done")
+        pd.DataFrame(fit["history"]).to_csv(out / "history.csv", index=False)
+        metrics: dict[str, Any] = {
+            "final_loss": fit["history"][-1]["train_loss"] if fit["history"] else None,
+            "epochs_run": fit["epochs_run"],
+        }
+        if cfg.pretrain.probe_data:
+            metrics["probe"] = probe_metrics(model, cfg, device, progress)
+        backbone = {f"backbone.{k}": v for k, v in model.backbone.state_dict().items()}
+        save_state(out / SOURCE_WEIGHTS_FILE, backbone)
+        info = {"n_train": int(len(idx)), "label_names": None, "task": None, "seconds": time.perf_counter() - t0}
+        card.update(write_card(cfg, out, len(ds), ds.channels, model.normalization, metrics, info))
+        return metrics
+
+    run_in_folder(cfg, out, resume, train, setup)
     return card
+
+
+def _check_probe_data(cfg: PretrainConfig) -> None:
+    """``pretrain.probe_data`` is read after training: open it now, so a wrong path fails before hours of work."""
+    from medtransfer.data.sources.base import load_dataset
+
+    if not cfg.pretrain.probe_data:
+        return
+    probe = load_dataset(cfg.pretrain.probe_data)
+    if probe.task not in ("binary", "multiclass", "multilabel"):
+        raise ConfigError(f"pretrain.probe_data {cfg.pretrain.probe_data} has no labels; a linear probe needs them")
 
 
 def probe_metrics(model, cfg: PretrainConfig, device, progress: bool) -> dict:

@@ -78,21 +78,19 @@ class Ledger:
         existed = self.path.is_file()
         if not create and (not existed or self.path.stat().st_size == 0):
             what = "is missing" if not existed else "is empty (0 bytes)"
-            raise UserError(f"{self.path} {what}: the study's ledger is damaged; {_DAMAGED_HINT}")
+            raise UserError(f"{self.path} {what}: the study's ledger is damaged; {damaged_hint(self.path.parent)}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            if existed:
+                _quick_check(self.path)
             self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)  # autocommit; explicit BEGIN
             self._db.row_factory = sqlite3.Row
-            if existed:
-                check = self._db.execute("PRAGMA quick_check").fetchone()[0]
-                if check != "ok":
-                    raise sqlite3.DatabaseError(check)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")  # a committed state survives power loss, not only kill -9
             self._db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as e:
             raise UserError(
-                f"{self.path} cannot be read ({e}): the study's ledger is damaged; {_DAMAGED_HINT}"
+                f"{self.path} cannot be read ({e}): the study's ledger is damaged; {damaged_hint(self.path.parent)}"
             ) from None
 
     def close(self) -> None:
@@ -224,6 +222,18 @@ class Ledger:
         return _Transaction(self._db)
 
 
+def _quick_check(path: Path) -> None:
+    """``PRAGMA quick_check`` on a read-only, immutable view of the file: a damaged ledger is detected without
+    creating its ``-wal``/``-shm`` companions or changing a byte of it."""
+    db = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+    try:
+        check = db.execute("PRAGMA quick_check").fetchone()[0]
+    finally:
+        db.close()
+    if check != "ok":
+        raise sqlite3.DatabaseError(check)
+
+
 class _Transaction:
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
@@ -239,12 +249,15 @@ def open_existing(study_dir: str | Path) -> Ledger:
     """The ledger of an existing study folder, or a one-line error."""
     path = Path(study_dir) / LEDGER_FILE
     if not path.is_file() and not (Path(study_dir) / STUDY_MARKER).is_file():
-        raise UserError(f"{study_dir} is not a study folder: {LEDGER_FILE} not found")
+        raise UserError(f"{study_dir} is not a study folder: no {LEDGER_FILE} and no {STUDY_MARKER} marker in it")
     return Ledger(path, create=False)
 
 
 STUDY_MARKER = ".medtransfer-study"  # written into every study folder: what --out and --resume recognise
-_DAMAGED_HINT = (
-    "restore it from a backup, or move it aside and run the study into a new --out "
-    "(the trial folders keep their models and predictions)"
-)
+
+
+def damaged_hint(study_dir: Path) -> str:
+    return (
+        f"rebuild it from the trial folders with `medtransfer study {study_dir} --repair` "
+        "(the damaged file is kept beside it), then --resume or report as before"
+    )

@@ -288,7 +288,11 @@ def _external(ctx: StudyContext):
     key = (ctx.study_dir, "external")
     if key not in _PREPARED:
         labels = tuple(ctx.cfg.data.labels) if ctx.cfg.data.labels else None
-        ds = load_dataset(test.path, test.format, SourceOptions(labels=labels, task=ctx.cfg.task))
+        ds = load_dataset(
+            test.path,
+            test.format,
+            SourceOptions(labels=labels, task=ctx.cfg.task, allow_outside=ctx.cfg.data.allow_outside),
+        )
         images = cached_images(
             ds, ctx.cfg.data.image_size, ctx.cfg.data.cache_dir, progress=False, resize=ctx.cfg.data.resize
         )

@@ -8,6 +8,7 @@ channels, image size and normalisation in its metadata; ``metrics.json`` the thr
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from medtransfer.config import Config, load_config
 from medtransfer.data.cache import cached_images
 from medtransfer.data.dataset import ImageDataset
 from medtransfer.data.sources.base import SourceOptions, load_dataset
-from medtransfer.data.splits import SPLIT_NAMES, load_split
+from medtransfer.data.splits import SPLIT_NAMES, SplitMismatch, load_split
 from medtransfer.data.transforms import RadiographAugment
 from medtransfer.errors import DataError, UserError
 from medtransfer.evaluation.metrics import summarize, to_jsonable
@@ -31,6 +32,8 @@ from medtransfer.training.checkpoint import load_weights_file
 from medtransfer.training.loop import predict
 from medtransfer.training.run import pick_device, write_predictions
 from medtransfer.training.tasks import Task
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -70,7 +73,12 @@ def load_run(run_dir: str | Path) -> TrainedModel:
 
 
 def _load_target(
-    tm: TrainedModel, data: str, format: str | None, labels: list[str] | None, with_labels: bool = True
+    tm: TrainedModel,
+    data: str,
+    format: str | None,
+    labels: list[str] | None,
+    with_labels: bool = True,
+    allow_outside: bool = False,
 ) -> ImageDataset:
     d = tm.cfg.data
     same = str(Path(data).expanduser().resolve()) == str(Path(d.path).expanduser().resolve()) if d.path else False
@@ -80,6 +88,7 @@ def _load_target(
         classes=tuple(d.classes) if (d.classes and same) else None,
         image_column=d.image_column if same else None,
         patient_column=d.patient_column if same else None,
+        allow_outside=allow_outside or d.allow_outside,
     )
     ds = load_dataset(data, format, opts)
     if ds.channels != tm.in_chans:
@@ -90,6 +99,9 @@ def _load_target(
 def _select(
     tm: TrainedModel, ds: ImageDataset, data: str, split: str | None, split_file: str | Path | None = None
 ) -> np.ndarray:
+    """The images of ``split`` in ``data``: from ``split_file`` when given; else from the run's own split when it was
+    made for these images (the data it was trained on); else from the split that comes with the file (MedMNIST
+    ``test``); else an error. A split file is never applied to other images, even when their ids match."""
     if split is None:
         return np.arange(len(ds))
     if split not in SPLIT_NAMES:
@@ -98,15 +110,24 @@ def _select(
         if not Path(split_file).is_file():
             raise UserError(f"split file {split_file} does not exist")
         return load_split(Path(split_file), ds).indices(split)
+    mismatch: SplitMismatch | None = None
     for cand in (tm.run_dir / "split.csv", Path(tm.cfg.data.split_file or "")):
         if cand.is_file():
             try:
                 return load_split(cand, ds).indices(split)
-            except DataError:
-                pass
-    if "source_split" in ds.meta.columns:
-        return np.flatnonzero(ds.meta["source_split"].to_numpy() == split)
-    raise UserError(f"{data} has no '{split}' split: neither the run's split.csv nor the file defines one")
+            except SplitMismatch as e:
+                mismatch = mismatch or e
+    if "source_split" in ds.meta.columns and (ds.meta["source_split"] == split).any():
+        idx = np.flatnonzero(ds.meta["source_split"].to_numpy() == split)
+        log.info(
+            "%s is not the run's training data: scoring the file's own '%s' split (%d images)", data, split, len(idx)
+        )
+        return idx
+    reason = f": {mismatch}" if mismatch else ""
+    raise UserError(
+        f"{data} has no '{split}' split of its own and the run's split does not apply to it{reason}. "
+        "Drop --split to score all its images, or pass --split-file"
+    )
 
 
 def _scores(tm: TrainedModel, ds: ImageDataset, idx: np.ndarray, tta: int, device_name: str = "auto") -> np.ndarray:
@@ -144,14 +165,23 @@ def evaluate_run(
     predictions_out: str | Path | None = None,
     split_file: str | Path | None = None,
     tta: int | None = None,
+    allow_outside: bool = False,
 ) -> dict:
     """Metrics of a trained run on ``data`` (AUC with bootstrap CI; thresholds from the run's validation);
     with ``predictions_out`` also the per-image scores (``image_id, patient_id, label:<name>, score:<name>``).
     ``tta``: test-time augmented views (default: the run's ``eval.tta``)."""
     tm = load_run(run_dir)
     tta = _tta(tm, tta)
-    ds = _load_target(tm, data, format, labels)
-    if list(ds.label_names) != tm.label_names:
+    ds = _load_target(tm, data, format, labels, allow_outside=allow_outside)
+    one_binary_label = len(tm.label_names) == len(ds.label_names) == 1 and tm.task.kind == ds.task == "binary"
+    if list(ds.label_names) != tm.label_names and one_binary_label:
+        log.warning(
+            "%s calls its one label '%s'; the model predicts '%s': scoring it as that label",
+            data,
+            ds.label_names[0],
+            tm.label_names[0],
+        )
+    elif list(ds.label_names) != tm.label_names:
         raise DataError(
             f"{data} has labels {list(ds.label_names)} but the model predicts {tm.label_names}; "
             "pass --labels to select matching columns"
@@ -174,13 +204,18 @@ def evaluate_run(
 
 
 def predict_run(
-    run_dir: str | Path, data: str, out: str | Path, format: str | None = None, tta: int | None = None
+    run_dir: str | Path,
+    data: str,
+    out: str | Path,
+    format: str | None = None,
+    tta: int | None = None,
+    allow_outside: bool = False,
 ) -> pd.DataFrame:
     """Per-image probabilities of a trained run on ``data`` (labels in the data are not needed); ``tta``:
     test-time augmented views (default: the run's ``eval.tta``)."""
     tm = load_run(run_dir)
     tta = _tta(tm, tta)
-    ds = _load_target(tm, data, format, None, with_labels=False)
+    ds = _load_target(tm, data, format, None, with_labels=False, allow_outside=allow_outside)
     scores = _scores(tm, ds, np.arange(len(ds)), tta)
     table = ds.meta[["image_id", "patient_id"]].copy()
     for k, name in enumerate(tm.label_names):

@@ -60,6 +60,7 @@ def load_data(cfg: Config) -> ImageDataset:
         image_column=d.image_column,
         patient_column=d.patient_column,
         task=cfg.task,
+        allow_outside=d.allow_outside,
     )
     return load_dataset(d.path, d.format, opts)
 

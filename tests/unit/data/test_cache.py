@@ -144,7 +144,10 @@ def test_native_size_with_mixed_sizes_names_the_file(tmp_path, rng):
 def test_channel_mismatch_names_the_file(tmp_path, rng):
     imgs = [rng.integers(0, 256, (1, 8, 8), dtype=np.uint8), rng.integers(0, 256, (3, 8, 8), dtype=np.uint8)]
     paths = write_images(tmp_path / "img", imgs)
-    with pytest.raises(DataError, match=rf"{paths[1].name} has 3 channel\(s\); the first image has 1"):
+    with pytest.raises(
+        DataError,
+        match=rf"{paths[1].name} has 3 channel\(s\) but the first image has 1; save all images in one colour mode",
+    ):
         cached_images(file_dataset(paths, CountingReader()), 8, cache_dir=tmp_path / "cache", progress=False)
 
 

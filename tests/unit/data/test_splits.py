@@ -7,7 +7,16 @@ import pandas as pd
 import pytest
 
 from medtransfer.data.dataset import GeneratedSource, ImageDataset, default_meta, one_hot
-from medtransfer.data.splits import DEFAULT_NS, SPLIT_NAMES, Split, audit_leakage, load_split, make_split
+from medtransfer.data.splits import (
+    DEFAULT_NS,
+    SPLIT_NAMES,
+    Split,
+    SplitMismatch,
+    audit_leakage,
+    fingerprint_path,
+    load_split,
+    make_split,
+)
 from medtransfer.errors import DataError
 
 N_IMAGES, N_PATIENTS = 2000, 600
@@ -266,7 +275,7 @@ def test_source_splits_with_all_three_kept_as_given():
 
 def test_save_and_load_round_trip(tmp_path, multilabel, multilabel_split):
     path = multilabel_split.save(tmp_path / "sub" / "split.csv")
-    assert path.is_file() and [p.name for p in path.parent.iterdir()] == ["split.csv"]
+    assert path.is_file() and sorted(p.name for p in path.parent.iterdir()) == ["split.csv", "split.dataset.json"]
     loaded = load_split(path, multilabel)
     pd.testing.assert_frame_equal(loaded.table, multilabel_split.table)
     np.testing.assert_array_equal(loaded.train_subset(100), multilabel_split.train_subset(100))
@@ -274,17 +283,31 @@ def test_save_and_load_round_trip(tmp_path, multilabel, multilabel_split):
 
 def test_load_split_aligns_to_dataset_order(tmp_path, binary, binary_split):
     path = binary_split.save(tmp_path / "split.csv")
-    order = np.random.default_rng(0).permutation(N_IMAGES)[:300]
-    sub = binary.subset(order)
-    loaded = load_split(path, sub)
-    assert list(loaded.table["image_id"]) == list(sub.meta["image_id"])
+    order = np.random.default_rng(0).permutation(N_IMAGES)  # the same images in another order
+    shuffled = binary.subset(order)
+    loaded = load_split(path, shuffled)
+    assert list(loaded.table["image_id"]) == list(shuffled.meta["image_id"])
     np.testing.assert_array_equal(loaded.table["split"], binary_split.table["split"].to_numpy()[order])
+
+
+def test_a_split_is_not_applied_to_other_images(tmp_path, binary, binary_split):
+    path = binary_split.save(tmp_path / "split.csv")
+    with pytest.raises(SplitMismatch, match="was made for other data"):  # a part of the data
+        load_split(path, binary.subset(np.arange(300)))
+    other = synthetic("binary", seed=99)  # the same ids (img-000000 ...), other images
+    assert list(other.meta["image_id"]) == list(binary.meta["image_id"])
+    with pytest.raises(SplitMismatch, match="their ids or content differ"):
+        load_split(path, other)
+    fingerprint_path(path).unlink()  # a hand-made split without a fingerprint: the ids alone decide
+    assert len(load_split(path, other).table) == N_IMAGES
 
 
 def test_load_split_missing_images(tmp_path, binary, binary_split):
     path = tmp_path / "split.csv"
     binary_split.table.iloc[:-5].to_csv(path, index=False)
-    with pytest.raises(DataError, match=r"does not cover the data: 5 image\(s\) missing, e.g. img-"):
+    with pytest.raises(
+        SplitMismatch, match=r"lists 1995 images, the data has 2000 \(5 of them not in the file, e.g. img-"
+    ):
         load_split(path, binary)
 
 

@@ -25,6 +25,7 @@ class SourceOptions:
     image_column: str | None = None
     patient_column: str | None = None
     task: str | None = None  # force binary / multiclass / multilabel where the labels allow it
+    allow_outside: bool = False  # folder source: the CSV may name files outside its folder
 
 
 class DataSource:
@@ -39,6 +40,12 @@ class DataSource:
 
     def load(self, path: Path, options: SourceOptions) -> ImageDataset:
         raise NotImplementedError
+
+    @staticmethod
+    def hint(path: Path) -> str | None:
+        """Why ``path``, which looks meant for this source, was not detected (``None``: it does not look meant for
+        it). Shown instead of "cannot tell the format" when no source recognises a path."""
+        return None
 
 
 DATA_SOURCES: Registry[type[DataSource]] = Registry("data format")
@@ -67,6 +74,9 @@ def detect_format(path: str | Path) -> str:
         raise DataError(f"data path not found: {p}")
     hits = [name for name in DATA_SOURCES.names() if DATA_SOURCES.get(name).detect(_as_path(p))]
     if not hits:
+        hints = [h for name in DATA_SOURCES.names() if (h := DATA_SOURCES.get(name).hint(_as_path(p)))]
+        if hints:
+            raise DataError(hints[0])
         raise DataError(f"cannot tell the format of {p}; pass --format with one of {DATA_SOURCES.names()}")
     if len(hits) > 1:
         raise DataError(f"{p} could be any of {hits}; pass --format to choose")
@@ -89,6 +99,8 @@ def load_dataset(path: str | Path, format: str | None = None, options: SourceOpt
     if not str(path).startswith("synthetic:") and not p.exists():
         raise DataError(f"data path not found: {p}")
     ds = source_cls().load(p, options)
+    if len(ds) == 0:
+        raise DataError(f"{path} holds no images; check that it is the file or folder you meant")
     if options.labels and name not in ("folder",):
         ds = ds.select_labels(list(options.labels))
     return ds

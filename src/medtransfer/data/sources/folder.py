@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +62,15 @@ class FolderSource(DataSource):
             return len(csvs) == 1 and not is_data_entry_file(csvs[0])
         return False
 
+    @staticmethod
+    def hint(path: Path) -> str | None:
+        if path.is_dir():
+            try:
+                _find_csv(path)
+            except DataError as e:
+                return str(e)
+        return None
+
     def load(self, path: Path, options: SourceOptions) -> ImageDataset:
         csv = _find_csv(path)
         folder = csv.parent
@@ -73,7 +84,7 @@ class FolderSource(DataSource):
         text_cols = {c: str for c in (image_col, patient_col, *label_cols) if c is not None}
         df = _read_rows(csv, text_cols)
         names = _image_names(df[image_col], csv, image_col)
-        paths = _resolve_paths(names, folder, csv)
+        paths = _resolve_paths(names, folder, csv, options.allow_outside)
 
         labels, label_names, task = _labels(df, label_cols, options.task, csv)
 
@@ -98,10 +109,11 @@ class FolderSource(DataSource):
             key = col if col not in meta.columns else f"csv_{col}"
             meta[key] = df[col].to_numpy()
 
-        channels = read_image(Path(paths[0])).shape[0]  # one decode; also fails early on an unreadable file
+        images = CsvFileSource(paths, csv)
+        images.channels = _channels(images)
         return ImageDataset(
             name=folder.name or csv.stem,
-            images=FileSource(paths, read_image, channels=channels),
+            images=images,
             labels=labels,
             label_names=label_names,
             task=task,
@@ -114,6 +126,36 @@ class FolderSource(DataSource):
                 "patient_column": patient_col,
             },
         )
+
+
+class CsvFileSource(FileSource):
+    """Image files listed in a CSV: errors name the CSV row and say how to fix or skip it."""
+
+    def __init__(self, paths: Sequence[str], csv: Path) -> None:
+        super().__init__(paths, read_image)
+        self.csv = csv
+
+    def load(self, i: int) -> np.ndarray:
+        try:
+            return super().load(i)
+        except DataError as e:
+            raise DataError(f"{self.csv.name} row {_row(i)}: {e}; replace the file or delete the row") from None
+
+    def describe(self, i: int) -> str:
+        return f"{self.csv.name} row {_row(i)} ({self.paths[i]})"
+
+
+def _channels(images: CsvFileSource, tries: int = 20) -> int:
+    """Channels of the first image that decodes. A broken image is reported when the images are decoded (the cache,
+    ``data inspect`` lists them all); only when none of the first ``tries`` decode does loading fail here."""
+    first: DataError | None = None
+    for i in range(min(tries, len(images))):
+        try:
+            return images.load(i).shape[0]
+        except DataError as e:
+            first = first or e
+    assert first is not None
+    raise first
 
 
 def _find_csv(path: Path) -> Path:
@@ -137,7 +179,22 @@ def _read_header(csv: Path) -> list[str]:
     except pd.errors.EmptyDataError:
         raise DataError(f"{csv} is empty; it needs a header row and one row per image") from None
     except (pd.errors.ParserError, UnicodeDecodeError, OSError) as e:
-        raise DataError(f"cannot read {csv}: {' '.join(str(e).split())}; is it a CSV file?") from e
+        raise _csv_error(csv, e) from None
+
+
+def _csv_error(csv: Path, e: Exception) -> DataError:
+    """pandas' parser messages → one line naming the row (as a spreadsheet counts them) and the fix."""
+    text = " ".join(str(e).split())
+    fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", text)
+    if fields:
+        want, line, got = fields.groups()
+        return DataError(
+            f"{csv.name} row {line} has {got} fields but the header has {want}; quote values that contain commas "
+            '(e.g. "a, b") or remove the extra field'
+        )
+    if isinstance(e, UnicodeDecodeError):
+        return DataError(f"{csv} is not UTF-8 text (byte {e.start}); save it as UTF-8 CSV")
+    return DataError(f"cannot read {csv} as a CSV file ({text}); check that it is a comma-separated text file")
 
 
 def _read_rows(csv: Path, text_cols: dict[str, type]) -> pd.DataFrame:
@@ -146,7 +203,7 @@ def _read_rows(csv: Path, text_cols: dict[str, type]) -> pd.DataFrame:
     try:
         df = pd.read_csv(csv, dtype=text_cols)
     except (pd.errors.ParserError, UnicodeDecodeError, OSError) as e:
-        raise DataError(f"cannot read {csv}: {' '.join(str(e).split())}; is it a CSV file?") from e
+        raise _csv_error(csv, e) from None
     if df.empty:
         raise DataError(f"{csv} has a header but no rows; list one image per row")
     return df
@@ -214,14 +271,26 @@ def _image_names(column: pd.Series, csv: Path, image_col: str) -> pd.Series:
     return names.reset_index(drop=True)
 
 
-def _resolve_paths(names: pd.Series, folder: Path, csv: Path) -> list[str]:
-    """Absolute names as they are; relative ones under the CSV's folder, else under its ``images/``."""
+def _resolve_paths(names: pd.Series, folder: Path, csv: Path, allow_outside: bool = False) -> list[str]:
+    """Absolute names as they are; relative ones under the CSV's folder, else under its ``images/``.
+
+    A name that leads out of the data folder (``../``, an absolute path elsewhere) is refused unless
+    ``allow_outside``: a CSV must not be a way to read arbitrary files of a shared server. The test is on the
+    normalised path, so symbolic links the folder's owner placed inside it still work.
+    """
     images = folder / "images"
+    root = os.path.normpath(os.path.abspath(folder))
     paths: list[str] = []
     missing: list[int] = []
     for i, name in enumerate(names):
         bases = ("",) if os.path.isabs(name) else (folder, images)
         candidates = [os.path.normpath(os.path.join(base, name)) for base in bases]
+        inside = os.path.commonpath([root, os.path.abspath(candidates[0])]) == root
+        if not inside and not allow_outside:
+            raise DataError(
+                f"{csv.name} row {_row(i)}: '{name}' is outside the data folder {root}; keep the images inside it, "
+                "or set data.allow_outside: true (--allow-outside for `data` commands) if that is intended"
+            )
         p = next((c for c in candidates if os.path.exists(c)), None)
         if p is None:
             missing.append(i)

@@ -65,8 +65,11 @@ DOWNLOAD_URL = "https://zenodo.org/records/10519652/files/{name}.npz?download=1"
 
 
 def _flag_of(path: Path) -> str:
+    """The MedMNIST flag wherever it is in the file name (``pneumoniamnist_test_224.npz``, ``my-breastmnist.npz``
+    → ``pneumoniamnist``, ``breastmnist``); a name without ``…mnist`` is used as it is, less a size suffix."""
     name = path.name.split(".")[0]
-    return re.sub(r"(_\d+)?(_trainval)?$", "", name)
+    found = re.search(r"[a-z0-9]*mnist(?:3d)?", name.lower())
+    return found.group(0) if found else re.sub(r"(_\d+)?(_trainval)?$", "", name)
 
 
 class MedMNIST(DataSource):
@@ -83,6 +86,21 @@ class MedMNIST(DataSource):
         except (OSError, ValueError, zipfile.BadZipFile):
             return False
 
+    @staticmethod
+    def hint(path: Path) -> str | None:
+        if path.suffix != ".npz" or not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                keys = z.files
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+            reason = " ".join(str(e).split()) or type(e).__name__
+            return f"cannot read {path} ({reason}); the file is damaged or incomplete: copy or download it again"
+        return (
+            f"{path} has arrays {keys}; medtransfer reads MedMNIST npz files (train_images, train_labels, val_..., "
+            "test_...) and MedNIST npz files (images, labels, class_names)"
+        )
+
     def load(self, path: Path, options: SourceOptions) -> ImageDataset:
         try:
             # the arrays are decompressed on access, so a damaged member only fails inside the `with`
@@ -95,6 +113,8 @@ class MedMNIST(DataSource):
                     if f"{s}_labels" not in z.files:
                         raise DataError(f"{path}: '{s}_images' has no matching '{s}_labels' array")
                     im, lb = z[f"{s}_images"], z[f"{s}_labels"]
+                    if len(im) == 0:
+                        raise DataError(f"{path}: '{s}_images' holds no images; is the file complete?")
                     if len(im) != len(lb):
                         raise DataError(f"{path}: {s} has {len(im)} images but {len(lb)} labels")
                     images.append(im)

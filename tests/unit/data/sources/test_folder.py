@@ -79,9 +79,26 @@ def test_absolute_paths_and_blank_patient_falls_back_to_image(tmp_path):
     write_pngs(tmp_path / "elsewhere", ["a.png", "b.png"])
     a, b = tmp_path / "elsewhere" / "a.png", tmp_path / "elsewhere" / "b.png"
     root = make_folder(tmp_path / "d", f"file,patient\n{a},P1\n{b},\n", images=[])
-    ds = load(root)
+    ds = load(root, allow_outside=True)
     assert list(ds.meta["path"]) == [str(a), str(b)]
     assert list(ds.meta["patient_id"]) == ["P1", str(b)]
+
+
+@pytest.mark.parametrize("name", ["../elsewhere/a.png", "images/../../elsewhere/a.png", "ABSOLUTE"])
+def test_paths_that_leave_the_data_folder_are_refused_unless_allowed(tmp_path, name):
+    write_pngs(tmp_path / "elsewhere", ["a.png"])
+    name = str(tmp_path / "elsewhere" / "a.png") if name == "ABSOLUTE" else name
+    root = make_folder(tmp_path / "d", f"file,label\nok.png,1\n{name},0\n", images=["ok.png"])
+    err = one_line_error(root)
+    assert "row 3" in err and "outside the data folder" in err and "data.allow_outside" in err
+    assert len(load(root, allow_outside=True)) == 2
+
+
+def test_a_symlink_inside_the_data_folder_is_not_outside(tmp_path):
+    write_pngs(tmp_path / "store", ["a.png"])
+    root = make_folder(tmp_path / "d", "file,label\nok.png,1\nlinked/a.png,0\n", images=["ok.png"])
+    (root / "linked").symlink_to(tmp_path / "store")
+    assert len(load(root)) == 2
 
 
 def test_multilabel_with_unknowns(tmp_path, caplog):
