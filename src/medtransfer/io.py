@@ -28,6 +28,10 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda p: p.write_text(text))
 
 
+# The marker file a medtransfer output folder holds, by kind: what --out and --resume recognise.
+MARKERS = {"run": ".medtransfer-run", "study": ".medtransfer-study"}
+
+
 def check_output_folder(out: Path, resume: bool, ours: bool, kind: str) -> None:
     """The ``--out`` rules shared by runs and studies, checked before anything is written: a file is refused; without
     ``resume`` the folder must be absent or empty (``ours``: it holds a ``kind`` already); with ``resume`` it must be
@@ -39,6 +43,9 @@ def check_output_folder(out: Path, resume: bool, ours: bool, kind: str) -> None:
     blocking = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
     if blocking is not None:
         raise ConfigError(f"cannot create --out {out}: {blocking} is a file, not a folder; choose another --out")
+    other = next((k for k, m in MARKERS.items() if k != kind and (out / m).is_file()), None)
+    if other is not None and not ours:
+        raise ConfigError(f"--out {out} holds a medtransfer {other}, not a {kind}; give a {kind} its own folder")
     if resume:
         if not ours:
             what = "does not exist" if not out.exists() else f"is not a medtransfer {kind} (it holds {_listing(out)})"

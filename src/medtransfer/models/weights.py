@@ -112,9 +112,35 @@ def resolve_weights(source: str, backbone: str) -> WeightsSpec:
         return _file_spec(path, backbone)
     if path.suffix.lower() in WEIGHT_SUFFIXES or os.sep in text:
         raise UserError(f"weights not found: {path} does not exist; model.source accepts {ACCEPTED}")
-    close = suggest(text, ["scratch", "imagenet"])
+    catalogue = sources_dir()
+    if (catalogue / text).is_dir():  # a source built into the catalogue, by name (`medtransfer sources list`)
+        return _source_dir_spec(catalogue / text, backbone)
+    names = sorted(p.name for p in catalogue.iterdir() if (p / CARD_FILE).is_file()) if catalogue.is_dir() else []
+    close = suggest(text, ["scratch", "imagenet", *names])
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise UserError(f"model.source {text!r} is not a weights source{hint}; use {ACCEPTED}")
+    raise UserError(
+        f"model.source {text!r} is not a weights source{hint}; use {ACCEPTED}, or a source name in {catalogue} "
+        f"({', '.join(names) if names else 'none built yet'})"
+    )
+
+
+def _torch_reason(e: Exception) -> str:
+    """torch.load's message without its C++ source location or its advice to set ``weights_only=False`` (which would
+    run whatever code the file pickles: never passed on)."""
+    import re
+
+    text = " ".join(str(e).split())
+    text = re.sub(r"\[enforce fail at [^\]]*\]\s*\.?\s*", "", text)
+    text = text.split(" (1) ")[0].split("weights_only")[0].rstrip(" .;,(")
+    return text or type(e).__name__
+
+
+def sources_dir(explicit: str | Path | None = None) -> Path:
+    """The source catalogue: ``explicit``, else ``$MEDTRANSFER_SOURCES``, else ``~/.cache/medtransfer/sources``."""
+    if explicit:
+        return Path(explicit).expanduser()
+    env = os.environ.get("MEDTRANSFER_SOURCES")
+    return Path(env).expanduser() if env else Path("~/.cache/medtransfer/sources").expanduser()
 
 
 def _imagenet_spec(backbone: str, timm_name: str | None, tag: str) -> WeightsSpec:
@@ -270,7 +296,10 @@ def read_state_dict(path: str | Path, classifier: str | None = None) -> StateDic
         try:
             obj: Any = load_file(str(path), device="cpu")
         except Exception as e:  # safetensors raises its own error types for truncated/corrupt files
-            raise UserError(f"{path}: not a readable safetensors file ({e})") from None
+            reason = " ".join(str(e).split())
+            raise UserError(
+                f"{path}: not a readable safetensors file ({reason}); it is damaged or incomplete: copy it again"
+            ) from None
     else:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -280,7 +309,10 @@ def read_state_dict(path: str | Path, classifier: str | None = None) -> StateDic
                 "it pickles; re-save it with torch.save(model.state_dict(), path) or as .safetensors"
             ) from None
         except Exception as e:  # zip/EOF/runtime errors from a truncated or foreign file
-            raise UserError(f"{path}: torch.load cannot read it ({str(e).splitlines()[0]})") from None
+            raise UserError(
+                f"{path} is not a readable PyTorch checkpoint ({_torch_reason(e)}); it is damaged, incomplete or "
+                "another kind of file: save the weights again with torch.save(model.state_dict(), path)"
+            ) from None
     while isinstance(obj, Mapping) and any(isinstance(obj.get(k), Mapping) for k in _CONTAINER_KEYS):
         obj = next(obj[k] for k in _CONTAINER_KEYS if isinstance(obj.get(k), Mapping))
     state = {str(k): v for k, v in obj.items() if isinstance(v, Tensor)} if isinstance(obj, Mapping) else {}

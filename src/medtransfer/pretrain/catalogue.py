@@ -11,14 +11,13 @@ Example:
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from medtransfer.errors import UserError
-from medtransfer.models.weights import CARD_FILE, find_imagenet_file, resolve_weights
+from medtransfer.models.weights import CARD_FILE, find_imagenet_file, resolve_weights, sources_dir
 from medtransfer.registry import suggest
 
 DEFAULT_BACKBONE = "resnet18"
@@ -39,14 +38,6 @@ class SourceEntry:
     available: bool = True
     note: str = ""
     error: str | None = None
-
-
-def sources_dir(explicit: str | Path | None = None) -> Path:
-    """The catalogue folder: ``explicit``, else ``$MEDTRANSFER_SOURCES``, else ``~/.cache/medtransfer/sources``."""
-    if explicit:
-        return Path(explicit).expanduser()
-    env = os.environ.get("MEDTRANSFER_SOURCES")
-    return Path(env).expanduser() if env else Path("~/.cache/medtransfer/sources").expanduser()
 
 
 def builtin_sources(backbone: str = DEFAULT_BACKBONE) -> list[SourceEntry]:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from medtransfer.errors import UserError
+from medtransfer.io import MARKERS
 
 STATES = ("pending", "running", "done", "failed")
 LEDGER_FILE = "study.sqlite"
@@ -253,7 +254,7 @@ def open_existing(study_dir: str | Path) -> Ledger:
     return Ledger(path, create=False)
 
 
-STUDY_MARKER = ".medtransfer-study"  # written into every study folder: what --out and --resume recognise
+STUDY_MARKER = MARKERS["study"]  # written into every study folder: what --out and --resume recognise
 
 
 def damaged_hint(study_dir: Path) -> str:

@@ -53,7 +53,7 @@ def run_study(
         {'pending': 0, 'running': 0, 'done': 36, 'failed': 0}
     """
     out = Path(out_dir)
-    workers = workers or cfg.study.workers
+    workers = cfg.study.workers if workers is None else workers
     if workers < 1:
         raise UserError(f"--workers must be at least 1, got {workers}")
     EXECUTORS.get(cfg.study.executor)  # an unknown name fails here, with close matches

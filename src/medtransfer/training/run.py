@@ -29,7 +29,7 @@ from medtransfer.data.splits import Split, load_split, make_split
 from medtransfer.data.transforms import RadiographAugment
 from medtransfer.errors import ConfigError, DataError, TrainingFailed
 from medtransfer.evaluation.metrics import choose_threshold, summarize, to_jsonable
-from medtransfer.io import atomic_write_text, check_output_folder, entries, remove_new_entries
+from medtransfer.io import MARKERS, atomic_write_text, check_output_folder, entries, remove_new_entries
 from medtransfer.models.weights import create_model
 from medtransfer.training.batches import Batches
 from medtransfer.training.checkpoint import load_checkpoint, load_weights_file, save_weights
@@ -145,7 +145,7 @@ def train_run(
     return run_in_folder(cfg, out_dir, resume, lambda out, prep: _train(cfg, out, prep, progress), setup)
 
 
-RUN_MARKER = ".medtransfer-run"  # written into every run folder: what --out and --resume recognise
+RUN_MARKER = MARKERS["run"]  # written into every run folder: what --out and --resume recognise
 
 
 def is_run_folder(out: Path) -> bool:

@@ -257,7 +257,7 @@ def _(root, fx):
 @case("train into a study folder")
 def _(root, fx):
     study = copy_of(fx, "study", root)
-    return ["train", str(train_config(root)), "--out", str(study)], "study"
+    return ["train", str(train_config(root)), "--out", str(study)], "holds a medtransfer study, not a run"
 
 
 @case("study resume on a folder that is not a study")
@@ -272,6 +272,24 @@ def _(root, fx):
     (root / "s").mkdir()
     (root / "s" / "notes.txt").write_text("mine\n")
     return ["study", str(study_config(root)), "--out", str(root / "s")], "notes.txt"
+
+
+@case("study into a run folder")
+def _(root, fx):
+    run = copy_of(fx, "run", root)
+    return ["study", str(study_config(root)), "--out", str(run)], "holds a medtransfer run, not a study"
+
+
+case("study --workers 0")(
+    lambda root, fx: (["study", str(study_config(root)), "--out", str(root / "s"), "--workers", "0"], "--workers")
+)
+case("config data.resize unknown")(lambda root, fx: (_train(root, **{"data.resize": "stretch"}), "data.resize"))
+
+
+@case("weights file with a foreign suffix")
+def _(root, fx):
+    (root / "weights.txt").write_text("1 2 3\n")
+    return _train(root, **{"model.source": str(root / "weights.txt")}), "suffix"
 
 
 # --- damaged ledgers
@@ -302,6 +320,18 @@ def _(root, fx):
     study = copy_of(fx, "study", root)
     (study / "study.sqlite").unlink()
     return ["report", str(study)], "--repair"
+
+
+@case("report --pair with a misspelt arm")
+def _(root, fx):
+    study = copy_of(fx, "study", root)
+    return ["report", str(study), "--pair", "scratch/finetnue:scratch/finetune"], "scratch/finetnue"
+
+
+@case("repair with other options")
+def _(root, fx):
+    study = copy_of(fx, "study", root)
+    return ["study", str(study), "--repair", "--out", str(study)], "--repair takes only the study folder"
 
 
 case("report on a folder that is not a study")(lambda root, fx: (["report", str(folder(root))], "not a study folder"))
@@ -489,6 +519,13 @@ def _(root, fx):
         "made for"
     )
 
+
+case("predict with a folder that is not a run")(
+    lambda root, fx: (["predict", str(root), "--data", SPEC, "--out", str(root / "p.csv")], "model.safetensors")
+)
+case("data split with bad fractions")(
+    lambda root, fx: (["data", "split", SPEC, "--out", str(root / "split.csv"), "--fractions", "0.5,0.6"], "fractions")
+)
 
 case("evaluate --tta negative")(
     lambda root, fx: (

@@ -233,6 +233,17 @@ def test_source_folder_round_trip(tmp_path):
     assert rgb.normalization == {"mean": [0.42] * 3, "std": [0.21] * 3}
 
 
+def test_a_catalogue_name_resolves_to_its_folder(tmp_path, monkeypatch):
+    catalogue = tmp_path / "catalogue"
+    catalogue.mkdir()
+    folder, _ = _source_folder(catalogue, ["pneumonia"])
+    monkeypatch.setenv("MEDTRANSFER_SOURCES", str(catalogue))
+    spec = resolve_weights("cxr_source", "tiny")  # as `medtransfer sources list` names it
+    assert spec.kind == "source_dir" and spec.site == "chest"
+    with pytest.raises(UserError, match=r"did you mean 'cxr_source'\?.*\(cxr_source\)"):
+        resolve_weights("cxr_sourse", "tiny")
+
+
 def test_source_folder_for_another_backbone_is_refused(tmp_path):
     folder, _ = _source_folder(tmp_path, ["a"])
     with pytest.raises(UserError, match="trained with backbone 'tiny', not 'resnet18'"):
