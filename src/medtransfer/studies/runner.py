@@ -85,6 +85,7 @@ def run_study(
             raise
         with ledger:
             if resume:
+                stale_temporaries(out)
                 back = ledger.recover()
                 if back:
                     log.info("resuming %d interrupted trial(s): %s", len(back), ", ".join(back[:3]))
@@ -292,6 +293,17 @@ def _diff(a: dict, b: dict, defaults: dict | None = None, prefix: str = "") -> l
         elif va != vb:
             out.append(f"{where}: {va!r} → {vb!r}")
     return out
+
+
+def stale_temporaries(out: Path) -> int:
+    """Delete the temporary files of atomic writes that a killed driver or worker left half-written (``.<name>.*.tmp``,
+    see :func:`medtransfer.io.atomic_write`); call only while holding the study's lock. Returns how many."""
+    stale = [p for p in out.rglob(".*.tmp") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    if stale:
+        log.info("removed %d half-written temporary file(s) of the interrupted run", len(stale))
+    return len(stale)
 
 
 @contextlib.contextmanager

@@ -212,6 +212,12 @@ case("name study reference")(
         "scratch/finetnue",
     )
 )
+case("name study baseline")(
+    lambda root, fx: (
+        ["study", str(study_config(root, baselines=["radiomix"])), "--out", str(root / "s")],
+        "radiomics",
+    )
+)
 case("study seeds empty")(
     lambda root, fx: (["study", str(study_config(root, seeds=[])), "--out", str(root / "s")], "study.seeds")
 )

@@ -95,3 +95,109 @@ def test_sigkill_twice_then_resume_equals_an_uninterrupted_run(tmp_path, tiny):
     interrupted = {t for t, s in first.items() if s == "running"} | {t for t, s in second.items() if s == "running"}
     assert {t for t, n in attempts.items() if n > 1} <= interrupted
     assert all(n >= 1 for n in attempts.values())
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux /proc)."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _kill_with_workers(proc: subprocess.Popen, out: Path, ready, timeout: float = 240) -> None:
+    """``_kill_when`` that also checks the driver's workers die with it (none keeps writing into the study)."""
+    workers: list[int] = []
+
+    def watch(o: Path) -> bool:
+        workers[:] = _children(proc.pid) or workers
+        return ready(o)
+
+    _kill_when(proc, out, watch, timeout)
+    end = time.time() + 10
+    while any(_alive(w) for w in workers) and time.time() < end:
+        time.sleep(0.05)
+    assert not any(_alive(w) for w in workers), "a worker outlived its killed driver"
+
+
+def test_sigkill_with_two_workers_at_five_moments_including_the_report(tmp_path, tiny):
+    """kill -9 a 2-worker study at 5 seeded-random moments (startup, inside a trial, between trials twice, while the
+    report is written), resume each time: the results equal an uninterrupted run and no trial is lost or run twice."""
+    import random
+
+    rng = random.Random(2026)
+    config = tmp_path / "study.yaml"
+    study = tiny(tmp_path, seeds=[0, 1], strategies=["finetune", "recipe"], n=[12, "all"], rank=False, workers=2)
+    config.write_text(yaml.safe_dump(study))
+    whole = tmp_path / "whole"
+    done = subprocess.run(
+        [sys.executable, "-m", "medtransfer", "study", str(config), "--out", str(whole)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    def after(seconds: float):
+        start = time.time()
+        return lambda out: time.time() - start > seconds
+
+    def done_at_least(k: int, jitter: float):
+        hit: list[float] = []
+
+        def ready(out: Path) -> bool:
+            if not hit and sum(s == "done" for s in _status(out).values()) >= k:
+                hit.append(time.time())
+            return bool(hit) and time.time() - hit[0] >= jitter
+
+        return ready
+
+    def writing_report(out: Path) -> bool:
+        status = _status(out)
+        return len(status) == 8 and all(s == "done" for s in status.values()) and not (out / "report.html").exists()
+
+    k = rng.randint(1, 3)
+    moments = [
+        after(rng.uniform(0.5, 3.0)),  # 1: starting up (splits, cache, ledger, workers)
+        _mid_trial,  # 2: inside a trial, after an epoch checkpoint
+        done_at_least(k, rng.uniform(0, 0.5)),  # 3 and 4: between or inside later trials
+        done_at_least(k + 2, rng.uniform(0, 0.5)),
+        writing_report,  # 5: every trial done, the report being written
+    ]
+    cut = tmp_path / "cut"
+    interrupted: set[str] = set()
+    for i, moment in enumerate(moments):
+        extra = ("--resume",) if (cut / "study.sqlite").exists() else ()
+        _kill_with_workers(_study(config, cut, *extra), cut, moment)
+        interrupted |= {t for t, s in _status(cut).items() if s == "running"}
+        assert i < 4 or not (cut / "report.html").exists()
+    resumed = subprocess.run(
+        [sys.executable, "-m", "medtransfer", "study", str(config), "--out", str(cut), "--resume"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+
+    a = pd.read_csv(whole / "results.csv")[COLUMNS].sort_values("id").reset_index(drop=True)
+    b = pd.read_csv(cut / "results.csv")[COLUMNS].sort_values("id").reset_index(drop=True)
+    assert (b["status"] == "done").all() and len(b) == 8
+    pd.testing.assert_frame_equal(a, b)
+    with sqlite3.connect(cut / "study.sqlite") as db:
+        attempts = dict(db.execute("SELECT id, attempts FROM trials").fetchall())
+    assert all(n >= 1 for n in attempts.values())
+    assert {t for t, n in attempts.items() if n > 1} <= interrupted  # only interrupted trials ran again
+    assert (cut / "report.html").is_file() and not list(cut.rglob(".*.tmp"))  # no half-written file left
