@@ -27,7 +27,7 @@ import pandas as pd
 
 from medtransfer.errors import DataError
 
-TASKS = ("binary", "multiclass", "multilabel", "unlabelled")
+TASKS = ("binary", "multiclass", "multilabel", "regression", "unlabelled")
 
 
 class ImageSource(ABC):
