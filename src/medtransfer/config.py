@@ -171,8 +171,11 @@ class TrainConfig:
     grad_clip: float | None = 1.0
     early_stop_patience: int | None = None
     val_every: int = 1  # validate (and consider a best checkpoint) every k epochs and at the last one
-    select_by: str | None = None  # best checkpoint by validation `auc` or `loss`; None = the strategy's (auc)
+    # best checkpoint by validation `auc` (the task's primary metric: AUC, or MAE for regression) or `loss`;
+    # None = the strategy's (auc)
+    select_by: str | None = None
     pos_weight: bool = False  # class-balancing weight for binary / multi-label BCE
+    loss: str | None = None  # regression: l1 | mse | huber on standardised targets; None = l1 (classification: null)
     augment: bool = True
     hflip: bool = False  # off by default: laterality matters in chest films
     device: str = "auto"
@@ -190,6 +193,7 @@ class TrainConfig:
         at_least("train", self, 0, "weight_decay", optional=True)
         _positive("train", self, "grad_clip", optional=True)
         _one_of("train", self, "select_by", ("auc", "loss"), optional=True)
+        _one_of("train", self, "loss", ("l1", "mse", "huber"), optional=True)
         if self.warmup_pct is not None and not 0 < self.warmup_pct < 1:
             raise bad_value("train.warmup_pct", self.warmup_pct, "in (0, 1) (or null)")
         at_least("train", self, 1, "div_factor", "final_div_factor", optional=True)
@@ -242,7 +246,8 @@ class SegConfig:
 class Config:
     """A training run: ``medtransfer train CONFIG``."""
 
-    task: str | None = None  # binary | multiclass | multilabel | segmentation; None = from the data
+    # binary | multiclass | multilabel | regression | segmentation (a registered task kind); None = from the data
+    task: str | None = None
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -253,6 +258,14 @@ class Config:
 
     def __post_init__(self) -> None:
         at_least("", self, 0, "seed")
+        if self.task is not None:
+            from medtransfer.errors import UnknownNameError
+            from medtransfer.tasks.base import task_kind
+
+            try:
+                task_kind(self.task)
+            except UnknownNameError as e:
+                raise ConfigError(f"task: {e}; fix it in the config or with --set task=KIND") from None
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,15 @@ SET = typer.Option(None, "--set", help="Override a config key: --set train.epoch
 
 
 def _fmt_ci(m: dict) -> str:
-    lo, hi = m.get("auc_ci") or (float("nan"), float("nan"))
-    return f"{m['auc']:.4f} (95% CI {lo:.4f}–{hi:.4f}, n={m['n']})"
+    """``AUC 0.9412 (95% CI …, n=…)``: the metrics' primary score (``metric``/``score``/``score_ci``; AUC in
+    files written before those keys existed)."""
+    from medtransfer.tasks.base import metric_label
+
+    metric = m.get("metric", "auc")
+    label = metric_label(metric)
+    value = m.get("score", m.get(metric, float("nan")))
+    lo, hi = m.get("score_ci") or m.get(f"{metric}_ci") or (float("nan"), float("nan"))
+    return f"{label} {value:.4f} (95% CI {lo:.4f}–{hi:.4f}, n={m['n']})"
 
 
 @app.command("train")
@@ -46,9 +53,9 @@ def train(
         m = train_run(cfg, out, resume=resume)
     except TrainingFailed as e:
         raise UserError(f"training failed: {e} (recorded in {out / 'status.json'})") from None
-    console.print(f"validation AUC {_fmt_ci(m['val'])}")
+    console.print(f"validation {_fmt_ci(m['val'])}")
     if m.get("split") == "test":
-        console.print(f"test AUC       {_fmt_ci(m)}")
+        console.print(f"test       {_fmt_ci(m)}")
     console.print(f"{m['epochs_run']} epochs, best {m['best_epoch'] + 1}, {m['seconds']:.0f} s → {out}")
 
 
@@ -99,7 +106,7 @@ def evaluate(
         tta=tta,
         allow_outside=allow_outside,
     )
-    console.print(f"AUC {_fmt_ci(m)} → {out}")
+    console.print(f"{_fmt_ci(m)} → {out}")
 
 
 @app.command("predict")

@@ -6,7 +6,8 @@ An :class:`ImageDataset` is
 * ``labels``: ``(N, K)`` float32, ``NaN`` = unknown. Binary tasks have K = 1; multi-class tasks are one-hot
   over K classes; multi-label tasks have one column per finding;
 * ``label_names``: K names;
-* ``task``: ``binary`` | ``multiclass`` | ``multilabel`` | ``unlabelled``;
+* ``task``: a registered 2-D task kind (:mod:`medtransfer.tasks`): ``binary`` | ``multiclass`` | ``multilabel`` |
+  ``regression`` (K continuous targets) | ``unlabelled``;
 * ``meta``: a DataFrame with one row per image and at least ``image_id`` and ``patient_id``
   (``patient_id`` falls back to ``image_id`` when the source has none). Optional columns: ``path``,
   ``source_split`` (a split that came with the file, e.g. MedMNIST ``train/val/test``).
@@ -26,8 +27,8 @@ import numpy as np
 import pandas as pd
 
 from medtransfer.errors import DataError
+from medtransfer.tasks.base import kind_names, task_kind
 
-TASKS = ("binary", "multiclass", "multilabel", "regression", "unlabelled")
 
 
 class ImageSource(ABC):
@@ -210,8 +211,9 @@ class ImageDataset:
 
     def __post_init__(self) -> None:
         n = len(self.images)
-        if self.task not in TASKS:
-            raise DataError(f"{self.name}: unknown task '{self.task}' (expected one of {TASKS})")
+        images_kinds = [k for k in kind_names() if not task_kind(k).volumetric]  # 2-D images with labels
+        if self.task not in images_kinds:
+            raise DataError(f"{self.name}: unknown task '{self.task}' (expected one of {images_kinds})")
         if self.labels.ndim != 2 or self.labels.shape[0] != n:
             raise DataError(f"{self.name}: labels must be (N={n}, K), got {self.labels.shape}")
         if self.labels.shape[1] != len(self.label_names):

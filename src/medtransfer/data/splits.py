@@ -29,6 +29,7 @@ import pandas as pd
 from medtransfer.data.dataset import ImageDataset
 from medtransfer.errors import DataError
 from medtransfer.io import atomic_write, atomic_write_text
+from medtransfer.tasks.base import task_kind
 
 log = logging.getLogger(__name__)
 
@@ -137,20 +138,11 @@ def _one_hot(labels: np.ndarray) -> bool:
 
 
 def _strata(labels: np.ndarray, task: str) -> np.ndarray:
-    """One stratum key per row: the class, or for multi-label the rarest positive finding ('none' if none)."""
-    n, k = labels.shape
-    if k == 0 or task == "unlabelled":
-        return np.zeros(n, dtype=np.int64)
-    known = np.isfinite(labels)
-    if task == "binary":
-        return np.where(known[:, 0], labels[:, 0], -1).astype(np.int64)
-    if task == "multiclass":
-        return np.where(known.all(axis=1), np.nan_to_num(labels).argmax(axis=1), -1).astype(np.int64)
-    pos = np.nan_to_num(labels) > 0
-    prevalence = pos.mean(axis=0)
-    rarity_rank = np.argsort(np.argsort(prevalence, kind="stable"), kind="stable")  # 0 = rarest label
-    score = np.where(pos, rarity_rank[None, :], k)
-    return np.where(pos.any(axis=1), score.argmin(axis=1), k).astype(np.int64)
+    """One stratum key per row, as the task kind defines it (the class; for multi-label the rarest positive finding;
+    for regression a quantile bin); ``-1`` = label unknown."""
+    if labels.shape[1] == 0:
+        return np.zeros(len(labels), dtype=np.int64)
+    return task_kind(task).strata(labels)
 
 
 def _assign_patients(
@@ -194,7 +186,7 @@ def nested_ranks(labels: np.ndarray, task: str, seed: int) -> np.ndarray:
         key[rows[perm]] = (np.arange(len(rows)) + rng.uniform(size=len(rows))) / len(rows)
     order = np.argsort(key, kind="stable")
     first: list[int] = []
-    if task != "unlabelled" and labels.shape[1]:
+    if task_kind(task).probabilities and labels.shape[1]:  # 0/1 labels: both classes of every label early
         ordered = labels[order]
         for k in range(labels.shape[1]):
             for value in (1.0, 0.0):

@@ -1,4 +1,5 @@
-"""Figures of the study report: learning curves (mean AUC vs N) and paired AUC differences vs a reference arm.
+"""Figures of the study report: learning curves (mean AUC vs N), paired AUC differences vs a reference arm, and
+reliability (calibration) diagrams.
 
 A Dice study gets the same figures on Dice (``metric='dice'``).
 
@@ -191,5 +192,45 @@ def paired_differences(
     _log_n_axis(ax, levels, _unit(metric))
     ax.set_ylabel(f"Δ{name} vs {reference} (paired by seed)")
     ax.set_title(title or f"{name} difference from {reference}")
+    _legend(ax)
+    return _save(fig, Path(path))
+
+
+def reliability_diagram(
+    curves: Mapping[str, Sequence[Mapping[str, Any]]], path: str | Path, title: str | None = None
+) -> Path:
+    """Reliability diagram: observed frequency vs mean predicted probability per bin, one curve per key.
+
+    ``curves`` maps a curve name (a label, or an arm) to its reliability rows, e.g. the lists in
+    ``calibration_metrics(...)["reliability"]`` (see :mod:`medtransfer.evaluation.calibration`): dicts with
+    ``mean_predicted``, ``observed`` and ``n``. Marker area grows with the number of predictions in the bin; the
+    dashed diagonal is perfect calibration (points below it: over-confident in the positive class). Rows with no
+    predictions or non-finite values are skipped; an empty ``curves`` gives the diagonal alone.
+
+    Example:
+        >>> # reliability_diagram(calibration_metrics(y, p, names, "multilabel")["reliability"],
+        >>> #                     out / "figures/reliability.png")
+    """
+    fig, ax = _new_figure(5.8, 5.2)
+    ax.plot([0, 1], [0, 1], color="black", linestyle="--", linewidth=0.9, label="perfect calibration")
+    rows = {name: [r for r in rs if float(r["n"]) > 0] for name, rs in curves.items()}
+    n_max = max((float(r["n"]) for rs in rows.values() for r in rs), default=1.0)
+    for i, (name, rs) in enumerate(rows.items()):
+        x = np.array([float(r["mean_predicted"]) for r in rs])
+        y = np.array([float(r["observed"]) for r in rs])
+        n = np.array([float(r["n"]) for r in rs])
+        keep = np.isfinite(x) & np.isfinite(y)
+        x, y, n = x[keep], y[keep], n[keep]
+        order = np.argsort(x)
+        color = f"C{i % 10}"
+        ax.plot(x[order], y[order], color=color, linewidth=1.5, label=f"{name} (n={int(n.sum())})")
+        ax.scatter(x, y, s=12 + 160 * n / n_max, color=color, alpha=0.6, linewidths=0)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_aspect("equal")
+    ax.set_xlabel("mean predicted probability")
+    ax.set_ylabel("observed frequency")
+    ax.grid(True, alpha=0.3)
+    ax.set_title(title or "Reliability diagram (marker area ∝ predictions in bin)", fontsize=10)
     _legend(ax)
     return _save(fig, Path(path))

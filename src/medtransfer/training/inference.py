@@ -11,6 +11,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,14 +25,14 @@ from medtransfer.data.sources.base import SourceOptions, load_dataset
 from medtransfer.data.splits import SPLIT_NAMES, SplitMismatch, load_split
 from medtransfer.data.transforms import RadiographAugment
 from medtransfer.errors import DataError, UserError
-from medtransfer.evaluation.metrics import summarize, to_jsonable
+from medtransfer.evaluation.metrics import to_jsonable
 from medtransfer.io import atomic_write, atomic_write_text
 from medtransfer.models.backbones import build_model
+from medtransfer.tasks.base import task_kind
 from medtransfer.training.batches import Batches
 from medtransfer.training.checkpoint import load_weights_file
 from medtransfer.training.loop import predict
 from medtransfer.training.run import pick_device, write_predictions
-from medtransfer.training.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class TrainedModel:
     model: torch.nn.Module
-    task: Task
+    task: Any  # the task kind's runtime object (loss, scores, kind)
     cfg: Config
     label_names: list[str]
     in_chans: int
@@ -69,7 +70,8 @@ def load_run(run_dir: str | Path) -> TrainedModel:
     thresholds = None
     if (run / "metrics.json").is_file():
         thresholds = json.loads((run / "metrics.json").read_text()).get("thresholds")
-    return TrainedModel(model, Task(task, len(labels)), cfg, labels, in_chans, image_size, thresholds, run)
+    runtime = task_kind(task).restore(len(labels), json.loads(meta.get("task_state") or "{}"))
+    return TrainedModel(model, runtime, cfg, labels, in_chans, image_size, thresholds, run)
 
 
 def _load_target(
@@ -173,8 +175,9 @@ def evaluate_run(
     tm = load_run(run_dir)
     tta = _tta(tm, tta)
     ds = _load_target(tm, data, format, labels, allow_outside=allow_outside)
-    one_binary_label = len(tm.label_names) == len(ds.label_names) == 1 and tm.task.kind == ds.task == "binary"
-    if list(ds.label_names) != tm.label_names and one_binary_label:
+    # a one-label kind (binary, one regression target) scores any one-label file of the same kind, with a notice
+    one_label = len(tm.label_names) == len(ds.label_names) == 1 and tm.task.kind.name == ds.task
+    if list(ds.label_names) != tm.label_names and one_label:
         log.warning(
             "%s calls its one label '%s'; the model predicts '%s': scoring it as that label",
             data,
@@ -188,11 +191,10 @@ def evaluate_run(
         )
     idx = _select(tm, ds, data, split, split_file)
     scores = _scores(tm, ds, idx, tta)
-    metrics = summarize(
+    metrics = tm.task.kind.summarize(
         ds.labels[idx],
         scores,
         tm.label_names,
-        tm.task.kind,
         patient_ids=ds.meta["patient_id"].to_numpy()[idx],
         thresholds=tm.thresholds,
     )
@@ -218,7 +220,7 @@ def predict_run(
     ds = _load_target(tm, data, format, None, with_labels=False, allow_outside=allow_outside)
     scores = _scores(tm, ds, np.arange(len(ds)), tta)
     table = ds.meta[["image_id", "patient_id"]].copy()
-    for k, name in enumerate(tm.label_names):
-        table[f"prob_{name}"] = scores[:, k]
+    for k, column in enumerate(tm.task.kind.prediction_columns(tm.label_names)):
+        table[column] = scores[:, k]
     atomic_write(out, lambda tmp: table.to_csv(tmp, index=False))
     return table

@@ -24,7 +24,6 @@ import torch
 
 from medtransfer.config import TrainConfig
 from medtransfer.errors import ConfigError, TrainingFailed
-from medtransfer.evaluation.metrics import macro_auc, per_label_auc
 from medtransfer.training.batches import Batches
 from medtransfer.training.checkpoint import load_checkpoint, save_checkpoint, save_weights
 from medtransfer.training.device import cudnn_autotune, micro_batch_size
@@ -104,11 +103,16 @@ def fit(
             elif score is not None:
                 score_now = float(score(model))
             else:
-                val_auc, val_loss = _validate(model, task, val) if val is not None else (math.nan, loss)
-                score_now = -val_loss if _select_by(strategy) == "loss" else val_auc
+                val_metric, val_loss = _validate(model, task, val) if val is not None else (math.nan, loss)
+                score_now = -val_loss if _select_by(strategy) == "loss" else _higher_better(task, val_metric)
             row = {"epoch": epoch, "train_loss": loss}
             if score is None:
-                row.update(val_auc=val_auc if validate else math.nan, val_loss=val_loss if validate else math.nan)
+                row.update(
+                    {
+                        f"val_{_metric(task)}": val_metric if validate else math.nan,
+                        "val_loss": val_loss if validate else math.nan,
+                    }
+                )
             else:
                 row["val_score"] = score_now
             state.history.append({**row, "lr": optimizer.param_groups[-1]["lr"], "seconds": time.perf_counter() - t0})
@@ -134,7 +138,11 @@ def fit(
                 },
             )
             what = (
-                (f"val AUC {val_auc:.4f} loss {val_loss:.4f}" if score is None else f"val score {score_now:.4f}")
+                (
+                    f"val {_metric_label(task)} {val_metric:.4f} loss {val_loss:.4f}"
+                    if score is None
+                    else f"val score {score_now:.4f}"
+                )
                 if validate
                 else "val —"
             )
@@ -249,13 +257,25 @@ def _select_by(strategy) -> str:
 
 
 def _validate(model, task: Task, val: Batches) -> tuple[float, float]:
-    """Validation (macro AUC, mean loss) from one pass over ``val``."""
+    """Validation (the task's primary metric, e.g. macro AUC or MAE, and the mean loss) from one pass over ``val``."""
     logits = _logits(model, val)
     labels = val.labels[val.indices]
     loss = float(task.loss(logits.float(), torch.as_tensor(labels, dtype=torch.float32, device=logits.device)))
     scores = task.scores(logits.float()).cpu().numpy().astype(np.float64)
-    auc = macro_auc(per_label_auc(labels, scores, [str(k) for k in range(labels.shape[1])]))
-    return auc, loss
+    return task.kind.validation_score(labels, scores), loss
+
+
+def _metric(task) -> str:
+    return task.kind.metric
+
+
+def _metric_label(task) -> str:
+    return task.kind.metric_label
+
+
+def _higher_better(task, value: float) -> float:
+    """The selection score of a metric value: itself, or minus it when lower is better (MAE)."""
+    return value if task.kind.higher_is_better else -value
 
 
 @torch.no_grad()

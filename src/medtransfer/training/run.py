@@ -28,9 +28,10 @@ from medtransfer.data.sources.base import SourceOptions, load_dataset
 from medtransfer.data.splits import Split, load_split, make_split
 from medtransfer.data.transforms import RadiographAugment
 from medtransfer.errors import ConfigError, DataError, TrainingFailed
-from medtransfer.evaluation.metrics import choose_threshold, summarize, to_jsonable
+from medtransfer.evaluation.metrics import to_jsonable
 from medtransfer.io import MARKERS, atomic_write_text, check_output_folder, entries, remove_new_entries
 from medtransfer.models.weights import create_model
+from medtransfer.tasks.base import task_kind
 from medtransfer.training.batches import Batches
 from medtransfer.training.checkpoint import load_checkpoint, load_weights_file, save_weights
 from medtransfer.training.device import maybe_compile, micro_batch_size, optimizer_and_scheduler
@@ -113,11 +114,10 @@ def evaluate_indices(
     aug = RadiographAugment(hflip=cfg.train.hflip)
     scores = predict(model, task, _batches(prep, idx, cfg, model, device, train=False), cfg.eval.tta, aug)
     labels = prep.ds.labels[idx]
-    metrics = summarize(
+    metrics = task.kind.summarize(
         labels,
         scores,
         list(prep.ds.label_names),
-        task.kind,
         patient_ids=prep.ds.meta["patient_id"].to_numpy()[idx],
         thresholds=thresholds,
         seed=cfg.seed,
@@ -236,10 +236,10 @@ def _train(cfg: Config, out: Path, prep: Prepared, progress: bool) -> dict:
     if len(val_idx) == 0:
         raise DataError("the validation split is empty; adjust data.split_fractions")
     micro_batch_size(cfg.train.batch_size, cfg.train.grad_accum)  # fail before building anything
-    task = make_task(kind, ds.labels[train_idx], cfg.train.pos_weight)
+    task_kind(kind).check_labels(ds.labels, ds.label_names)
+    task = make_task(kind, ds.labels[train_idx], cfg.train.pos_weight, cfg.train.loss)
     device = pick_device(cfg.train.device)
-    if task.pos_weight is not None:  # once, not a blocking host → device copy inside every loss
-        task = dataclasses.replace(task, pos_weight=task.pos_weight.to(device))
+    task = task.to(device)  # once, not a blocking host → device copy inside every loss
     if cfg.model.in_chans not in (None, ds.channels):
         raise ConfigError(f"model.in_chans={cfg.model.in_chans} but the images have {ds.channels} channel(s)")
     model_cfg = dataclasses.replace(cfg.model, in_chans=ds.channels)
@@ -259,13 +259,9 @@ def _train(cfg: Config, out: Path, prep: Prepared, progress: bool) -> dict:
     state = fit(model, task, strategy, optimizer, scheduler, train, val, cfg.train, cfg.seed, out, progress)
     pd.DataFrame(state.history).to_csv(out / "history.csv", index=False)
     load_weights_file(out / "best.safetensors", model)
-    save_weights(out / "model.safetensors", model, metadata=model_card(cfg, kind, ds, model))
+    save_weights(out / "model.safetensors", model, metadata=model_card(cfg, kind, ds, model, task))
     val_metrics, val_scores = evaluate_indices(model, task, prep, val_idx, cfg, device)
-    thresholds = None
-    if kind != "multiclass":
-        thresholds = {
-            name: choose_threshold(ds.labels[val_idx, k], val_scores[:, k]) for k, name in enumerate(ds.label_names)
-        }
+    thresholds = task.kind.choose_thresholds(ds.labels[val_idx], val_scores, list(ds.label_names))
     if len(test_idx):
         metrics, test_scores = evaluate_indices(model, task, prep, test_idx, cfg, device, thresholds)
         metrics["split"] = "test"
@@ -345,11 +341,13 @@ def cap_epochs(batches, cfg: Config) -> None:
         )
 
 
-def model_card(cfg: Config, kind: str, ds: ImageDataset, model) -> dict[str, str]:
-    """What a trained model file must carry to be used alone (safetensors metadata: strings only)."""
+def model_card(cfg: Config, kind: str, ds: ImageDataset, model, task=None) -> dict[str, str]:
+    """What a trained model file must carry to be used alone (safetensors metadata: strings only); ``task_state``
+    is what the task kind needs to turn outputs into predictions (a regression target's scale)."""
     return {
         "backbone": cfg.model.backbone,
         "task": kind,
+        "task_state": json.dumps(task.state() if task is not None else {}),
         "label_names": json.dumps(list(ds.label_names)),
         "in_chans": str(ds.channels),
         "image_size": json.dumps(cfg.data.image_size),
@@ -372,7 +370,7 @@ def suggest_lr(cfg: Config, num_iter: int = 100, progress: bool = True) -> float
     torch.manual_seed(cfg.seed)
     ds = prep.ds
     train_idx = prep.split.train_subset(cfg.train.n_train)
-    task = make_task(cfg.task or ds.task, ds.labels[train_idx], cfg.train.pos_weight)
+    task = make_task(cfg.task or ds.task, ds.labels[train_idx], cfg.train.pos_weight, cfg.train.loss)
     device = pick_device(cfg.train.device)
     model_cfg = dataclasses.replace(cfg.model, in_chans=ds.channels)
     model, _ = create_model(model_cfg, num_outputs=task.num_labels, label_names=list(ds.label_names))

@@ -84,8 +84,8 @@ def test_labels_must_be_0_1_or_nan(task):
 
 
 def test_unknown_task_and_empty_dataset():
-    with pytest.raises(DataError, match="unknown task 'regression'"):
-        make_ds(task="regression")
+    with pytest.raises(DataError, match="unknown task 'regresion'"):
+        make_ds(task="regresion")
     with pytest.raises(DataError, match="no images"):
         ImageDataset(
             "empty",

@@ -7,7 +7,8 @@ The dataset "path" is a spec string::
 ``SITE`` is ``chest``, ``hand`` or ``both`` (alias ``mixed``); keys: ``n`` (512), ``size`` (64),
 ``visibility`` (0.5; lesion contrast, 0 = invisible, 1 = obvious), ``prevalence`` (0.5), ``seed`` (0) and
 ``labels``: ``lesion`` (binary, the default for one site), ``site`` (multi-class ``chest``/``hand``, the default
-for ``both``) or ``none`` (an unlabelled archive for self-supervised pretraining).
+for ``both``), ``age`` (regression: one column ``age``, the hand's age in years; only for ``hand``, e.g.
+``synthetic:hand,labels=age,n=500``) or ``none`` (an unlabelled archive for self-supervised pretraining).
 
 * chest: a PA film: body outline and neck, two lungs (apex medial, base wide) cut by diaphragm domes (the
   patient's right one higher), mediastinum and spine, a heart bulging to the patient's left (image right) with
@@ -16,6 +17,16 @@ for ``both``) or ``none`` (an unlabelled archive for self-supervised pretraining
 * hand: a PA film of a left hand: five digits radiating from the wrist (the thumb angled, with two phalanges)
   whose metacarpals and phalanges have bright cortex, darker marrow and joint spaces; carpal bones, radius and
   ulna, and the soft-tissue envelope. Lesion: a lytic (dark) focus in a metacarpal or proximal phalanx.
+  Every hand has an age, uniform on [1, 18] years per pseudo-patient, that drives its skeletal maturity (the
+  soft-tissue outline stays the same): the ossified shafts of the metacarpals and phalanges lengthen into the
+  cartilage at their ends (about two thirds of the adult bone at 1 year); their epiphyses (at the base of each
+  phalanx and of the thumb's metacarpal, at the head of the other metacarpals) appear at 1.3-2.4 years as small
+  round nuclei and widen to the shaft's width by about 10, separated from the shaft by a growth-plate gap that
+  narrows through childhood and closes from 13.5 to 17 years; the carpal centres ossify one by one (capitate
+  and hamate in the first year, triquetrum 2.5, lunate 3.5, trapezium 4.5, trapezoid 5, scaphoid 5.5,
+  pisiform 10) and each grows to full size over the next six years; the distal radius epiphysis grows from
+  the first year and the ulna's from 6, both fusing by 18; the cortex thickens a little (marrow from 62 % to
+  50 % of a shaft's width by 13).
 * every film: random pose (rotation, translation, scale), patient build, exposure (curve, window/level), edge
   blur and Poisson-like quantum noise; ``uint8`` ``(1, size, size)``.
 
@@ -23,8 +34,8 @@ Image ``i`` is drawn from ``np.random.default_rng([seed, site_code, i])`` plus i
 (row ``patient % 1024`` of ``default_rng([seed, 10 + site_code, patient // 1024])``), so any image can be made
 lazily, in any order, identically every time. Every draw happens whether or not the image has a lesion, so at
 ``visibility=0`` a positive film is bit-identical to its negative twin. Lesion labels, the grouping into
-pseudo-patients of 1-3 films and, for ``both``, each patient's site come from seeded vectors whose prefix does
-not depend on ``n``.
+pseudo-patients of 1-3 films, each patient's age and, for ``both``, each patient's site come from seeded
+vectors whose prefix does not depend on ``n``.
 """
 
 from __future__ import annotations
@@ -41,11 +52,11 @@ from medtransfer.data.dataset import GeneratedSource, ImageDataset, one_hot
 from medtransfer.data.sources.base import DATA_SOURCES, DataSource, SourceOptions
 from medtransfer.errors import DataError
 
-GENERATOR_VERSION = "phantom-v1"  # bump whenever the pictures change (it is part of the cache identity)
+GENERATOR_VERSION = "phantom-v2"  # bump whenever the pictures change (it is part of the cache identity)
 SITES = ("chest", "hand")
 _SITE_CODE = {"chest": 1, "hand": 2}
-_PLAN_CODE = {"chest": 21, "hand": 22, "both": 23}  # seeded vectors: labels, patient grouping, patient site
-_LABEL_KINDS = ("lesion", "site", "none")
+_PLAN_CODE = {"chest": 21, "hand": 22, "both": 23}  # seeded vectors: labels, patients, patient site, hand age
+_LABEL_KINDS = ("lesion", "site", "age", "none")
 _EXAMPLE = "synthetic:chest,n=400,visibility=0.4,seed=1"
 
 # Lesion peak contrast at visibility=1, in the same units as the anatomy (ribs ~0.13, lung/soft tissue ~0.3).
@@ -75,7 +86,7 @@ class SyntheticSpec:
         """
         text = str(text).strip()
         valid = ", ".join(f.name for f in fields(cls))
-        hint = f"valid keys: {valid} (site: chest|hand|both, labels: lesion|site|none); e.g. {_EXAMPLE}"
+        hint = f"valid keys: {valid} (site: chest|hand|both, labels: {'|'.join(_LABEL_KINDS)}); e.g. {_EXAMPLE}"
         if not text.startswith("synthetic:"):
             raise DataError(f"bad synthetic spec '{text}': must start with 'synthetic:'; {hint}")
         values: dict[str, str] = {}
@@ -125,6 +136,8 @@ class SyntheticSpec:
             return f"unknown labels '{self.labels}'"
         if self.label_kind == "site" and self.site != "both":
             return "labels=site needs site=both"
+        if self.label_kind == "age" and self.site != "hand":
+            return "labels=age needs site=hand (only hands have an age)"
         return ""
 
     @property
@@ -499,66 +512,183 @@ _DIGIT_HW = np.array(
         [0.037, 0.037, 0.031, 0.026],
     ]
 )
-_CARPAL_R = np.array([0.2, 0.23, 0.17, 0.22, 0.19, 0.24, 0.18, 0.2] * 2, dtype=np.float32)  # squared radii
+_EPI_ONSET = (1.8, 1.3, 2.0, 1.6)  # age (years) at which a bone's epiphysis ossifies, by bone (+0.1 per digit)
 _GAPS = (0.024, 0.029, 0.034)  # joint-space widths (one look-up table each)
 _HAND_BIN = 0.005
 _HAND_NBINS = 400  # profiles along each digit from the focal point, up to 2 units
 _FY = 0.42  # the digits radiate from a focal point at the wrist, (0, _FY) in the canonical frame
 
+AGE_RANGE = (1.0, 18.0)  # a hand's age in years: uniform on this range, per pseudo-patient
+_AGE_STEP = 0.25  # the digit look-up tables are tabulated at this age step (a fraction of a bin of growth)
+_AGE_LEVELS = round((AGE_RANGE[1] - AGE_RANGE[0]) / _AGE_STEP) + 1
 
-@lru_cache(maxsize=len(_GAPS))
-def _digit_profiles(gap_level: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Look-up tables along each digit: bone, marrow and soft-tissue half-widths (flat, 5 × ``_HAND_NBINS``).
+# carpal ossification: the bones sit on a lattice of 3 rows (distal -1, 0, proximal 1) × 8 columns (radial
+# side first); each cell has a squared radius (in cell units) and the age (years) at which its centre appears
+_CARPAL_R = np.array([0.2, 0.23, 0.17, 0.22, 0.19, 0.24, 0.18, 0.2] * 3, dtype=np.float32)
+_CARPAL_ONSET = (
+    # row -1: slivers between the distal row and the metacarpal bases
+    (9.0, 6.0, 4.0, 6.0, 9.0, 9.0, 9.0, 9.0),
+    # row 0 (distal): ..., trapezium, trapezoid, capitate, hamate, ...
+    (6.0, 4.5, 5.0, 0.3, 0.6, 3.0, 9.0, 9.0),
+    # row 1 (proximal): ..., (scaphoid tubercle), scaphoid, lunate, triquetrum, pisiform, ...
+    (9.0, 7.0, 5.5, 3.5, 2.5, 10.0, 9.0, 9.0),
+)
+_CARPAL_STEP = 0.05  # the carpal table is tabulated at this age step
+_CARPAL_ABSENT = -100.0  # squared radius of a cell not yet ossified (nothing is drawn at any film size)
+
+
+def _ramp(x: np.ndarray | float) -> np.ndarray:
+    return np.clip(x, 0.0, 1.0)
+
+
+def _smoothstep(x: np.ndarray | float) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3 - 2 * x)
+
+
+def _growth(age: np.ndarray | float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Shared maturation curves: childhood (0 at 1 year → 1 at 13), hand physis closure (13.5 → 17 years) and
+    marrow fraction of a shaft's half-width (0.62 → 0.5: the cortex thickens with age)."""
+    child = _ramp((np.asarray(age, dtype=np.float64) - 1.0) / 12.0)
+    fused = _smoothstep((np.asarray(age, dtype=np.float64) - 13.5) / 3.5)
+    return child, fused, 0.62 - 0.12 * child
+
+
+def _bone_profile(
+    ages: np.ndarray, t: np.ndarray, length: float, half_width: float, epi_first: bool, onset: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Half-widths of ossified bone and of marrow along one tubular bone, at each age: ``(len(ages), len(t))``.
+
+    ``t`` runs along the bone's full (adult) extent, 0 at its proximal end; -1 where there is no bone. A child's
+    bone is a shaft plus, at one end (``epi_first``: the proximal end), an epiphysis: the shaft's ossified part
+    lengthens with age into unossified cartilage at both ends; the epiphysis appears at ``onset`` years as a
+    small round nucleus, grows to the width of the shaft, and is separated from it by a growth-plate gap that
+    narrows through childhood and closes (fuses) in the late teens, leaving the adult bone.
+    """
+    age = ages[:, None]
+    child, fused, marrow_frac = _growth(age)
+    te = t[None, :] if epi_first else 1.0 - t[None, :]  # measured from the epiphyseal end
+    s = 2 * t[None, :] - 1
+    base = half_width * (0.75 + 0.5 * s**4)
+    physis = 0.17  # the physis (growth plate), as a fraction of the length from the epiphyseal end
+    gap = (0.05 + 0.09 * (1 - child)) * (1 - fused)  # its width, in the same units
+    closing = _ramp(gap * length / 0.01)  # 0 once fused: the pieces join without rounded ends
+    far = 0.1 * (1 - child) ** 1.5  # unossified cartilage at the other end
+    near = 0.06 * (1 - child)  # ... and around the epiphysis
+
+    def rounded(d: np.ndarray, cap: np.ndarray | float) -> np.ndarray:  # sqrt ramp over the last `cap` units
+        return np.sqrt(_ramp(d / np.maximum(cap, 1e-9)))
+
+    # the shaft
+    d_far = (1 - far - te) * length
+    d_phys = (te - physis - gap / 2) * length
+    shaft = base * rounded(d_far, 0.015) * rounded(d_phys, 0.006 * closing)
+    shaft = np.where((d_far > 0) & (d_phys > 0), shaft, 0.0)
+    # the epiphysis: a nucleus against the physis, from `near` of the end when fully grown
+    mature = _ramp((age - onset) / 8.0) ** 0.6
+    e1 = physis - gap / 2
+    e0 = e1 - (e1 - near) * mature
+    d_out, d_in = (te - e0) * length, (e1 - te) * length
+    cap = np.minimum((e1 - e0) * length / 2, 0.015)
+    epi = base * (0.45 + 0.55 * mature) * rounded(d_out, cap) * rounded(d_in, cap * closing)
+    epi = np.where((d_out > 0) & (d_in > 0) & (mature > 0), epi, 0.0)
+    bone = np.maximum(shaft, epi)
+    marrow = (shaft + epi * mature) * marrow_frac * (1 - s**6)
+    marrow = np.where(np.abs(s) < 0.85, marrow, 0.0)
+    return np.where(bone > 0, bone, -1.0), np.where(marrow > 0, marrow, -1.0)
+
+
+@lru_cache(maxsize=1)
+def _digit_profiles() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Look-up tables along each digit: bone and marrow half-widths by age level and joint-space width
+    (``(_AGE_LEVELS, len(_GAPS), 5 × _HAND_NBINS)``), soft-tissue half-width by joint-space width.
 
     The along-digit coordinate is measured from the focal point and divided by the digit's length factor,
-    so one table per joint-space width serves every patient. Missing tissue is -1 (so nothing is drawn).
-    Also returns where each bone starts, shape (5, 4).
+    so one table per age level and joint-space width serves every patient. Missing tissue is -1 (so nothing
+    is drawn). Also returns where each bone starts, shape ``(len(_GAPS), 5, 4)``.
     """
-    gap = _GAPS[gap_level]
+    ages = AGE_RANGE[0] + _AGE_STEP * np.arange(_AGE_LEVELS)
     u = (np.arange(_HAND_NBINS) + 0.5) * _HAND_BIN
-    bone = np.full((5, _HAND_NBINS), -1.0)
-    marrow = np.full((5, _HAND_NBINS), -1.0)
-    soft = np.full((5, _HAND_NBINS), -1.0)
-    starts = np.zeros((5, 4))
+    bone = np.full((_AGE_LEVELS, len(_GAPS), 5, _HAND_NBINS), -1.0, dtype=np.float32)
+    marrow = np.full_like(bone, -1.0)
+    soft = np.full((len(_GAPS), 5, _HAND_NBINS), -1.0)
+    starts = np.zeros((len(_GAPS), 5, 4))
+    for g, gap in enumerate(_GAPS):
+        for k in range(5):
+            pos = _DIGIT_R0[k]
+            for j in range(4):
+                if _DIGIT_LEN[k, j] > 0:
+                    starts[g, k, j] = pos
+                    pos += _DIGIT_LEN[k, j] + gap
     for k in range(5):
-        pos = _DIGIT_R0[k]
         for j in range(4):
             length = _DIGIT_LEN[k, j]
             if length == 0:
                 continue
-            starts[k, j] = pos
-            t = (u - pos) / length
-            inside = (t >= 0) & (t <= 1)
-            s = 2 * t - 1
-            end = np.sqrt(np.clip((1 - np.abs(s)) * length / 0.03, 0, 1))  # rounded bone ends
-            hw = _DIGIT_HW[k, j] * (0.75 + 0.5 * s**4) * end
-            bone[k] = np.where(inside, hw, bone[k])
-            marrow[k] = np.where(inside & (np.abs(s) < 0.85), hw * 0.5 * (1 - s**6), marrow[k])
-            pos += length + gap
-        tip = pos - gap + 0.035
-        cap = 0.06
-        # wide near the base so that neighbouring digits merge into the palm (thumb: the thenar eminence)
-        mcp = starts[k, 1]
-        if k == 0:
-            knots, widths = [0.0, 0.5 * (_DIGIT_R0[0] + mcp), mcp, tip - cap], [0.15, 0.13, 0.085, 0.075]
-        else:
-            web = mcp + 0.35 * _DIGIT_LEN[k, 1]
-            knots, widths = [0.0, mcp - 0.02, web, tip - cap], [0.12, 0.12, 0.085, 0.07]
-        sw = np.interp(u, knots, widths)
-        rounded = sw * np.sqrt(np.clip(1 - ((u - (tip - cap)) / cap) ** 2, 0, 1))
-        soft[k] = np.where(u < tip - cap, sw, np.where(u <= tip, rounded, -1.0))
-    out = tuple(t.astype(np.float32).ravel() for t in (bone, marrow, soft)) + (starts,)
+            # one profile per bone serves all joint-space levels (only the bins it falls on differ)
+            cols = [np.flatnonzero((u >= pos) & (u <= pos + length)) for pos in starts[:, k, j]]
+            t = np.concatenate([(u[c] - pos) / length for c, pos in zip(cols, starts[:, k, j], strict=True)])
+            epi_first = j > 0 or k == 0  # phalanges and the thumb's metacarpal: at the base; others: head
+            b, m = _bone_profile(ages, t, length, _DIGIT_HW[k, j], epi_first, _EPI_ONSET[j] + 0.1 * k)
+            split = np.cumsum([len(c) for c in cols])[:-1]
+            pieces = zip(cols, np.split(b, split, axis=1), np.split(m, split, axis=1), strict=True)
+            for g, (c, bg, mg) in enumerate(pieces):
+                bone[:, g, k, c], marrow[:, g, k, c] = bg, mg
+    for g in range(len(_GAPS)):
+        for k in range(5):
+            last = 3  # the distal phalanx
+            tip = starts[g, k, last] + _DIGIT_LEN[k, last] + 0.035
+            cap = 0.06
+            # wide near the base so that neighbouring digits merge into the palm (thumb: the thenar eminence)
+            mcp = starts[g, k, 1]
+            if k == 0:
+                knots, widths = [0.0, 0.5 * (_DIGIT_R0[0] + mcp), mcp, tip - cap], [0.15, 0.13, 0.085, 0.075]
+            else:
+                web = mcp + 0.35 * _DIGIT_LEN[k, 1]
+                knots, widths = [0.0, mcp - 0.02, web, tip - cap], [0.12, 0.12, 0.085, 0.07]
+            sw = np.interp(u, knots, widths)
+            rounded = sw * np.sqrt(np.clip(1 - ((u - (tip - cap)) / cap) ** 2, 0, 1))
+            soft[g, k] = np.where(u < tip - cap, sw, np.where(u <= tip, rounded, -1.0))
+    out = (
+        bone.reshape(_AGE_LEVELS, len(_GAPS), -1),
+        marrow.reshape(_AGE_LEVELS, len(_GAPS), -1),
+        soft.astype(np.float32).reshape(len(_GAPS), -1),
+        starts,
+    )
     for t in out:
         t.flags.writeable = False
     return out
 
 
-def _render_hand(rng: np.random.Generator, seed: int, patient: int, lesion: bool, visibility: float, size: int):
-    """One PA film of a left hand, ``uint8`` ``(1, size, size)``."""
+@lru_cache(maxsize=1)
+def _carpal_table() -> np.ndarray:
+    """Squared radius of each carpal lattice cell by age level, ``(levels, 32)``: absent before the cell's
+    onset, then a centre growing from a fifth of its full radius to all of it over six years."""
+    ages = AGE_RANGE[0] + _CARPAL_STEP * np.arange(round((AGE_RANGE[1] - AGE_RANGE[0]) / _CARPAL_STEP) + 1)
+    onset = np.full(32, np.inf)
+    onset[:24] = np.array(_CARPAL_ONSET).ravel()
+    grown = _ramp((ages[:, None] - onset[None, :]) / 6.0) ** 0.8
+    radius2 = np.zeros(32)
+    radius2[:24] = _CARPAL_R
+    table = np.where(ages[:, None] >= onset[None, :], radius2 * (0.2 + 0.8 * grown) ** 2, _CARPAL_ABSENT)
+    table = table.astype(np.float32)
+    table.flags.writeable = False
+    return table
+
+
+def _render_hand(
+    rng: np.random.Generator, seed: int, patient: int, lesion: bool, visibility: float, size: int, age: float
+):
+    """One PA film of a left hand of a child or young adult ``age`` years old, ``uint8`` ``(1, size, size)``."""
     r = rng.random(32).tolist()
     a = _anatomy(seed, _SITE_CODE["hand"], patient)
+    age = min(max(float(age), AGE_RANGE[0]), AGE_RANGE[1])
     lens = [0.93 + 0.14 * v for v in a[:5]]  # digit length factors
-    bone_lut, marrow_lut, soft_lut, starts = _digit_profiles(min(int(a[5] * len(_GAPS)), len(_GAPS) - 1))
+    bone_luts, marrow_luts, soft_luts, starts = _digit_profiles()
+    gap_level = min(int(a[5] * len(_GAPS)), len(_GAPS) - 1)
+    age_level = round((age - AGE_RANGE[0]) / _AGE_STEP)
+    bone_lut, marrow_lut = bone_luts[age_level, gap_level], marrow_luts[age_level, gap_level]
+    soft_lut, starts = soft_luts[gap_level], starts[gap_level]
     spread = 0.75 + 0.5 * r[0]
     scale = 1.0 + 0.12 * r[2] + 0.06 * (a[6] - 0.5)
     film = _Film(size, 0.2 * (r[1] - 0.5), 0.1 * (r[3] - 0.5), 0.06 * (r[4] - 0.5) + 0.02, scale, 1.0 + r[5])
@@ -609,7 +739,8 @@ def _render_hand(rng: np.random.Generator, seed: int, patient: int, lesion: bool
         sv = soft[win]
         np.fmax(sv, _below(e, 0.25 + 0.04 * a[7], px), out=sv)
 
-    # carpal bones: two staggered rows of rounded bones of varying size with thin joint spaces
+    # carpal bones: two staggered rows of rounded bones of varying size with thin joint spaces, each
+    # ossifying at its own age and growing to full size over the following years
     win = film.window(-0.25, 0.25, _FY - 0.15, _FY + 0.12)
     if win:
         xs, ys = x[win], y[win]
@@ -619,7 +750,15 @@ def _render_hand(rng: np.random.Generator, seed: int, patient: int, lesion: bool
         cu = xs * (1 / 0.085)
         cu += row * 0.5
         col = np.floor(cu)
-        cell_r = _CARPAL_R[(col.astype(np.intp) + 3 + 8 * (row.astype(np.intp) & 1)) & 15]
+        cell = row.astype(np.intp)
+        cell += 1
+        cell &= 3
+        cell *= 8
+        ci = col.astype(np.intp)
+        ci += 3
+        ci &= 7
+        cell += ci
+        cell_r = _carpal_table()[round((age - AGE_RANGE[0]) / _CARPAL_STEP)][cell]
         cu -= col
         cu -= 0.5
         cv -= row
@@ -627,34 +766,53 @@ def _render_hand(rng: np.random.Generator, seed: int, patient: int, lesion: bool
         cu *= cu
         cv *= cv
         cu += cv
+        inner = cell_r * 0.35
         cell_r -= cu
         carpal = _inside(cell_r, px / 0.085)
         carpal *= _ellipse(xs, ys, 0.0, _FY, 0.19, 0.1, px)
-        inner = _below(cu, 0.07, px / 0.085)
+        inner -= cu
+        inner = _inside(inner, px / 0.085)
         inner *= carpal
         bv = bone[win]
         np.fmax(bv, carpal, out=bv)
         marrow[win] += inner
 
-    # radius and ulna, flaring at their distal ends
+    # radius and ulna, flaring at their distal ends; until their physes close (late teens) the distal
+    # epiphyses are separate domes beyond a growth-plate gap, the ulna's appearing only at school age
+    child, _, marrow_frac = _growth(age)
+    child, marrow_frac = float(child), float(marrow_frac) / 0.5
+    phys = _FY + 0.18  # the physis; the mature radius reaches 0.06 beyond it, as far as _FY + 0.12
+    gap = (0.012 + 0.025 * (1 - child)) * (1 - float(_smoothstep((age - 14.5) / 3.5)))
     win = film.window(-0.35, 0.35, _FY + 0.05, 1.5)
     if win:
         xs, ys = x[win], y[win]
         t = ys * -4.0
-        t += 4 * (_FY + 0.1) + 1.0
+        t += 4 * (phys - 0.02) + 1.0
         _clip(t, 0.0, 1.0, out=t)
-        t *= t  # 1 at the distal end, 0 from 0.25 below it
+        t *= t  # 1 near the distal end, 0 from 0.25 below it
         e_rad = np.abs(xs + 0.11)
         e_uln = np.abs(xs - 0.13)
         rad = _below(e_rad - t * 0.045, 0.075, px)
         np.fmax(rad, _below(e_uln - t * 0.015, 0.05, px), out=rad)
-        rad *= _below(-ys, -(_FY + 0.12), px)
+        rad *= _below(-ys, -(phys + gap / 2), px)
         bv = bone[win]
         np.fmax(bv, rad, out=bv)
-        mr = _below(e_rad, 0.04, px)
-        mr += _below(e_uln, 0.022, px)
+        mr = _below(e_rad, 0.04 * marrow_frac, px)
+        mr += _below(e_uln, 0.022 * marrow_frac, px)
         mr *= rad
         marrow[win] += mr
+    w_rad = float(_ramp((age - 0.8) / 10.0)) ** 0.7
+    w_uln = float(_ramp((age - 6.0) / 8.0)) ** 0.7
+    top = phys - gap / 2  # the epiphyses' flat face, against the physis
+    win = film.window(-0.24, 0.2, top - 0.065, top) if w_rad > 0 else None
+    if win:
+        xs, ys = x[win], y[win]
+        epi = _ellipse(xs, ys, -0.11, top, 0.115 * w_rad, 0.06 * w_rad, px)
+        if w_uln > 0:
+            np.fmax(epi, _ellipse(xs, ys, 0.13, top, 0.063 * w_uln, 0.05 * w_uln, px), out=epi)
+        epi *= _below(ys, top, px)
+        bv = bone[win]
+        np.fmax(bv, epi, out=bv)
 
     img = soft * (0.24 + 0.05 * a[8])
     img += 0.04
@@ -702,13 +860,18 @@ class SyntheticArchive:
             self.site_code = np.where(patient_site[self.patient], 2, 1).astype(np.int8)
         else:
             self.site_code = np.full(n, _SITE_CODE[spec.site], dtype=np.int8)
+        # every image gets its patient's age in years (used only by hand films), float32 as labelled
+        low, high = AGE_RANGE
+        patient_age = low + (high - low) * np.random.default_rng([seed, plan, 3]).random(n)
+        self.age = patient_age.astype(np.float32)[self.patient]
 
     def make(self, i: int) -> np.ndarray:
         spec, code = self.spec, int(self.site_code[i])
         rng = np.random.default_rng([spec.seed, code, i])
         p = int(self.patient[i])
-        render = _render_chest if code == 1 else _render_hand
-        return render(rng, spec.seed, p, bool(self.lesion[i]), spec.visibility, spec.size)
+        if code == 1:
+            return _render_chest(rng, spec.seed, p, bool(self.lesion[i]), spec.visibility, spec.size)
+        return _render_hand(rng, spec.seed, p, bool(self.lesion[i]), spec.visibility, spec.size, float(self.age[i]))
 
     def dataset(self) -> ImageDataset:
         spec = self.spec
@@ -721,6 +884,8 @@ class SyntheticArchive:
             labels, names, task = self.lesion.astype(np.float32)[:, None], ("lesion",), "binary"
         elif kind == "site":
             labels, names, task = one_hot(self.site_code - 1, 2), SITES, "multiclass"
+        elif kind == "age":
+            labels, names, task = self.age[:, None].copy(), ("age",), "regression"
         else:
             labels, names, task = np.zeros((spec.n, 0), np.float32), (), "unlabelled"
         canonical = spec.canonical()
@@ -731,7 +896,7 @@ class SyntheticArchive:
 
 @DATA_SOURCES.register("synthetic")
 class SyntheticSource(DataSource):
-    """Radiograph-like chest/hand phantoms with an optional lesion label, from a ``synthetic:`` spec."""
+    """Radiograph-like chest/hand phantoms with a lesion, site or (hand) age label, from a ``synthetic:`` spec."""
 
     name = "synthetic"
     description = "deterministic chest/hand radiograph phantoms, e.g. synthetic:chest,n=400,visibility=0.4"

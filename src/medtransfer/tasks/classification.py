@@ -1,0 +1,201 @@
+"""Classification kinds: ``binary`` (one 0/1 label), ``multilabel`` (several 0/1 findings, NaN = unknown) and
+``multiclass`` (one-hot over K classes).
+
+* loss: BCE-with-logits over the K columns with NaN labels masked out (optional ``pos_weight`` = n_neg / n_pos
+  per label), or cross-entropy over classes (rows of unknown class ignored); the head's bias starts at the
+  training prevalence (:meth:`ClassificationTask.init_head`);
+* outputs: probabilities (sigmoid per label, softmax over classes);
+* metric: macro AUC with a patient-bootstrap 95 % CI; thresholds by Youden's J on validation (not multiclass);
+* paired test between two models on the same images: DeLong's test of the macro AUC difference (per label,
+  averaged p-values are not reported: the first label's test for one label, else the mean difference).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from medtransfer.errors import ConfigError
+from medtransfer.evaluation.metrics import choose_threshold, macro_auc, per_label_auc, summarize
+from medtransfer.evaluation.stats import delong_test
+from medtransfer.tasks.base import TASK_KINDS, TaskKind
+
+
+@dataclass
+class ClassificationTask:
+    """What the training loop calls for a classification kind: loss, scores (probabilities), head init."""
+
+    kind_name: str  # binary | multiclass | multilabel
+    num_labels: int
+    pos_weight: torch.Tensor | None = None
+    prior_bias: torch.Tensor | None = None  # the output bias that predicts the training prevalence
+
+    @property
+    def kind(self) -> TaskKind:
+        return TASK_KINDS.get(self.kind_name)
+
+    @property
+    def num_outputs(self) -> int:
+        return self.num_labels
+
+    def to(self, device) -> ClassificationTask:
+        """A copy whose tensors live on ``device`` (once, not a host → device copy inside every loss)."""
+        if self.pos_weight is None:
+            return self
+        return replace(self, pos_weight=self.pos_weight.to(device))
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def init_head(self, model: torch.nn.Module) -> bool:
+        """Set the bias of the head's last linear layer to :attr:`prior_bias` (RetinaNet's "prior" init).
+
+        Why: pooled post-ReLU features are all positive, so at the start every weight gets a gradient of the
+        same sign from the class imbalance alone; Adam moves all of them by ~lr per step and the head learns the
+        prevalence through ``w · mean(features)`` instead of its bias, which fixes an arbitrary (here: wrong)
+        ranking direction. Measured: a linear probe on random ResNet-18 features of PneumoniaMNIST (N = 50) got
+        val AUC 0.36 with a zero-initialised bias. Returns whether a bias was set.
+        """
+        return set_head_bias(model, self.prior_bias, self.num_labels)
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if self.kind_name == "multiclass":
+            known = torch.isfinite(targets).all(dim=1)
+            cls = torch.nan_to_num(targets).argmax(dim=1)
+            # mean over known rows; a batch without any known row gives 0 (no gradient), not NaN
+            per_row = F.cross_entropy(logits.float(), cls, reduction="none")
+            return (per_row * known).sum() / known.sum().clamp(min=1)
+        mask = torch.isfinite(targets)
+        pw = self.pos_weight.to(logits.device) if self.pos_weight is not None else None
+        per = F.binary_cross_entropy_with_logits(
+            logits.float(), torch.nan_to_num(targets), pos_weight=pw, reduction="none"
+        )
+        return (per * mask).sum() / mask.sum().clamp(min=1)
+
+    def scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """Probabilities: softmax over classes (multi-class) or per-label sigmoid."""
+        return logits.float().softmax(dim=1) if self.kind_name == "multiclass" else logits.float().sigmoid()
+
+
+def set_head_bias(model: torch.nn.Module, bias: torch.Tensor | None, num_outputs: int) -> bool:
+    """Copy ``bias`` into the bias of the head's last linear layer when it has ``num_outputs`` outputs."""
+    if bias is None:
+        return False
+    linears = [m for m in getattr(model, "head", model).modules() if isinstance(m, torch.nn.Linear)]
+    if not linears or linears[-1].bias is None or linears[-1].bias.shape[0] != num_outputs:
+        return False
+    with torch.no_grad():
+        linears[-1].bias.copy_(bias.to(linears[-1].bias))
+    return True
+
+
+class _Classification(TaskKind):
+    metric = "auc"
+    metric_label = "AUC"
+    higher_is_better = True
+    unit_interval = True
+    probabilities = True
+    paired_test: ClassVar[str] = "DeLong"
+    one_hot: ClassVar[bool] = False
+
+    def runtime(self, labels: np.ndarray, *, pos_weight: bool = False, loss: str | None = None) -> ClassificationTask:
+        if loss is not None:
+            raise ConfigError(f"train.loss applies to regression; task {self.name} has its own loss (set it to null)")
+        self.check_labels(labels, ())
+        k = labels.shape[1]
+        pos = np.nansum(labels == 1, axis=0).astype(np.float64)
+        neg = np.nansum(labels == 0, axis=0).astype(np.float64)
+        pw = None
+        if pos_weight and not self.one_hot:
+            pw = torch.tensor(np.where(pos > 0, neg / np.maximum(pos, 1), 1.0), dtype=torch.float32)
+        return ClassificationTask(self.name, k, pw, self._prior_bias(pos, neg, pw))
+
+    def restore(self, num_outputs: int, state: dict[str, Any]) -> ClassificationTask:
+        return ClassificationTask(self.name, num_outputs)
+
+    def _prior_bias(self, pos: np.ndarray, neg: np.ndarray, pw: torch.Tensor | None) -> torch.Tensor:
+        """log-odds of each label's prevalence (times ``pos_weight``, which moves the loss's optimum), or, for a
+        multi-class task, the log class frequencies; clipped so that a label seen in one class only stays finite."""
+        total = np.maximum(pos + neg, 1.0)
+        p = np.clip(pos / total, 1e-3, 1 - 1e-3)
+        if self.one_hot:
+            bias = np.log(p / p.sum())
+        else:
+            bias = np.log(p / (1 - p))
+            if pw is not None:
+                bias = bias + np.log(pw.numpy().astype(np.float64))
+        return torch.tensor(bias, dtype=torch.float32)
+
+    def strata(self, labels: np.ndarray) -> np.ndarray:
+        known = np.isfinite(labels)
+        if labels.shape[1] == 0:
+            return np.zeros(len(labels), dtype=np.int64)
+        return np.where(known[:, 0], labels[:, 0], -1).astype(np.int64)
+
+    def validation_score(self, labels: np.ndarray, outputs: np.ndarray) -> float:
+        return macro_auc(per_label_auc(labels, outputs, [str(k) for k in range(labels.shape[1])]))
+
+    def _summarize(self, labels, outputs, names, *, patient_ids, thresholds, n_boot, seed) -> dict[str, Any]:
+        return summarize(
+            labels, outputs, names, self.name, patient_ids=patient_ids, thresholds=thresholds, n_boot=n_boot, seed=seed
+        )
+
+    def choose_thresholds(self, labels: np.ndarray, outputs: np.ndarray, names: list[str]) -> dict[str, float] | None:
+        return {name: choose_threshold(labels[:, k], outputs[:, k]) for k, name in enumerate(names)}
+
+    def paired(self, labels: np.ndarray, outputs_a: np.ndarray, outputs_b: np.ndarray) -> dict[str, float]:
+        deltas, ps = [], []
+        for k in range(labels.shape[1]):
+            res = delong_test(labels[:, k], outputs_a[:, k], outputs_b[:, k])
+            deltas.append(res["diff"])
+            ps.append(res["p_value"])
+        p = ps[0] if len(ps) == 1 else math.nan
+        return {"delta": float(np.nanmean(deltas)) if deltas else math.nan, "p_value": p}
+
+
+class Binary(_Classification):
+    name = "binary"
+
+    def check_labels(self, labels, names) -> None:
+        super().check_labels(labels, names)
+        if labels.shape[1] != 1:
+            raise ConfigError(
+                f"task 'binary' needs one label column, the data has {labels.shape[1]}; select one with data.labels"
+            )
+
+
+class Multilabel(_Classification):
+    name = "multilabel"
+
+    def strata(self, labels: np.ndarray) -> np.ndarray:
+        """The rarest positive finding of each row (``K`` = none), so rare findings spread over the splits."""
+        n, k = labels.shape
+        if k == 0:
+            return np.zeros(n, dtype=np.int64)
+        pos = np.nan_to_num(labels) > 0
+        prevalence = pos.mean(axis=0)
+        rarity_rank = np.argsort(np.argsort(prevalence, kind="stable"), kind="stable")  # 0 = rarest label
+        score = np.where(pos, rarity_rank[None, :], k)
+        return np.where(pos.any(axis=1), score.argmin(axis=1), k).astype(np.int64)
+
+
+class Multiclass(_Classification):
+    name = "multiclass"
+    one_hot = True
+
+    def strata(self, labels: np.ndarray) -> np.ndarray:
+        known = np.isfinite(labels).all(axis=1)
+        return np.where(known, np.nan_to_num(labels).argmax(axis=1), -1).astype(np.int64)
+
+    def choose_thresholds(self, labels, outputs, names) -> None:
+        return None  # the class with the highest probability is the decision
+
+
+TASK_KINDS.register("binary", Binary())
+TASK_KINDS.register("multilabel", Multilabel())
+TASK_KINDS.register("multiclass", Multiclass())

@@ -1,0 +1,151 @@
+"""``regression``: one or more continuous targets (bone age in months, a dose, a volume), NaN = unknown.
+
+* targets are standardised with the training split's mean and standard deviation; the head is linear and its
+  outputs are mapped back to the target's unit, so predictions, metrics and ``predict``'s CSV are in that unit;
+* loss (``train.loss``): ``l1`` (default: the MAE is the primary metric), ``mse`` or ``huber`` (δ = 1 standard
+  deviation), on the standardised targets, NaN entries masked out;
+* metrics: MAE (primary, lower is better), RMSE and R², with patient-bootstrap 95 % CIs
+  (:mod:`medtransfer.evaluation.regression`);
+* splits are stratified by quantile bins of the first target (5 bins), patient-grouped like the others;
+* paired test between two models on the same images: Wilcoxon signed-rank of the per-image absolute errors.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from medtransfer.errors import ConfigError
+from medtransfer.evaluation.regression import paired_errors_test, regression_metrics
+from medtransfer.tasks.base import TASK_KINDS, TaskKind
+
+LOSSES = ("l1", "mse", "huber")
+STRATA_BINS = 5
+
+
+@dataclass
+class RegressionTask:
+    """Loss on standardised targets; ``scores`` returns predictions in the target's unit."""
+
+    num_targets: int
+    center: list[float] = field(default_factory=list)
+    scale: list[float] = field(default_factory=list)
+    loss_name: str = "l1"
+
+    @property
+    def kind(self) -> TaskKind:
+        return TASK_KINDS.get("regression")
+
+    @property
+    def num_outputs(self) -> int:
+        return self.num_targets
+
+    def to(self, device) -> RegressionTask:
+        return self
+
+    def state(self) -> dict[str, Any]:
+        return {"center": self.center, "scale": self.scale, "loss": self.loss_name}
+
+    def init_head(self, model: torch.nn.Module) -> bool:
+        """The standardised targets have mean 0: a zero bias already predicts the training mean."""
+        from medtransfer.tasks.classification import set_head_bias
+
+        return set_head_bias(model, torch.zeros(self.num_targets), self.num_targets)
+
+    def _standard(self, targets: torch.Tensor) -> torch.Tensor:
+        c = torch.as_tensor(self.center, dtype=torch.float32, device=targets.device)
+        s = torch.as_tensor(self.scale, dtype=torch.float32, device=targets.device)
+        return (targets.float() - c) / s
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        mask = torch.isfinite(targets)
+        z = torch.nan_to_num(self._standard(targets))
+        out = logits.float()
+        if self.loss_name == "mse":
+            per = F.mse_loss(out, z, reduction="none")
+        elif self.loss_name == "huber":
+            per = F.huber_loss(out, z, reduction="none", delta=1.0)
+        else:
+            per = F.l1_loss(out, z, reduction="none")
+        return (per * mask).sum() / mask.sum().clamp(min=1)
+
+    def scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """Predictions in the target's unit."""
+        c = torch.as_tensor(self.center, dtype=torch.float32, device=logits.device)
+        s = torch.as_tensor(self.scale, dtype=torch.float32, device=logits.device)
+        return logits.float() * s + c
+
+
+class Regression(TaskKind):
+    name = "regression"
+    metric = "mae"
+    metric_label = "MAE"
+    higher_is_better = False
+    unit_interval = False
+    probabilities = False
+    paired_test = "Wilcoxon (absolute errors)"
+
+    def check_labels(self, labels: np.ndarray, names) -> None:
+        super().check_labels(labels, names)
+        for k in range(labels.shape[1]):
+            col = labels[:, k]
+            known = col[np.isfinite(col)]
+            name = names[k] if len(names) > k else f"target {k}"
+            if len(known) < 2:
+                raise ConfigError(f"regression target '{name}' has {len(known)} known value(s); it needs at least 2")
+            if np.ptp(known) == 0:
+                raise ConfigError(
+                    f"regression target '{name}' is constant ({known[0]:g} in every row): nothing to learn; "
+                    "check data.labels"
+                )
+
+    def runtime(self, labels: np.ndarray, *, pos_weight: bool = False, loss: str | None = None) -> RegressionTask:
+        if pos_weight:
+            raise ConfigError("train.pos_weight weights positive labels; a regression task has none: set it to false")
+        loss = loss or "l1"
+        if loss not in LOSSES:
+            raise ConfigError(f"train.loss must be one of {list(LOSSES)} for regression, got {loss!r}")
+        self.check_labels(labels, ())
+        center = np.nanmean(labels, axis=0)
+        scale = np.nanstd(labels, axis=0)
+        return RegressionTask(labels.shape[1], center.tolist(), np.where(scale > 0, scale, 1.0).tolist(), loss)
+
+    def restore(self, num_outputs: int, state: dict[str, Any]) -> RegressionTask:
+        if not state.get("center"):
+            raise ConfigError("the model file lacks its target scale (task_state); it was not written by this version")
+        return RegressionTask(num_outputs, list(state["center"]), list(state["scale"]), state.get("loss", "l1"))
+
+    def strata(self, labels: np.ndarray) -> np.ndarray:
+        """Quantile bins of the first target (``-1``: unknown)."""
+        if labels.shape[1] == 0:
+            return np.zeros(len(labels), dtype=np.int64)
+        y = labels[:, 0]
+        known = np.isfinite(y)
+        out = np.full(len(y), -1, dtype=np.int64)
+        if known.sum() == 0:
+            return out
+        edges = np.unique(np.quantile(y[known], np.linspace(0, 1, STRATA_BINS + 1)[1:-1]))
+        out[known] = np.searchsorted(edges, y[known], side="right")
+        return out
+
+    def validation_score(self, labels: np.ndarray, outputs: np.ndarray) -> float:
+        err = np.abs(outputs - labels)
+        return float(np.nanmean(err)) if np.isfinite(err).any() else math.inf
+
+    def _summarize(self, labels, outputs, names, *, patient_ids, thresholds, n_boot, seed) -> dict[str, Any]:
+        return regression_metrics(labels, outputs, names, patient_ids=patient_ids, n_boot=n_boot, seed=seed)
+
+    def paired(self, labels: np.ndarray, outputs_a: np.ndarray, outputs_b: np.ndarray) -> dict[str, float]:
+        res = paired_errors_test(labels, outputs_a, outputs_b)
+        return {"delta": res["delta_mae"], "p_value": res["p_value"]}
+
+    def prediction_columns(self, names: list[str]) -> list[str]:
+        return [f"pred_{n}" for n in names]
+
+
+TASK_KINDS.register("regression", Regression())
