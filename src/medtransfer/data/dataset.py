@@ -30,7 +30,6 @@ from medtransfer.errors import DataError
 from medtransfer.tasks.base import kind_names, task_kind
 
 
-
 class ImageSource(ABC):
     """Lazy access to N images. ``identity`` changes whenever the set of images changes (cache key)."""
 

@@ -12,7 +12,6 @@ import numpy as np
 from medtransfer.tasks.base import task_kind
 from medtransfer.tasks.classification import ClassificationTask
 
-
 Task = ClassificationTask  # ``Task("binary", 1)``: a classification task without training-label statistics
 
 
