@@ -20,7 +20,7 @@ LABELS = typer.Option(None, "--labels", help="Label column(s) or names to keep, 
 CLASSES = typer.Option(None, "--classes", help="Class filter, comma-separated (e.g. CXR for MedNIST).")
 IMAGE_COL = typer.Option(None, "--image-column", help="Folder+CSV: column with the image file names.")
 PATIENT_COL = typer.Option(None, "--patient-column", help="Folder+CSV: column with patient ids.")
-TASK = typer.Option(None, "--task", help="Force binary | multiclass | multilabel.")
+TASK = typer.Option(None, "--task", help="Force binary | multiclass | multilabel | regression.")
 ALLOW_OUTSIDE = typer.Option(
     False, "--allow-outside", help="Folder+CSV: the CSV may name image files outside its folder (data.allow_outside)."
 )
@@ -32,6 +32,10 @@ def _csv(value: str | None) -> tuple[str, ...] | None:
 
 def _load(path, format, labels, classes, image_column, patient_column, task, allow_outside=False):
     from medtransfer.data.sources.base import SourceOptions, load_dataset
+    from medtransfer.tasks.base import task_kind
+
+    if task is not None:
+        task_kind(task)  # a misspelt --task fails here, with close matches
 
     options = SourceOptions(_csv(labels), _csv(classes), image_column, patient_column, task, allow_outside)
     return load_dataset(path, format, options)
@@ -61,16 +65,10 @@ def inspect(
     )
     if rep.source_splits:
         console.print("splits in the file: " + ", ".join(f"{k}={v}" for k, v in rep.source_splits.items()))
-    if rep.labels:
-        table = Table("label", "positive", "negative", "unknown", "prevalence")
-        for row in rep.labels:
-            table.add_row(
-                row["name"],
-                str(row["n_pos"]),
-                str(row["n_neg"]),
-                str(row["n_unknown"]),
-                f"{row['prevalence']:.1%}" if row["prevalence"] == row["prevalence"] else "-",
-            )
+    if rep.label_rows:
+        table = Table(*rep.label_header)
+        for row in rep.label_rows:
+            table.add_row(*row)
         console.print(table)
     else:
         console.print("no labels (unlabelled images)")

@@ -9,6 +9,7 @@ import numpy as np
 
 from medtransfer.data.dataset import ImageDataset
 from medtransfer.errors import DataError
+from medtransfer.tasks.base import task_kind
 
 
 @dataclass
@@ -18,7 +19,8 @@ class Inspection:
     n_images: int
     n_patients: int
     channels: int
-    labels: list[dict] = field(default_factory=list)  # name, n_pos, n_neg, n_unknown, prevalence
+    label_header: list[str] = field(default_factory=list)  # the task kind's label table (data inspect shows it)
+    label_rows: list[list[str]] = field(default_factory=list)
     sizes: dict[str, int] = field(default_factory=dict)  # "HxW" → count among images read
     dtypes: dict[str, int] = field(default_factory=dict)
     n_read: int = 0
@@ -36,22 +38,8 @@ def inspect_dataset(ds: ImageDataset, sample: int | None = 32) -> Inspection:
         (16, 'binary')
     """
     rep = Inspection(ds.name, ds.task, len(ds), int(ds.meta["patient_id"].nunique()), ds.channels)
-    for k, name in enumerate(ds.label_names):
-        col = ds.labels[:, k]
-        known = np.isfinite(col)
-        n_pos = int((col[known] == 1).sum())
-        n_known = int(known.sum())
-        rep.labels.append(
-            {
-                "name": name,
-                "n_pos": n_pos,
-                "n_neg": n_known - n_pos,
-                "n_unknown": int((~known).sum()),
-                "prevalence": n_pos / n_known if n_known else float("nan"),
-            }
-        )
-        if n_known and n_pos in (0, n_known):
-            rep.problems.append(f"label '{name}' has only {'negatives' if n_pos == 0 else 'positives'}")
+    rep.label_header, rep.label_rows, problems = task_kind(ds.task).label_table(ds.labels, list(ds.label_names))
+    rep.problems += problems
     if "source_split" in ds.meta.columns:
         rep.source_splits = {str(k): int(v) for k, v in ds.meta["source_split"].value_counts().items()}
     missing = ds.info.get("n_images_missing", 0)

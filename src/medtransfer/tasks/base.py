@@ -100,6 +100,10 @@ class TaskKind:
         """Column names of the outputs in ``predict``'s CSV."""
         return [f"prob_{n}" for n in names]
 
+    def label_table(self, labels: np.ndarray, names: list[str]) -> tuple[list[str], list[list[str]], list[str]]:
+        """What ``data inspect`` shows of the labels: a table (header, rows) and problems found."""
+        return ([], [], [])
+
 
 def with_score(kind: TaskKind, metrics: dict[str, Any]) -> dict[str, Any]:
     """Add the uniform keys every kind's metrics carry: ``metric`` (its name), ``score`` and ``score_ci``."""

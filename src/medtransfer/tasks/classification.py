@@ -148,6 +148,18 @@ class _Classification(TaskKind):
     def choose_thresholds(self, labels: np.ndarray, outputs: np.ndarray, names: list[str]) -> dict[str, float] | None:
         return {name: choose_threshold(labels[:, k], outputs[:, k]) for k, name in enumerate(names)}
 
+    def label_table(self, labels: np.ndarray, names: list[str]) -> tuple[list[str], list[list[str]], list[str]]:
+        rows, problems = [], []
+        for k, name in enumerate(names):
+            col = labels[:, k]
+            known = np.isfinite(col)
+            n_pos, n_known = int((col[known] == 1).sum()), int(known.sum())
+            prevalence = f"{n_pos / n_known:.1%}" if n_known else "-"
+            rows.append([name, str(n_pos), str(n_known - n_pos), str(int((~known).sum())), prevalence])
+            if n_known and n_pos in (0, n_known):
+                problems.append(f"label '{name}' has only {'negatives' if n_pos == 0 else 'positives'}")
+        return ["label", "positive", "negative", "unknown", "prevalence"], rows, problems
+
     def paired(self, labels: np.ndarray, outputs_a: np.ndarray, outputs_b: np.ndarray) -> dict[str, float]:
         deltas, ps = [], []
         for k in range(labels.shape[1]):

@@ -147,5 +147,35 @@ class Regression(TaskKind):
     def prediction_columns(self, names: list[str]) -> list[str]:
         return [f"pred_{n}" for n in names]
 
+    def label_table(self, labels: np.ndarray, names: list[str]) -> tuple[list[str], list[list[str]], list[str]]:
+        """Mean, sd, range and a 10-bin histogram per target instead of a class table."""
+        header = ["target", "known", "unknown", "mean", "sd", "min", "max", "histogram (10 bins, min → max)"]
+        rows, problems = [], []
+        for k, name in enumerate(names):
+            col = labels[:, k]
+            known = col[np.isfinite(col)]
+            if len(known) == 0:
+                rows.append([name, "0", str(len(col)), "-", "-", "-", "-", ""])
+                problems.append(f"target '{name}' has no known value")
+                continue
+            counts, _ = np.histogram(known, bins=10)
+            bars = "▁▂▃▄▅▆▇█"
+            spark = "".join(bars[min(7, int(8 * c / max(counts.max(), 1)))] if c else " " for c in counts)
+            rows.append(
+                [
+                    name,
+                    str(len(known)),
+                    str(len(col) - len(known)),
+                    f"{known.mean():.4g}",
+                    f"{known.std(ddof=1) if len(known) > 1 else 0:.4g}",
+                    f"{known.min():.4g}",
+                    f"{known.max():.4g}",
+                    f"{spark}  {' '.join(str(int(c)) for c in counts)}",
+                ]
+            )
+            if np.ptp(known) == 0:
+                problems.append(f"target '{name}' is constant ({known[0]:g}): nothing to learn")
+        return header, rows, problems
+
 
 TASK_KINDS.register("regression", Regression())

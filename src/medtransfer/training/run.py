@@ -140,7 +140,9 @@ def train_run(
 
     def setup() -> Prepared:
         preflight(cfg)
-        return prepared or prepare(cfg, progress)
+        prep = prepared or prepare(cfg, progress)
+        check_task(cfg, prep)
+        return prep
 
     return run_in_folder(cfg, out_dir, resume, lambda out, prep: _train(cfg, out, prep, progress), setup)
 
@@ -175,6 +177,19 @@ def _read_status(out: Path) -> str | None:
         return json.loads((out / "status.json").read_text()).get("status")
     except (OSError, ValueError, AttributeError):
         return None
+
+
+def check_task(cfg: Config, prep: Prepared) -> None:
+    """The task kind fits the labels and the settings (a constant regression target, ``train.balance`` on a
+    continuous target, ``train.loss`` on a classifier ...): checked before the run folder is made."""
+    kind = task_kind(cfg.task or prep.ds.task)
+    kind.check_labels(prep.ds.labels, prep.ds.label_names)
+    if len(prep.split.indices("val")) == 0:
+        raise DataError("the validation split is empty; adjust data.split_fractions")
+    if cfg.train.balance and not kind.probabilities:
+        raise ConfigError(f"train.balance draws equal numbers per class; task {kind.name} has no classes")
+    train_idx = prep.split.train_subset(cfg.train.n_train)
+    make_task(kind.name, prep.ds.labels[train_idx], cfg.train.pos_weight, cfg.train.loss)
 
 
 def preflight(cfg: Config) -> None:
@@ -236,14 +251,13 @@ def _train(cfg: Config, out: Path, prep: Prepared, progress: bool) -> dict:
     if len(val_idx) == 0:
         raise DataError("the validation split is empty; adjust data.split_fractions")
     micro_batch_size(cfg.train.batch_size, cfg.train.grad_accum)  # fail before building anything
-    task_kind(kind).check_labels(ds.labels, ds.label_names)
     task = make_task(kind, ds.labels[train_idx], cfg.train.pos_weight, cfg.train.loss)
     device = pick_device(cfg.train.device)
     task = task.to(device)  # once, not a blocking host → device copy inside every loss
     if cfg.model.in_chans not in (None, ds.channels):
         raise ConfigError(f"model.in_chans={cfg.model.in_chans} but the images have {ds.channels} channel(s)")
     model_cfg = dataclasses.replace(cfg.model, in_chans=ds.channels)
-    model, report = create_model(model_cfg, num_outputs=task.num_labels, label_names=list(ds.label_names))
+    model, report = create_model(model_cfg, num_outputs=task.num_outputs, label_names=list(ds.label_names))
     log.info("weights: %s", report.summary())
     # channels_last helps oneDNN convolutions on CPU too (measured ~2x for a ResNet-18 forward here)
     model.to(device, memory_format=torch.channels_last)
@@ -373,7 +387,7 @@ def suggest_lr(cfg: Config, num_iter: int = 100, progress: bool = True) -> float
     task = make_task(cfg.task or ds.task, ds.labels[train_idx], cfg.train.pos_weight, cfg.train.loss)
     device = pick_device(cfg.train.device)
     model_cfg = dataclasses.replace(cfg.model, in_chans=ds.channels)
-    model, _ = create_model(model_cfg, num_outputs=task.num_labels, label_names=list(ds.label_names))
+    model, _ = create_model(model_cfg, num_outputs=task.num_outputs, label_names=list(ds.label_names))
     model.to(device)
     strategy = build_strategy(cfg.transfer, cfg.train)
     strategy.plan(num_iter, num_iter)

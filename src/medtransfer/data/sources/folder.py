@@ -6,7 +6,8 @@ subfolder, or absolute), optional label column(s) and an optional patient column
     file,label,patient_id
     images/case_001.png,pneumonia,P17
 
-One label column gives a binary task when its values are 0/1 (the label name is the column name), otherwise a
+One label column gives a binary task when its values are 0/1 (the label name is the column name), a regression
+task when it holds numbers with fractions or more than 20 distinct values (bone age in months), otherwise a
 multi-class task over its sorted distinct values. Several label columns give a multi-label task (values 0, 1
 or empty = unknown). Row numbers in error messages count the header as row 1, as a spreadsheet shows them.
 """
@@ -325,6 +326,8 @@ def _labels(
         return np.zeros((n, 0), dtype=np.float32), (), "unlabelled"
     if task == "unlabelled":
         raise DataError(f"{csv.name}: task unlabelled contradicts label columns {list(cols)}; drop one")
+    if task == "regression" or (task is None and len(cols) == 1 and _looks_continuous(df[cols[0]])):
+        return np.stack([_numeric_column(df, c, csv) for c in cols], axis=1), tuple(cols), "regression"
     if len(cols) > 1:
         if task not in (None, "multilabel"):
             raise DataError(
@@ -361,6 +364,50 @@ def _labels(
     if len(classes) < 2:
         log.warning("%s: column '%s' has a single class %s", csv.name, col, classes)
     return one_hot(codes, len(classes)), tuple(classes), "multiclass"
+
+
+# A numeric column with more distinct values than this (or with fractions) is a continuous target, not classes.
+MAX_CLASSES = 20
+
+
+def _looks_continuous(column: pd.Series) -> bool:
+    """Numbers only, and either fractional values or more than :data:`MAX_CLASSES` distinct ones (bone age in
+    months, a dose): a regression target. ``--task`` / ``task:`` overrides."""
+    text = column.str.strip()
+    values = text[text.notna() & (text != "") & (text.str.lower() != "nan")]
+    numbers = pd.to_numeric(values, errors="coerce").dropna()
+    # a few text cells in a numeric column are typos in a target (reported by row), not class names
+    if len(values) == 0 or len(numbers) < 0.9 * len(values):
+        return False
+    distinct = numbers.nunique()
+    fractional = bool((numbers != numbers.round()).any())
+    return distinct > MAX_CLASSES or (fractional and distinct > 2)
+
+
+def _numeric_column(df: pd.DataFrame, col: str, csv: Path) -> np.ndarray:
+    """A regression target column → float32, empty/NaN = unknown (reported with its count); text names its row."""
+    text = df[col].str.strip()
+    blank = text.isna() | (text == "") | (text.str.lower() == "nan")
+    numbers = pd.to_numeric(text.where(~blank), errors="coerce")
+    bad = ~blank & (numbers.isna() | ~np.isfinite(numbers.astype(float)))
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(
+            f"{csv.name} row {_row(i)}, column '{col}': '{text.iat[i]}' is not a number; a regression target takes "
+            f"numbers (empty = unknown): fix the value ({int(bad.sum())} row(s) like it)"
+        )
+    if blank.any():
+        rows = [str(_row(int(i))) for i in np.flatnonzero(blank.to_numpy())[:5]]
+        log.warning(
+            "%s: target '%s' is empty in %d of %d rows (rows %s%s); they count as unknown",
+            csv.name,
+            col,
+            int(blank.sum()),
+            len(blank),
+            ", ".join(rows),
+            ", …" if blank.sum() > 5 else "",
+        )
+    return numbers.to_numpy(dtype=np.float32, na_value=np.nan)
 
 
 def _binary_column(df: pd.DataFrame, col: str, csv: Path) -> np.ndarray:
