@@ -1,4 +1,5 @@
-"""The radiomics baseline: pyradiomics features of each image, standardised, L2 logistic regression with C by CV.
+"""The radiomics baseline: pyradiomics features of each image, standardised, L2 logistic regression with C by CV
+(a regression target: ridge regression with alpha by CV).
 
 This is the published non-neural comparison (Romero et al., Med Phys 2020). It runs as one arm of a study, on the
 same training subsets and test images as the networks: :func:`radiomics_arm` is one trial.
@@ -20,19 +21,22 @@ import logging
 import time
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from medtransfer.baselines.base import BASELINES, Baseline
 from medtransfer.errors import DataError, UserError
 from medtransfer.io import atomic_write, atomic_write_text
+from medtransfer.tasks.base import task_kind
 
 log = logging.getLogger(__name__)
 
 FEATURE_CLASSES = ("firstorder", "glcm", "glrlm", "glszm", "gldm", "ngtdm", "shape2D")
-TASKS = ("binary", "multiclass", "multilabel")
 C_GRID = tuple(float(c) for c in np.logspace(-4, 3, 15))  # half-decade steps; ties go to the smaller C
+ALPHA_GRID = tuple(float(a) for a in np.logspace(-3, 4, 15))  # ridge (regression targets)
 MAX_FOLDS = 5
 CACHE_VERSION = "1"  # bump when the feature computation changes, so old caches are not reused
 
@@ -354,52 +358,91 @@ def _fit_cv(x: np.ndarray, y: np.ndarray, seed: int, scoring: str) -> tuple[Any,
     return search.best_estimator_, float(search.best_params_["logisticregression__C"])
 
 
-def _fit_predict(
-    x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, task: str, seed: int
-) -> tuple[np.ndarray, list[float], int]:
-    """:func:`fit_predict`, also returning the chosen C per model (NaN where none was fitted) and the feature count."""
-    if task not in TASKS:
-        raise UserError(f"unknown task '{task}' for the radiomics baseline; use one of {list(TASKS)}")
-    x_train, x_test = np.asarray(x_train, np.float64), np.asarray(x_test, np.float64)
+@dataclass
+class Fitted:
+    """A fitted radiomics model: which feature columns it uses, their training mean (stands in for a test image's
+    non-finite value), and per label a fitted pipeline or a constant score."""
+
+    task: str
+    keep: np.ndarray
+    train_mean: np.ndarray
+    n_outputs: int
+    models: list[Any] = field(default_factory=list)  # per output column: estimator or float (constant); multiclass: 1
+    present: np.ndarray | None = None  # multiclass: the classes the model predicts, in its column order
+    chosen: list[float] = field(default_factory=list)  # C (classification) or alpha (regression) per model
+
+    def predict(self, x_test: np.ndarray) -> np.ndarray:
+        xte = np.asarray(x_test, np.float64)[:, self.keep].copy()
+        bad = ~np.isfinite(xte)
+        if bad.any():  # the training mean standardises to 0: a neutral value for a feature the test image lacks
+            log.warning("radiomics: %d non-finite test value(s) replaced by the training mean", bad.sum())
+            xte[bad] = np.broadcast_to(self.train_mean, xte.shape)[bad]
+        out = np.zeros((len(xte), self.n_outputs))
+        if self.present is not None:  # one multinomial model (or the class prevalences) over the present classes
+            model = self.models[0]
+            out[:, self.present] = model if isinstance(model, np.ndarray) else model.predict_proba(xte)
+            return out
+        regression = not task_kind(self.task).probabilities
+        for j, model in enumerate(self.models):
+            if isinstance(model, float):
+                out[:, j] = model
+            else:
+                out[:, j] = model.predict(xte) if regression else model.predict_proba(xte)[:, 1]
+        return out
+
+
+def _fit(x_train: np.ndarray, y_train: np.ndarray, task: str, seed: int) -> Fitted:
+    """Fit per label (or one multinomial model, or one ridge per regression target) on the training rows."""
+    kind = task_kind(task)
+    if not kind.supervised or kind.volumetric:
+        raise UserError(f"the radiomics baseline needs 2-D images with labels; task '{task}' has none")
+    x_train = np.asarray(x_train, np.float64)
     y = np.asarray(y_train, np.float64)
     y = y[:, None] if y.ndim == 1 else y
-    if len(x_train) != len(y) or x_test.shape[1:] != x_train.shape[1:]:
-        raise DataError(f"x_train {x_train.shape}, y_train {y.shape} and x_test {x_test.shape} do not fit together")
-    if task == "binary" and y.shape[1] != 1:
+    if len(x_train) != len(y):
+        raise DataError(f"x_train {x_train.shape} and y_train {y.shape} do not fit together")
+    kind.check_labels(y, [f"label {k}" for k in range(y.shape[1])]) if not kind.probabilities else None
+    if kind.name == "binary" and y.shape[1] != 1:
         raise DataError(f"task 'binary' needs one label column; y_train has {y.shape[1]}")
     keep = _usable_columns(x_train)
     if (~keep).any():
         log.info("radiomics: dropping %d constant or non-finite feature column(s) of %d", (~keep).sum(), len(keep))
-    xtr, xte = x_train[:, keep], x_test[:, keep].copy()
-    bad = ~np.isfinite(xte)
-    if bad.any():  # the training mean standardises to 0: a neutral value for a feature the test image lacks
-        log.warning("radiomics: %d non-finite test value(s) replaced by the training mean", bad.sum())
-        xte[bad] = np.broadcast_to(xtr.mean(axis=0), xte.shape)[bad]
-    m, K = len(xte), y.shape[1]
-    scores = np.zeros((m, K))
-    if task == "multiclass":
+    xtr = x_train[:, keep]
+    fitted = Fitted(task, keep, xtr.mean(axis=0) if len(xtr) else np.zeros(keep.sum()), y.shape[1])
+    K = y.shape[1]
+    if getattr(kind, "one_hot", False):
         known = np.isfinite(y).all(axis=1) & (y.sum(axis=1) > 0)
         cls = y[known].argmax(axis=1)
         present, counts = np.unique(cls, return_counts=True)
+        fitted.present = present
         if len(present) < 2 or not keep.any():
             log.warning(
                 "radiomics: training rows have %d class(es) and %d usable feature(s); scores are the class prevalences",
                 len(present),
                 keep.sum(),
             )
-            scores[:, present] = counts / max(counts.sum(), 1)
-            return scores, [float("nan")], int(keep.sum())
+            fitted.models, fitted.chosen = [counts / max(counts.sum(), 1)], [float("nan")]
+            return fitted
         if len(present) < K:
             log.warning(
                 "radiomics: class(es) %s have no training row and get score 0", sorted(set(range(K)) - set(present))
             )
         model, c = _fit_cv(xtr[known], cls, seed, "roc_auc_ovr")
-        scores[:, present] = model.predict_proba(xte)
-        return scores, [c], int(keep.sum())
-    chosen = []
+        fitted.models, fitted.chosen = [model], [c]
+        return fitted
     for j in range(K):
         rows = np.isfinite(y[:, j])
         yj = y[rows, j]
+        if not kind.probabilities:
+            if len(yj) < 3 or not keep.any():
+                log.warning("radiomics: target %d has %d known rows; its prediction is the training mean", j, len(yj))
+                fitted.models.append(float(yj.mean()) if len(yj) else 0.0)
+                fitted.chosen.append(float("nan"))
+                continue
+            model, alpha = _fit_ridge(xtr[rows], yj, seed)
+            fitted.models.append(model)
+            fitted.chosen.append(alpha)
+            continue
         if len(np.unique(yj)) < 2 or not keep.any():
             prevalence = float(yj.mean()) if len(yj) else 0.5
             log.warning(
@@ -409,13 +452,42 @@ def _fit_predict(
                 keep.sum(),
                 prevalence,
             )
-            scores[:, j] = prevalence
-            chosen.append(float("nan"))
+            fitted.models.append(prevalence)
+            fitted.chosen.append(float("nan"))
             continue
         model, c = _fit_cv(xtr[rows], yj.astype(int), seed, "roc_auc")
-        scores[:, j] = model.predict_proba(xte)[:, 1]
-        chosen.append(c)
-    return scores, chosen, int(keep.sum())
+        fitted.models.append(model)
+        fitted.chosen.append(c)
+    return fitted
+
+
+def _fit_ridge(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[Any, float]:
+    """Standardise → ridge regression, alpha by k-fold CV (mean absolute error) over :data:`ALPHA_GRID`."""
+    from sklearn.linear_model import Ridge
+    from sklearn.model_selection import GridSearchCV, KFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
+
+    model = make_pipeline(StandardScaler(), Ridge())
+    k = min(MAX_FOLDS, len(y))
+    with threadpool_limits(limits=1):
+        folds = KFold(n_splits=k, shuffle=True, random_state=seed)
+        search = GridSearchCV(model, {"ridge__alpha": list(ALPHA_GRID)}, scoring="neg_mean_absolute_error", cv=folds)
+        search.set_params(error_score="raise").fit(x, y)
+    return search.best_estimator_, float(search.best_params_["ridge__alpha"])
+
+
+def _fit_predict(
+    x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, task: str, seed: int
+) -> tuple[np.ndarray, list[float], int]:
+    """:func:`fit_predict`, also returning the chosen C (or alpha) per model (NaN where none was fitted) and the
+    number of feature columns used."""
+    x_test = np.asarray(x_test, np.float64)
+    if x_test.shape[1:] != np.asarray(x_train).shape[1:]:
+        raise DataError(f"x_train {np.asarray(x_train).shape} and x_test {x_test.shape} do not fit together")
+    fitted = _fit(x_train, y_train, task, seed)
+    return fitted.predict(x_test), fitted.chosen, int(fitted.keep.sum())
 
 
 def fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, task: str, seed: int = 0) -> np.ndarray:
@@ -480,3 +552,32 @@ def radiomics_arm(
         "seconds_features": seconds_features,
         "seconds_fit": time.perf_counter() - start,
     }
+
+
+class Radiomics(Baseline):
+    """pyradiomics features + L2 logistic regression (C by CV), or ridge regression (alpha by CV)."""
+
+    name = "radiomics"
+    description = "pyradiomics features + L2 logistic regression (C by CV); ridge for a regression target"
+
+    def check(self, task: str) -> None:
+        kind = task_kind(task)
+        if not kind.supervised or kind.volumetric:
+            raise UserError(f"the radiomics baseline needs 2-D images with labels; task '{task}' has none")
+        _require_radiomics()
+
+    def features(self, images, idx, cache_dir, key, *, workers=1, progress=True) -> np.ndarray:
+        return feature_matrix(images, idx, cache_dir, key, workers=workers, progress=progress)[0]
+
+    def fit(self, x: np.ndarray, y: np.ndarray, task: str, seed: int) -> Fitted:
+        return _fit(x, y, task, seed)
+
+    def predict(self, fitted: Fitted, x: np.ndarray) -> np.ndarray:
+        return fitted.predict(x)
+
+    def describe(self, fitted: Fitted) -> dict[str, Any]:
+        regression = not task_kind(fitted.task).probabilities
+        return {"alpha" if regression else "C": fitted.chosen, "n_features_used": int(fitted.keep.sum())}
+
+
+BASELINES.register("radiomics", Radiomics())

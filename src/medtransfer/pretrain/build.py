@@ -3,8 +3,9 @@
 * ``supervised``: the labelled data goes through :func:`~medtransfer.training.run.train_run` (same loop,
   progress, resume and failure handling as ``medtransfer train``); the best-validation weights (backbone and
   head, with the label names) become the source model, its test metrics the card's own metrics.
-* ``simclr``: :func:`~medtransfer.pretrain.ssl.simclr_fit` on all images (labels, if any, are ignored); only
-  the backbone is saved; with ``pretrain.probe_data`` the card gets a linear-probe AUC.
+* ``simclr``: :func:`~medtransfer.pretrain.ssl.simclr_fit` on all images (labels, if any, are ignored), through
+  the same :func:`~medtransfer.training.loop.fit` (bf16, ``grad_accum``, resume, progress); only the last epoch's
+  backbone is saved; with ``pretrain.probe_data`` the card gets a linear-probe AUC.
 
 The card holds what :func:`medtransfer.models.weights.resolve_weights` reads (name, backbone, in_chans, mean,
 std, input_size, modality, site, method, label_names, description) plus data, training settings, date, metrics.

@@ -1,10 +1,19 @@
-"""Self-supervised pretraining (SimCLR, Chen et al. 2020) on images without labels.
+"""Self-supervised pretraining (SimCLR, Chen et al. 2020) on images without labels, run by ``training.loop.fit``.
 
-Two :class:`~medtransfer.data.transforms.ContrastiveAugment` views of every image go through the backbone
-(``Classifier.features``) and a projection MLP; the NT-Xent loss pulls the two views of an image together and
-pushes the other ``2B - 2`` views of the batch away. Only the backbone is kept. The epoch loop mirrors
-``training/loop.py``: epochs seeded by ``(seed, epoch)``, a checkpoint every epoch (``--resume``), a non-finite
-loss raises :class:`TrainingFailed`, a rich progress bar.
+Two :class:`~medtransfer.data.transforms.ContrastiveAugment` views of every image go through the backbone and a
+projection MLP; the NT-Xent loss pulls the two views of an image together and pushes the other ``2B - 2`` views of
+the batch away. Only the backbone is kept. SimCLR is three small pieces the training loop runs like any task:
+
+* :class:`ContrastiveViews`, the augmentation of a :class:`~medtransfer.training.batches.Batches`: a batch is
+  ``x`` of shape ``(B, 2, C, H, W)``, both views of each image. ``train.grad_accum`` cuts batches along the first
+  axis, so the two views of an image always share a micro-batch (NT-Xent needs them together; the negatives are
+  then the micro-batch's other views);
+* :class:`SimCLRNet`, backbone + projection head: ``net(x)`` is the projections, ``(B, 2, D)``;
+* :class:`ContrastiveTask`: ``loss(z, y)`` is :func:`nt_xent` of ``z[:, 0]`` and ``z[:, 1]`` (``y`` is empty).
+
+The loop brings the rest: epochs seeded by ``(seed, epoch)``, ``checkpoint.pt`` every epoch (``--resume``), a
+non-finite loss raising :class:`TrainingFailed`, bf16 on CUDA, ``grad_accum``, the progress bar. Without validation
+data its best epoch is the one with the lowest training loss; the source model is the last epoch's backbone.
 
 MONAI's ``ContrastiveLoss`` computes the same NT-Xent, but importing MONAI costs ~15 s on a busy CPU, more than
 the loss is worth; :func:`nt_xent` is tested against a hand computation.
@@ -12,9 +21,7 @@ the loss is worth; :func:`nt_xent` is tested against a hand computation.
 
 from __future__ import annotations
 
-import logging
-import math
-import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,14 +29,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medtransfer.data.transforms import ContrastiveAugment, normalize
+from medtransfer.config import TransferConfig
+from medtransfer.data.transforms import ContrastiveAugment
 from medtransfer.errors import TrainingFailed
 from medtransfer.training.batches import Batches
-from medtransfer.training.checkpoint import load_checkpoint, save_checkpoint
 from medtransfer.training.device import make_optimizer
-from medtransfer.training.loop import SYNC_EVERY, _progress
-
-log = logging.getLogger(__name__)
+from medtransfer.training.loop import fit
+from medtransfer.transfer.strategies import Scratch
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
@@ -61,89 +67,80 @@ def projection_head(in_features: int, out_features: int) -> nn.Module:
     )
 
 
+@dataclass(frozen=True)
+class ContrastiveViews:
+    """A :class:`Batches` augmentation: two independent views of every image, stacked on a new axis 1.
+
+    Example:
+        >>> ContrastiveViews()(torch.rand(4, 1, 32, 32), torch.Generator().manual_seed(0)).shape
+        torch.Size([4, 2, 1, 32, 32])
+    """
+
+    augment: ContrastiveAugment = field(default_factory=ContrastiveAugment)
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return torch.stack([self.augment(x, generator), self.augment(x, generator)], dim=1)
+
+
+class SimCLRNet(nn.Module):
+    """Backbone (pooled features) + projection head; ``(B, 2, C, H, W)`` view pairs → projections ``(B, 2, D)``.
+
+    One layer group (everything trains), so the ``scratch`` strategy drives it in the training loop.
+    """
+
+    def __init__(self, backbone: nn.Module, projection: nn.Module) -> None:
+        super().__init__()
+        self.backbone, self.projection = backbone, projection
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # one forward over all 2B views: BatchNorm statistics span both views, as in SimCLR
+        z = self.projection(self.backbone(x.flatten(0, 1)))
+        return z.view(x.shape[0], x.shape[1], -1)
+
+    def layer_groups(self) -> list[list[nn.Parameter]]:
+        return [list(self.parameters())]
+
+
+@dataclass(frozen=True)
+class ContrastiveTask:
+    """The loop's task for SimCLR: NT-Xent between the projections of each image's two views; no labels."""
+
+    temperature: float = 0.1
+
+    def loss(self, z: torch.Tensor, y=None) -> torch.Tensor:
+        return nt_xent(z[:, 0], z[:, 1], temperature=self.temperature)
+
+
 def simclr_fit(
     model, images: np.ndarray, indices: np.ndarray, cfg, out_dir: Path, device, progress: bool = True
 ) -> dict:
     """Train ``model.backbone`` with SimCLR on ``images[indices]``; returns ``{"history", "epochs_run"}``.
 
-    ``cfg`` is a :class:`~medtransfer.config.PretrainConfig`. Writes ``checkpoint.pt`` after every epoch and
-    resumes from it when present.
+    ``cfg`` is a :class:`~medtransfer.config.PretrainConfig`. Runs :func:`~medtransfer.training.loop.fit`, which
+    writes ``checkpoint.pt`` after every epoch and resumes from it when present. AdamW over backbone and
+    projection head at ``train.lr`` with a per-step cosine decay to 0 over the run.
     """
     t, p = cfg.train, cfg.pretrain
     if len(indices) < 2:
         raise TrainingFailed("SimCLR needs at least 2 images")
-    proj = projection_head(model.backbone.num_features, p.projection_dim).to(device)
-    params = [*model.backbone.parameters(), *proj.parameters()]
-    optimizer = make_optimizer(params, t, torch.device(device))
-    labels = np.zeros((len(images), 0), dtype=np.float32)
-    # [0, 1] images (mean 0, std 1): the views are augmented first, then normalised as the model expects
+    device = torch.device(device)
+    net = SimCLRNet(model.backbone, projection_head(model.backbone.num_features, p.projection_dim)).to(device)
+    norm = model.normalization  # the views are augmented on [0, 1] images, then normalised as the model expects
     batches = Batches(
-        images, labels, indices, min(t.batch_size, len(indices)), [0.0], [1.0], device, shuffle=True, drop_last=True
+        images,
+        np.zeros((len(images), 0), dtype=np.float32),  # no labels
+        indices,
+        min(t.batch_size, len(indices)),
+        norm["mean"],
+        norm["std"],
+        device,
+        augment=ContrastiveViews(ContrastiveAugment(hflip=t.hflip)),
+        shuffle=True,
+        drop_last=True,
     )
+    optimizer = make_optimizer(net.parameters(), t, device)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(t.epochs * len(batches), 1))
-    augment = ContrastiveAugment(hflip=t.hflip)
-    norm = model.normalization
-    ckpt_path = out_dir / "checkpoint.pt"
-    start, history = 0, []
-    if ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path)
-        model.load_state_dict(ckpt["model"])
-        proj.load_state_dict(ckpt["projection"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        start, history = int(ckpt["state"]["epoch"]), list(ckpt["state"]["history"])
-        log.info("resumed from %s at epoch %d", ckpt_path, start)
-    with _progress(progress) as bar:
-        job = bar.add_task("simclr", total=t.epochs * len(batches), completed=start * len(batches), info="")
-        for epoch in range(start, t.epochs):
-            seed = int(np.random.SeedSequence([cfg.seed, epoch, 11]).generate_state(1)[0])
-            torch.manual_seed(seed)
-            g = torch.Generator().manual_seed(seed)
-            model.train()
-            proj.train()
-            t0 = time.perf_counter()
-            total = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device: no per-step sync
-            for step, (x, _) in enumerate(batches.epoch(cfg.seed, epoch)):
-                views = torch.cat([augment(x, g), augment(x, g)])
-                z = proj(model.features(normalize(views, norm["mean"], norm["std"])))
-                loss = nt_xent(*z.chunk(2), temperature=p.temperature)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if t.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                total += loss.detach()
-                if step % SYNC_EVERY == 0 or step == len(batches) - 1:  # the only host syncs, as in training.loop
-                    running = total.item() / (step + 1)
-                    if not math.isfinite(running):
-                        raise TrainingFailed(
-                            f"SimCLR loss became {running} by epoch {epoch + 1}, step {step + 1}; "
-                            "lower train.lr or raise pretrain.temperature"
-                        )
-                    bar.update(job, advance=1, info=f"epoch {epoch + 1}/{t.epochs} loss {running:.4f}")
-                else:
-                    bar.update(job, advance=1)
-            mean = total.item() / max(len(batches), 1)
-            history.append(
-                {
-                    "epoch": epoch,
-                    "train_loss": mean,
-                    "lr": optimizer.param_groups[0]["lr"],
-                    "seconds": time.perf_counter() - t0,
-                }
-            )
-            save_checkpoint(
-                ckpt_path,
-                {
-                    "model": model.state_dict(),
-                    "projection": proj.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "state": {"epoch": epoch + 1, "history": history},
-                },
-            )
-            log.info("epoch %d/%d  NT-Xent %.4f", epoch + 1, t.epochs, mean)
-    if history and not math.isfinite(history[-1]["train_loss"]):
-        raise TrainingFailed("SimCLR ended with a non-finite loss")
-    return {"history": history, "epochs_run": len(history)}
+    strategy = Scratch(TransferConfig(strategy="scratch"), t)
+    task = ContrastiveTask(p.temperature)
+    state = fit(net, task, strategy, optimizer, scheduler, batches, None, t, cfg.seed, out_dir, progress)
+    return {"history": state.history, "epochs_run": state.epoch}

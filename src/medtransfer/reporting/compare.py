@@ -22,6 +22,7 @@ from scipy import stats as sps
 
 from medtransfer.evaluation.stats import delong_test, paired_test
 from medtransfer.reporting.tables import arm_order, metric_spec, n_levels
+from medtransfer.tasks.base import kind_of_metric
 
 log = logging.getLogger(__name__)
 
@@ -133,13 +134,15 @@ class _PredictionCache:
 
 
 def delong_comparisons(
-    trials: pd.DataFrame, reference: str, predictions: Predictions | None
+    trials: pd.DataFrame, reference: str, predictions: Predictions | None, metric: str = "auc"
 ) -> tuple[pd.DataFrame, list[str]]:
     """DeLong's test of each arm against ``reference`` per (N, seed, label), on predictions joined by image.
 
     ``diff = auc_arm - auc_ref``. Labels come from the arm's predictions (the reference's are the same images);
     images where the two disagree on a known label are dropped with a note. Returns the rows (columns
-    :data:`DELONG_COLUMNS`) and notes about what was skipped.
+    :data:`DELONG_COLUMNS`) and notes about what was skipped. Another image-level metric (``mae``) uses its task
+    kind's paired test (:meth:`~medtransfer.tasks.base.TaskKind.paired`; Wilcoxon on absolute errors), in
+    columns ``mae_arm``, ``mae_ref``, ``diff`` = arm − reference.
 
     Example:
         >>> rows, notes = delong_comparisons(pd.DataFrame(columns=["arm", "n_label", "seed", "status"]), "a", None)
@@ -147,16 +150,18 @@ def delong_comparisons(
         (True, ['No predictions were given, so the DeLong tests were skipped.'])
     """
     notes: list[str] = []
+    key = metric_spec(metric).key
+    columns = [c.replace("auc", key, 1) if c.startswith("auc") else c for c in DELONG_COLUMNS]
     if predictions is None:
-        return pd.DataFrame(columns=DELONG_COLUMNS), ["No predictions were given, so the DeLong tests were skipped."]
+        return pd.DataFrame(columns=columns), ["No predictions were given, so the per-image tests were skipped."]
     load = _PredictionCache(predictions, notes)
     rows = []
     for arm, level, seed, a, r in _paired_trials(trials, reference):
         pa, pr = load(a["id"]), load(r["id"])
         if pa is None or pr is None:
             continue
-        rows += _delong_rows(pa, pr, notes, arm, reference, level, seed, a["id"], r["id"])
-    return pd.DataFrame(rows, columns=DELONG_COLUMNS), notes
+        rows += _delong_rows(pa, pr, notes, arm, reference, level, seed, a["id"], r["id"], key)
+    return pd.DataFrame(rows, columns=columns), notes
 
 
 def _paired_trials(trials: pd.DataFrame, reference: str) -> Iterator[tuple[str, Any, Any, pd.Series, pd.Series]]:
@@ -175,13 +180,22 @@ def _paired_trials(trials: pd.DataFrame, reference: str) -> Iterator[tuple[str, 
 
 
 def _delong_rows(
-    pa: pd.DataFrame, pr: pd.DataFrame, notes: list[str], arm: str, ref: str, level: Any, seed: Any, ta: str, tr: str
+    pa: pd.DataFrame,
+    pr: pd.DataFrame,
+    notes: list[str],
+    arm: str,
+    ref: str,
+    level: Any,
+    seed: Any,
+    ta: str,
+    tr: str,
+    key: str = "auc",
 ) -> list[dict[str, Any]]:
     joined = pa.merge(pr, on="image_id", suffixes=("", "@ref"))
     labels = [c[6:] for c in pa.columns if str(c).startswith("score:") and f"score:{c[6:]}" in pr.columns]
     where = f"{arm} vs {ref} at N={level.n_label}, seed {seed}"
     if joined.empty or not labels:
-        notes.append(f"{where}: the two trials share no test images or labels; DeLong skipped.")
+        notes.append(f"{where}: the two trials share no test images or labels; the test was skipped.")
         return []
     if len(joined) < max(len(pa), len(pr)):
         notes.append(f"{where}: only {len(joined)} of {len(pa)}/{len(pr)} test images are shared.")
@@ -194,9 +208,23 @@ def _delong_rows(
             if clash.any():
                 notes.append(f"{where}, label {label}: {int(clash.sum())} images have different labels; dropped.")
                 y = np.where(clash, np.nan, y)
+        sa, sr = joined[f"score:{label}"].to_numpy(float), joined[f"score:{label}@ref"].to_numpy(float)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            res = delong_test(y, joined[f"score:{label}"].to_numpy(float), joined[f"score:{label}@ref"].to_numpy(float))
+            if key == "auc":
+                res = delong_test(y, sa, sr)
+            else:  # the task kind's own paired test (regression: Wilcoxon on the per-image absolute errors)
+                kind = kind_of_metric(key)
+                known = np.isfinite(y)
+                both = kind.paired(y[known, None], sa[known, None], sr[known, None])
+                res = {
+                    "auc_a": kind.validation_score(y[known, None], sa[known, None]),
+                    "auc_b": kind.validation_score(y[known, None], sr[known, None]),
+                    "diff": both["delta"],
+                    "se": math.nan,
+                    "z": math.nan,
+                    "p_value": both["p_value"],
+                }
         if caught:
             notes.append(f"{where}, label {label}: {caught[0].message}.")
         rows.append(
@@ -207,8 +235,8 @@ def _delong_rows(
                 "n": level.n,
                 "seed": seed,
                 "label": label,
-                "auc_arm": res["auc_a"],
-                "auc_ref": res["auc_b"],
+                f"{key}_arm": res["auc_a"],
+                f"{key}_ref": res["auc_b"],
                 "diff": res["diff"],
                 "se": res["se"],
                 "z": res["z"],
@@ -391,7 +419,8 @@ def matches_baseline(summary: pd.DataFrame, baseline: str, metric: str = "auc") 
         >>> matches_baseline(s, "b").loc[0, "n_label"]
         '20'
     """
-    key = metric_spec(metric).key
+    m = metric_spec(metric)
+    key = m.key
     base = summary[summary["arm"] == baseline].set_index("n_label")[f"{key}_mean"]
     rows = []
     for arm in dict.fromkeys(summary["arm"]):
@@ -400,7 +429,7 @@ def matches_baseline(summary: pd.DataFrame, baseline: str, metric: str = "auc") 
         mine = summary[summary["arm"] == arm].sort_values("n", kind="stable", na_position="last")
         both = [(r.n_label, r.n, getattr(r, f"{key}_mean"), base.get(r.n_label, math.nan)) for r in mine.itertuples()]
         both = [c for c in both if math.isfinite(c[2]) and math.isfinite(c[3])]
-        hit = next((c for c in both if c[2] >= c[3]), None)
+        hit = next((c for c in both if m.better(c[2], c[3])), None)  # ≥ an AUC, ≤ an MAE
         compared = len(both)
         rows.append(
             {
@@ -441,8 +470,10 @@ def ranking_vs_realised(summary: pd.DataFrame, ranking: dict, metric: str = "auc
         >>> table["rank:f"].tolist(), float(corr.loc[0, "spearman"])
         ([1, 2, 3], 1.0)
     """
-    key = metric_spec(metric).key
+    m = metric_spec(metric)
+    key = m.key
     mean_col = f"{key}_mean"
+    sign = 1.0 if m.higher_is_better else -1.0  # the correlation is between the ranking score and how good an arm is
     ranked = pd.DataFrame(list(ranking.get("rows") or []))
     for col in ("arm_source", "score", "seconds"):
         if col not in ranked.columns:
@@ -465,11 +496,11 @@ def ranking_vs_realised(summary: pd.DataFrame, ranking: dict, metric: str = "auc
         realised = common_cells.groupby("source")[mean_col].mean()
         col = f"{key}:{strategy}"
         ranked[col] = ranked["arm_source"].map(realised)
-        ranked[f"rank:{strategy}"] = ranked[col].rank(ascending=False, method="min").astype("Int64")
+        ranked[f"rank:{strategy}"] = ranked[col].rank(ascending=not m.higher_is_better, method="min").astype("Int64")
         both = ranked[np.isfinite(ranked[col]) & np.isfinite(ranked["score"])]
-        rho, rho_p, tau, tau_p = _rank_corr(both["score"].to_numpy(float), both[col].to_numpy(float))
+        rho, rho_p, tau, tau_p = _rank_corr(both["score"].to_numpy(float), sign * both[col].to_numpy(float))
         best_pred = both["arm_source"].iloc[0] if len(both) else None
-        best_real = both.sort_values(col, ascending=False)["arm_source"].iloc[0] if len(both) else None
+        best_real = both.sort_values(col, ascending=not m.higher_is_better)["arm_source"].iloc[0] if len(both) else None
         corr_rows.append(
             {
                 "strategy": strategy,

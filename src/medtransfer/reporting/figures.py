@@ -136,14 +136,16 @@ def learning_curves(
         ax.plot(d["n"], d[mean_col], label=arm, linewidth=1.8, markersize=5, **style)
         band = d[np.isfinite(d[lo_col]) & np.isfinite(d[hi_col])]
         if len(band):
-            lo, hi = band[lo_col].clip(0, 1), band[hi_col].clip(0, 1)
+            lo, hi = band[lo_col], band[hi_col]
+            if m.unit_interval:
+                lo, hi = lo.clip(0, 1), hi.clip(0, 1)
             ax.fill_between(band["n"], lo, hi, color=color, alpha=0.15, linewidth=0)
         seeds = done[done["arm"] == arm]
         x = seeds["n_label"].map(n_of).to_numpy(float)
         keep = np.isfinite(x) & (x > 0)
         ax.scatter(x[keep], seeds[m.key].to_numpy(float)[keep], color=color, s=10, alpha=0.45, linewidths=0)
     _log_n_axis(ax, levels, _unit(m.key))
-    ax.set_ylabel(f"test {m.name} (mean over seeds, 95% CI)")
+    ax.set_ylabel(f"test {m.axis}: mean over seeds, 95% CI")
     ax.set_title(title or "Learning curves")
     _legend(ax)
     return _save(fig, Path(path))
@@ -167,7 +169,9 @@ def paired_differences(
     ``diffs`` has columns arm, n_label, seed, diff (see :func:`~medtransfer.reporting.compare.seed_differences`).
     Arms are offset slightly along x so their points do not overlap. None if nothing to draw.
     """
-    name = metric_spec(metric).name
+    m = metric_spec(metric)
+    name = m.name
+    bound = 1.0 if m.unit_interval else np.inf  # a difference of AUCs or Dice lies in [-1, 1]
     n_of = levels.set_index("n_label")["n"]
     d = diffs.assign(x=diffs["n_label"].map(n_of)).astype({"x": float})
     d = d[np.isfinite(d["x"]) & (d["x"] > 0) & np.isfinite(d["diff"])]
@@ -184,8 +188,8 @@ def paired_differences(
         stats = [(x, *mean_ci(g["diff"].to_numpy())) for x, g in a.groupby("x")]
         xs = np.array([s[0] for s in stats]) * shift
         mean = np.array([s[1] for s in stats])
-        lo = np.clip([s[3] for s in stats], -1, 1)
-        hi = np.clip([s[4] for s in stats], -1, 1)
+        lo = np.clip([s[3] for s in stats], -bound, bound)
+        hi = np.clip([s[4] for s in stats], -bound, bound)
         err = np.where(np.isfinite(lo), np.vstack([mean - lo, hi - mean]), 0.0)
         ax.errorbar(xs, mean, yerr=err, capsize=3, linewidth=1.5, label=arm, **style)
     ax.axhline(0.0, color="black", linewidth=0.8)

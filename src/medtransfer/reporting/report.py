@@ -45,6 +45,7 @@ from medtransfer.reporting.tables import (
     results_table,
     summary_table,
 )
+from medtransfer.tasks.base import kind_of_metric
 
 __all__ = ["format_summary_table", "write_report"]  # format_summary_table re-exported for the CLI
 
@@ -105,7 +106,8 @@ def write_report(
         PosixPath('runs/study/report/report.html')
     """
     m = metric_spec(metric)
-    dice = m.key == "dice"
+    kind = kind_of_metric(m.key)
+    dice = kind.volumetric  # per-case tests (segmentation) rather than per-image ones
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t = normalise_trials(trials, m.key)
@@ -123,8 +125,9 @@ def write_report(
             per_seed, per_seed_notes = case_comparisons(t, ref, predictions)
             paths["paired_cases"] = _write_csv(per_seed, out / "paired_cases.csv")
         else:
-            per_seed, per_seed_notes = delong_comparisons(t, ref, predictions)
-            paths["delong"] = _write_csv(per_seed, out / "delong.csv")
+            per_seed, per_seed_notes = delong_comparisons(t, ref, predictions, m.key)
+            name = "delong.csv" if kind.paired_test == "DeLong test" else "paired_images.csv"
+            paths["delong"] = _write_csv(per_seed, out / name)
         paired = paired_seed_tests(t, ref, m.key)
         diffs = seed_differences(t, ref, m.key)
         paths["paired"] = _write_csv(paired, out / "paired_tests.csv")
@@ -156,8 +159,9 @@ def write_report(
         "[95% CI of the mean: t-interval across seeds, clipped to [0, 1], as in summary.csv and the console; "
         "† one seed, so that trial's bootstrap CI over cases]. Best mean per N in bold."
         if dice
-        else "Mean test AUC over seeds [95% CI of the mean: t-interval across seeds, clipped to [0, 1], "
-        "as in summary.csv and the console; † one seed, so that trial's bootstrap CI]. Best mean per N in bold."
+        else f"Mean test {m.axis} over seeds [95% CI of the mean: t-interval across seeds"
+        + (", clipped to [0, 1]" if m.unit_interval else "")
+        + ", as in summary.csv and the console; † one seed, so that trial's bootstrap CI]. Best mean per N in bold."
     )
     blocks += [
         Heading(2, f"Mean test {m.name} by arm and N"),
@@ -175,7 +179,7 @@ def write_report(
             blocks += sections.wilcoxon_section(per_seed, per_seed_notes, tick)
         else:
             multi = "label" in per_seed.columns and per_seed["label"].nunique() > 1
-            blocks += sections.delong_section(per_seed, per_seed_notes, multi, tick)
+            blocks += sections.delong_section(per_seed, per_seed_notes, multi, tick, m.key, kind.paired_test)
         blocks += sections.paired_section(paired, tick, m.key)
         if diff_fig:
             alt = f"Per-seed {m.name} difference vs {ref}"

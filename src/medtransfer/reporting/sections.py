@@ -96,9 +96,11 @@ def auc_table(summary: pd.DataFrame, levels: pd.DataFrame, metric: str = "auc") 
     """Mean AUC (or Dice) [CI] per arm (rows) and N (columns), best mean per N in bold; status words where no mean."""
     if summary.empty:
         return Paragraph("No trials yet.")
-    key = metric_spec(metric).key
+    m = metric_spec(metric)
+    key = m.key
     mean_col, lo_col, hi_col = f"{key}_mean", f"{key}_ci_lo", f"{key}_ci_hi"
-    best = summary[np.isfinite(summary[mean_col])].groupby("n_label")[mean_col].max()
+    finite = summary[np.isfinite(summary[mean_col])].groupby("n_label")[mean_col]
+    best = finite.max() if m.higher_is_better else finite.min()  # the best mean: highest AUC, lowest MAE
     rows = []
     for arm in dict.fromkeys(summary["arm"]):
         row: list[Any] = [arm]
@@ -114,7 +116,7 @@ def auc_table(summary: pd.DataFrame, levels: pd.DataFrame, metric: str = "auc") 
             mean = _f3(r[mean_col])
             cell: list[str | Span] = [bold(mean) if r[mean_col] == best.get(level.n_label) else mean]
             if math.isfinite(r[lo_col]) and math.isfinite(r[hi_col]):
-                lo, hi = max(r[lo_col], 0.0), min(r[hi_col], 1.0)
+                lo, hi = m.clip(r[lo_col], r[hi_col])
                 cell.append(f" [{_f3(lo)}, {_f3(hi)}]")
             if r["ci_method"] == CI_BOOTSTRAP:
                 cell.append(" †")
@@ -125,18 +127,23 @@ def auc_table(summary: pd.DataFrame, levels: pd.DataFrame, metric: str = "auc") 
     return Table(["arm"] + [f"N={tick}" for tick in levels["tick"]], rows, "l" + "r" * len(levels))
 
 
-def delong_section(delong: pd.DataFrame, notes: list[str], multi_label: bool, tick: pd.Series) -> list[Block]:
-    """Per (arm, N): DeLong ΔAUC and p per seed, mean ΔAUC, how many p<0.05, median p; then skip notes."""
-    blocks: list[Block] = [Heading(3, "(a) DeLong test on the shared test set, per seed")]
+def delong_section(
+    delong: pd.DataFrame, notes: list[str], multi_label: bool, tick: pd.Series, metric: str = "auc", test: str = ""
+) -> list[Block]:
+    """Per (arm, N): the per-image paired test's Δ and p per seed (DeLong's ΔAUC; for a regression the Wilcoxon
+    signed-rank test of absolute errors, ΔMAE), mean Δ, how many p<0.05, median p; then skip notes."""
+    name = metric_spec(metric).name
+    test = test or "DeLong test"
+    blocks: list[Block] = [Heading(3, f"(a) {test} on the shared test set, per seed")]
     if multi_label:
         blocks.append(
             Paragraph(
-                "One DeLong test per label and seed; ΔAUC per seed is the mean over labels (the macro ΔAUC). "
+                f"One {test} per label and seed; Δ{name} per seed is the mean over labels. "
                 "'p<0.05' counts label × seed tests."
             )
         )
-    table = _per_seed_table(delong, tick, "AUC", multi_label)
-    blocks.append(table if table is not None else Paragraph("No DeLong test could be run."))
+    table = _per_seed_table(delong, tick, name, multi_label)
+    blocks.append(table if table is not None else Paragraph(f"No {test} could be run."))
     return blocks + _notes(notes)
 
 
@@ -204,7 +211,7 @@ def wilcoxon_section(cases: pd.DataFrame, notes: list[str], tick: pd.Series) -> 
 def paired_section(paired: pd.DataFrame, tick: pd.Series, metric: str = "auc") -> list[Block]:
     """Paired t / Wilcoxon tests of per-seed AUCs (or Dice) against the reference, per arm and N."""
     name = metric_spec(metric).name
-    plural = "AUCs" if name == "AUC" else name  # 'per-seed AUCs', 'per-seed Dice'
+    plural = name if name == "Dice" else f"{name}s"  # 'per-seed AUCs', 'per-seed MAEs', 'per-seed Dice'
     blocks: list[Block] = [
         Heading(3, f"(b) Paired test of per-seed {plural} across seeds"),
         Paragraph(

@@ -4,8 +4,9 @@ Pure pandas on the plain trials table the study runner hands over; nothing here 
 A training-set size is identified by its ``n_label`` ('50', 'all'); ``n`` is the actual image count, used to
 order and plot the sizes ('all' is labelled with its count).
 
-A study is scored by one metric (:data:`METRICS`): AUC for classification, Dice for segmentation. Its key names
-the columns (``auc``, ``auc_ci_lo`` … or ``dice``, ``dice_ci_lo`` …); everything else is the same.
+A study is scored by its task kind's primary metric (:func:`metric_spec`): AUC for classification, MAE for
+regression, Dice for segmentation. Its key names the columns (``auc``, ``auc_ci_lo`` … or ``mae`` …, ``dice`` …);
+everything else is the same.
 """
 
 from __future__ import annotations
@@ -67,28 +68,41 @@ CI_BOOTSTRAP = "bootstrap (1 seed)"
 
 @dataclass(frozen=True)
 class Metric:
-    """How a study is scored: ``key`` prefixes the columns, ``name`` is what the report calls it."""
+    """How a study is scored, as its task kind says: ``key`` prefixes the columns, ``name`` is what the report calls
+    it, ``higher_is_better`` orders arms and ``unit_interval`` says whether CIs are clipped to [0, 1]."""
 
     key: str
     name: str
     a_name: str  # with its article, for sentences: 'an AUC', 'a Dice score'
+    higher_is_better: bool = True
+    unit_interval: bool = True
 
+    @property
+    def axis(self) -> str:
+        return f"{self.name} ({'higher' if self.higher_is_better else 'lower'} is better)"
 
-METRICS = {"auc": Metric("auc", "AUC", "an AUC"), "dice": Metric("dice", "Dice", "a Dice score")}
+    def better(self, a: float, b: float) -> bool:
+        """``a`` is at least as good as ``b``."""
+        return a >= b if self.higher_is_better else a <= b
+
+    def clip(self, lo: float, hi: float) -> tuple[float, float]:
+        return (max(lo, 0.0), min(hi, 1.0)) if self.unit_interval else (lo, hi)
 
 
 def metric_spec(metric: str | Metric) -> Metric:
-    """The :class:`Metric` named ``metric`` ('auc' or 'dice'); raises ValueError on any other name.
+    """The :class:`Metric` with key ``metric`` ('auc', 'dice', 'mae' ...), from the task kind whose primary metric it
+    is; raises ValueError on any other name.
 
     Example:
-        >>> metric_spec("dice").name
-        'Dice'
+        >>> metric_spec("dice").name, metric_spec("mae").higher_is_better
+        ('Dice', False)
     """
+    from medtransfer.tasks.base import kind_of_metric
+
     if isinstance(metric, Metric):
         return metric
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
-    return METRICS[metric]
+    kind = kind_of_metric(metric)
+    return Metric(kind.metric, kind.metric_label, kind.metric_phrase, kind.higher_is_better, kind.unit_interval)
 
 
 def result_columns(metric: str = "auc") -> list[str]:
@@ -182,10 +196,11 @@ def arm_order(trials: pd.DataFrame) -> list[str]:
 
 
 def label_names(trials: pd.DataFrame) -> list[str]:
-    """Label names found in the trials' ``metrics['per_label']``, in first-seen order."""
+    """Label (or regression target) names found in the trials' ``metrics['per_label']`` (``per_target``), in
+    first-seen order."""
     names: dict[str, None] = {}
     for m in trials["metrics"]:
-        per_label = m.get("per_label") if isinstance(m, dict) else None
+        per_label = _per_output(m) if isinstance(m, dict) else None
         if isinstance(per_label, dict):
             names.update(dict.fromkeys(map(str, per_label)))
     return list(names)
@@ -227,11 +242,20 @@ def results_table(trials: pd.DataFrame, metric: str = "auc") -> pd.DataFrame:
             out[f"hd95:{name}"] = [_metric_value(m, name, "hd95") for m in metrics]
     elif len(labels) > 1:
         for name in labels:
-            out[f"auc:{name}"] = [
-                pd.to_numeric((m.get("per_label", {}).get(name) or {}).get("auc"), errors="coerce")
-                for m in trials["metrics"]
+            out[f"{key}:{name}"] = [
+                pd.to_numeric((_per_output(m).get(name) or {}).get(key), errors="coerce") for m in trials["metrics"]
             ]
+    from medtransfer.tasks.base import kind_of_metric
+
+    for extra in kind_of_metric(key).secondary_metrics if key != "dice" else ():
+        out[extra] = [pd.to_numeric((m or {}).get(extra), errors="coerce") for m in metrics]
     return out
+
+
+def _per_output(m: Any) -> dict:
+    """A trial's per-label (classification) or per-target (regression) metrics."""
+    m = m or {}
+    return m.get("per_label") or m.get("per_target") or {}
 
 
 def mean_ci(values: np.ndarray, alpha: float = 0.05) -> tuple[float, float, float, float]:
@@ -284,7 +308,7 @@ def summary_table(trials: pd.DataFrame, metric: str = "auc") -> pd.DataFrame:
             done = g[g["status"] == "done"]
             ok = done[np.isfinite(done[key])]
             mean, sd, lo, hi = mean_ci(ok[key].to_numpy())
-            lo, hi = max(lo, 0.0), min(hi, 1.0)  # AUC and Dice live in [0, 1]; the t-interval does not know that
+            lo, hi = metric_spec(metric).clip(lo, hi)  # AUC and Dice live in [0, 1]; the t-interval does not know
             method = CI_T if len(ok) >= 2 else ""
             if len(ok) == 1:
                 lo, hi, method = float(ok[f"{key}_ci_lo"].iloc[0]), float(ok[f"{key}_ci_hi"].iloc[0]), CI_BOOTSTRAP
@@ -317,8 +341,9 @@ def summary_table(trials: pd.DataFrame, metric: str = "auc") -> pd.DataFrame:
 
 
 def summary_metric(summary: pd.DataFrame) -> Metric:
-    """The metric a summary table is in, read from its columns (``dice_mean``: Dice; else AUC)."""
-    return METRICS["dice"] if "dice_mean" in summary.columns and "auc_mean" not in summary.columns else METRICS["auc"]
+    """The metric a summary table is in, read from its ``<metric>_mean`` column (AUC when there is none)."""
+    key = next((c.removesuffix("_mean") for c in summary.columns if c.endswith("_mean") and c != "seconds_mean"), "auc")
+    return metric_spec(key)
 
 
 def cell_status(row: Any, metric: str = "auc") -> str:

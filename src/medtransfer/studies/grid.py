@@ -12,15 +12,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from medtransfer.baselines.base import get_baseline
 from medtransfer.errors import ConfigError
-from medtransfer.registry import Registry, suggest
+from medtransfer.registry import suggest
 from medtransfer.studies.config import StudySection
 
 log = logging.getLogger(__name__)
-
-#: Baseline arms a study can add (``study.baselines``); the values are run by :mod:`medtransfer.studies.trial`.
-BASELINES: Registry[str] = Registry("baseline")
-BASELINES.register("radiomics", "pyradiomics features + L2 logistic regression (C by cross-validation)")
 
 
 @dataclass(frozen=True)
@@ -102,7 +99,7 @@ def expand(study: StudySection, pool: int) -> list[Trial]:
         if not isinstance(overrides, list) or not all(isinstance(o, str) and "=" in o for o in overrides):
             raise ConfigError(f"study.strategy_settings.{name} must be a list of 'key.sub=value' overrides")
     for name in study.baselines:
-        BASELINES.get(name)
+        get_baseline(name)
     if not study.seeds:
         raise ConfigError("study.seeds is empty")
     if len(set(study.seeds)) != len(study.seeds):

@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS trials (
     started REAL,
     finished REAL,
     seconds REAL,
-    auc REAL,  -- the trial's score: test AUC, or mean Dice for segmentation
+    score REAL,  -- the trial's score: its task kind's primary metric (test AUC, MAE, mean Dice)
+    metric TEXT,  -- the name of that metric (auc, mae, dice)
     metrics TEXT,
     error TEXT,
     worker TEXT,
@@ -67,7 +68,7 @@ class Ledger:
     Example:
         >>> led = Ledger(tmp / "study.sqlite")                                   # doctest: +SKIP
         >>> led.add(trials); led.start(trials[0].id, "pid 1")                    # doctest: +SKIP
-        >>> led.finish(trials[0].id, {"auc": 0.91}, seconds=12.0)                # doctest: +SKIP
+        >>> led.finish(trials[0].id, {"metric": "auc", "score": 0.91}, seconds=12.0)  # doctest: +SKIP
         >>> led.counts()                                                         # doctest: +SKIP
         {'pending': 11, 'running': 0, 'done': 1, 'failed': 0}
     """
@@ -89,10 +90,24 @@ class Ledger:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")  # a committed state survives power loss, not only kill -9
             self._db.executescript(_SCHEMA)
+            self._migrate()
         except sqlite3.DatabaseError as e:
             raise UserError(
                 f"{self.path} cannot be read ({e}): the study's ledger is damaged; {damaged_hint(self.path.parent)}"
             ) from None
+
+    def _migrate(self) -> None:
+        """Ledgers written before the task kinds kept the score in an ``auc`` column (AUC, or Dice): rename it and
+        add the metric's name, filled from each trial's metrics."""
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(trials)")}
+        if "auc" in columns and "score" not in columns:
+            with self._tx():
+                self._db.execute("ALTER TABLE trials RENAME COLUMN auc TO score")
+                self._db.execute("ALTER TABLE trials ADD COLUMN metric TEXT")
+                for row in self._db.execute("SELECT id, metrics FROM trials WHERE metrics IS NOT NULL").fetchall():
+                    m = json.loads(row[1]) or {}
+                    metric = m.get("metric") or ("dice" if "dice" in m else "auc")
+                    self._db.execute("UPDATE trials SET metric = ? WHERE id = ?", (metric, row[0]))
 
     def close(self) -> None:
         self._db.close()
@@ -172,13 +187,14 @@ class Ledger:
         peak_rss_mb: float | None = None,
         peak_gpu_mb: float | None = None,
     ) -> None:
-        auc = metrics.get("auc", metrics.get("dice"))  # the column holds the study's score: AUC, or Dice
+        metric = metrics.get("metric") or next((k for k in ("auc", "dice", "mae") if k in metrics), None)
+        score = metrics.get("score", metrics.get(metric) if metric else None)
         self._move(
             trial_id,
             ("running",),
             "done",
-            "finished = ?, seconds = ?, auc = ?, metrics = ?, peak_rss_mb = ?, peak_gpu_mb = ?",
-            (time.time(), seconds, auc, json.dumps(metrics), peak_rss_mb, peak_gpu_mb),
+            "finished = ?, seconds = ?, score = ?, metric = ?, metrics = ?, peak_rss_mb = ?, peak_gpu_mb = ?",
+            (time.time(), seconds, score, metric, json.dumps(metrics), peak_rss_mb, peak_gpu_mb),
         )
 
     def fail(self, trial_id: str, error: str, seconds: float | None = None) -> None:

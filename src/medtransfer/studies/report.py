@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from medtransfer.studies.ledger import open_existing
+from medtransfer.tasks.base import kind_of_metric, task_kind
 
 REPORT_COLUMNS = [
     "id",
@@ -33,13 +34,15 @@ REPORT_COLUMNS = [
 
 
 def trials_frame(study_dir: str | Path, metric: str = "auc") -> pd.DataFrame:
-    """One row per trial of the ledger, with the score's CI split into two columns (``auc*`` or ``dice*``)."""
+    """One row per trial of the ledger, the score named by its metric and its CI split into two columns
+    (``auc``, ``auc_ci_lo``, ``auc_ci_hi``; ``mae*``, ``dice*``)."""
     with open_existing(study_dir) as ledger:
         rows = ledger.rows()
     for r in rows:
         ci = (r["metrics"] or {}).get(f"{metric}_ci") or [None, None]
         r[f"{metric}_ci_lo"], r[f"{metric}_ci_hi"] = (np.nan if v is None else float(v) for v in ci)
-        score = r.pop("auc")  # the ledger's score column
+        score = r.pop("score")  # the ledger's score column, in the study's metric
+        r.pop("metric", None)
         r[metric] = np.nan if score is None else float(score)
     columns = [c.replace("auc", metric) if c.startswith("auc") else c for c in REPORT_COLUMNS]
     return pd.DataFrame(rows, columns=columns)
@@ -50,7 +53,8 @@ def prediction_loader(study_dir: Path, trials: pd.DataFrame, metric: str = "auc"
     from medtransfer.studies.trial import EXTERNAL_PREDICTIONS
 
     folders = dict(zip(trials["id"], trials["folder"], strict=True))
-    names = (EXTERNAL_PREDICTIONS, "predictions.csv") if metric == "auc" else ("cases.csv",)
+    volumetric = kind_of_metric(metric).volumetric
+    names = ("cases.csv",) if volumetric else (EXTERNAL_PREDICTIONS, "predictions.csv")
 
     def predictions(trial_id: str) -> pd.DataFrame | None:
         folder = Path(study_dir) / folders[trial_id]
@@ -72,7 +76,7 @@ def report_study(study_dir: str | Path, progress: bool = False, notes: str | Pat
     out = Path(study_dir)
     with open_existing(out) as ledger:
         config = json.loads(ledger.get_meta("config") or "{}")
-    metric = "dice" if config.get("task") == "segmentation" else "auc"
+        metric = study_metric(ledger, config)
     trials = trials_frame(out, metric)
     predictions = prediction_loader(out, trials, metric)
     study = config.get("study", {})
@@ -100,8 +104,17 @@ def report_study(study_dir: str | Path, progress: bool = False, notes: str | Pat
         title=f"medtransfer study: {out.name}",
         command=command,
         notes_md=notes_md,
-        **({"metric": metric} if metric != "auc" else {}),
+        metric=metric,
     )
+
+
+def study_metric(ledger, config: dict) -> str:
+    """The study's metric: its task kind's (``task:`` in the config), else what its finished trials recorded (the
+    data decided the kind), else AUC (a study with no finished trial and no task)."""
+    if config.get("task"):
+        return task_kind(config["task"]).metric or "auc"
+    recorded = [r["metric"] for r in ledger.rows() if r.get("metric")]
+    return recorded[0] if recorded else "auc"
 
 
 PAIRS_FILE = "pairs.csv"

@@ -91,12 +91,7 @@ def run_study(
                     log.info("resuming %d interrupted trial(s): %s", len(back), ", ".join(back[:3]))
                 if retry_failed:
                     log.info("retrying %d failed trial(s)", ledger.retry_failed())
-            if (
-                cfg.study.rank
-                and cfg.study.sources
-                and cfg.task != "segmentation"
-                and not (out / RANKING_FILE).exists()
-            ):
+            if cfg.study.rank and cfg.study.sources and not volumetric(cfg) and not (out / RANKING_FILE).exists():
                 rank_for_report(ctx, out, progress)
             execute(ledger, {t.id: t for t in trials}, ctx, workers, progress)
             counts = ledger.counts()
@@ -108,6 +103,13 @@ def run_study(
 
 
 # --------------------------------------------------------------------------- planning
+def volumetric(cfg) -> bool:
+    """The study's task kind works on 3-D cases (segmentation), as its ``task:`` says."""
+    from medtransfer.tasks.base import task_kind
+
+    return bool(cfg.task) and task_kind(cfg.task).volumetric
+
+
 def plan(cfg: StudyConfig, out: Path, progress: bool) -> tuple[list[Trial], StudyContext]:
     """Fix the splits (kept from the first run on resume), check sources and test set, expand the grid."""
     from medtransfer.data.cache import cached_images
@@ -115,7 +117,7 @@ def plan(cfg: StudyConfig, out: Path, progress: bool) -> tuple[list[Trial], Stud
     from medtransfer.pretrain.catalogue import lookup
     from medtransfer.training.run import load_data, resolve_split
 
-    if cfg.task == "segmentation":
+    if volumetric(cfg):
         return _plan_segmentation(cfg, out)
     ds = load_data(cfg)
     splits = out / SPLITS_DIR

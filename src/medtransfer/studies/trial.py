@@ -22,10 +22,11 @@ import torch
 
 from medtransfer.config import Config, apply_overrides, from_dict, to_dict
 from medtransfer.errors import TrainingFailed
-from medtransfer.evaluation.metrics import summarize, to_jsonable
+from medtransfer.evaluation.metrics import to_jsonable
 from medtransfer.io import atomic_write_text
 from medtransfer.studies.config import StudyConfig
 from medtransfer.studies.grid import Trial
+from medtransfer.tasks.base import task_kind
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +193,7 @@ def _net_trial(ctx: StudyContext, trial: Trial, folder: Path, progress: bool, gr
         import shutil
 
         shutil.rmtree(folder)  # a trial stopped before its first checkpoint starts over in a clean folder
-    if cfg.task == "segmentation":
+    if cfg.task and task_kind(cfg.task).volumetric:
         from medtransfer.segmentation.train import train_segmentation
 
         return train_segmentation(cfg, folder, resume=resume, progress=progress)
@@ -212,7 +213,7 @@ def _net_trial(ctx: StudyContext, trial: Trial, folder: Path, progress: bool, gr
         metrics = {
             **external,
             "split": "external",
-            "own_test": {k: metrics.get(k) for k in ("auc", "auc_ci", "n")},
+            "own_test": {k: metrics.get(k) for k in ("metric", "score", "score_ci", "auc", "auc_ci", "n")},
             **{k: metrics[k] for k in ("val", "best_epoch", "epochs_run", "n_train", "seconds") if k in metrics},
         }
         atomic_write_text(folder / "metrics.json", json.dumps(to_jsonable(metrics), indent=2))
@@ -220,18 +221,19 @@ def _net_trial(ctx: StudyContext, trial: Trial, folder: Path, progress: bool, gr
 
 
 def _baseline_trial(ctx: StudyContext, trial: Trial, folder: Path, progress: bool) -> dict:
-    if trial.strategy != "radiomics":
-        raise ValueError(f"no runner for baseline {trial.strategy!r}")
-    from medtransfer.baselines.radiomics import feature_matrix, fit_predict
+    """A baseline arm (``study.baselines``, any registered :class:`~medtransfer.baselines.base.Baseline`): its
+    features of the trial's training subset and test images, fit, predict, and the task kind's metrics."""
+    from medtransfer.baselines.base import get_baseline
     from medtransfer.config import write_run_info
     from medtransfer.data.cache import cache_key, default_cache_dir
     from medtransfer.training.run import PREDICTIONS_FILE, write_predictions, write_status
 
+    baseline = get_baseline(trial.strategy)
     t0 = time.perf_counter()
     cfg, study = ctx.cfg, ctx.cfg.study
     write_run_info(
         folder,
-        {"baseline": "radiomics", "seed": trial.seed, "n_train": trial.n, "data": to_dict(cfg.data)},
+        {"baseline": baseline.name, "seed": trial.seed, "n_train": trial.n, "data": to_dict(cfg.data)},
         seed=trial.seed,
     )
     write_status(folder, "running")
@@ -239,11 +241,11 @@ def _baseline_trial(ctx: StudyContext, trial: Trial, folder: Path, progress: boo
     ds, split = prep.ds, prep.split
     cache_dir = Path(cfg.data.cache_dir).expanduser() if cfg.data.cache_dir else default_cache_dir()
     train_idx = split.train_subset(trial.n_train)
-    task = cfg.task or ds.task
+    kind = task_kind(cfg.task or ds.task)
 
     def features(images, dataset, idx):
         key = cache_key(dataset, cfg.data.image_size)
-        return feature_matrix(images, idx, cache_dir, key, workers=study.radiomics_workers, progress=progress)[0]
+        return baseline.features(images, idx, cache_dir, key, workers=study.radiomics_workers, progress=progress)
 
     x_train = features(prep.images, ds, train_idx)
     if study.test is not None and study.test.path:
@@ -256,24 +258,26 @@ def _baseline_trial(ctx: StudyContext, trial: Trial, folder: Path, progress: boo
             test_idx = split.indices("val")
         x_test = features(prep.images, ds, test_idx)
         pred_file, split_name = PREDICTIONS_FILE, "test" if len(split.indices("test")) else "val"
-    scores = fit_predict(x_train, ds.labels[train_idx], x_test, task, seed=trial.seed)
-    metrics = summarize(
+    fitted = baseline.fit(x_train, ds.labels[train_idx], kind.name, trial.seed)
+    outputs = baseline.predict(fitted, x_test)
+    metrics = kind.summarize(
         test_ds.labels[test_idx],
-        scores,
+        outputs,
         list(ds.label_names),
-        task,
         patient_ids=test_ds.meta["patient_id"].to_numpy()[test_idx],
         seed=trial.seed,
     )
     metrics.update(
         {
             "split": split_name,
+            "task": kind.name,
             "n_train": int(len(train_idx)),
             "n_features": int(x_train.shape[1]),
+            "model": baseline.describe(fitted),
             "seconds": time.perf_counter() - t0,
         }
     )
-    write_predictions(folder / pred_file, test_ds, test_idx, scores)
+    write_predictions(folder / pred_file, test_ds, test_idx, outputs)
     atomic_write_text(folder / "metrics.json", json.dumps(to_jsonable(metrics), indent=2))
     write_status(folder, "done")
     return metrics
@@ -309,8 +313,18 @@ def _external(ctx: StudyContext):
 def _ledger_metrics(metrics: dict) -> dict:
     """What the ledger keeps of a trial's metrics (the full file stays in the trial folder)."""
     keep = (
+        "metric",
+        "score",
+        "score_ci",
         "auc",
         "auc_ci",
+        "mae",
+        "mae_ci",
+        "rmse",
+        "rmse_ci",
+        "r2",
+        "r2_ci",
+        "per_target",
         "n",
         "n_pos",
         "n_neg",
@@ -324,6 +338,7 @@ def _ledger_metrics(metrics: dict) -> dict:
         "sensitivity",
         "specificity",
         "n_features",
+        "model",
         "own_test",
         "dice",
         "dice_ci",
@@ -335,5 +350,7 @@ def _ledger_metrics(metrics: dict) -> dict:
     )
     out = {k: metrics[k] for k in keep if k in metrics}
     if isinstance(out.get("val"), dict):
-        out["val"] = {k: out["val"][k] for k in ("auc", "auc_ci", "n") if k in out["val"]}
+        out["val"] = {
+            k: out["val"][k] for k in ("metric", "score", "score_ci", "auc", "auc_ci", "mae", "n") if k in out["val"]
+        }
     return to_jsonable(out)

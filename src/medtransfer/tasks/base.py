@@ -31,12 +31,14 @@ class TaskKind:
     name: ClassVar[str] = ""
     metric: ClassVar[str | None] = None  # the primary metric's key in metrics.json (auc, mae, dice)
     metric_label: ClassVar[str] = ""  # as the report and the console write it
+    metric_phrase: ClassVar[str] = ""  # with its article, for the report's sentences: 'an AUC', 'an MAE'
     higher_is_better: ClassVar[bool] = True
     unit_interval: ClassVar[bool] = True  # the metric lies in [0, 1] (its CIs are clipped there)
     probabilities: ClassVar[bool] = False  # outputs are probabilities: thresholds and calibration apply
     supervised: ClassVar[bool] = True  # a model can be trained on its labels
     volumetric: ClassVar[bool] = False  # 3-D cases and masks (segmentation) rather than 2-D images and labels
     paired_test: ClassVar[str] = ""  # the per-seed paired test between two arms, as the report names it
+    secondary_metrics: ClassVar[tuple[str, ...]] = ()  # further top-level keys results.csv shows (rmse, r2)
 
     @property
     def axis(self) -> str:
@@ -134,7 +136,19 @@ def kind_names() -> list[str]:
     return builtin_kinds().names()
 
 
+def kind_of_metric(metric: str) -> TaskKind:
+    """The (first registered) kind whose primary metric is ``metric``; unknown metrics fail with the known ones."""
+    reg = builtin_kinds()
+    found = [reg.get(n) for n in reg.names() if reg.get(n).metric == metric]
+    if not found:
+        known = sorted({reg.get(n).metric for n in reg.names() if reg.get(n).metric})
+        raise ValueError(f"metric must be one of {known}, got {metric!r}")
+    return found[0]
+
+
 def metric_label(metric: str) -> str:
     """How the report writes a metric key (``auc`` → ``AUC``), from the kind that has it."""
-    reg = builtin_kinds()
-    return next((reg.get(n).metric_label for n in reg.names() if reg.get(n).metric == metric), metric)
+    try:
+        return kind_of_metric(metric).metric_label
+    except ValueError:
+        return metric

@@ -97,10 +97,11 @@ def set_head_bias(model: torch.nn.Module, bias: torch.Tensor | None, num_outputs
 class _Classification(TaskKind):
     metric = "auc"
     metric_label = "AUC"
+    metric_phrase = "an AUC"
     higher_is_better = True
     unit_interval = True
     probabilities = True
-    paired_test: ClassVar[str] = "DeLong"
+    paired_test: ClassVar[str] = "DeLong test"
     one_hot: ClassVar[bool] = False
 
     def runtime(self, labels: np.ndarray, *, pos_weight: bool = False, loss: str | None = None) -> ClassificationTask:

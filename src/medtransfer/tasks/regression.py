@@ -85,10 +85,12 @@ class Regression(TaskKind):
     name = "regression"
     metric = "mae"
     metric_label = "MAE"
+    metric_phrase = "an MAE"
     higher_is_better = False
     unit_interval = False
     probabilities = False
-    paired_test = "Wilcoxon (absolute errors)"
+    paired_test = "Wilcoxon signed-rank test of per-image absolute errors"
+    secondary_metrics = ("rmse", "r2")
 
     def check_labels(self, labels: np.ndarray, names) -> None:
         super().check_labels(labels, names)

@@ -11,6 +11,7 @@ class Segmentation(TaskKind):
     name = "segmentation"
     metric = "dice"
     metric_label = "Dice"
+    metric_phrase = "a Dice score"
     higher_is_better = True
     unit_interval = True
     volumetric = True

@@ -11,18 +11,20 @@ device still computes step ``k``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 
-from medtransfer.data.transforms import RadiographAugment, normalize
+from medtransfer.data.transforms import normalize
 
 
 class Batches:
     """Iterate ``(x, y)`` batches over ``images[indices]`` with optional shuffling and augmentation.
 
     ``images``: uint8 array ``(N, C, S, S)`` (a memmap of the cache); ``labels``: float ``(N, K)``.
+    ``augment(x, generator)`` maps a ``[0, 1]`` batch to the augmented batch, normalised afterwards; it may add
+    an axis after the first (:class:`~medtransfer.pretrain.ssl.ContrastiveViews`: ``(B, 2, C, S, S)`` view pairs).
 
     Example:
         >>> images = np.zeros((10, 1, 8, 8), np.uint8); labels = np.zeros((10, 1), np.float32)
@@ -40,7 +42,7 @@ class Batches:
         mean: list[float],
         std: list[float],
         device: torch.device,
-        augment: RadiographAugment | None = None,
+        augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
         shuffle: bool = False,
         drop_last: bool = False,
     ) -> None:
@@ -57,7 +59,7 @@ class Batches:
 
     max_batches: int | None = None  # set by training.run.cap_epochs: an epoch stops after this many batches
 
-    def with_augment(self, augment: RadiographAugment | None) -> Batches:
+    def with_augment(self, augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None) -> Batches:
         """The same batches (same order, no shuffling change) with another augmentation: test-time views."""
         import copy
 

@@ -59,7 +59,9 @@ def fit(
 
     ``train`` yields ``(x, y)`` batches for ``task.loss(model(x), y)``; the best epoch is the one with the highest
     ``score(model)`` (default: on ``val``, the AUC or minus the loss, as ``strategy.setting("select_by")`` says;
-    segmentation passes its mean validation Dice).
+    segmentation passes its mean validation Dice). With neither ``val`` nor ``score`` (self-supervised
+    pretraining, which has no labels) it is the epoch with the lowest training loss, and ``task`` needs only
+    ``loss``.
     """
     if cfg.val_every < 1:
         raise ConfigError(f"train.val_every must be at least 1, got {cfg.val_every}")
@@ -98,23 +100,8 @@ def fit(
             has_val = val is not None or score is not None
             # validate every cfg.val_every epochs and always at the last one; other epochs only train
             validate = not has_val or (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs
-            if not validate:
-                score_now = math.nan
-            elif score is not None:
-                score_now = float(score(model))
-            else:
-                val_metric, val_loss = _validate(model, task, val) if val is not None else (math.nan, loss)
-                score_now = -val_loss if _select_by(strategy) == "loss" else _higher_better(task, val_metric)
-            row = {"epoch": epoch, "train_loss": loss}
-            if score is None:
-                row.update(
-                    {
-                        f"val_{_metric(task)}": val_metric if validate else math.nan,
-                        "val_loss": val_loss if validate else math.nan,
-                    }
-                )
-            else:
-                row["val_score"] = score_now
+            score_now, columns, what = _epoch_score(model, task, strategy, val, score, loss, validate)
+            row = {"epoch": epoch, "train_loss": loss, **columns}
             state.history.append({**row, "lr": optimizer.param_groups[-1]["lr"], "seconds": time.perf_counter() - t0})
             improved = np.isfinite(score_now) and score_now > state.best_score
             if validate and (improved or not best_path.exists()):
@@ -137,16 +124,7 @@ def fit(
                     "state": vars(state),
                 },
             )
-            what = (
-                (
-                    f"val {_metric_label(task)} {val_metric:.4f} loss {val_loss:.4f}"
-                    if score is None
-                    else f"val score {score_now:.4f}"
-                )
-                if validate
-                else "val —"
-            )
-            bar.update(job, info=f"epoch {epoch + 1}/{cfg.epochs} loss {loss:.4f} {what}")
+            bar.update(job, info=f"epoch {epoch + 1}/{cfg.epochs} loss {loss:.4f} {what}".rstrip())
             log.info("epoch %d/%d  loss %.4f  %s", epoch + 1, cfg.epochs, loss, what)
             if cfg.early_stop_patience is not None and state.bad_epochs >= cfg.early_stop_patience:
                 log.info("early stop: no validation improvement for %d validations", state.bad_epochs)
@@ -179,7 +157,7 @@ def train_one_epoch(
     with cudnn_autotune(cuda):
         for step, (x, y) in enumerate(train.epoch(seed, epoch)):
             strategy.on_step(first_step + step, model, optimizer)
-            if x.ndim == 4:  # 2-D images; 3-D volumes (5-D batches) keep the default layout
+            if x.ndim == 4:  # 2-D images; 5-D batches (3-D volumes, SimCLR's view pairs) keep the default layout
                 x = x.contiguous(memory_format=torch.channels_last)
             optimizer.zero_grad(set_to_none=True)
             total += forward_backward(model, task, x, y, accum)
@@ -203,13 +181,14 @@ def train_one_epoch(
 def forward_backward(model: torch.nn.Module, task: Task, x: torch.Tensor, y, grad_accum: int = 1) -> torch.Tensor:
     """Forward and backward of one batch, accumulating into ``.grad``; returns the batch loss, detached.
 
-    With ``grad_accum > 1`` the batch is cut into that many micro-batches (``torch.tensor_split``: equal sizes
-    when ``grad_accum`` divides the batch) and micro-batch ``i`` of ``n_i`` images contributes
-    ``loss_i * n_i / n``. For a loss that is a mean over images this sums to the gradient of the whole batch,
-    while only a micro-batch's activations are in memory at a time. It is exact up to float rounding for models
-    without batch statistics; BatchNorm normalises each micro-batch by its own statistics, dropout draws other
-    masks, and a loss averaged over known labels only (NaN) weights micro-batches by images, not labels.
-    bf16 autocast is on for CUDA batches.
+    With ``grad_accum > 1`` the batch is cut along its first axis into that many micro-batches
+    (``torch.tensor_split``: equal sizes when ``grad_accum`` divides the batch) and micro-batch ``i`` of ``n_i``
+    images contributes ``loss_i * n_i / n``. For a loss that is a mean over images this sums to the gradient of the
+    whole batch, while only a micro-batch's activations are in memory at a time. It is exact up to float rounding
+    for models without batch statistics; BatchNorm normalises each micro-batch by its own statistics, dropout draws
+    other masks, and a loss averaged over known labels only (NaN) weights micro-batches by images, not labels.
+    An item ``x[i]`` is never cut: SimCLR's two views of an image (``x`` of shape ``(B, 2, C, H, W)``) stay in
+    one micro-batch, whose other images are then their only negatives. bf16 autocast is on for CUDA batches.
 
     Example:
         >>> model = torch.nn.Linear(3, 1)
@@ -249,6 +228,28 @@ def _split(y, parts: int) -> list:
 # launched kernels and leaves the device idle while the host prepares the next batch. A NaN loss is therefore
 # noticed up to SYNC_EVERY - 1 steps late, which costs nothing but those steps.
 SYNC_EVERY = 50
+
+
+def _epoch_score(
+    model, task: Task, strategy, val: Batches | None, score, train_loss: float, validate: bool
+) -> tuple[float, dict[str, float], str]:
+    """An epoch's selection score (higher is better), its history columns and its log text.
+
+    By ``score(model)`` (column ``val_score``); else on ``val`` (columns ``val_<metric>`` and ``val_loss``; the
+    score is the metric or minus the loss, as ``select_by`` says); else minus ``train_loss`` (no columns). An
+    epoch that does not ``validate`` gets NaN: it never becomes the best.
+    """
+    if score is not None:
+        value = float(score(model)) if validate else math.nan
+        return value, {"val_score": value}, f"val score {value:.4f}" if validate else "val —"
+    if val is None:
+        return -train_loss, {}, ""
+    if not validate:
+        return math.nan, {f"val_{_metric(task)}": math.nan, "val_loss": math.nan}, "val —"
+    metric, val_loss = _validate(model, task, val)
+    value = -val_loss if _select_by(strategy) == "loss" else _higher_better(task, metric)
+    text = f"val {_metric_label(task)} {metric:.4f} loss {val_loss:.4f}"
+    return value, {f"val_{_metric(task)}": metric, "val_loss": val_loss}, text
 
 
 def _select_by(strategy) -> str:

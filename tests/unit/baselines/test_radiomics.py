@@ -235,8 +235,20 @@ def test_fit_predict_rejects_bad_tasks_and_shapes():
     x, y = _separable(20, k=2)
     with pytest.raises(DataError, match="one label column"):
         rx.fit_predict(x, y, x, "binary")
-    with pytest.raises(UserError, match="unknown task"):
-        rx.fit_predict(x, y, x, "regression")
+    with pytest.raises(UserError, match="unknown task kind 'regresion'"):
+        rx.fit_predict(x, y, x, "regresion")
+    with pytest.raises(UserError, match="needs 2-D images with labels"):
+        rx.fit_predict(x, y, x, "segmentation")
+
+
+def test_fit_predict_regression_is_ridge_with_alpha_by_cv():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 6))
+    y = (3 * x[:, 0] - 2 * x[:, 1] + 10 + rng.normal(0, 0.1, 120))[:, None]
+    y[7] = np.nan  # unknown target: left out of the fit
+    pred, alphas, used = rx._fit_predict(x[:100], y[:100], x[100:], "regression", seed=0)
+    assert pred.shape == (20, 1) and used == 6 and len(alphas) == 1 and alphas[0] in rx.ALPHA_GRID
+    assert np.abs(pred[:, 0] - y[100:, 0]).mean() < 0.3  # a linear target is recovered in its own unit
 
 
 # --- one trial ---------------------------------------------------------------------------------------------------

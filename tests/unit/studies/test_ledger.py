@@ -27,7 +27,13 @@ def test_lifecycle_and_counts(ledger):
     led.start(b, "w1")
     led.fail(b, "TrainingFailed: loss became nan", seconds=1.0)
     row = led.get(a)
-    assert (row["status"], row["auc"], row["attempts"], row["seconds"]) == ("done", 0.75, 1, 3.0)
+    assert (row["status"], row["score"], row["metric"], row["attempts"], row["seconds"]) == (
+        "done",
+        0.75,
+        "auc",
+        1,
+        3.0,
+    )
     assert row["metrics"]["auc_ci"] == [0.6, 0.9] and row["peak_rss_mb"] == 100.0
     assert led.get(b)["error"] == "TrainingFailed: loss became nan"
     assert led.counts() == {"pending": 2, "running": 0, "done": 1, "failed": 1}
@@ -99,3 +105,28 @@ def test_requeue_with_refund_takes_back_the_attempt(ledger):
     led.start(tid, "w")
     led.requeue(tid, "worker process died")
     assert led.get(tid)["attempts"] == 1
+
+
+def test_a_ledger_from_before_the_task_kinds_is_migrated(tmp_path):
+    """Older ledgers kept the score in an `auc` column (AUC or Dice): it becomes `score`, with the metric's name."""
+    import json
+    import sqlite3
+
+    path = tmp_path / "study.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE trials (id TEXT PRIMARY KEY, position INTEGER NOT NULL, arm TEXT NOT NULL, kind TEXT NOT NULL,"
+            " source TEXT, strategy TEXT, n INTEGER NOT NULL, n_label TEXT NOT NULL, seed INTEGER NOT NULL,"
+            " folder TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,"
+            " started REAL, finished REAL, seconds REAL, auc REAL, metrics TEXT, error TEXT, worker TEXT,"
+            " peak_rss_mb REAL, peak_gpu_mb REAL)"
+        )
+        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        db.execute(
+            "INSERT INTO trials (id, position, arm, kind, n, n_label, seed, folder, status, auc, metrics) VALUES "
+            "('t1', 0, 'a', 'net', 10, '10', 0, 'f', 'done', 0.81, ?)",
+            (json.dumps({"auc": 0.81, "auc_ci": [0.7, 0.9]}),),
+        )
+    with Ledger(path, create=False) as led:
+        (row,) = led.rows()
+    assert (row["score"], row["metric"]) == (0.81, "auc") and "auc" not in row

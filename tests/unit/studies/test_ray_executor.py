@@ -58,7 +58,7 @@ def test_ray_runs_the_same_trials_as_the_local_executor(tmp_path, study_config, 
     assert set(on_ray) == set(local) and all(r["status"] == "done" for r in on_ray.values())
     for i, r in on_ray.items():
         assert r["worker"] == "ray local" and r["attempts"] == 1 and (ray_out / r["folder"] / "metrics.json").is_file()
-        assert r["auc"] == pytest.approx(local[i]["auc"], abs=0.02)  # 1 thread on Ray, 2 in the driver
+        assert r["score"] == pytest.approx(local[i]["score"], abs=0.02)  # 1 thread on Ray, 2 in the driver
 
 
 @needs_ray

@@ -24,7 +24,7 @@ def test_every_trial_runs_on_paired_subsets(tmp_path, study_config, capsys):
     assert {"source", "strategy", "n", "seed", "auc", "auc_ci_lo", "auc_ci_hi", "seconds"} <= set(results.columns)
     assert (out / "report.html").is_file() and "scratch/recipe" in (out / "report.md").read_text()
     rows = Ledger(out / "study.sqlite").rows()
-    assert all(0.0 <= r["auc"] <= 1.0 and r["seconds"] > 0 and r["peak_rss_mb"] > 0 for r in rows)
+    assert all(0.0 <= r["score"] <= 1.0 and r["seconds"] > 0 and r["peak_rss_mb"] > 0 for r in rows)
     # paired: at (N, seed) every arm trained on the same images and was tested on the same images
     for n_label in ("12", "all"):
         for seed in (0, 1):
@@ -162,7 +162,7 @@ def test_worker_pool_runs_trials_and_survives_a_dying_worker(tmp_path, study_con
     run_study(cfg, seq, workers=1, progress=False, report=False)
     for r in Ledger(seq / "study.sqlite").rows():
         if r["id"] != dead["id"]:
-            assert r["auc"] == pytest.approx(rows[r["id"]]["auc"], abs=0.02)
+            assert r["score"] == pytest.approx(rows[r["id"]]["score"], abs=0.02)
 
 
 def test_out_of_memory_is_retried_once_with_half_the_micro_batch(tmp_path, study_config, monkeypatch):

@@ -53,7 +53,7 @@ def test_segmentation_study_with_a_sparse_source(tmp_path, synthetic_msd):
     counts = run_study(cfg, tmp_path / "study", progress=False)
     assert counts["done"] == 6 and counts["failed"] == 0
     rows = Ledger(tmp_path / "study" / "study.sqlite").rows()
-    assert all(0 <= r["auc"] <= 1 and "dice_ci" in r["metrics"] for r in rows)  # the score column holds Dice
+    assert all(0 <= r["score"] <= 1 and "dice_ci" in r["metrics"] for r in rows)  # the score column holds Dice
     results = pd.read_csv(tmp_path / "study" / "results.csv")
     assert {"source", "strategy", "n", "seed", "dice", "dice:blob", "dice:ball"} <= set(results.columns)
     assert set(results["arm"]) == {"scratch/finetune", "source/finetune", "source/decoder_finetune"}

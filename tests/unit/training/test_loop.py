@@ -71,16 +71,21 @@ def test_accumulation_splits_tuple_targets():
     assert seen == [(3, 3, 3), (3, 3, 3)]
 
 
-def epoch_of(accum: int) -> tuple[nn.Module, float, list, torch.optim.lr_scheduler.LRScheduler]:
-    """One augmented epoch of 3 batches of 8 over random images; returns the model, loss, progress infos, scheduler."""
+def random_batches(cfg: TrainConfig) -> Batches:
+    """3 augmented batches of 8 random images with 2 random labels each."""
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(24, 1, 16, 16), dtype=np.uint8)
     labels = (rng.random((24, 2)) < 0.5).astype(np.float32)
-    cfg = TrainConfig(batch_size=8, grad_accum=accum, epochs=1, lr=0.01)
-    batches = Batches(
+    return Batches(
         images, labels, np.arange(24), cfg.batch_size, [0.5], [0.25], torch.device("cpu"),
         augment=RadiographAugment(), shuffle=True, drop_last=True,
     )  # fmt: skip
+
+
+def epoch_of(accum: int) -> tuple[nn.Module, float, list, torch.optim.lr_scheduler.LRScheduler]:
+    """One augmented epoch of 3 batches of 8 over random images; returns the model, loss, progress infos, scheduler."""
+    cfg = TrainConfig(batch_size=8, grad_accum=accum, epochs=1, lr=0.01)
+    batches = random_batches(cfg)
     model = bn_free_model()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
@@ -104,6 +109,40 @@ def test_the_loss_is_read_back_only_every_sync_every_steps_and_at_the_end(monkey
     monkeypatch.setattr(loop, "SYNC_EVERY", 2)
     _, _, infos, _ = epoch_of(1)
     assert [info is not None for info in infos] == [True, False, True]  # steps 0 and 2 (the last)
+
+
+class NoStrategy(NoFreezing):
+    """Every strategy hook ``fit`` calls, doing nothing."""
+
+    def on_train_start(self, model: nn.Module) -> None:
+        pass
+
+    def on_epoch_start(self, epoch: int, model: nn.Module, optimizer) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict, model: nn.Module) -> None:
+        pass
+
+
+def test_fit_without_validation_keeps_the_epoch_with_the_lowest_training_loss(tmp_path):
+    # self-supervised pretraining has no val batches and no score: the task needs only a loss
+    class LossOnly:
+        loss = staticmethod(Task("multilabel", 2).loss)
+
+    cfg = TrainConfig(batch_size=8, epochs=3, lr=0.05)
+    model = bn_free_model()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    state = loop.fit(
+        model, LossOnly(), NoStrategy(), optimizer, scheduler, random_batches(cfg), None, cfg, 0, tmp_path, False
+    )
+    assert [list(row) for row in state.history] == [["epoch", "train_loss", "lr", "seconds"]] * 3
+    losses = [row["train_loss"] for row in state.history]
+    assert state.epoch == 3 and state.best_epoch == int(np.argmin(losses)) and state.best_score == -min(losses)
+    assert (tmp_path / "best.safetensors").is_file() and (tmp_path / "checkpoint.pt").is_file()
 
 
 def test_grad_accum_must_divide_the_batch():
