@@ -116,7 +116,8 @@ def test_a_ledger_from_before_the_task_kinds_is_migrated(tmp_path):
     with sqlite3.connect(path) as db:
         db.execute(
             "CREATE TABLE trials (id TEXT PRIMARY KEY, position INTEGER NOT NULL, arm TEXT NOT NULL,"
-            " kind TEXT NOT NULL, source TEXT, strategy TEXT, n INTEGER NOT NULL, n_label TEXT NOT NULL, seed INTEGER NOT NULL,"
+            " kind TEXT NOT NULL, source TEXT, strategy TEXT, n INTEGER NOT NULL, n_label TEXT NOT NULL,"
+            " seed INTEGER NOT NULL,"
             " folder TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,"
             " started REAL, finished REAL, seconds REAL, auc REAL, metrics TEXT, error TEXT, worker TEXT,"
             " peak_rss_mb REAL, peak_gpu_mb REAL)"
