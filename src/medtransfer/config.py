@@ -208,9 +208,13 @@ class EvalConfig:
     """How a trained model is scored (``evaluate``, ``predict``, the test split of every run and trial)."""
 
     tta: int = 0  # test-time augmentation: average the plain image and this many augmented views (0 = off)
+    # probability calibration fitted on the validation split and stored with the model: `temperature` (Guo et al.
+    # 2017: logits / T, T by validation NLL); null = none
+    calibrate: str | None = None
 
     def __post_init__(self) -> None:
         _within("eval", self, "tta", 0, 64)
+        _one_of("eval", self, "calibrate", ("temperature",), optional=True)
 
 
 @dataclass(frozen=True)

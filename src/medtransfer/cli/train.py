@@ -107,6 +107,9 @@ def evaluate(
         allow_outside=allow_outside,
     )
     console.print(f"{_fmt_ci(m)} → {out}")
+    if m.get("calibration"):
+        bins = m["calibration"]["ece_bins"]
+        console.print(f"Brier {m['brier']:.4f}, ECE {m['ece']:.4f} ({bins} equal-width probability bins)")
 
 
 @app.command("predict")

@@ -38,10 +38,12 @@ from medtransfer.reporting.document import (
 )
 from medtransfer.reporting.tables import (
     arm_order,
+    calibration_table,
     format_summary_table,
     metric_spec,
     n_levels,
     normalise_trials,
+    reliability_curves,
     results_table,
     summary_table,
 )
@@ -186,6 +188,15 @@ def write_report(
             blocks.append(Image(alt, "figures/paired_differences.png", diff_fig))
     else:
         blocks.append(Paragraph(ref_note))
+    if kind.probabilities:
+        calibration = calibration_table(t)
+        if not calibration.empty:
+            paths["calibration"] = _write_csv(calibration, out / "calibration.csv")
+            curves = reliability_curves(t)
+            figure = figures.reliability_diagram(curves, fig_dir / "reliability.png") if curves else None
+            if figure is not None:
+                paths["reliability"] = figure
+            blocks += sections.calibration_section(calibration, tick, figure)
     blocks += sections.baseline_section(summary, baseline, tick, m.key)
     blocks += sections.ranking_section(summary, ranking, m.key)
     if notes_md and notes_md.strip():

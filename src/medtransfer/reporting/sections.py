@@ -8,13 +8,14 @@ name the study's score take ``metric`` ('auc' or 'dice') and say 'AUC' or 'Dice'
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from medtransfer.reporting.compare import WILCOXON_MIN_PAIRS, matches_baseline, ranking_vs_realised
-from medtransfer.reporting.document import Block, BulletList, Heading, Paragraph, Span, Table, bold, code
+from medtransfer.reporting.document import Block, BulletList, Heading, Image, Paragraph, Span, Table, bold, code
 from medtransfer.reporting.tables import CI_BOOTSTRAP, arm_order, cell_status, metric_spec
 
 _MAX_LISTED = 50  # failures/pending trials listed one by one before the rest is counted
@@ -319,4 +320,28 @@ def ranking_section(summary: pd.DataFrame, ranking: dict | None, metric: str = "
         blocks.append(Table(header, crow, "lrlrrl"))
     else:
         blocks.append(Paragraph("None of the ranked sources has a network arm in this study."))
+    return blocks
+
+
+def calibration_section(table: pd.DataFrame, tick: pd.Series, figure: Path | None) -> list[Block]:
+    """Mean Brier score and ECE per arm and N, and the reliability diagram, for a classification study."""
+    blocks: list[Block] = [
+        Heading(2, "Calibration"),
+        Paragraph(
+            "Are the probabilities right as probabilities? Brier score (mean squared error of the probability, lower "
+            "is better) and expected calibration error (ECE: 10 equal-width bins of the predicted probability, the "
+            "mean |observed rate − mean prediction| weighted by the bin's share; lower is better), on the test "
+            "images, mean over seeds. With several labels, the mean over labels. `eval.calibrate: temperature` fits "
+            "temperature scaling on validation."
+        ),
+    ]
+    rows = [
+        [r.arm, tick.get(r.n_label, r.n_label), str(r.n_seeds), _f3(r.brier_mean), _f3(r.ece_mean)]
+        for r in table.itertuples()
+    ]
+    blocks.append(Table(["arm", "N", "seeds", "Brier", "ECE"], rows, "lrrrr"))
+    if figure is not None:
+        blocks.append(
+            Image("Reliability diagram at the largest N (first seed, first label)", "figures/reliability.png", figure)
+        )
     return blocks

@@ -406,3 +406,45 @@ def format_summary_table(summary: pd.DataFrame) -> str:
     widths = [max(len(row[j]) for row in [header, *body]) for j in range(len(header))]
     lines = [header, ["-" * w for w in widths], *body]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in lines)
+
+
+def calibration_table(trials: pd.DataFrame) -> pd.DataFrame:
+    """Per arm and N: mean Brier score and mean ECE over the done seeds that report them (classification trials
+    write ``brier`` and ``ece`` into their metrics); empty when no trial has them."""
+    rows = []
+    done = trials[trials["status"] == "done"]
+    for (arm, n_label), g in done.groupby(["arm", "n_label"], sort=False):
+        brier = [float(m["brier"]) for m in g["metrics"] if isinstance(m, dict) and _finite(m.get("brier"))]
+        ece = [float(m["ece"]) for m in g["metrics"] if isinstance(m, dict) and _finite(m.get("ece"))]
+        if brier or ece:
+            rows.append(
+                {
+                    "arm": arm,
+                    "n_label": n_label,
+                    "n_seeds": max(len(brier), len(ece)),
+                    "brier_mean": float(np.mean(brier)) if brier else math.nan,
+                    "ece_mean": float(np.mean(ece)) if ece else math.nan,
+                }
+            )
+    return pd.DataFrame(rows, columns=["arm", "n_label", "n_seeds", "brier_mean", "ece_mean"])
+
+
+def reliability_curves(trials: pd.DataFrame) -> dict[str, list[dict]]:
+    """Per arm, the reliability bins of its first label at its largest N (its first done seed there)."""
+    curves: dict[str, list[dict]] = {}
+    done = trials[trials["status"] == "done"].sort_values("n", kind="stable", na_position="first")
+    for arm, g in done.groupby("arm", sort=False):
+        last = g[g["n_label"] == g["n_label"].iloc[-1]]
+        for m in last["metrics"]:
+            bins = ((m or {}).get("calibration") or {}).get("reliability") or {}
+            if bins:
+                curves[f"{arm} (N={last['n_label'].iloc[0]})"] = next(iter(bins.values()))
+                break
+    return curves
+
+
+def _finite(v: Any) -> bool:
+    try:
+        return v is not None and math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False

@@ -6,6 +6,8 @@
   training prevalence (:meth:`ClassificationTask.init_head`);
 * outputs: probabilities (sigmoid per label, softmax over classes);
 * metric: macro AUC with a patient-bootstrap 95 % CI; thresholds by Youden's J on validation (not multiclass);
+* calibration: Brier score and expected calibration error (10 equal-width bins) with the reliability bins, and
+  optional temperature scaling fitted on validation (``eval.calibrate: temperature``);
 * paired test between two models on the same images: DeLong's test of the macro AUC difference (per label,
   averaged p-values are not reported: the first label's test for one label, else the mean difference).
 """
@@ -21,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from medtransfer.errors import ConfigError
+from medtransfer.evaluation.calibration import calibration_metrics
 from medtransfer.evaluation.metrics import choose_threshold, macro_auc, per_label_auc, summarize
 from medtransfer.evaluation.stats import delong_test
 from medtransfer.tasks.base import TASK_KINDS, TaskKind
@@ -34,6 +37,7 @@ class ClassificationTask:
     num_labels: int
     pos_weight: torch.Tensor | None = None
     prior_bias: torch.Tensor | None = None  # the output bias that predicts the training prevalence
+    temperature: float = 1.0  # eval.calibrate: temperature: probabilities from logits / T, T fitted on validation
 
     @property
     def kind(self) -> TaskKind:
@@ -50,7 +54,7 @@ class ClassificationTask:
         return replace(self, pos_weight=self.pos_weight.to(device))
 
     def state(self) -> dict[str, Any]:
-        return {}
+        return {"temperature": self.temperature} if self.temperature != 1.0 else {}
 
     def init_head(self, model: torch.nn.Module) -> bool:
         """Set the bias of the head's last linear layer to :attr:`prior_bias` (RetinaNet's "prior" init).
@@ -78,8 +82,16 @@ class ClassificationTask:
         return (per * mask).sum() / mask.sum().clamp(min=1)
 
     def scores(self, logits: torch.Tensor) -> torch.Tensor:
-        """Probabilities: softmax over classes (multi-class) or per-label sigmoid."""
-        return logits.float().softmax(dim=1) if self.kind_name == "multiclass" else logits.float().sigmoid()
+        """Probabilities: softmax over classes (multi-class) or per-label sigmoid, of ``logits / temperature``."""
+        z = logits.float() / self.temperature
+        return z.softmax(dim=1) if self.kind_name == "multiclass" else z.sigmoid()
+
+    def calibrate(self, logits: np.ndarray, labels: np.ndarray) -> float:
+        """Fit the temperature on validation ``logits`` (temperature scaling); returns it and uses it from now on."""
+        from medtransfer.evaluation.calibration import fit_temperature
+
+        self.temperature = float(fit_temperature(logits, labels, self.kind_name))
+        return self.temperature
 
 
 def set_head_bias(model: torch.nn.Module, bias: torch.Tensor | None, num_outputs: int) -> bool:
@@ -117,7 +129,7 @@ class _Classification(TaskKind):
         return ClassificationTask(self.name, k, pw, self._prior_bias(pos, neg, pw))
 
     def restore(self, num_outputs: int, state: dict[str, Any]) -> ClassificationTask:
-        return ClassificationTask(self.name, num_outputs)
+        return ClassificationTask(self.name, num_outputs, temperature=float(state.get("temperature", 1.0)))
 
     def _prior_bias(self, pos: np.ndarray, neg: np.ndarray, pw: torch.Tensor | None) -> torch.Tensor:
         """log-odds of each label's prevalence (times ``pos_weight``, which moves the loss's optimum), or, for a
@@ -142,9 +154,12 @@ class _Classification(TaskKind):
         return macro_auc(per_label_auc(labels, outputs, [str(k) for k in range(labels.shape[1])]))
 
     def _summarize(self, labels, outputs, names, *, patient_ids, thresholds, n_boot, seed) -> dict[str, Any]:
-        return summarize(
+        out = summarize(
             labels, outputs, names, self.name, patient_ids=patient_ids, thresholds=thresholds, n_boot=n_boot, seed=seed
         )
+        cal = calibration_metrics(labels, outputs, names, self.name)
+        out.update(brier=cal["brier"], ece=cal["ece"], calibration=cal)
+        return out
 
     def choose_thresholds(self, labels: np.ndarray, outputs: np.ndarray, names: list[str]) -> dict[str, float] | None:
         return {name: choose_threshold(labels[:, k], outputs[:, k]) for k, name in enumerate(names)}

@@ -279,6 +279,12 @@ def _higher_better(task, value: float) -> float:
     return value if task.kind.higher_is_better else -value
 
 
+def raw_logits(model: torch.nn.Module, batches: Batches) -> np.ndarray:
+    """The model's outputs before the task's link (sigmoid, softmax, target scale) for ``batches.indices``, on
+    the plain images: what temperature scaling is fitted on."""
+    return _logits(model, batches).float().cpu().numpy().astype(np.float64)
+
+
 @torch.no_grad()
 def _logits(model: torch.nn.Module, batches: Batches, seed: int = 0) -> torch.Tensor:
     model.eval()

@@ -35,7 +35,7 @@ from medtransfer.tasks.base import task_kind
 from medtransfer.training.batches import Batches
 from medtransfer.training.checkpoint import load_checkpoint, load_weights_file, save_weights
 from medtransfer.training.device import maybe_compile, micro_batch_size, optimizer_and_scheduler
-from medtransfer.training.loop import fit, predict
+from medtransfer.training.loop import fit, predict, raw_logits
 from medtransfer.training.tasks import Task, make_task
 from medtransfer.transfer.strategies import build_strategy
 
@@ -188,6 +188,8 @@ def check_task(cfg: Config, prep: Prepared) -> None:
         raise DataError("the validation split is empty; adjust data.split_fractions")
     if cfg.train.balance and not kind.probabilities:
         raise ConfigError(f"train.balance draws equal numbers per class; task {kind.name} has no classes")
+    if cfg.eval.calibrate and not kind.probabilities:
+        raise ConfigError(f"eval.calibrate calibrates probabilities; task {kind.name} has none (set it to null)")
     train_idx = prep.split.train_subset(cfg.train.n_train)
     make_task(kind.name, prep.ds.labels[train_idx], cfg.train.pos_weight, cfg.train.loss)
 
@@ -273,6 +275,11 @@ def _train(cfg: Config, out: Path, prep: Prepared, progress: bool) -> dict:
     state = fit(model, task, strategy, optimizer, scheduler, train, val, cfg.train, cfg.seed, out, progress)
     pd.DataFrame(state.history).to_csv(out / "history.csv", index=False)
     load_weights_file(out / "best.safetensors", model)
+    if cfg.eval.calibrate == "temperature":  # fitted on validation, stored with the model (task_state)
+        t = task.calibrate(
+            raw_logits(model, _batches(prep, val_idx, cfg, model, device, train=False)), ds.labels[val_idx]
+        )
+        log.info("temperature scaling on the validation split: T = %.3f", t)
     save_weights(out / "model.safetensors", model, metadata=model_card(cfg, kind, ds, model, task))
     val_metrics, val_scores = evaluate_indices(model, task, prep, val_idx, cfg, device)
     thresholds = task.kind.choose_thresholds(ds.labels[val_idx], val_scores, list(ds.label_names))
@@ -289,6 +296,7 @@ def _train(cfg: Config, out: Path, prep: Prepared, progress: bool) -> dict:
             "val": val_metrics,
             "tta": cfg.eval.tta,
             "strategy": strategy.settings(),
+            "calibrated": {"method": cfg.eval.calibrate, **task.state()} if cfg.eval.calibrate else None,
             "best_epoch": state.best_epoch,
             "epochs_run": state.epoch,
             "n_train": int(len(train_idx)),

@@ -23,6 +23,9 @@ def test_every_trial_runs_on_paired_subsets(tmp_path, study_config, capsys):
     assert len(results) == 8 and set(results["status"]) == {"done"}
     assert {"source", "strategy", "n", "seed", "auc", "auc_ci_lo", "auc_ci_hi", "seconds"} <= set(results.columns)
     assert (out / "report.html").is_file() and "scratch/recipe" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()  # calibration: Brier and ECE per arm and N, and a reliability diagram
+    assert "## Calibration" in md and (out / "figures" / "reliability.png").is_file()
+    assert set(pd.read_csv(out / "calibration.csv").columns) == {"arm", "n_label", "n_seeds", "brier_mean", "ece_mean"}
     rows = Ledger(out / "study.sqlite").rows()
     assert all(0.0 <= r["score"] <= 1.0 and r["seconds"] > 0 and r["peak_rss_mb"] > 0 for r in rows)
     # paired: at (N, seed) every arm trained on the same images and was tested on the same images
