@@ -178,6 +178,7 @@ class TrainConfig:
     loss: str | None = None  # regression: l1 | mse | huber on standardised targets; None = l1 (classification: null)
     augment: bool = True
     hflip: bool = False  # off by default: laterality matters in chest films
+    zoom: bool = True  # random-resized-crop scaling; false keeps lengths (targets in pixels: a head circumference)
     device: str = "auto"
     compile: bool = False  # torch.compile the model's forward (skipped with a warning where unsupported)
     warmup_pct: float | None = None  # one-cycle warm-up share; None = the strategy's (0.25; romero, fastai 0.3)

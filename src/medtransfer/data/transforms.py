@@ -36,6 +36,13 @@ class RadiographAugment:
     contrast: float = 0.15
     hflip: bool = False
 
+    @classmethod
+    def for_training(cls, hflip: bool = False, zoom: bool = True) -> RadiographAugment:
+        """The augmentation of ``train.hflip`` / ``train.zoom``; ``zoom=False`` keeps every length in the image (no
+        random-resized-crop scaling or aspect change): a target measured in pixels (a circumference, a size) must not
+        change with the augmentation."""
+        return cls(hflip=hflip) if zoom else cls(hflip=hflip, scale=(1.0, 1.0), ratio=(1.0, 1.0))
+
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         b = x.shape[0]
 

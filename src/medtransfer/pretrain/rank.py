@@ -21,6 +21,7 @@ import torch
 
 from medtransfer.config import Config, ModelConfig, from_dict, load_config
 from medtransfer.errors import UserError
+from medtransfer.tasks.base import task_kind
 
 
 def logme_evidence(f: np.ndarray, y: np.ndarray, max_iter: int = 100, tol: float = 1e-3) -> float:
@@ -63,18 +64,17 @@ def logme_evidence(f: np.ndarray, y: np.ndarray, max_iter: int = 100, tol: float
 
 
 def logme(features: np.ndarray, labels: np.ndarray, task: str) -> float:
-    """LogME averaged over label columns: every class of a multi-class task, both classes of each binary label.
+    """LogME averaged over label columns: every class of a multi-class task, both classes of each binary label, the
+    standardised target of a regression (the task kind's :meth:`~medtransfer.tasks.base.TaskKind.logme_targets`).
 
     ``labels`` is the data contract's ``(n, K)`` array; rows with a NaN label are left out for that label.
     """
+    kind = task_kind(task)
     scores = []
     for k in range(labels.shape[1]):
         known = np.isfinite(labels[:, k])
         f, y = features[known], labels[known, k]
-        if len(np.unique(y)) < 2:
-            continue
-        targets = [y] if task == "multiclass" else [y, 1.0 - y]
-        scores += [logme_evidence(f, t) for t in targets]
+        scores += [logme_evidence(f, t) for t in kind.logme_targets(y)]
     return float(np.mean(scores)) if scores else float("nan")
 
 
@@ -112,7 +112,8 @@ def load_target(target: str, backbone: str | None = None, progress: bool = False
         cfg = from_dict(Config, {"data": {"path": target}})
     prep = prepare(cfg, progress)
     task = cfg.task or prep.ds.task
-    if task not in ("binary", "multiclass", "multilabel"):
+    kind = task_kind(task)
+    if not kind.supervised or kind.volumetric:
         raise UserError(f"target {target} has no labels ({task}); ranking needs a labelled training split")
     idx = prep.split.train_subset(cfg.train.n_train)
     return Target(
@@ -138,7 +139,12 @@ def score_source(name: str, source: str, target: Target, probe: bool = True, dev
     feats = frozen_features(model, target.images, target.indices, dev)
     y = target.labels[target.indices]
     score = logme(feats, y, target.task)
-    auc = cv_probe_auc(feats, y, target.task, seed=target.seed) if probe else float("nan")
+    # the probe AUC is a classification score; a regression target is ranked by LogME alone
+    auc = (
+        cv_probe_auc(feats, y, target.task, seed=target.seed)
+        if probe and task_kind(target.task).probabilities
+        else float("nan")
+    )
     return RankRow(name, source, score, auc, time.perf_counter() - t0)
 
 

@@ -98,6 +98,10 @@ class TaskKind:
         """Model a vs model b on the same images: ``{"delta", "p_value"}`` with ``delta`` = metric(a) - metric(b)."""
         raise NotImplementedError
 
+    def logme_targets(self, column: np.ndarray) -> list[np.ndarray]:
+        """The target vectors LogME scores for one known label column (its evidence is averaged over them)."""
+        return []
+
     def prediction_columns(self, names: list[str]) -> list[str]:
         """Column names of the outputs in ``predict``'s CSV."""
         return [f"prob_{n}" for n in names]

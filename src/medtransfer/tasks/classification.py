@@ -164,6 +164,12 @@ class _Classification(TaskKind):
     def choose_thresholds(self, labels: np.ndarray, outputs: np.ndarray, names: list[str]) -> dict[str, float] | None:
         return {name: choose_threshold(labels[:, k], outputs[:, k]) for k, name in enumerate(names)}
 
+    def logme_targets(self, column: np.ndarray) -> list[np.ndarray]:
+        """Both classes of a 0/1 label as indicator targets (one-hot columns of a multi-class task: that class)."""
+        if len(np.unique(column)) < 2:
+            return []
+        return [column] if self.one_hot else [column, 1.0 - column]
+
     def label_table(self, labels: np.ndarray, names: list[str]) -> tuple[list[str], list[list[str]], list[str]]:
         rows, problems = [], []
         for k, name in enumerate(names):

@@ -149,6 +149,11 @@ class Regression(TaskKind):
     def prediction_columns(self, names: list[str]) -> list[str]:
         return [f"pred_{n}" for n in names]
 
+    def logme_targets(self, column: np.ndarray) -> list[np.ndarray]:
+        """LogME is defined for regression (You et al. 2021): the standardised target itself."""
+        sd = column.std()
+        return [(column - column.mean()) / sd] if sd > 0 else []
+
     def label_table(self, labels: np.ndarray, names: list[str]) -> tuple[list[str], list[list[str]], list[str]]:
         """Mean, sd, range and a 10-bin histogram per target instead of a class table."""
         header = ["target", "known", "unknown", "mean", "sd", "min", "max", "histogram (10 bins, min → max)"]

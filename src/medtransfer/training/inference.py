@@ -147,7 +147,9 @@ def _scores(tm: TrainedModel, ds: ImageDataset, idx: np.ndarray, tta: int, devic
         tm.model.normalization["std"],
         device,
     )
-    return predict(tm.model, tm.task, batches, tta, RadiographAugment(hflip=tm.cfg.train.hflip))
+    return predict(
+        tm.model, tm.task, batches, tta, RadiographAugment.for_training(tm.cfg.train.hflip, tm.cfg.train.zoom)
+    )
 
 
 def _tta(tm: TrainedModel, tta: int | None) -> int:

@@ -90,7 +90,7 @@ def prepare(cfg: Config, progress: bool = True) -> Prepared:
 
 def _batches(prep: Prepared, idx, cfg: Config, model, device, train: bool) -> Batches:
     t = cfg.train
-    aug = RadiographAugment(hflip=t.hflip) if (train and t.augment) else None
+    aug = RadiographAugment.for_training(t.hflip, t.zoom) if (train and t.augment) else None
     norm = model.normalization
     # evaluation needs no gradients: larger batches cost little memory and are much faster on CPU
     return Batches(
@@ -111,7 +111,7 @@ def evaluate_indices(
     model, task: Task, prep: Prepared, idx: np.ndarray, cfg: Config, device, thresholds: list[float] | None = None
 ) -> tuple[dict, np.ndarray]:
     """Metrics and scores of ``model`` on ``idx``, with ``eval.tta`` test-time augmentation."""
-    aug = RadiographAugment(hflip=cfg.train.hflip)
+    aug = RadiographAugment.for_training(cfg.train.hflip, cfg.train.zoom)
     scores = predict(model, task, _batches(prep, idx, cfg, model, device, train=False), cfg.eval.tta, aug)
     labels = prep.ds.labels[idx]
     metrics = task.kind.summarize(

@@ -80,3 +80,14 @@ def test_bad_source_name_fails_before_any_work(setting):
     sources, _ = setting
     with pytest.raises(UserError, match="did you mean 'site-sup'"):
         rank_sources("does-not-matter.yaml", ["scratch", "site-sp"], sources)
+
+
+def test_logme_ranks_features_for_a_regression_target():
+    """LogME is defined for regression: features that carry the target score higher than noise."""
+    from medtransfer.pretrain.rank import logme
+
+    rng = np.random.default_rng(0)
+    y = rng.uniform(1, 18, size=(300, 1))
+    informative = np.hstack([y + rng.normal(0, 0.5, y.shape), rng.normal(size=(300, 7))])
+    noise = rng.normal(size=(300, 8))
+    assert logme(informative, y, "regression") > logme(noise, y, "regression")
