@@ -5,8 +5,8 @@ HTML needs no Markdown parser. Text inside blocks is a sequence of :class:`Span`
 each renderer escapes it for its own format, so error messages with ``|``, ``*`` or ``<`` stay literal.
 
 The one exception is caller-supplied discussion text (:class:`Markdown`): it goes into ``report.md`` verbatim and
-into the HTML through :func:`render_notes_html`, a deliberately small subset (headings, paragraphs, bullet lists,
-fenced code, ``**bold**``, ``*italic*``, ```code```), not a general Markdown implementation.
+into the HTML through :func:`render_notes_html` (markdown-it-py: CommonMark with tables; raw HTML is escaped and
+images are not loaded).
 """
 
 from __future__ import annotations
@@ -207,74 +207,18 @@ def _html_table(table: Table) -> str:
     return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table>"
 
 
-def _notes_inline(text: str) -> str:
-    # Code spans first (their content stays literal), then bold/italic on the escaped rest.
-    out = []
-    for i, part in enumerate(re.split(r"`([^`]+)`", text)):
-        if i % 2:
-            out.append(f"<code>{html.escape(part)}</code>")
-            continue
-        part = html.escape(part)
-        part = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", part)
-        part = re.sub(r"(?<![\w*])\*(?!\s)(.+?)(?<!\s)\*(?![\w*])", r"<em>\1</em>", part)
-        out.append(part)
-    return "".join(out)
-
-
 def render_notes_html(text: str) -> str:
-    """HTML for caller-written notes: headings, paragraphs, ``-``/``*`` bullets, fenced code, bold/italic/code.
+    """HTML for caller-written notes (a study's discussion): CommonMark with tables, by markdown-it-py. Raw HTML in
+    the notes is shown as text and images are not loaded, so the page stays self-contained under its CSP.
 
     Example:
         >>> render_notes_html("Scratch **lags**.\\n\\n- one\\n- two")
-        '<p>Scratch <strong>lags</strong>.</p>\\n<ul><li>one</li><li>two</li></ul>'
+        '<p>Scratch <strong>lags</strong>.</p>\\n<ul>\\n<li>one</li>\\n<li>two</li>\\n</ul>'
     """
-    out: list[str] = []
-    para: list[str] = []
-    items: list[str] = []
-    code_lines: list[str] | None = None
+    from markdown_it import MarkdownIt
 
-    def flush() -> None:
-        if para:
-            out.append(f"<p>{_notes_inline(' '.join(para))}</p>")
-            para.clear()
-        if items:
-            out.append("<ul>" + "".join(f"<li>{_notes_inline(i)}</li>" for i in items) + "</ul>")
-            items.clear()
-
-    for line in text.strip("\n").splitlines():
-        if code_lines is not None:
-            if line.strip().startswith("```"):
-                out.append(f"<pre><code>{html.escape(chr(10).join(code_lines))}</code></pre>")
-                code_lines = None
-            else:
-                code_lines.append(line)
-            continue
-        stripped = line.strip()
-        heading = re.match(r"(#{1,6})\s+(.*)", stripped)
-        bullet = re.match(r"[-*]\s+(.*)", stripped)
-        if stripped.startswith("```"):
-            flush()
-            code_lines = []
-        elif not stripped:
-            flush()
-        elif heading:
-            flush()
-            level = len(heading.group(1))
-            out.append(f"<h{level}>{_notes_inline(heading.group(2))}</h{level}>")
-        elif bullet:
-            if para:
-                flush()
-            items.append(bullet.group(1))
-        elif items and line.startswith((" ", "\t")):
-            items[-1] += " " + stripped  # continuation of a bullet
-        else:
-            if items:
-                flush()
-            para.append(stripped)
-    if code_lines is not None:
-        out.append(f"<pre><code>{html.escape(chr(10).join(code_lines))}</code></pre>")
-    flush()
-    return "\n".join(out)
+    md = MarkdownIt("commonmark", {"html": False}).enable("table").disable("image")
+    return md.render(text.strip("\n")).strip()
 
 
 def to_html(blocks: Sequence[Block], title: str) -> str:

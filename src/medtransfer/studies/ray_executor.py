@@ -33,13 +33,13 @@ from typing import TYPE_CHECKING, Any
 
 from medtransfer.errors import UserError
 from medtransfer.studies.config import StudySection
+from medtransfer.studies.executors import EXECUTORS, record_result, worker_died
 from medtransfer.studies.grid import Trial
 from medtransfer.studies.ledger import Ledger
-from medtransfer.studies.runner import record_result, worker_died
 from medtransfer.studies.trial import StudyContext, TrialResult, run_trial
 
 if TYPE_CHECKING:
-    from medtransfer.studies.runner import _StudyProgress
+    from medtransfer.studies.executors import StudyProgress
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ def _run_on_worker(ctx: StudyContext, trial: Trial, threads: int, level: int) ->
     return run_trial(ctx, trial)
 
 
-def run_ray(ledger: Ledger, todo: list[Trial], ctx: StudyContext, bar: _StudyProgress) -> None:
+def run_ray(ledger: Ledger, todo: list[Trial], ctx: StudyContext, bar: StudyProgress) -> None:
     """Run the ``todo`` trials as Ray tasks, recording each result in the ledger as it arrives.
 
     Example:
@@ -241,3 +241,11 @@ def _collect(ray: ModuleType, ledger: Ledger, ref: Any, trial: Trial, queue: lis
             ledger.fail(trial.id, f"ray: {_describe(ray, e)}")
         return
     record_result(ledger, result)
+
+
+@EXECUTORS.register("ray")
+def _run_ray(ledger: Ledger, todo: list[Trial], ctx: StudyContext, workers: int, bar: StudyProgress) -> None:
+    """As Ray tasks; the cluster's resources, not ``workers``, bound the trials in flight."""
+    if workers > 1:
+        log.info("--workers %d is for the local executor; on Ray, study.trial_cpus/trial_gpus decide", workers)
+    run_ray(ledger, todo, ctx, bar)

@@ -21,8 +21,8 @@ from medtransfer.config import load_config
 from medtransfer.errors import UserError
 from medtransfer.studies.config import StudyConfig
 from medtransfer.studies.grid import expand
+from medtransfer.studies.identity import check_same_study, study_lock
 from medtransfer.studies.ledger import LEDGER_FILE, STUDY_MARKER, Ledger
-from medtransfer.studies.runner import _check_same_study, _lock
 from medtransfer.studies.trial import SPLITS_DIR, _finished, _ledger_metrics
 
 log = logging.getLogger(__name__)
@@ -43,13 +43,13 @@ def repair_study(study_dir: str | Path) -> dict:
     except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
         raise UserError(f"--repair: cannot read {base} ({e})") from None
     trials = expand(cfg.study, n_train)
-    with _lock(out):
+    with study_lock(out):
         tmp = out / f".{LEDGER_FILE}.repair"
         for stale in _with_journals(tmp):
             stale.unlink(missing_ok=True)
         counts = {"done": 0, "failed": 0, "pending": 0}
         with Ledger(tmp, create=True) as ledger:
-            _check_same_study(ledger, cfg)  # records the config, as a new study does
+            check_same_study(ledger, cfg)  # records the config, as a new study does
             ledger.set_meta("repaired", time.strftime("%Y-%m-%d %H:%M:%S"))
             ledger.add(trials)
             for t in trials:

@@ -67,9 +67,12 @@ def test_same_blocks_in_both_renderings():
     assert "<h2>Discussion</h2>\n<p>Text with <strong>bold</strong>.</p>" in to_html(blocks, "x")
 
 
-def test_notes_subset():
-    notes = "# Head\n\nA *b* and `c*d*`\ncontinues.\n\n- one\n  wrapped\n* two\n\n```\nx <y>\n```\nafter"
-    assert render_notes_html(notes) == (
-        "<h1>Head</h1>\n<p>A <em>b</em> and <code>c*d*</code> continues.</p>\n"
-        "<ul><li>one wrapped</li><li>two</li></ul>\n<pre><code>x &lt;y&gt;</code></pre>\n<p>after</p>"
+def test_notes_are_commonmark_without_raw_html():
+    notes = (
+        "# Head\n\nA *b* and `c*d*`\n\n- one\n- two\n\n```\nx <y>\n```\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n<b>x</b>"
     )
+    page = render_notes_html(notes)
+    assert page.startswith("<h1>Head</h1>\n<p>A <em>b</em> and <code>c*d*</code></p>")
+    assert "<li>one</li>" in page and "<pre><code>x &lt;y&gt;\n</code></pre>" in page
+    assert "<table>" in page and "<td>1</td>" in page  # tables
+    assert "&lt;b&gt;x&lt;/b&gt;" in page and "<b>" not in page  # raw HTML stays text

@@ -202,7 +202,8 @@ def test_out_of_memory_is_retried_once_with_half_the_micro_batch(tmp_path, study
 
 def test_a_config_key_added_by_a_newer_version_does_not_block_resume():
     from medtransfer.studies.config import StudyConfig
-    from medtransfer.studies.runner import _diff, fingerprint
+    from medtransfer.studies.identity import diff_configs as _diff
+    from medtransfer.studies.identity import fingerprint
 
     now = fingerprint(StudyConfig())
     stored = json.loads(json.dumps(now))

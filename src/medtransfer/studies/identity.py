@@ -1,0 +1,80 @@
+"""What makes a study folder the same study, and who may drive it: the config fingerprint a resume must match, and
+the lock that keeps one driver per folder (``filelock``; released by the OS when a driver is killed)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from medtransfer.config import to_dict
+from medtransfer.errors import UserError
+from medtransfer.studies.config import StudyConfig
+from medtransfer.studies.ledger import Ledger
+
+LOCK_FILE = ".lock"
+
+
+def fingerprint(cfg: StudyConfig) -> dict:
+    """The config a resumed study must match: everything except how (and where) its trials run and its notes."""
+    data = to_dict(cfg)
+    for key in ("workers", "radiomics_workers", "executor", "ray_address", "trial_cpus", "trial_gpus", "notes"):
+        data["study"].pop(key, None)
+    data["train"].pop("compile", None)  # speed only
+    return json.loads(json.dumps(data))
+
+
+def check_same_study(ledger: Ledger, cfg: StudyConfig) -> None:
+    now = fingerprint(cfg)
+    text = json.dumps(now, sort_keys=True)
+    stored = ledger.get_meta("config")
+    if stored is None:
+        ledger.set_meta("config", text)
+        ledger.set_meta("config_sha1", hashlib.sha1(text.encode()).hexdigest())
+        ledger.set_meta("created", time.strftime("%Y-%m-%d %H:%M:%S"))
+        return
+    if stored != text:
+        diff = diff_configs(json.loads(stored), now, fingerprint(StudyConfig()))
+        if not diff:  # only keys a newer medtransfer added (at their defaults) or removed: the same study
+            return
+        raise UserError(
+            f"{ledger.path.parent} was run with another config ({'; '.join(diff[:4])}); "
+            "resume with the same config, or start a new --out"
+        )
+
+
+def diff_configs(a: dict, b: dict, defaults: dict | None = None, prefix: str = "") -> list[str]:
+    """Keys whose values differ between the stored config ``a`` and ``b``. With ``defaults``, a key only one side
+    has counts only if its value there is not the default (a config key added by a newer version, or removed)."""
+    out = []
+    defaults = defaults or {}
+    for key in sorted(set(a) | set(b)):
+        va, vb, where = a.get(key), b.get(key), f"{prefix}{key}"
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += diff_configs(va, vb, defaults.get(key) if isinstance(defaults.get(key), dict) else {}, where + ".")
+        elif key not in a or key not in b:
+            value = vb if key not in a else va
+            if key not in defaults or value != defaults[key]:
+                out.append(f"{where}: {va!r} → {vb!r}")
+        elif va != vb:
+            out.append(f"{where}: {va!r} → {vb!r}")
+    return out
+
+
+@contextlib.contextmanager
+def study_lock(out: Path) -> Iterator[None]:
+    """One driver per study folder: a second one (or a resume while the first still runs) is refused at once."""
+    lock = FileLock(out / LOCK_FILE, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise UserError(f"another medtransfer study is running in {out}; wait for it or stop it first") from None
+    try:
+        yield
+    finally:
+        lock.release()
