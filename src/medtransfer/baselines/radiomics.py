@@ -401,16 +401,17 @@ def _fit(x_train: np.ndarray, y_train: np.ndarray, task: str, seed: int) -> Fitt
     y = y[:, None] if y.ndim == 1 else y
     if len(x_train) != len(y):
         raise DataError(f"x_train {x_train.shape} and y_train {y.shape} do not fit together")
-    kind.check_labels(y, [f"label {k}" for k in range(y.shape[1])]) if not kind.probabilities else None
-    if kind.name == "binary" and y.shape[1] != 1:
-        raise DataError(f"task 'binary' needs one label column; y_train has {y.shape[1]}")
+    try:
+        kind.check_labels(y, [f"label {k}" for k in range(y.shape[1])])
+    except UserError as e:
+        raise DataError(f"radiomics: {e}") from None
     keep = _usable_columns(x_train)
     if (~keep).any():
         log.info("radiomics: dropping %d constant or non-finite feature column(s) of %d", (~keep).sum(), len(keep))
     xtr = x_train[:, keep]
     fitted = Fitted(task, keep, xtr.mean(axis=0) if len(xtr) else np.zeros(keep.sum()), y.shape[1])
     K = y.shape[1]
-    if getattr(kind, "one_hot", False):
+    if kind.one_hot:
         known = np.isfinite(y).all(axis=1) & (y.sum(axis=1) > 0)
         cls = y[known].argmax(axis=1)
         present, counts = np.unique(cls, return_counts=True)

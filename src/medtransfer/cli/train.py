@@ -35,10 +35,11 @@ def train(
     """Train one model: one source, one transfer strategy, one training-set size."""
     from medtransfer.config import load_config
     from medtransfer.errors import TrainingFailed, UserError
+    from medtransfer.tasks.base import task_kind
     from medtransfer.training.run import train_run
 
     cfg = load_config(config, set_ or [])
-    if cfg.task == "segmentation":
+    if cfg.task and task_kind(cfg.task).volumetric:
         from medtransfer.segmentation.train import train_segmentation
 
         try:

@@ -225,7 +225,7 @@ class ImageDataset:
         if n == 0:
             raise DataError(f"{self.name}: no images")
         finite = self.labels[np.isfinite(self.labels)]
-        if self.task in ("binary", "multiclass", "multilabel") and finite.size and not np.isin(finite, (0, 1)).all():
+        if task_kind(self.task).probabilities and finite.size and not np.isin(finite, (0, 1)).all():
             raise DataError(f"{self.name}: labels must be 0, 1 or NaN for a {self.task} task")
 
     def __len__(self) -> int:
@@ -261,16 +261,14 @@ class ImageDataset:
         if missing:
             raise DataError(f"{self.name}: unknown label(s) {missing}; available: {list(self.label_names)}")
         cols = [self.label_names.index(n) for n in names]
-        task = self.task
-        if task == "multilabel" and len(cols) == 1:
-            task = "binary"
+        task = task_kind(self.task).after_selecting(len(cols))  # one finding of a multi-label set: binary
         return ImageDataset(
             self.name, self.images, self.labels[:, cols], tuple(names), task, self.meta, dict(self.info)
         )
 
     def class_index(self) -> np.ndarray:
         """Multi-class: the integer class of each image (-1 when unknown)."""
-        if self.task != "multiclass":
+        if not task_kind(self.task).one_hot:
             raise ValueError("class_index() is only defined for multi-class datasets")
         known = np.isfinite(self.labels).all(axis=1)
         out = np.full(len(self), -1, dtype=np.int64)

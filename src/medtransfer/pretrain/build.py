@@ -27,6 +27,7 @@ from medtransfer.config import PretrainConfig, dump_yaml
 from medtransfer.errors import ConfigError
 from medtransfer.evaluation.metrics import to_jsonable
 from medtransfer.models.weights import CARD_FILE, SOURCE_WEIGHTS_FILE, create_model
+from medtransfer.tasks.base import task_kind
 
 METHODS = ("supervised", "simclr")
 
@@ -52,9 +53,10 @@ def _supervised(cfg: PretrainConfig, out: Path, resume: bool, progress: bool) ->
     from medtransfer.training.run import prepare, train_run
 
     prep = prepare(cfg, progress)
-    if prep.ds.task not in ("binary", "multiclass", "multilabel") and cfg.task is None:
+    if not task_kind(cfg.task or prep.ds.task).probabilities:
         raise ConfigError(
-            f"pretrain.method=supervised needs labels but {prep.ds.name} has none; use pretrain.method=simclr"
+            f"pretrain.method=supervised needs class labels but {prep.ds.name} has none ({prep.ds.task}); "
+            "use pretrain.method=simclr"
         )
     m = train_run(cfg, out, resume=resume, progress=progress, prepared=prep)
     metrics = {
@@ -131,7 +133,7 @@ def _check_probe_data(cfg: PretrainConfig) -> None:
     if not cfg.pretrain.probe_data:
         return
     probe = load_dataset(cfg.pretrain.probe_data)
-    if probe.task not in ("binary", "multiclass", "multilabel"):
+    if not task_kind(probe.task).probabilities:
         raise ConfigError(f"pretrain.probe_data {cfg.pretrain.probe_data} has no labels; a linear probe needs them")
 
 

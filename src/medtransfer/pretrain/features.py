@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from medtransfer.models.backbones import Classifier
+from medtransfer.tasks.base import task_kind
 from medtransfer.training.batches import Batches
 
 
@@ -42,7 +43,7 @@ def probe_auc(
     from sklearn.metrics import roc_auc_score
 
     aucs = []
-    if task == "multiclass":
+    if task_kind(task).one_hot:  # one multinomial probe over the classes
         known_tr, known_te = np.isfinite(train_y).all(1), np.isfinite(test_y).all(1)
         cls_tr, cls_te = train_y[known_tr].argmax(1), test_y[known_te].argmax(1)
         present = np.unique(cls_tr)
@@ -68,7 +69,7 @@ def cv_probe_auc(x: np.ndarray, y: np.ndarray, task: str, folds: int = 3, seed: 
     """:func:`probe_auc` cross-validated over ``folds`` stratified folds (by the first label / the class)."""
     from sklearn.model_selection import StratifiedKFold
 
-    strata = np.nan_to_num(y, nan=-1).argmax(1) if task == "multiclass" else np.nan_to_num(y[:, 0], nan=-1)
+    strata = task_kind(task).strata(y)
     _, counts = np.unique(strata, return_counts=True)
     k = int(min(folds, counts.min())) if len(counts) > 1 else 0
     if k < 2:

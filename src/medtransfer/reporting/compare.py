@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from medtransfer.evaluation.stats import delong_test, paired_test
+from medtransfer.evaluation.stats import paired_test
 from medtransfer.reporting.tables import arm_order, metric_spec, n_levels
 from medtransfer.tasks.base import kind_of_metric
 
@@ -211,20 +211,9 @@ def _delong_rows(
         sa, sr = joined[f"score:{label}"].to_numpy(float), joined[f"score:{label}@ref"].to_numpy(float)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            if key == "auc":
-                res = delong_test(y, sa, sr)
-            else:  # the task kind's own paired test (regression: Wilcoxon on the per-image absolute errors)
-                kind = kind_of_metric(key)
-                known = np.isfinite(y)
-                both = kind.paired(y[known, None], sa[known, None], sr[known, None])
-                res = {
-                    "auc_a": kind.validation_score(y[known, None], sa[known, None]),
-                    "auc_b": kind.validation_score(y[known, None], sr[known, None]),
-                    "diff": both["delta"],
-                    "se": math.nan,
-                    "z": math.nan,
-                    "p_value": both["p_value"],
-                }
+            # the task kind's paired test: DeLong for an AUC, Wilcoxon on per-image absolute errors for an MAE
+            known = np.isfinite(y)
+            res = kind_of_metric(key).paired(y[known, None], sa[known, None], sr[known, None])
         if caught:
             notes.append(f"{where}, label {label}: {caught[0].message}.")
         rows.append(
@@ -235,9 +224,9 @@ def _delong_rows(
                 "n": level.n,
                 "seed": seed,
                 "label": label,
-                f"{key}_arm": res["auc_a"],
-                f"{key}_ref": res["auc_b"],
-                "diff": res["diff"],
+                f"{key}_arm": res["a"],
+                f"{key}_ref": res["b"],
+                "diff": res["delta"],
                 "se": res["se"],
                 "z": res["z"],
                 "p_value": res["p_value"],

@@ -47,7 +47,9 @@ def _log_n_axis(ax: Any, levels: pd.DataFrame, unit: str = "images") -> None:
 
 def _unit(metric: str) -> str:
     """What N counts: images for a classification (AUC) study, cases (volumes) for a segmentation (Dice) one."""
-    return "cases" if metric_spec(metric).key == "dice" else "images"
+    from medtransfer.tasks.base import kind_of_metric
+
+    return "cases" if kind_of_metric(metric_spec(metric).key).volumetric else "images"
 
 
 # Line style and marker per transfer strategy; baselines are dashed squares.

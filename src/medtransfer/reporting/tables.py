@@ -234,7 +234,10 @@ def results_table(trials: pd.DataFrame, metric: str = "auc") -> pd.DataFrame:
     out["n"] = out["n"].astype("Int64")
     labels = label_names(trials)
     metrics = trials["metrics"]
-    if key == "dice":
+    from medtransfer.tasks.base import kind_of_metric
+
+    volumetric = kind_of_metric(key).volumetric  # per-class Dice and HD95 of a segmentation
+    if volumetric:
         for name in labels:
             out[f"dice:{name}"] = [_metric_value(m, name, "dice") for m in metrics]
         out["hd95"] = [_metric_value(m, None, "hd95") for m in metrics]
@@ -245,9 +248,7 @@ def results_table(trials: pd.DataFrame, metric: str = "auc") -> pd.DataFrame:
             out[f"{key}:{name}"] = [
                 pd.to_numeric((_per_output(m).get(name) or {}).get(key), errors="coerce") for m in trials["metrics"]
             ]
-    from medtransfer.tasks.base import kind_of_metric
-
-    for extra in kind_of_metric(key).secondary_metrics if key != "dice" else ():
+    for extra in () if volumetric else kind_of_metric(key).secondary_metrics:
         out[extra] = [pd.to_numeric((m or {}).get(extra), errors="coerce") for m in metrics]
     return out
 

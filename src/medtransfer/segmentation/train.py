@@ -29,6 +29,7 @@ from medtransfer.evaluation.metrics import to_jsonable
 from medtransfer.io import atomic_write, atomic_write_text
 from medtransfer.segmentation.data import SegDataset, Volume, foreground_patches, load_msd, load_nifti_folder, read_case
 from medtransfer.segmentation.losses import annotated_mask, partial_label_loss
+from medtransfer.tasks.base import kind_names, task_kind
 
 log = logging.getLogger(__name__)
 
@@ -363,7 +364,8 @@ def is_segmentation_run(run_dir: str | Path) -> bool:
     if not weights.is_file():
         return False
     with safe_open(str(weights), "pt") as f:
-        return (f.metadata() or {}).get("task") == "segmentation"
+        task = (f.metadata() or {}).get("task")
+    return task is not None and task in kind_names() and task_kind(task).volumetric
 
 
 def evaluate_segmentation(

@@ -36,6 +36,7 @@ class TaskKind:
     unit_interval: ClassVar[bool] = True  # the metric lies in [0, 1] (its CIs are clipped there)
     probabilities: ClassVar[bool] = False  # outputs are probabilities: thresholds and calibration apply
     supervised: ClassVar[bool] = True  # a model can be trained on its labels
+    one_hot: ClassVar[bool] = False  # labels are one-hot over K exclusive classes (multiclass)
     volumetric: ClassVar[bool] = False  # 3-D cases and masks (segmentation) rather than 2-D images and labels
     paired_test: ClassVar[str] = ""  # the per-seed paired test between two arms, as the report names it
     secondary_metrics: ClassVar[tuple[str, ...]] = ()  # further top-level keys results.csv shows (rmse, r2)
@@ -95,12 +96,17 @@ class TaskKind:
         return None
 
     def paired(self, labels: np.ndarray, outputs_a: np.ndarray, outputs_b: np.ndarray) -> dict[str, float]:
-        """Model a vs model b on the same images: ``{"delta", "p_value"}`` with ``delta`` = metric(a) - metric(b)."""
+        """Model a vs model b on the same images: ``{"delta", "p_value", "a", "b", "se", "z"}`` with ``a``, ``b`` the
+        metric of each and ``delta`` = a - b (``se`` and ``z`` NaN where the test has none)."""
         raise NotImplementedError
 
     def logme_targets(self, column: np.ndarray) -> list[np.ndarray]:
         """The target vectors LogME scores for one known label column (its evidence is averaged over them)."""
         return []
+
+    def after_selecting(self, n_kept: int) -> str:
+        """The kind of the dataset that keeps ``n_kept`` of its label columns (``data.labels``)."""
+        return self.name
 
     def prediction_columns(self, names: list[str]) -> list[str]:
         """Column names of the outputs in ``predict``'s CSV."""

@@ -183,13 +183,21 @@ class _Classification(TaskKind):
         return ["label", "positive", "negative", "unknown", "prevalence"], rows, problems
 
     def paired(self, labels: np.ndarray, outputs_a: np.ndarray, outputs_b: np.ndarray) -> dict[str, float]:
-        deltas, ps = [], []
-        for k in range(labels.shape[1]):
-            res = delong_test(labels[:, k], outputs_a[:, k], outputs_b[:, k])
-            deltas.append(res["diff"])
-            ps.append(res["p_value"])
-        p = ps[0] if len(ps) == 1 else math.nan
-        return {"delta": float(np.nanmean(deltas)) if deltas else math.nan, "p_value": p}
+        """DeLong's test per label; with several labels the mean of a, b and delta (p, se and z need one label)."""
+        res = [delong_test(labels[:, k], outputs_a[:, k], outputs_b[:, k]) for k in range(labels.shape[1])]
+        if len(res) == 1:
+            r = res[0]
+            return {
+                "delta": r["diff"],
+                "p_value": r["p_value"],
+                "a": r["auc_a"],
+                "b": r["auc_b"],
+                "se": r["se"],
+                "z": r["z"],
+            }
+        mean = {k: float(np.nanmean([r[src] for r in res])) if res else math.nan for k, src in
+                (("delta", "diff"), ("a", "auc_a"), ("b", "auc_b"))}  # fmt: skip
+        return {**mean, "p_value": math.nan, "se": math.nan, "z": math.nan}
 
 
 class Binary(_Classification):
@@ -205,6 +213,9 @@ class Binary(_Classification):
 
 class Multilabel(_Classification):
     name = "multilabel"
+
+    def after_selecting(self, n_kept: int) -> str:
+        return "binary" if n_kept == 1 else self.name
 
     def strata(self, labels: np.ndarray) -> np.ndarray:
         """The rarest positive finding of each row (``K`` = none), so rare findings spread over the splits."""

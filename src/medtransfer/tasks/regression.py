@@ -144,7 +144,8 @@ class Regression(TaskKind):
 
     def paired(self, labels: np.ndarray, outputs_a: np.ndarray, outputs_b: np.ndarray) -> dict[str, float]:
         res = paired_errors_test(labels, outputs_a, outputs_b)
-        return {"delta": res["delta_mae"], "p_value": res["p_value"]}
+        a, b = self.validation_score(labels, outputs_a), self.validation_score(labels, outputs_b)
+        return {"delta": res["delta_mae"], "p_value": res["p_value"], "a": a, "b": b, "se": math.nan, "z": math.nan}
 
     def prediction_columns(self, names: list[str]) -> list[str]:
         return [f"pred_{n}" for n in names]
