@@ -141,6 +141,8 @@ def learning_curves(
             lo, hi = band[lo_col], band[hi_col]
             if m.unit_interval:
                 lo, hi = lo.clip(0, 1), hi.clip(0, 1)
+            elif m.floor is not None:
+                lo = lo.clip(lower=m.floor)
             ax.fill_between(band["n"], lo, hi, color=color, alpha=0.15, linewidth=0)
         seeds = done[done["arm"] == arm]
         x = seeds["n_label"].map(n_of).to_numpy(float)

@@ -162,7 +162,7 @@ def write_report(
         "† one seed, so that trial's bootstrap CI over cases]. Best mean per N in bold."
         if dice
         else f"Mean test {m.axis} over seeds [95% CI of the mean: t-interval across seeds"
-        + (", clipped to [0, 1]" if m.unit_interval else "")
+        + (", clipped to [0, 1]" if m.unit_interval else f", clipped at {m.floor:g}" if m.floor is not None else "")
         + ", as in summary.csv and the console; † one seed, so that trial's bootstrap CI]. Best mean per N in bold."
     )
     blocks += [

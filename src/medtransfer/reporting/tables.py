@@ -76,6 +76,7 @@ class Metric:
     a_name: str  # with its article, for sentences: 'an AUC', 'a Dice score'
     higher_is_better: bool = True
     unit_interval: bool = True
+    floor: float | None = None  # the lowest possible value when not in [0, 1] (MAE: 0)
 
     @property
     def axis(self) -> str:
@@ -86,7 +87,10 @@ class Metric:
         return a >= b if self.higher_is_better else a <= b
 
     def clip(self, lo: float, hi: float) -> tuple[float, float]:
-        return (max(lo, 0.0), min(hi, 1.0)) if self.unit_interval else (lo, hi)
+        """A t-interval across seeds kept inside the metric's range ([0, 1]; MAE ≥ 0)."""
+        if self.unit_interval:
+            return max(lo, 0.0), min(hi, 1.0)
+        return (max(lo, self.floor) if self.floor is not None else lo), hi
 
 
 def metric_spec(metric: str | Metric) -> Metric:
@@ -102,7 +106,9 @@ def metric_spec(metric: str | Metric) -> Metric:
     if isinstance(metric, Metric):
         return metric
     kind = kind_of_metric(metric)
-    return Metric(kind.metric, kind.metric_label, kind.metric_phrase, kind.higher_is_better, kind.unit_interval)
+    return Metric(
+        kind.metric, kind.metric_label, kind.metric_phrase, kind.higher_is_better, kind.unit_interval, kind.metric_floor
+    )
 
 
 def result_columns(metric: str = "auc") -> list[str]:

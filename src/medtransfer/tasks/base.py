@@ -34,6 +34,7 @@ class TaskKind:
     metric_phrase: ClassVar[str] = ""  # with its article, for the report's sentences: 'an AUC', 'an MAE'
     higher_is_better: ClassVar[bool] = True
     unit_interval: ClassVar[bool] = True  # the metric lies in [0, 1] (its CIs are clipped there)
+    metric_floor: ClassVar[float | None] = None  # otherwise its lowest possible value (MAE: 0), where CIs are clipped
     probabilities: ClassVar[bool] = False  # outputs are probabilities: thresholds and calibration apply
     supervised: ClassVar[bool] = True  # a model can be trained on its labels
     one_hot: ClassVar[bool] = False  # labels are one-hot over K exclusive classes (multiclass)

@@ -88,6 +88,7 @@ class Regression(TaskKind):
     metric_phrase = "an MAE"
     higher_is_better = False
     unit_interval = False
+    metric_floor = 0.0
     probabilities = False
     paired_test = "Wilcoxon signed-rank test of per-image absolute errors"
     secondary_metrics = ("rmse", "r2")
