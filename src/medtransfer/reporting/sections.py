@@ -257,7 +257,8 @@ def baseline_section(summary: pd.DataFrame, baseline: str | None, tick: pd.Serie
                 bold("matches"),
                 " the baseline ",
                 code(baseline),
-                f" at N when its mean test {m.name} over seeds at N is ≥ the baseline's mean {m.name} at the same N. "
+                f" at N when its mean test {m.name} over seeds at N is {'≥' if m.higher_is_better else '≤'} the "
+                f"baseline's mean {m.name} at the same N. "
                 "Only sizes where both have a mean count; 'never' means no such size among those compared.",
             ]
         )
