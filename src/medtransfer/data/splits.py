@@ -46,7 +46,7 @@ def dataset_fingerprint(ds) -> dict:
     images themselves (:attr:`ImageSource.content`: array content, or file names and sizes), not of where they are."""
     ids = sorted(ds.meta["image_id"].astype(str))
     images = getattr(ds, "images", None)
-    content = images.content if images is not None else None
+    content = images.content if images is not None else getattr(ds, "content", None)  # 2-D images or 3-D cases
     return {
         "dataset": getattr(ds, "name", None),
         "images": len(ids),

@@ -16,18 +16,18 @@ import json
 import logging
 import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import torch
 
 from medtransfer.config import Config
-from medtransfer.data.splits import Split, load_split
+from medtransfer.data.sources.base import load_volumes
+from medtransfer.data.splits import Split, dataset_fingerprint, load_split
+from medtransfer.data.volumes import SegDataset, Volume, foreground_patches, read_case
 from medtransfer.errors import ConfigError, DataError, UserError
 from medtransfer.evaluation.metrics import to_jsonable
 from medtransfer.io import atomic_write, atomic_write_text
-from medtransfer.segmentation.data import SegDataset, Volume, foreground_patches, load_msd, load_nifti_folder, read_case
 from medtransfer.segmentation.losses import annotated_mask, partial_label_loss
 from medtransfer.tasks.base import kind_names, task_kind
 
@@ -42,17 +42,7 @@ def load_seg_data(cfg: Config) -> SegDataset:
     ``seg.cases_file`` and with ``seg.annotated_file``'s partial labels."""
     if not cfg.data.path:
         raise ConfigError("data.path is not set; add it to the config or pass --set data.path=FOLDER")
-    path = Path(cfg.data.path).expanduser()
-    fmt = cfg.data.format
-    if fmt not in (None, "msd", "nifti_folder"):
-        raise ConfigError(f"data.format={fmt!r}: segmentation reads 'msd' or 'nifti_folder'")
-    if not path.is_dir():
-        raise DataError(f"segmentation data {path} is not a folder")
-    ds = (
-        load_msd(path)
-        if fmt == "msd" or (fmt is None and (path / "dataset.json").is_file())
-        else load_nifti_folder(path)
-    )
+    ds = load_volumes(cfg.data.path, cfg.data.format)  # the registry's 3-D sources (msd, nifti_folder)
     if cfg.seg.cases_file:
         ds = ds.subset(_read_ids(Path(cfg.seg.cases_file)))
     if cfg.seg.annotated_file:
@@ -63,7 +53,7 @@ def load_seg_data(cfg: Config) -> SegDataset:
         mapping = {c: names for c, names in mapping.items() if c in {k.id for k in ds.cases}}
         ds = ds.with_annotated(mapping)
     if len(ds) == 0:
-        raise DataError(f"{path}: no cases to use")
+        raise DataError(f"{cfg.data.path}: no cases to use")
     return ds
 
 
@@ -83,9 +73,8 @@ def case_split(ds: SegDataset, cfg: Config, seed: int | None = None) -> Split:
     ``image_id``) fixes it instead, as a study does so that every arm uses the same cases.
     """
     ids = [c.id for c in ds.cases]
-    holder = SimpleNamespace(meta=pd.DataFrame({"image_id": ids}))
     if cfg.data.split_file:
-        return load_split(cfg.data.split_file, holder)
+        return load_split(cfg.data.split_file, ds)
     seed = cfg.seed if seed is None else seed
     frac = np.asarray(cfg.data.split_fractions, dtype=float)
     if frac.shape != (3,) or (frac < 0).any() or frac[0] <= 0:
@@ -100,12 +89,12 @@ def case_split(ds: SegDataset, cfg: Config, seed: int | None = None) -> Split:
     names = np.array(["train"] * counts[0] + ["val"] * counts[1] + ["test"] * counts[2], dtype=object)
     split = np.empty(len(ids), dtype=object)
     split[order] = names
-    return Split(_table(ids, split, seed))
+    return Split(_table(ids, split, seed), dataset_fingerprint(ds))
 
 
 def reseed_cases(split: Split, seed: int) -> Split:
     """The same case assignment with the training cases put in another random nested order (one per seed)."""
-    return Split(_table(split.table["image_id"].tolist(), split.table["split"].to_numpy(), seed))
+    return Split(_table(split.table["image_id"].tolist(), split.table["split"].to_numpy(), seed), split.dataset)
 
 
 def _table(ids: list[str], split: np.ndarray, seed: int) -> pd.DataFrame:
@@ -197,7 +186,7 @@ def load_seg_source(model: torch.nn.Module, source: str, class_names: list[str])
 
 # --------------------------------------------------------------------------- evaluation
 def predict_labels(model, volume: Volume, cfg: Config) -> np.ndarray:
-    from medtransfer.segmentation.data import sliding_window_predict
+    from medtransfer.data.volumes import sliding_window_predict
 
     probs = sliding_window_predict(model, torch.from_numpy(volume.image), cfg.seg.patch_size, cfg.seg.overlap)
     return probs.argmax(0).cpu().numpy()

@@ -170,8 +170,6 @@ def _preflight_strategies(ctx: StudyContext, trials: list[Trial]) -> None:
 
 def _plan_segmentation(cfg: StudyConfig, out: Path) -> tuple[list[Trial], StudyContext]:
     """The same plan for ``task: segmentation``: cases instead of images, source run folders, no baselines."""
-    from types import SimpleNamespace
-
     from medtransfer.pretrain.catalogue import lookup
     from medtransfer.segmentation.networks import build_seg_network
     from medtransfer.segmentation.train import case_split, load_seg_data, load_seg_source, reseed_cases
@@ -186,11 +184,10 @@ def _plan_segmentation(cfg: StudyConfig, out: Path) -> tuple[list[Trial], StudyC
     splits = out / SPLITS_DIR
     base_file = splits / "base.csv"
     if base_file.is_file():
-        import pandas as pd
 
         from medtransfer.data.splits import load_split
 
-        base = load_split(base_file, SimpleNamespace(meta=pd.DataFrame({"image_id": [c.id for c in ds.cases]})))
+        base = load_split(base_file, ds)
     else:
         base = case_split(ds, cfg)
         base.save(base_file)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from medtransfer.segmentation.data import sliding_window_predict
+from medtransfer.data.volumes import sliding_window_predict
 from medtransfer.segmentation.networks import build_seg_network
 
 

@@ -122,7 +122,7 @@ class _Oracle(torch.nn.Module):
 
 
 def test_unannotated_classes_score_nan_not_zero():
-    from medtransfer.segmentation.data import Volume
+    from medtransfer.data.volumes import Volume
     from medtransfer.segmentation.train import score_cases
 
     full = np.zeros((16, 16, 16), dtype=np.int64)

@@ -33,6 +33,7 @@ class DataSource:
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    volumetric: ClassVar[bool] = False  # 3-D cases for segmentation (SegDataset) rather than 2-D images
 
     @staticmethod
     def detect(path: Path) -> bool:
@@ -50,7 +51,7 @@ class DataSource:
 
 DATA_SOURCES: Registry[type[DataSource]] = Registry("data format")
 
-BUILTIN_MODULES = ("folder", "medmnist", "mednist", "nih_cxr14", "synthetic")
+BUILTIN_MODULES = ("folder", "medmnist", "mednist", "nih_cxr14", "synthetic", "volumes")
 
 
 def builtin_sources() -> Registry[type[DataSource]]:
@@ -66,18 +67,25 @@ def _as_path(path: str | Path) -> Path:
     return Path(path).expanduser()
 
 
-def detect_format(path: str | Path) -> str:
-    """The single registered source that recognises ``path``; raise when none or several do."""
+def source_names(volumetric: bool = False) -> list[str]:
+    """The registered 2-D sources (or, with ``volumetric``, the 3-D ones)."""
     builtin_sources()
+    return [n for n in DATA_SOURCES.names() if DATA_SOURCES.get(n).volumetric == volumetric]
+
+
+def detect_format(path: str | Path, volumetric: bool = False) -> str:
+    """The single registered source (2-D, or 3-D with ``volumetric``) that recognises ``path``; raise when none or
+    several do."""
+    names = source_names(volumetric)
     p = str(path)
     if not p.startswith("synthetic:") and not _as_path(p).exists():
         raise DataError(f"data path not found: {p}")
-    hits = [name for name in DATA_SOURCES.names() if DATA_SOURCES.get(name).detect(_as_path(p))]
+    hits = [name for name in names if DATA_SOURCES.get(name).detect(_as_path(p))]
     if not hits:
-        hints = [h for name in DATA_SOURCES.names() if (h := DATA_SOURCES.get(name).hint(_as_path(p)))]
+        hints = [h for name in names if (h := DATA_SOURCES.get(name).hint(_as_path(p)))]
         if hints:
             raise DataError(hints[0])
-        raise DataError(f"cannot tell the format of {p}; pass --format with one of {DATA_SOURCES.names()}")
+        raise DataError(f"cannot tell the format of {p}; pass --format with one of {names}")
     if len(hits) > 1:
         raise DataError(f"{p} could be any of {hits}; pass --format to choose")
     return hits[0]
@@ -91,10 +99,9 @@ def load_dataset(path: str | Path, format: str | None = None, options: SourceOpt
         >>> ds.labels.shape, ds.label_names                     # doctest: +SKIP
         ((32, 1), ('lesion',))
     """
-    builtin_sources()
     options = options or SourceOptions()
     name = format or detect_format(path)
-    source_cls = DATA_SOURCES.get(name)
+    source_cls = _source(name, volumetric=False)
     p = _as_path(path)
     if not str(path).startswith("synthetic:") and not p.exists():
         raise DataError(f"data path not found: {p}")
@@ -104,3 +111,21 @@ def load_dataset(path: str | Path, format: str | None = None, options: SourceOpt
     if options.labels and name not in ("folder",):
         ds = ds.select_labels(list(options.labels))
     return ds
+
+
+def _source(name: str, volumetric: bool) -> type[DataSource]:
+    source_cls = builtin_sources().get(name)  # an unknown name fails with close matches
+    if source_cls.volumetric != volumetric:
+        want = "3-D (segmentation)" if volumetric else "2-D"
+        raise DataError(f"data.format '{name}' is not a {want} format; use one of {source_names(volumetric)}")
+    return source_cls
+
+
+def load_volumes(path: str | Path, format: str | None = None):
+    """Load a 3-D segmentation dataset (a :class:`~medtransfer.data.volumes.SegDataset`) from a registered
+    volumetric source (``msd``, ``nifti_folder``; detected when ``format`` is None)."""
+    p = _as_path(path)
+    if not p.is_dir():
+        raise DataError(f"segmentation data {p} is not a folder")
+    name = format or detect_format(p, volumetric=True)
+    return _source(name, volumetric=True)().load(p, SourceOptions())

@@ -100,6 +100,25 @@ class SegDataset:
         return len(self.class_names)
 
     @property
+    def meta(self):
+        """One row per case (``image_id`` = ``patient_id`` = the case id), as split files are aligned to it."""
+        import pandas as pd
+
+        ids = [c.id for c in self.cases]
+        return pd.DataFrame({"image_id": ids, "patient_id": ids})
+
+    @property
+    def content(self) -> str:
+        """The cases' image file names and sizes (what a split file records about its dataset)."""
+        import hashlib
+
+        h = hashlib.sha1()
+        for c in self.cases:
+            size = c.image.stat().st_size if c.image.is_file() else -1
+            h.update(f"{c.id}\0{c.image.name}\0{size}\0".encode())
+        return f"volumes:{len(self.cases)}:{h.hexdigest()[:16]}"
+
+    @property
     def in_channels(self) -> int:
         return len(self.channels)
 

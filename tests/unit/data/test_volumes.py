@@ -11,8 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from medtransfer.errors import DataError
-from medtransfer.segmentation.data import (
+from medtransfer.data.volumes import (
     Volume,
     foreground_patches,
     load_msd,
@@ -20,6 +19,7 @@ from medtransfer.segmentation.data import (
     normalize_intensity,
     read_case,
 )
+from medtransfer.errors import DataError
 
 SHAPE = (10, 12, 9)
 LABELS = {"0": "background", "1": "Anterior", "2": "Posterior"}
