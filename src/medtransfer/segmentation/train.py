@@ -231,11 +231,8 @@ def train_segmentation(cfg: Config, out_dir: str | Path, resume: bool = False, p
 def _train_seg(cfg: Config, out: Path, progress: bool) -> dict:
     from medtransfer.segmentation.metrics import summarize_segmentation
     from medtransfer.segmentation.networks import build_seg_network
-    from medtransfer.training.checkpoint import load_weights_file, save_weights
-    from medtransfer.training.device import optimizer_and_scheduler
-    from medtransfer.training.loop import fit
-    from medtransfer.training.run import cap_epochs, pick_device
-    from medtransfer.transfer.strategies import build_strategy
+    from medtransfer.training.checkpoint import save_weights
+    from medtransfer.training.run import fit_best, pick_device
 
     ds = load_seg_data(cfg)
     split = case_split(ds, cfg)
@@ -258,34 +255,14 @@ def _train_seg(cfg: Config, out: Path, progress: bool) -> dict:
     model = build_seg_network(cfg.model.backbone, ds.in_channels, ds.n_classes, **extra)
     log.info("weights: %s", load_seg_source(model, cfg.model.source, list(ds.class_names)))
     model.to(device)
-    strategy = build_strategy(cfg.transfer, cfg.train)
     train = PatchBatches(train_vols, cfg, ds.n_classes, device)
-    cap_epochs(train, cfg)
-    optimizer, scheduler = optimizer_and_scheduler(
-        strategy, model, cfg.train, device, cfg.train.epochs * len(train), len(train)
-    )
 
     def val_dice(m) -> float:
         table = score_cases(m, val_vols, cfg, ds.n_classes, hd95=False)
         values = table.filter(like="dice:").to_numpy(dtype=float)
         return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
 
-    state = fit(
-        model,
-        SegTask(),
-        strategy,
-        optimizer,
-        scheduler,
-        train,
-        None,
-        cfg.train,
-        cfg.seed,
-        out,
-        progress,
-        score=val_dice,
-    )
-    pd.DataFrame(state.history).to_csv(out / "history.csv", index=False)
-    load_weights_file(out / "best.safetensors", model)
+    state, _ = fit_best(cfg, out, model, SegTask(), train, None, device, progress, score=val_dice)
     save_weights(
         out / "model.safetensors",
         model,

@@ -184,7 +184,6 @@ def _plan_segmentation(cfg: StudyConfig, out: Path) -> tuple[list[Trial], StudyC
     splits = out / SPLITS_DIR
     base_file = splits / "base.csv"
     if base_file.is_file():
-
         from medtransfer.data.splits import load_split
 
         base = load_split(base_file, ds)

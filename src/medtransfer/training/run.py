@@ -265,16 +265,9 @@ def _train(cfg: Config, out: Path, prep: Prepared, progress: bool) -> dict:
     model.to(device, memory_format=torch.channels_last)
     if cfg.train.compile:
         maybe_compile(model, device)
-    strategy = build_strategy(cfg.transfer, cfg.train)
     train = _batches(prep, train_idx, cfg, model, device, train=True)
     val = _batches(prep, val_idx, cfg, model, device, train=False)
-    cap_epochs(train, cfg)
-    optimizer, scheduler = optimizer_and_scheduler(
-        strategy, model, cfg.train, device, cfg.train.epochs * len(train), len(train)
-    )
-    state = fit(model, task, strategy, optimizer, scheduler, train, val, cfg.train, cfg.seed, out, progress)
-    pd.DataFrame(state.history).to_csv(out / "history.csv", index=False)
-    load_weights_file(out / "best.safetensors", model)
+    state, strategy = fit_best(cfg, out, model, task, train, val, device, progress)
     if cfg.eval.calibrate == "temperature":  # fitted on validation, stored with the model (task_state)
         t = task.calibrate(
             raw_logits(model, _batches(prep, val_idx, cfg, model, device, train=False)), ds.labels[val_idx]
@@ -308,6 +301,23 @@ def _train(cfg: Config, out: Path, prep: Prepared, progress: bool) -> dict:
         }
     )
     return metrics
+
+
+def fit_best(cfg: Config, out: Path, model, task, train, val, device, progress: bool, score=None):
+    """What every run shares once its model, task object and batches exist (classification, regression and
+    segmentation alike): the strategy, the optimizer and schedule, the loop, ``history.csv``, and the best epoch's
+    weights back in ``model``. Returns ``(fit state, strategy)``."""
+    strategy = build_strategy(cfg.transfer, cfg.train)
+    cap_epochs(train, cfg)
+    optimizer, scheduler = optimizer_and_scheduler(
+        strategy, model, cfg.train, device, cfg.train.epochs * len(train), len(train)
+    )
+    state = fit(
+        model, task, strategy, optimizer, scheduler, train, val, cfg.train, cfg.seed, out, progress, score=score
+    )
+    pd.DataFrame(state.history).to_csv(out / "history.csv", index=False)
+    load_weights_file(out / "best.safetensors", model)
+    return state, strategy
 
 
 PREDICTIONS_FILE = "predictions.csv"
