@@ -45,21 +45,14 @@ from scipy.special import expit, logsumexp, softmax
 from sklearn.metrics import brier_score_loss
 
 from medtransfer.evaluation.metrics import (
-    TASKS,
     UndefinedMetricWarning,
     _as_2d,
     _binary_arrays,
     _check_label_arrays,
     one_hot,
 )
-from medtransfer.registry import suggest
 
 BIN_COLUMNS = ("bin_lo", "bin_hi", "n", "mean_predicted", "observed")
-
-
-def _check_task(task: str) -> None:
-    if task not in TASKS:
-        raise ValueError(f"unknown task '{task}'; did you mean {suggest(task, TASKS)}? available: {list(TASKS)}")
 
 
 def _check_n_bins(n_bins: int) -> int:
@@ -181,7 +174,7 @@ def _multiclass_rows(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 def calibration_metrics(
-    labels: ArrayLike, scores: ArrayLike, names: Sequence[str], task: str, n_bins: int = 10
+    labels: ArrayLike, scores: ArrayLike, names: Sequence[str], *, exclusive: bool = False, n_bins: int = 10
 ) -> dict[str, Any]:
     """Brier score, ECE and reliability bins for one prediction set (e.g. a test set).
 
@@ -204,21 +197,21 @@ def calibration_metrics(
         labels: ``(N, K)`` labels (NaN = unknown); for ``multiclass`` also ``(N,)`` class indices.
         scores: ``(N, K)`` probabilities; for ``binary`` also ``(N,)`` or ``(N, 2)`` softmax (column 1 used).
         names: K label (class) names.
-        task: ``binary`` | ``multiclass`` | ``multilabel``.
+        exclusive: labels are one-hot over exclusive classes (multi-class, softmax); otherwise each column is its own
+            0/1 label (binary, multi-label; sigmoid).
         n_bins: number of equal-width probability bins for the ECE and the reliability bins.
 
     Example:
-        >>> m = calibration_metrics([[0], [1], [1], [0]], [[0.1], [0.8], [0.6], [0.3]], ["pneumonia"], "binary")
+        >>> m = calibration_metrics([[0], [1], [1], [0]], [[0.1], [0.8], [0.6], [0.3]], ["pneumonia"], exclusive=False)
         >>> round(m["brier"], 6), sorted(m), m["per_label"]["pneumonia"]["n"]
         (0.075, ['brier', 'ece', 'ece_binning', 'ece_bins', 'per_label', 'reliability'], 4)
     """
-    _check_task(task)
     n_bins = _check_n_bins(n_bins)
     s = np.asarray(scores, dtype=float)
-    if task == "binary" and s.ndim == 2 and s.shape[1] == 2:
+    if not exclusive and s.ndim == 2 and s.shape[1] == 2 and len(names) == 1:
         s = s[:, 1]  # softmax over (negative, positive)
     y = np.asarray(labels, dtype=float)
-    if task == "multiclass" and y.ndim == 1:
+    if exclusive and y.ndim == 1:
         y = one_hot(y, len(names))
     y, s = _check_label_arrays(y, s, names)
 
@@ -232,7 +225,7 @@ def calibration_metrics(
         if np.unique(yj).size == 2:
             both_classes.append(name)
 
-    if task == "multiclass":
+    if exclusive:
         yk, sk = _multiclass_rows(y, s)
         # Multi-class Brier written out: scikit-learn's brier_score_loss handles (N, K) only from 1.7 on.
         brier = float(np.mean(np.sum((sk - yk) ** 2, axis=1))) if yk.size else float("nan")
@@ -258,17 +251,16 @@ def calibration_metrics(
     }
 
 
-def _logit_arrays(logits: ArrayLike, labels: ArrayLike, task: str) -> tuple[np.ndarray, np.ndarray]:
+def _logit_arrays(logits: ArrayLike, labels: ArrayLike, exclusive: bool) -> tuple[np.ndarray, np.ndarray]:
     """``(N, K)`` logits and labels of the known entries: a flat pair for sigmoid tasks, known rows for softmax."""
-    _check_task(task)
     z = _as_2d(logits, "logits")
     y = np.asarray(labels, dtype=float)
-    if task == "multiclass" and y.ndim == 1:
+    if exclusive and y.ndim == 1:
         y = one_hot(y, z.shape[1])
     y = _as_2d(y, "labels")
     if y.shape != z.shape:
         raise ValueError(f"labels {y.shape} and logits {z.shape} must have the same shape")
-    if task == "multiclass":
+    if exclusive:
         known = np.isfinite(y).all(axis=1)
         z, y = z[known], y[known]
         if y.size and not (np.isin(y, (0.0, 1.0)).all() and (y.sum(axis=1) == 1).all()):
@@ -285,16 +277,16 @@ def _logit_arrays(logits: ArrayLike, labels: ArrayLike, task: str) -> tuple[np.n
     return z, y
 
 
-def _nll(z: np.ndarray, y: np.ndarray, task: str, temperature: float) -> float:
+def _nll(z: np.ndarray, y: np.ndarray, exclusive: bool, temperature: float) -> float:
     """Mean negative log-likelihood of ``logits / temperature`` (numerically stable forms)."""
     t = z / temperature
-    if task == "multiclass":
+    if exclusive:
         return float(np.mean(logsumexp(t, axis=1) - np.sum(t * y, axis=1)))  # cross-entropy, y one-hot
     return float(np.mean(np.logaddexp(0.0, t) - y * t))  # binary cross-entropy on sigmoid(t)
 
 
 def fit_temperature(
-    logits: ArrayLike, labels: ArrayLike, task: str, *, bounds: tuple[float, float] = (0.05, 20.0)
+    logits: ArrayLike, labels: ArrayLike, *, exclusive: bool = False, bounds: tuple[float, float] = (0.05, 20.0)
 ) -> float:
     """Temperature scaling (Guo et al. 2017): the ``T > 0`` minimising the validation NLL of ``logits / T``.
 
@@ -306,7 +298,8 @@ def fit_temperature(
     Args:
         logits: ``(N, K)`` (or ``(N,)``) raw model outputs, before sigmoid / softmax.
         labels: ``(N, K)`` labels, NaN = unknown (one-hot for ``multiclass``, which also takes ``(N,)`` indices).
-        task: ``binary`` | ``multiclass`` | ``multilabel``.
+        exclusive: labels are one-hot over exclusive classes (multi-class, softmax); otherwise each column is its own
+            0/1 label (binary, multi-label; sigmoid).
         bounds: the range searched for ``T``.
 
     Raises:
@@ -314,15 +307,15 @@ def fit_temperature(
 
     Example:
         >>> # 3 of 4 right at logit +-2: the fit makes sigmoid(2 / T) = 0.75, i.e. T = 2 / log(3)
-        >>> round(fit_temperature([2.0, -2.0, 2.0, -2.0], [1, 0, 0, 0], "binary"), 3)
+        >>> round(fit_temperature([2.0, -2.0, 2.0, -2.0], [1, 0, 0, 0], exclusive=False), 3)
         1.82
     """
-    z, y = _logit_arrays(logits, labels, task)
+    z, y = _logit_arrays(logits, labels, exclusive)
     lo, hi = bounds
     if not (0 < lo < hi and math.isfinite(hi)):
         raise ValueError(f"bounds must satisfy 0 < lo < hi < inf, got {bounds}")
     res = minimize_scalar(
-        lambda log_t: _nll(z, y, task, math.exp(log_t)),
+        lambda log_t: _nll(z, y, exclusive, math.exp(log_t)),
         bounds=(math.log(lo), math.log(hi)),
         method="bounded",
         options={"xatol": 1e-6},
@@ -338,24 +331,23 @@ def fit_temperature(
     return temperature
 
 
-def apply_temperature(logits: ArrayLike, temperature: float, task: str) -> np.ndarray:
+def apply_temperature(logits: ArrayLike, temperature: float, *, exclusive: bool = False) -> np.ndarray:
     """Probabilities from logits scaled by a fitted temperature: ``sigmoid(logits / T)`` or ``softmax(logits / T)``.
 
     ``binary`` / ``multilabel`` apply the sigmoid element-wise (any shape); ``multiclass`` takes ``(N, K)``
     logits and applies the softmax over the K classes. The output has the shape of ``logits``.
 
     Example:
-        >>> apply_temperature([[2.0, 0.0], [0.0, 0.0]], 2.0, "multiclass").round(3).tolist()
+        >>> apply_temperature([[2.0, 0.0], [0.0, 0.0]], 2.0, exclusive=True).round(3).tolist()
         [[0.731, 0.269], [0.5, 0.5]]
-        >>> apply_temperature([0.0, 2.0], 2.0, "binary").round(3).tolist()
+        >>> apply_temperature([0.0, 2.0], 2.0, exclusive=False).round(3).tolist()
         [0.5, 0.731]
     """
-    _check_task(task)
     t = float(temperature)
     if not (math.isfinite(t) and t > 0):
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
     z = np.asarray(logits, dtype=float) / t
-    if task == "multiclass":
+    if exclusive:
         if z.ndim != 2:
             raise ValueError(f"multiclass logits must be (N, K), got shape {z.shape}")
         return softmax(z, axis=1)

@@ -17,9 +17,7 @@ from numpy.typing import ArrayLike
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from medtransfer.evaluation.stats import bootstrap_auc_ci
-from medtransfer.registry import Registry, suggest
-
-TASKS = ("binary", "multiclass", "multilabel")
+from medtransfer.registry import Registry
 
 
 class UndefinedMetricWarning(UserWarning):
@@ -217,8 +215,8 @@ def summarize(
     labels: ArrayLike,
     scores: ArrayLike,
     names: Sequence[str],
-    task: str,
     *,
+    exclusive: bool = False,
     patient_ids: ArrayLike | None = None,
     thresholds: Mapping[str, float] | float | None = None,
     n_boot: int = 1000,
@@ -236,7 +234,8 @@ def summarize(
         labels: ``(N, K)`` labels (NaN = unknown); for ``multiclass`` also ``(N,)`` class indices.
         scores: ``(N, K)`` probabilities; for ``binary`` also ``(N,)`` or ``(N, 2)`` softmax (column 1 used).
         names: K label (class) names.
-        task: ``binary`` | ``multiclass`` | ``multilabel``.
+        exclusive: labels are one-hot over exclusive classes (multi-class: also top-1 ``accuracy``); otherwise each
+            column is its own 0/1 label (binary, multi-label).
         patient_ids: ``(N,)`` ids for the cluster bootstrap.
         thresholds: label name → threshold from :func:`choose_threshold` on validation (a bare float
             is accepted when there is one label).
@@ -245,17 +244,15 @@ def summarize(
 
     Example:
         >>> y = np.array([[0.0], [1.0], [0.0], [1.0]])
-        >>> m = summarize(y, [[0.2], [0.9], [0.4], [0.6]], ["pneumonia"], "binary", n_boot=50)
+        >>> m = summarize(y, [[0.2], [0.9], [0.4], [0.6]], ["pneumonia"], n_boot=50)
         >>> m["auc"], sorted(m["per_label"]["pneumonia"])
         (1.0, ['auc', 'auc_ci', 'n_neg', 'n_pos'])
     """
-    if task not in TASKS:
-        raise ValueError(f"unknown task '{task}'; did you mean {suggest(task, TASKS)}? available: {list(TASKS)}")
     s = np.asarray(scores, dtype=float)
-    if task == "binary" and s.ndim == 2 and s.shape[1] == 2:
+    if not exclusive and s.ndim == 2 and s.shape[1] == 2 and len(names) == 1:
         s = s[:, 1]  # softmax over (negative, positive)
     y = np.asarray(labels, dtype=float)
-    if task == "multiclass" and y.ndim == 1:
+    if exclusive and y.ndim == 1:
         y = one_hot(y, len(names))
     y, s = _check_label_arrays(y, s, names)
     if isinstance(thresholds, int | float):
@@ -274,7 +271,7 @@ def summarize(
             entry.update(threshold_metrics(y[:, j], s[:, j], thresholds[name]))
         per_label[name] = entry
     out: dict[str, Any] = {"auc": macro_auc(per_label), "auc_ci": list(macro_ci), "n": int(y.shape[0])}
-    if task == "multiclass":
+    if exclusive:
         out["accuracy"] = top1_accuracy(y, s)
     out["per_label"] = per_label
     return out

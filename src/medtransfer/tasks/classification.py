@@ -68,7 +68,7 @@ class ClassificationTask:
         return set_head_bias(model, self.prior_bias, self.num_labels)
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        if self.kind_name == "multiclass":
+        if self.kind.one_hot:
             known = torch.isfinite(targets).all(dim=1)
             cls = torch.nan_to_num(targets).argmax(dim=1)
             # mean over known rows; a batch without any known row gives 0 (no gradient), not NaN
@@ -84,13 +84,13 @@ class ClassificationTask:
     def scores(self, logits: torch.Tensor) -> torch.Tensor:
         """Probabilities: softmax over classes (multi-class) or per-label sigmoid, of ``logits / temperature``."""
         z = logits.float() / self.temperature
-        return z.softmax(dim=1) if self.kind_name == "multiclass" else z.sigmoid()
+        return z.softmax(dim=1) if self.kind.one_hot else z.sigmoid()
 
     def calibrate(self, logits: np.ndarray, labels: np.ndarray) -> float:
         """Fit the temperature on validation ``logits`` (temperature scaling); returns it and uses it from now on."""
         from medtransfer.evaluation.calibration import fit_temperature
 
-        self.temperature = float(fit_temperature(logits, labels, self.kind_name))
+        self.temperature = float(fit_temperature(logits, labels, exclusive=self.kind.one_hot))
         return self.temperature
 
 
@@ -155,9 +155,16 @@ class _Classification(TaskKind):
 
     def _summarize(self, labels, outputs, names, *, patient_ids, thresholds, n_boot, seed) -> dict[str, Any]:
         out = summarize(
-            labels, outputs, names, self.name, patient_ids=patient_ids, thresholds=thresholds, n_boot=n_boot, seed=seed
+            labels,
+            outputs,
+            names,
+            exclusive=self.one_hot,
+            patient_ids=patient_ids,
+            thresholds=thresholds,
+            n_boot=n_boot,
+            seed=seed,
         )
-        cal = calibration_metrics(labels, outputs, names, self.name)
+        cal = calibration_metrics(labels, outputs, names, exclusive=self.one_hot)
         out.update(brier=cal["brier"], ece=cal["ece"], calibration=cal)
         return out
 

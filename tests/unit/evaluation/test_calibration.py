@@ -76,7 +76,7 @@ def test_invalid_inputs_raise():
         expected_calibration_error([0, 2], [0.5, 0.5])
     with pytest.raises(ValueError, match="n_bins"):
         reliability_bins([0, 1], [0.5, 0.5], n_bins=0)
-    with pytest.raises(ValueError, match="unknown task"):
+    with pytest.raises(TypeError):  # the label structure is a keyword: a task name cannot slip in by position
         calibration_metrics([[0]], [[0.5]], ["a"], "multi-label")
 
 
@@ -102,7 +102,7 @@ def test_reliability_bins_sum_to_n_and_agree_with_ece(n_bins):
 def test_multiclass_brier_and_top_label_ece_hand_checked():
     labels = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [np.nan, np.nan, np.nan]], dtype=float)
     scores = np.array([[0.7, 0.2, 0.1], [0.6, 0.3, 0.1], [0.1, 0.1, 0.8], [0.2, 0.2, 0.6]])
-    m = calibration_metrics(labels, scores, ["a", "b", "c"], "multiclass")
+    m = calibration_metrics(labels, scores, ["a", "b", "c"], exclusive=True)
     # row 1: 0.09 + 0.04 + 0.01 = 0.14; row 2: 0.36 + 0.49 + 0.01 = 0.86; row 3: 0.01 + 0.01 + 0.04 = 0.06
     assert m["brier"] == pytest.approx((0.14 + 0.86 + 0.06) / 3)
     # confidences 0.7 (right), 0.6 (wrong), 0.8 (right), one per bin:
@@ -112,7 +112,7 @@ def test_multiclass_brier_and_top_label_ece_hand_checked():
     # per-label entries are one-vs-rest
     assert m["per_label"]["b"]["brier"] == pytest.approx(brier_score([0, 1, 0], [0.2, 0.3, 0.1]))
     # class indices give the same result as one-hot labels
-    same = calibration_metrics([0, 1, 2, -1], scores, ["a", "b", "c"], "multiclass")
+    same = calibration_metrics([0, 1, 2, -1], scores, ["a", "b", "c"], exclusive=True)
     assert same["brier"] == pytest.approx(m["brier"]) and same["ece"] == pytest.approx(m["ece"])
 
 
@@ -120,7 +120,7 @@ def test_calibration_metrics_multilabel_schema_and_means():
     labels = np.array([[0, 1, 1], [1, 1, np.nan], [1, 1, 0], [0, 1, 0], [np.nan, 1, 1]], dtype=float)
     scores = np.array([[0.2, 0.9, 0.7], [0.7, 0.8, 0.4], [0.9, 0.6, 0.2], [0.4, 0.95, 0.1], [0.5, 0.7, 0.8]])
     names = ["effusion", "always", "mass"]
-    m = calibration_metrics(labels, scores, names, "multilabel", n_bins=5)
+    m = calibration_metrics(labels, scores, names, exclusive=False, n_bins=5)
     assert set(m) == {"brier", "ece", "ece_bins", "ece_binning", "per_label", "reliability"}
     assert m["ece_bins"] == 5 and m["ece_binning"] == "5 equal-width bins of the predicted probability"
     assert set(m["per_label"]) == set(m["reliability"]) == set(names)
@@ -144,12 +144,12 @@ def test_calibration_metrics_multilabel_schema_and_means():
 def test_calibration_metrics_binary_shapes_and_one_class_warning():
     y = np.array([0, 1, 1, 0], dtype=float)
     p = np.array([0.1, 0.8, 0.6, 0.3])
-    m1 = calibration_metrics(y, p, ["x"], "binary")
-    m2 = calibration_metrics(y[:, None], np.stack([1 - p, p], axis=1), ["x"], "binary")
+    m1 = calibration_metrics(y, p, ["x"], exclusive=False)
+    m2 = calibration_metrics(y[:, None], np.stack([1 - p, p], axis=1), ["x"], exclusive=False)
     assert m1["brier"] == pytest.approx(0.075) and m2["brier"] == pytest.approx(0.075)
     assert m1["ece"] == pytest.approx(m2["ece"]) == pytest.approx(expected_calibration_error(y, p))
     with pytest.warns(UndefinedMetricWarning, match="both classes"):
-        one = calibration_metrics([1, 1], [0.9, 0.7], ["x"], "binary")
+        one = calibration_metrics([1, 1], [0.9, 0.7], ["x"], exclusive=False)
     assert math.isnan(one["brier"]) and one["per_label"]["x"]["brier"] == pytest.approx((0.01 + 0.09) / 2)
 
 
@@ -158,9 +158,9 @@ def test_fit_temperature_recovers_binary_temperature():
     z = rng.normal(0, 2, (20_000, 1))
     y = (rng.uniform(size=z.shape) < expit(z)).astype(float)
     y[rng.uniform(size=z.shape) < 0.05] = np.nan  # unknown labels are ignored
-    t = fit_temperature(3 * z, y, "binary")
+    t = fit_temperature(3 * z, y, exclusive=False)
     assert t == pytest.approx(3.0, rel=0.1)
-    calibrated = apply_temperature(3 * z, t, "binary")
+    calibrated = apply_temperature(3 * z, t, exclusive=False)
     assert calibrated.shape == z.shape
     assert expected_calibration_error(y[:, 0], calibrated[:, 0]) < expected_calibration_error(
         y[:, 0], expit(3 * z[:, 0])
@@ -171,35 +171,37 @@ def test_fit_temperature_recovers_multilabel_and_multiclass_temperature():
     rng = np.random.default_rng(3)
     z = rng.normal(0, 1.5, (5_000, 3))
     y = (rng.uniform(size=z.shape) < expit(z)).astype(float)
-    assert fit_temperature(3 * z, y, "multilabel") == pytest.approx(3.0, rel=0.1)
+    assert fit_temperature(3 * z, y, exclusive=False) == pytest.approx(3.0, rel=0.1)
 
     z = rng.normal(0, 2, (10_000, 4))
     p = softmax(z, axis=1)
     cls = (rng.uniform(size=(z.shape[0], 1)) > np.cumsum(p, axis=1)).sum(axis=1)  # y ~ Categorical(p)
     labels = np.eye(4)[cls]
     labels[:200] = np.nan  # unknown class rows
-    t = fit_temperature(3 * z, labels, "multiclass")
+    t = fit_temperature(3 * z, labels, exclusive=True)
     assert t == pytest.approx(3.0, rel=0.1)
-    assert fit_temperature(3 * z, np.where(np.arange(z.shape[0]) < 200, -1, cls), "multiclass") == pytest.approx(t)
-    assert apply_temperature(3 * z, t, "multiclass").sum(axis=1) == pytest.approx(np.ones(z.shape[0]))
+    assert fit_temperature(3 * z, np.where(np.arange(z.shape[0]) < 200, -1, cls), exclusive=True) == pytest.approx(t)
+    assert apply_temperature(3 * z, t, exclusive=True).sum(axis=1) == pytest.approx(np.ones(z.shape[0]))
 
 
 def test_fit_temperature_hand_worked_and_errors():
     # 3 of 4 right at logit +-2: NLL minimal where sigmoid(2 / T) = 3/4, i.e. T = 2 / log 3
-    assert fit_temperature([2.0, -2.0, 2.0, -2.0], [1, 0, 0, 0], "binary") == pytest.approx(2 / math.log(3), rel=1e-4)
+    assert fit_temperature([2.0, -2.0, 2.0, -2.0], [1, 0, 0, 0], exclusive=False) == pytest.approx(
+        2 / math.log(3), rel=1e-4
+    )
     with pytest.raises(ValueError, match="no known labels"):
-        fit_temperature([[1.0], [2.0]], [[np.nan], [np.nan]], "binary")
+        fit_temperature([[1.0], [2.0]], [[np.nan], [np.nan]], exclusive=False)
     with pytest.raises(ValueError, match="no known labels"):
-        fit_temperature(np.zeros((2, 3)), np.full((2, 3), np.nan), "multiclass")
+        fit_temperature(np.zeros((2, 3)), np.full((2, 3), np.nan), exclusive=True)
     with pytest.raises(ValueError, match="temperature must be"):
-        apply_temperature([0.0], 0.0, "binary")
+        apply_temperature([0.0], 0.0, exclusive=False)
     with pytest.warns(UndefinedMetricWarning, match="bound"):
-        fit_temperature([1.0, 2.0, 3.0], [1, 1, 1], "binary")  # one class: sharpen without limit
+        fit_temperature([1.0, 2.0, 3.0], [1, 1, 1], exclusive=False)  # one class: sharpen without limit
 
 
 def test_apply_temperature_values():
-    assert apply_temperature([0.0, 2.0], 2.0, "binary") == pytest.approx([0.5, expit(1.0)])
-    assert apply_temperature([[2.0, 0.0]], 1.0, "multiclass")[0] == pytest.approx(softmax([2.0, 0.0]))
+    assert apply_temperature([0.0, 2.0], 2.0, exclusive=False) == pytest.approx([0.5, expit(1.0)])
+    assert apply_temperature([[2.0, 0.0]], 1.0, exclusive=True)[0] == pytest.approx(softmax([2.0, 0.0]))
 
 
 def test_reliability_diagram_writes_png_atomically(tmp_path):
@@ -207,7 +209,7 @@ def test_reliability_diagram_writes_png_atomically(tmp_path):
         np.array([[0, 1], [1, 0], [1, 1], [0, np.nan]], dtype=float),
         np.array([[0.1, 0.9], [0.8, 0.3], [0.6, 0.7], [0.3, 0.5]]),
         ["a", "b"],
-        "multilabel",
+        exclusive=False,
     )
     out = reliability_diagram(m["reliability"], tmp_path / "figs" / "reliability.png", title="test")
     assert out == tmp_path / "figs" / "reliability.png"

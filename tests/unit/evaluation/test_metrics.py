@@ -147,7 +147,7 @@ def test_summarize_schema_multilabel_with_thresholds(rng):
     labels, scores = _multilabel(rng, n=200, k=2)
     names = ["effusion", "nodule"]
     thresholds = {name: choose_threshold(labels[:, j], scores[:, j]) for j, name in enumerate(names)}
-    m = summarize(labels, scores, names, "multilabel", thresholds=thresholds, n_boot=100)
+    m = summarize(labels, scores, names, exclusive=False, thresholds=thresholds, n_boot=100)
     assert set(m) == {"auc", "auc_ci", "n", "per_label"}
     assert m["n"] == 200 and list(m["per_label"]) == names
     keys = {"auc", "auc_ci", "n_pos", "n_neg", "sensitivity", "specificity", "accuracy", "threshold"}
@@ -163,30 +163,32 @@ def test_summarize_schema_multilabel_with_thresholds(rng):
 def test_summarize_binary_and_multiclass(rng):
     y = rng.integers(0, 2, 120).astype(float)
     s = y + rng.normal(size=120)
-    m = summarize(y[:, None], s[:, None], ["pneumonia"], "binary", n_boot=50)
+    m = summarize(y[:, None], s[:, None], ["pneumonia"], exclusive=False, n_boot=50)
     assert set(m) == {"auc", "auc_ci", "n", "per_label"}
     assert set(m["per_label"]["pneumonia"]) == {"auc", "auc_ci", "n_pos", "n_neg"}
     softmax = np.stack([1 - s, s], axis=1)  # (N, 2): column 1 is the positive class
-    assert summarize(y, softmax, ["pneumonia"], "binary", n_boot=0)["auc"] == pytest.approx(m["auc"])
-    with_threshold = summarize(y, s, ["pneumonia"], "binary", thresholds=0.5, n_boot=0)
+    assert summarize(y, softmax, ["pneumonia"], exclusive=False, n_boot=0)["auc"] == pytest.approx(m["auc"])
+    with_threshold = summarize(y, s, ["pneumonia"], exclusive=False, thresholds=0.5, n_boot=0)
     assert with_threshold["per_label"]["pneumonia"]["threshold"] == 0.5
 
     classes = rng.integers(0, 3, 150)
     probs = rng.dirichlet(np.ones(3), 150)
     names = ["adenoma", "carcinoma", "normal"]
-    mc = summarize(classes, probs, names, "multiclass", n_boot=50, patient_ids=np.arange(150) // 3)
+    mc = summarize(classes, probs, names, exclusive=True, n_boot=50, patient_ids=np.arange(150) // 3)
     assert set(mc) == {"auc", "auc_ci", "n", "accuracy", "per_label"}
     assert mc["accuracy"] == pytest.approx(np.mean(probs.argmax(axis=1) == classes))
-    assert mc == summarize(one_hot(classes, 3), probs, names, "multiclass", n_boot=50, patient_ids=np.arange(150) // 3)
-    with pytest.raises(ValueError, match="did you mean"):
-        summarize(classes, probs, names, "multiclas")
+    assert mc == summarize(
+        one_hot(classes, 3), probs, names, exclusive=True, n_boot=50, patient_ids=np.arange(150) // 3
+    )
+    with pytest.raises(TypeError):  # the label structure is a keyword: a task name cannot slip in by position
+        summarize(classes, probs, names, "multiclass")
 
 
 def test_to_jsonable_turns_nan_into_none():
     labels = np.array([[0.0, 1.0], [1.0, 1.0], [0.0, 1.0], [1.0, np.nan]])
     scores = np.array([[0.1, 0.5], [0.8, 0.4], [0.3, 0.2], [0.9, 0.1]])
     with pytest.warns(UndefinedMetricWarning):
-        m = summarize(labels, scores, ["a", "b"], "multilabel", n_boot=20)
+        m = summarize(labels, scores, ["a", "b"], exclusive=False, n_boot=20)
     assert math.isnan(m["per_label"]["b"]["auc"])
     clean = to_jsonable(m)
     assert clean["per_label"]["b"]["auc"] is None and clean["per_label"]["b"]["auc_ci"] == [None, None]
