@@ -38,6 +38,7 @@ class TaskKind:
     probabilities: ClassVar[bool] = False  # outputs are probabilities: thresholds and calibration apply
     supervised: ClassVar[bool] = True  # a model can be trained on its labels
     one_hot: ClassVar[bool] = False  # labels are one-hot over K exclusive classes (multiclass)
+    several_columns: ClassVar[bool] = False  # the data may give it several label columns (multilabel, regression)
     volumetric: ClassVar[bool] = False  # 3-D cases and masks (segmentation) rather than 2-D images and labels
     paired_test: ClassVar[str] = ""  # the per-seed paired test between two arms, as the report names it
     secondary_metrics: ClassVar[tuple[str, ...]] = ()  # further top-level keys results.csv shows (rmse, r2)

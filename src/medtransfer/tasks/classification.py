@@ -220,6 +220,7 @@ class Binary(_Classification):
 
 class Multilabel(_Classification):
     name = "multilabel"
+    several_columns = True
 
     def after_selecting(self, n_kept: int) -> str:
         return "binary" if n_kept == 1 else self.name

@@ -92,6 +92,7 @@ class Regression(TaskKind):
     probabilities = False
     paired_test = "Wilcoxon signed-rank test of per-image absolute errors"
     secondary_metrics = ("rmse", "r2")
+    several_columns = True
 
     def check_labels(self, labels: np.ndarray, names) -> None:
         super().check_labels(labels, names)

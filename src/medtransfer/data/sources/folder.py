@@ -29,6 +29,7 @@ from medtransfer.data.sources.base import DATA_SOURCES, DataSource, SourceOption
 from medtransfer.data.sources.nih_cxr14 import is_data_entry_file
 from medtransfer.errors import DataError
 from medtransfer.registry import suggest
+from medtransfer.tasks.base import task_kind
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +256,7 @@ def _label_columns(columns: list[str], options: SourceOptions, csv: Path) -> tup
             raise DataError(f"{csv.name}: label columns {list(labels)} repeat a column; name each once")
         return labels
     found = _find_column(columns, (LABEL_COLUMN,))
-    if found is None and options.task not in (None, "unlabelled"):
+    if found is None and options.task is not None and task_kind(options.task).supervised:
         raise DataError(
             f"{csv.name}: task {options.task} needs label columns but there is no '{LABEL_COLUMN}' column; "
             f"pass labels=... from {columns}"
@@ -318,23 +319,26 @@ def _resolve_paths(names: pd.Series, folder: Path, csv: Path, allow_outside: boo
 def _labels(
     df: pd.DataFrame, cols: tuple[str, ...], task: str | None, csv: Path
 ) -> tuple[np.ndarray, tuple[str, ...], str]:
-    """Label array, label names and task from the label column(s), checked against a forced ``task``."""
+    """Label array, label names and task from the label column(s), checked against a forced ``task`` (what the
+    forced kind is decides how the columns are read: numbers, 0/1 per finding, or classes)."""
     n = len(df)
+    forced = task_kind(task) if task is not None else None
     if not cols:
-        if task not in (None, "unlabelled"):
+        if forced is not None and forced.supervised:
             raise DataError(f"{csv.name}: task {task} needs label columns; pass labels=...")
-        return np.zeros((n, 0), dtype=np.float32), (), "unlabelled"
-    if task == "unlabelled":
-        raise DataError(f"{csv.name}: task unlabelled contradicts label columns {list(cols)}; drop one")
-    if task == "regression" or (task is None and len(cols) == 1 and _looks_continuous(df[cols[0]])):
-        return np.stack([_numeric_column(df, c, csv) for c in cols], axis=1), tuple(cols), "regression"
+        return np.zeros((n, 0), dtype=np.float32), (), task or "unlabelled"
+    if forced is not None and not forced.supervised:
+        raise DataError(f"{csv.name}: task {task} contradicts label columns {list(cols)}; drop one")
+    continuous = forced is not None and not forced.probabilities  # a regression-like kind reads numbers
+    if continuous or (forced is None and len(cols) == 1 and _looks_continuous(df[cols[0]])):
+        return np.stack([_numeric_column(df, c, csv) for c in cols], axis=1), tuple(cols), task or "regression"
     if len(cols) > 1:
-        if task not in (None, "multilabel"):
+        if forced is not None and not forced.several_columns:
             raise DataError(
                 f"{csv.name}: {len(cols)} label columns {list(cols)} make a multilabel task, not {task}; "
                 "pass one label column for a binary or multiclass task"
             )
-        return np.stack([_binary_column(df, c, csv) for c in cols], axis=1), tuple(cols), "multilabel"
+        return np.stack([_binary_column(df, c, csv) for c in cols], axis=1), tuple(cols), task or "multilabel"
 
     col = cols[0]
     text = df[col].str.strip()
@@ -342,7 +346,8 @@ def _labels(
     values = text[known]
     numbers = pd.to_numeric(values, errors="coerce")
     is_binary = bool(numbers.notna().all() and numbers.isin((0, 1)).all())
-    if task in ("binary", "multilabel") or (task is None and is_binary):
+    zero_one = forced is not None and forced.probabilities and not forced.one_hot  # binary, multi-label
+    if zero_one or (forced is None and is_binary):
         if not is_binary:
             distinct = sorted(values.unique().tolist())
             shown = distinct[:MAX_LISTED] + (["..."] if len(distinct) > MAX_LISTED else [])
@@ -350,7 +355,7 @@ def _labels(
                 f"{csv.name}: column '{col}' has {len(distinct)} distinct values {shown}; "
                 f"a {task or 'binary'} task needs 0/1 values: recode them or use task multiclass"
             )
-        return _binary_column(df, col, csv)[:, None], (col,), task or "binary"
+        return _binary_column(df, col, csv)[:, None], (col,), forced.after_selecting(1) if forced else "binary"
 
     # multiclass: one-hot over the sorted distinct values (numerically sorted when all values are numbers)
     if numbers.notna().all():

@@ -21,6 +21,7 @@ import numpy as np
 from medtransfer.data.dataset import ArraySource, ImageDataset, default_meta, one_hot
 from medtransfer.data.sources.base import DATA_SOURCES, DataSource, SourceOptions
 from medtransfer.errors import DataError
+from medtransfer.tasks.base import task_kind
 
 SPLITS = ("train", "val", "test")
 
@@ -151,10 +152,12 @@ def _labels(raw: np.ndarray, flag: str, task: str | None, path: Path) -> tuple[s
     values = np.unique(raw)
     if values.min() < 0:
         raise DataError(f"{path}: negative class labels {values[values < 0].tolist()}")
-    if set(values.tolist()) <= {0, 1} and task in (None, "binary"):
+    forced = task_kind(task) if task else None
+    zero_one = forced is not None and forced.probabilities and not forced.one_hot  # read as 0/1 (binary, multilabel)
+    if set(values.tolist()) <= {0, 1} and (forced is None or (zero_one and not forced.several_columns)):
         names = known if known and len(known) == 1 else ("label",)
         return "binary", raw.astype(np.float32), names
-    if task in ("binary", "multilabel"):
+    if zero_one:
         raise DataError(f"{path}: labels take {len(values)} values {values.tolist()[:10]}; a {task} task needs 0/1")
     k = int(values.max()) + 1
     names = known if known and len(known) == k else tuple(f"class_{i}" for i in range(k))

@@ -20,6 +20,7 @@ from medtransfer.data.dataset import FileSource, ImageDataset
 from medtransfer.data.readers import read_image
 from medtransfer.data.sources.base import DATA_SOURCES, DataSource, SourceOptions
 from medtransfer.errors import DataError
+from medtransfer.tasks.base import task_kind
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,9 @@ class NIHChestXray14(DataSource):
 
     def load(self, path: Path, options: SourceOptions) -> ImageDataset:
         csv = _find_csv(path)
-        if options.task not in (None, "multilabel"):
+        # 0/1 findings in several columns: only a kind read that way fits (multilabel)
+        forced = task_kind(options.task) if options.task else None
+        if forced is not None and not (forced.several_columns and forced.probabilities):
             raise DataError(
                 f"{csv.name}: NIH ChestX-ray14 is multilabel, not {options.task}; "
                 "select findings with labels=... instead of forcing the task"
