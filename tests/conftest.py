@@ -82,3 +82,20 @@ def write_synthetic_msd(root, n, seed, classes=("background", "blob", "ball"), n
 def synthetic_msd():
     """:func:`write_synthetic_msd`, for tests in any folder."""
     return write_synthetic_msd
+
+
+def run_cli(argv: list[str]) -> int:
+    """``medtransfer ARGV`` in this process; its exit code (0 when it returns)."""
+    from medtransfer.cli import main
+
+    try:
+        main(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0
+
+
+@pytest.fixture(scope="session")
+def cli():
+    """:func:`run_cli`, for tests in any folder."""
+    return run_cli

@@ -48,7 +48,7 @@ from medtransfer.evaluation.metrics import (
     UndefinedMetricWarning,
     _as_2d,
     _binary_arrays,
-    _check_label_arrays,
+    label_score_arrays,
     one_hot,
 )
 
@@ -207,13 +207,7 @@ def calibration_metrics(
         (0.075, ['brier', 'ece', 'ece_binning', 'ece_bins', 'per_label', 'reliability'], 4)
     """
     n_bins = _check_n_bins(n_bins)
-    s = np.asarray(scores, dtype=float)
-    if not exclusive and s.ndim == 2 and s.shape[1] == 2 and len(names) == 1:
-        s = s[:, 1]  # softmax over (negative, positive)
-    y = np.asarray(labels, dtype=float)
-    if exclusive and y.ndim == 1:
-        y = one_hot(y, len(names))
-    y, s = _check_label_arrays(y, s, names)
+    y, s = label_score_arrays(labels, scores, names, exclusive)
 
     per_label: dict[str, dict[str, float | int]] = {}
     reliability: dict[str, list[dict[str, float | int]]] = {}

@@ -211,6 +211,20 @@ def top1_accuracy(labels: ArrayLike, scores: ArrayLike) -> float:
     return float(np.mean(np.argmax(s[known], axis=1) == np.argmax(y[known], axis=1)))
 
 
+def label_score_arrays(
+    labels: ArrayLike, scores: ArrayLike, names: Sequence[str], exclusive: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(N, K)`` labels and scores as the summaries take them: a binary ``(N, 2)`` softmax keeps its positive
+    column, exclusive class indices ``(N,)`` become one-hot; shapes and names are checked."""
+    s = np.asarray(scores, dtype=float)
+    if not exclusive and s.ndim == 2 and s.shape[1] == 2 and len(names) == 1:
+        s = s[:, 1]  # softmax over (negative, positive)
+    y = np.asarray(labels, dtype=float)
+    if exclusive and y.ndim == 1:
+        y = one_hot(y, len(names))
+    return _check_label_arrays(y, s, names)
+
+
 def summarize(
     labels: ArrayLike,
     scores: ArrayLike,
@@ -248,13 +262,7 @@ def summarize(
         >>> m["auc"], sorted(m["per_label"]["pneumonia"])
         (1.0, ['auc', 'auc_ci', 'n_neg', 'n_pos'])
     """
-    s = np.asarray(scores, dtype=float)
-    if not exclusive and s.ndim == 2 and s.shape[1] == 2 and len(names) == 1:
-        s = s[:, 1]  # softmax over (negative, positive)
-    y = np.asarray(labels, dtype=float)
-    if exclusive and y.ndim == 1:
-        y = one_hot(y, len(names))
-    y, s = _check_label_arrays(y, s, names)
+    y, s = label_score_arrays(labels, scores, names, exclusive)
     if isinstance(thresholds, int | float):
         if len(names) != 1:
             raise ValueError(f"a single threshold needs one label; got {len(names)}: pass {{name: threshold}}")

@@ -19,29 +19,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats as sps
 
-_CHUNK_ELEMENTS = 4_000_000  # rows × replicates per vectorised block (memory bound, ~32 MB of float64)
-
-
-def bootstrap_weights(n: int, groups: ArrayLike | None, n_boot: int, seed: int):
-    """Yield ``(b, n)`` row-weight blocks of ``n_boot`` bootstrap replicates (cluster bootstrap over ``groups``)."""
-    if groups is None:
-        unit_of_row, n_units = np.arange(n), n
-    else:
-        g = np.asarray(groups).astype(str).ravel()
-        if g.size != n:
-            raise ValueError(f"groups has {g.size} entries for {n} rows")
-        _, unit_of_row = np.unique(g, return_inverse=True)
-        n_units = int(unit_of_row.max()) + 1 if n else 0
-    if n_units == 0:
-        return
-    rng = np.random.default_rng(seed)
-    chunk = max(1, _CHUNK_ELEMENTS // max(n, n_units))
-    for start in range(0, n_boot, chunk):
-        b = min(chunk, n_boot - start)
-        draws = rng.integers(0, n_units, size=(b, n_units))
-        offsets = (np.arange(b) * n_units)[:, None]
-        counts = np.bincount((draws + offsets).ravel(), minlength=b * n_units).reshape(b, n_units)
-        yield (counts if groups is None else counts[:, unit_of_row]).astype(float)
+from medtransfer.evaluation.stats import bootstrap_weights
 
 
 def _weighted(y: np.ndarray, pred: np.ndarray, w: np.ndarray) -> dict[str, np.ndarray]:

@@ -7,7 +7,7 @@ Everything here is a pure function on numpy arrays. Labels follow the data contr
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -113,6 +113,34 @@ def _percentile_ci(values: np.ndarray, alpha: float) -> tuple[float, float]:
     return (float(lo), float(hi))
 
 
+def bootstrap_weights(n: int, groups: ArrayLike | None, n_boot: int, seed: int) -> Iterator[np.ndarray]:
+    """``(b, n)`` row-weight blocks of ``n_boot`` bootstrap replicates, ``b`` at a time (memory-bounded blocks).
+
+    With ``groups`` it is a cluster bootstrap: units (patients) are drawn with replacement and each brings all its
+    rows. Every replicate is one row of weights (how often a row was drawn), so a statistic over all replicates is
+    one vectorised pass; :func:`bootstrap_auc_ci` and the regression metrics use the same draws.
+    """
+    if groups is None:
+        unit_of_row, n_units = np.arange(n), n
+    else:
+        g = np.asarray(groups).astype(str).ravel()
+        if g.size != n:
+            raise ValueError(f"groups has {g.size} entries for {n} rows")
+        _, unit_of_row = np.unique(g, return_inverse=True)
+        n_units = int(unit_of_row.max()) + 1 if n else 0
+    if n_units == 0:
+        return
+    rng = np.random.default_rng(seed)
+    chunk = max(1, _CHUNK_ELEMENTS // max(n, n_units))
+    for start in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - start)
+        draws = rng.integers(0, n_units, size=(b, n_units))
+        # Counts per unit via one bincount over row-offset draws: no Python loop over replicates.
+        offsets = (np.arange(b) * n_units)[:, None]
+        counts = np.bincount((draws + offsets).ravel(), minlength=b * n_units).reshape(b, n_units)
+        yield (counts if groups is None else counts[:, unit_of_row]).astype(float)
+
+
 def bootstrap_auc_ci(
     labels: ArrayLike,
     scores: ArrayLike,
@@ -154,28 +182,14 @@ def bootstrap_auc_ci(
     if n_boot < 1 or not 0 < alpha < 1:
         raise ValueError(f"need n_boot >= 1 and 0 < alpha < 1, got n_boot={n_boot}, alpha={alpha}")
     n, k = y.shape
-    if groups is None:
-        unit_of_row, n_units = np.arange(n), n
-    else:
-        g = np.asarray(groups).astype(str).ravel()
-        if g.size != n:
-            raise ValueError(f"groups has {g.size} entries for {n} rows")
-        _, unit_of_row = np.unique(g, return_inverse=True)
-        n_units = int(unit_of_row.max()) + 1 if n else 0
     sorted_labels = [_sort_label(y[:, j], s[:, j]) for j in range(k)]
     reps = np.full((n_boot, k), np.nan)
-    if n_units > 0:
-        rng = np.random.default_rng(seed)
-        chunk = max(1, _CHUNK_ELEMENTS // max(n, n_units))
-        for start in range(0, n_boot, chunk):
-            b = min(chunk, n_boot - start)
-            draws = rng.integers(0, n_units, size=(b, n_units))
-            # Counts per unit via one bincount over row-offset draws: no Python loop over replicates.
-            offsets = (np.arange(b) * n_units)[:, None]
-            counts = np.bincount((draws + offsets).ravel(), minlength=b * n_units).reshape(b, n_units)
-            weights = (counts if groups is None else counts[:, unit_of_row]).astype(float)
-            for j, lab in enumerate(sorted_labels):
-                reps[start : start + b, j] = _auc_from_weights(lab, weights)
+    start = 0
+    for weights in bootstrap_weights(n, groups, n_boot, seed):
+        b = len(weights)
+        for j, lab in enumerate(sorted_labels):
+            reps[start : start + b, j] = _auc_from_weights(lab, weights)
+        start += b
     has_any = np.isfinite(reps).any(axis=1)
     macro = np.full(n_boot, np.nan)
     macro[has_any] = np.nanmean(reps[has_any], axis=1)

@@ -48,23 +48,12 @@ def repair_study(study_dir: str | Path) -> dict:
         for stale in _with_journals(tmp):
             stale.unlink(missing_ok=True)
         counts = {"done": 0, "failed": 0, "pending": 0}
-        with Ledger(tmp, create=True) as ledger:
-            check_same_study(ledger, cfg)  # records the config, as a new study does
-            ledger.set_meta("repaired", time.strftime("%Y-%m-%d %H:%M:%S"))
-            ledger.add(trials)
-            for t in trials:
-                folder = out / t.folder
-                metrics = _finished(folder)
-                if metrics is not None:
-                    ledger.start(t.id, "repair")
-                    ledger.finish(t.id, _ledger_metrics(metrics), float(metrics.get("seconds") or 0.0))
-                    counts["done"] += 1
-                elif (error := _failed(folder)) is not None:
-                    ledger.start(t.id, "repair")
-                    ledger.fail(t.id, error)
-                    counts["failed"] += 1
-                else:
-                    counts["pending"] += 1
+        try:
+            _rebuild(tmp, cfg, trials, out, counts)
+        except BaseException:
+            for partial in _with_journals(tmp):  # a repair that fails leaves the folder as it was
+                partial.unlink(missing_ok=True)
+            raise
         kept = None
         old = out / LEDGER_FILE
         if old.exists():
@@ -75,6 +64,27 @@ def repair_study(study_dir: str | Path) -> dict:
         os.replace(tmp, old)
     log.info("rebuilt %s from %d trial folders: %s", old, len(trials), counts)
     return {**counts, "trials": len(trials), "kept": str(kept) if kept else None}
+
+
+def _rebuild(tmp: Path, cfg: StudyConfig, trials: list, out: Path, counts: dict[str, int]) -> None:
+    """A new ledger at ``tmp``: the study's config and trials, each trial's state read from its folder."""
+    with Ledger(tmp, create=True) as ledger:
+        check_same_study(ledger, cfg)  # records the config, as a new study does
+        ledger.set_meta("repaired", time.strftime("%Y-%m-%d %H:%M:%S"))
+        ledger.add(trials)
+        for t in trials:
+            folder = out / t.folder
+            metrics = _finished(folder)
+            if metrics is not None:
+                ledger.start(t.id, "repair")
+                ledger.finish(t.id, _ledger_metrics(metrics), float(metrics.get("seconds") or 0.0))
+                counts["done"] += 1
+            elif (error := _failed(folder)) is not None:
+                ledger.start(t.id, "repair")
+                ledger.fail(t.id, error)
+                counts["failed"] += 1
+            else:
+                counts["pending"] += 1
 
 
 def _with_journals(db: Path) -> list[Path]:

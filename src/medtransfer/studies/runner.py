@@ -17,6 +17,7 @@ import logging
 import time
 from pathlib import Path
 
+from medtransfer.baselines.base import get_baseline
 from medtransfer.config import write_run_info
 from medtransfer.errors import ConfigError, UserError
 from medtransfer.io import atomic_write_text, check_output_folder, entries, remove_new_entries
@@ -133,6 +134,8 @@ def plan(cfg: StudyConfig, out: Path, progress: bool) -> tuple[list[Trial], Stud
     reference_arm(cfg.study, trials)  # a misspelt study.reference fails now, not in the report hours later
     sources = {s: lookup(s, cfg.study.sources_dir) for s in cfg.study.sources}
     _preflight_sources(cfg, sources, ds.channels, len(ds.label_names))
+    for name in cfg.study.baselines:  # a baseline that cannot run this task (or lacks its extra) fails now
+        get_baseline(name).check(cfg.task or ds.task)
     if cfg.study.test and cfg.study.test.path:
         _preflight_test(cfg, ds)
     ctx = StudyContext(cfg, str(out), sources)

@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -38,6 +38,10 @@ class ClassificationTask:
     pos_weight: torch.Tensor | None = None
     prior_bias: torch.Tensor | None = None  # the output bias that predicts the training prevalence
     temperature: float = 1.0  # eval.calibrate: temperature: probabilities from logits / T, T fitted on validation
+    exclusive: bool = field(init=False)  # the kind's one_hot, looked up once (loss and scores run every step)
+
+    def __post_init__(self) -> None:
+        self.exclusive = self.kind.one_hot
 
     @property
     def kind(self) -> TaskKind:
@@ -68,7 +72,7 @@ class ClassificationTask:
         return set_head_bias(model, self.prior_bias, self.num_labels)
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        if self.kind.one_hot:
+        if self.exclusive:
             known = torch.isfinite(targets).all(dim=1)
             cls = torch.nan_to_num(targets).argmax(dim=1)
             # mean over known rows; a batch without any known row gives 0 (no gradient), not NaN
@@ -84,13 +88,13 @@ class ClassificationTask:
     def scores(self, logits: torch.Tensor) -> torch.Tensor:
         """Probabilities: softmax over classes (multi-class) or per-label sigmoid, of ``logits / temperature``."""
         z = logits.float() / self.temperature
-        return z.softmax(dim=1) if self.kind.one_hot else z.sigmoid()
+        return z.softmax(dim=1) if self.exclusive else z.sigmoid()
 
     def calibrate(self, logits: np.ndarray, labels: np.ndarray) -> float:
         """Fit the temperature on validation ``logits`` (temperature scaling); returns it and uses it from now on."""
         from medtransfer.evaluation.calibration import fit_temperature
 
-        self.temperature = float(fit_temperature(logits, labels, exclusive=self.kind.one_hot))
+        self.temperature = float(fit_temperature(logits, labels, exclusive=self.exclusive))
         return self.temperature
 
 

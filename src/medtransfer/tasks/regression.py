@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,13 @@ class RegressionTask:
     center: list[float] = field(default_factory=list)
     scale: list[float] = field(default_factory=list)
     loss_name: str = "l1"
+    # the scale as tensors, made once (and moved once by ``to``), not in every loss and scores call
+    _center: torch.Tensor = field(init=False, repr=False)
+    _scale: torch.Tensor = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._center = torch.tensor(self.center, dtype=torch.float32)
+        self._scale = torch.tensor(self.scale, dtype=torch.float32)
 
     @property
     def kind(self) -> TaskKind:
@@ -46,7 +54,9 @@ class RegressionTask:
         return self.num_targets
 
     def to(self, device) -> RegressionTask:
-        return self
+        moved = copy.copy(self)
+        moved._center, moved._scale = self._center.to(device), self._scale.to(device)
+        return moved
 
     def state(self) -> dict[str, Any]:
         return {"center": self.center, "scale": self.scale, "loss": self.loss_name}
@@ -57,14 +67,10 @@ class RegressionTask:
 
         return set_head_bias(model, torch.zeros(self.num_targets), self.num_targets)
 
-    def _standard(self, targets: torch.Tensor) -> torch.Tensor:
-        c = torch.as_tensor(self.center, dtype=torch.float32, device=targets.device)
-        s = torch.as_tensor(self.scale, dtype=torch.float32, device=targets.device)
-        return (targets.float() - c) / s
-
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         mask = torch.isfinite(targets)
-        z = torch.nan_to_num(self._standard(targets))
+        c, s = self._center.to(targets.device), self._scale.to(targets.device)  # no copy after ``to(device)``
+        z = torch.nan_to_num((targets.float() - c) / s)
         out = logits.float()
         if self.loss_name == "mse":
             per = F.mse_loss(out, z, reduction="none")
@@ -76,9 +82,7 @@ class RegressionTask:
 
     def scores(self, logits: torch.Tensor) -> torch.Tensor:
         """Predictions in the target's unit."""
-        c = torch.as_tensor(self.center, dtype=torch.float32, device=logits.device)
-        s = torch.as_tensor(self.scale, dtype=torch.float32, device=logits.device)
-        return logits.float() * s + c
+        return logits.float() * self._scale.to(logits.device) + self._center.to(logits.device)
 
 
 class Regression(TaskKind):

@@ -12,16 +12,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from medtransfer.cli import main
 from medtransfer.data.sources.synthetic import SyntheticArchive, SyntheticSpec
-
-
-def _cli(argv: list[str]) -> int:
-    try:
-        main(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
 
 
 @pytest.fixture(scope="module")
@@ -39,13 +30,13 @@ def hand_ages(tmp_path_factory) -> Path:
     return root
 
 
-def test_inspect_shows_a_regression_target(hand_ages, capsys):
-    assert _cli(["data", "inspect", str(hand_ages), "--labels", "months", "--patient-column", "patient"]) == 0
+def test_inspect_shows_a_regression_target(hand_ages, capsys, cli):
+    assert cli(["data", "inspect", str(hand_ages), "--labels", "months", "--patient-column", "patient"]) == 0
     out = capsys.readouterr().out
     assert "task=regression" in out and "mean" in out and "histogram" in out and "positive" not in out
 
 
-def test_train_evaluate_predict_in_the_targets_unit(hand_ages, tmp_path, capsys):
+def test_train_evaluate_predict_in_the_targets_unit(hand_ages, tmp_path, capsys, cli):
     cfg = {
         "data": {"path": str(hand_ages), "labels": ["months"], "patient_column": "patient", "image_size": 32},
         "model": {"backbone": "tiny"},
@@ -53,7 +44,7 @@ def test_train_evaluate_predict_in_the_targets_unit(hand_ages, tmp_path, capsys)
     }
     (tmp_path / "age.yaml").write_text(yaml.safe_dump(cfg))
     run = tmp_path / "run"
-    assert _cli(["train", str(tmp_path / "age.yaml"), "--out", str(run)]) == 0
+    assert cli(["train", str(tmp_path / "age.yaml"), "--out", str(run)]) == 0
     assert "validation MAE" in capsys.readouterr().out
     m = json.loads((run / "metrics.json").read_text())
     assert m["task"] == "regression" and m["metric"] == "mae" and m["thresholds"] is None
@@ -62,10 +53,10 @@ def test_train_evaluate_predict_in_the_targets_unit(hand_ages, tmp_path, capsys)
     assert "val_mae" in pd.read_csv(run / "history.csv").columns
 
     out = tmp_path / "m.json"
-    assert _cli(["evaluate", str(run), "--data", str(hand_ages), "--split", "test", "--out", str(out)]) == 0
+    assert cli(["evaluate", str(run), "--data", str(hand_ages), "--split", "test", "--out", str(out)]) == 0
     assert json.loads(out.read_text())["mae"] == pytest.approx(m["mae"])  # the same images, the same model
     pred = tmp_path / "p.csv"
-    assert _cli(["predict", str(run), "--data", str(hand_ages), "--out", str(pred)]) == 0
+    assert cli(["predict", str(run), "--data", str(hand_ages), "--out", str(pred)]) == 0
     table = pd.read_csv(pred)
     assert list(table.columns) == ["image_id", "patient_id", "pred_months"] and len(table) == 200
     assert 0 < table["pred_months"].median() < 12 * 18  # months, not standardised units
@@ -79,7 +70,7 @@ def test_train_evaluate_predict_in_the_targets_unit(hand_ages, tmp_path, capsys)
         (lambda df: df, "binary", "needs 0/1 values"),
     ],
 )
-def test_bad_regression_input_is_one_line_and_writes_nothing(hand_ages, tmp_path, capsys, edit, task, match):
+def test_bad_regression_input_is_one_line_and_writes_nothing(hand_ages, tmp_path, capsys, edit, task, match, cli):
     data = tmp_path / "data"
     data.mkdir()
     (data / "images").symlink_to(hand_ages / "images")
@@ -90,6 +81,6 @@ def test_bad_regression_input_is_one_line_and_writes_nothing(hand_ages, tmp_path
     if task:
         cfg["task"] = task
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    assert _cli(["train", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run")]) == 2
+    assert cli(["train", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run")]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(err) == 1 and match in err[0] and not (tmp_path / "run").exists()

@@ -11,20 +11,10 @@ import pytest
 import yaml
 from safetensors import safe_open
 
-from medtransfer.cli import main
-
 SPEC = "synthetic:chest,n=160,visibility=0.7,size=32,seed=4"
 
 
-def _cli(argv: list[str]) -> int:
-    try:
-        main(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
-
-
-def test_temperature_scaling_is_fitted_stored_and_used(tmp_path):
+def test_temperature_scaling_is_fitted_stored_and_used(tmp_path, cli):
     cfg = {
         "data": {"path": SPEC, "image_size": 16},
         "model": {"backbone": "tiny"},
@@ -32,10 +22,8 @@ def test_temperature_scaling_is_fitted_stored_and_used(tmp_path):
         "eval": {"calibrate": "temperature"},
     }
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    assert _cli(["train", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "cal")]) == 0
-    assert (
-        _cli(["train", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "raw"), "--set", "eval.calibrate=null"]) == 0
-    )
+    assert cli(["train", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "cal")]) == 0
+    assert cli(["train", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "raw"), "--set", "eval.calibrate=null"]) == 0
     cal = json.loads((tmp_path / "cal" / "metrics.json").read_text())
     raw = json.loads((tmp_path / "raw" / "metrics.json").read_text())
     t = cal["calibrated"]["temperature"]
@@ -50,24 +38,24 @@ def test_temperature_scaling_is_fitted_stored_and_used(tmp_path):
 
     # predict gives the calibrated probabilities: sigmoid(logit / T) of the raw model's
     for run in ("cal", "raw"):
-        assert _cli(["predict", str(tmp_path / run), "--data", SPEC, "--out", str(tmp_path / f"{run}.csv")]) == 0
+        assert cli(["predict", str(tmp_path / run), "--data", SPEC, "--out", str(tmp_path / f"{run}.csv")]) == 0
     p_cal = pd.read_csv(tmp_path / "cal.csv")["prob_lesion"].to_numpy()
     p_raw = pd.read_csv(tmp_path / "raw.csv")["prob_lesion"].to_numpy()
     logit = np.log(p_raw / (1 - p_raw))
     np.testing.assert_allclose(p_cal, 1 / (1 + np.exp(-logit / t)), rtol=1e-4, atol=1e-6)
 
     out = tmp_path / "m.json"
-    assert _cli(["evaluate", str(tmp_path / "cal"), "--data", SPEC, "--split", "test", "--out", str(out)]) == 0
+    assert cli(["evaluate", str(tmp_path / "cal"), "--data", SPEC, "--split", "test", "--out", str(out)]) == 0
     m = json.loads(out.read_text())
     assert m["brier"] == pytest.approx(cal["brier"]) and m["calibration"]["ece_bins"] == 10
 
 
-def test_calibrating_a_regression_is_refused_before_anything_is_written(tmp_path, capsys):
+def test_calibrating_a_regression_is_refused_before_anything_is_written(tmp_path, capsys, cli):
     cfg = {
         "data": {"path": "synthetic:hand,labels=age,n=80,size=32", "image_size": 16},
         "model": {"backbone": "tiny"},
         "eval": {"calibrate": "temperature"},
     }
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    assert _cli(["train", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run")]) == 2
+    assert cli(["train", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run")]) == 2
     assert "eval.calibrate" in capsys.readouterr().err and not (tmp_path / "run").exists()

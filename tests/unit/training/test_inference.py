@@ -10,8 +10,6 @@ import numpy as np
 import pytest
 import yaml
 
-from medtransfer.cli import main
-
 
 def _medmnist(path: Path, splits: dict[str, int], seed: int) -> Path:
     rng = np.random.default_rng(seed)
@@ -25,16 +23,8 @@ def _medmnist(path: Path, splits: dict[str, int], seed: int) -> Path:
     return path
 
 
-def _run(argv: list[str]) -> int:
-    try:
-        main(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
-
-
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> dict[str, Path]:
+def trained(tmp_path_factory, cli) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("inference")
     data = _medmnist(root / "pneumoniamnist_trainval.npz", {"train": 120, "val": 40}, seed=0)
     cfg = {
@@ -43,7 +33,7 @@ def trained(tmp_path_factory) -> dict[str, Path]:
         "train": {"epochs": 1, "batch_size": 32, "lr": 0.003},
     }
     (root / "train.yaml").write_text(yaml.safe_dump(cfg))
-    assert _run(["train", str(root / "train.yaml"), "--out", str(root / "run")]) == 0
+    assert cli(["train", str(root / "train.yaml"), "--out", str(root / "run")]) == 0
     return {"root": root, "run": root / "run", "data": data}
 
 
@@ -52,35 +42,35 @@ def test_the_split_file_records_its_dataset(trained):
     assert fp["dataset"] == "pneumoniamnist" and fp["images"] == 160 and fp["content"] and fp["ids"]
 
 
-def test_the_official_test_file_is_scored_on_all_of_its_test_images(trained, tmp_path):
+def test_the_official_test_file_is_scored_on_all_of_its_test_images(trained, tmp_path, cli):
     # the same ids as the first 100 training images (pneumoniamnist-000000 ...), other pictures
     test = _medmnist(tmp_path / "pneumoniamnist_test.npz", {"test": 100}, seed=1)
     out = tmp_path / "m.json"
-    assert _run(["evaluate", str(trained["run"]), "--data", str(test), "--split", "test", "--out", str(out)]) == 0
+    assert cli(["evaluate", str(trained["run"]), "--data", str(test), "--split", "test", "--out", str(out)]) == 0
     m = json.loads(out.read_text())
     assert m["n"] == 100  # not the handful whose positional ids the run's split calls "test"
     assert set(m["per_label"]) == {"pneumonia"}  # the label name comes from the flag inside the file name
 
 
-def test_the_training_file_still_uses_the_runs_own_split(trained, tmp_path):
+def test_the_training_file_still_uses_the_runs_own_split(trained, tmp_path, cli):
     out = tmp_path / "m.json"
     argv = ["evaluate", str(trained["run"]), "--data", str(trained["data"]), "--split", "test", "--out", str(out)]
-    assert _run(argv) == 0
+    assert cli(argv) == 0
     run_metrics = json.loads((trained["run"] / "metrics.json").read_text())
     assert json.loads(out.read_text())["n"] == run_metrics["n"]
 
 
-def test_a_split_file_for_other_data_is_refused(trained, tmp_path, capsys):
+def test_a_split_file_for_other_data_is_refused(trained, tmp_path, capsys, cli):
     other = _medmnist(tmp_path / "pneumoniamnist_trainval.npz", {"train": 120, "val": 40}, seed=5)  # same ids
     out = tmp_path / "m.json"
     argv = ["evaluate", str(trained["run"]), "--data", str(other), "--split", "test", "--out", str(out)]
-    assert _run([*argv, "--split-file", str(trained["run"] / "split.csv")]) == 2
+    assert cli([*argv, "--split-file", str(trained["run"] / "split.csv")]) == 2
     assert "was made for other data" in capsys.readouterr().err and not out.exists()
 
 
-def test_a_one_label_binary_file_with_another_label_name_is_scored_with_a_notice(trained, tmp_path, capsys):
+def test_a_one_label_binary_file_with_another_label_name_is_scored_with_a_notice(trained, tmp_path, capsys, cli):
     other = _medmnist(tmp_path / "breastmnist.npz", {"test": 40}, seed=3)
     out = tmp_path / "m.json"
-    assert _run(["evaluate", str(trained["run"]), "--data", str(other), "--out", str(out)]) == 0
+    assert cli(["evaluate", str(trained["run"]), "--data", str(other), "--out", str(out)]) == 0
     assert json.loads(out.read_text())["n"] == 40
     assert "scoring it as that label" in " ".join(capsys.readouterr().err.split())
