@@ -117,6 +117,12 @@ def _print_summary(out: Path, counts: dict[str, int]) -> None:
         console.print(format_summary_table(pd.read_csv(summary)))
     line = ", ".join(f"{k} {v}" for k, v in counts.items() if v)
     console.print(f"trials: {line}")
+    findings = out / "findings.txt"
+    if findings.is_file():
+        from rich.markup import escape
+
+        console.print("[bold]Findings[/bold] (every test in findings.csv)")
+        console.print(escape(findings.read_text(encoding="utf-8").rstrip()), soft_wrap=True)
     if counts.get("failed"):
         console.print(f"[yellow]{counts['failed']} trial(s) failed: reasons in {out / 'report.md'}[/yellow]")
     if counts.get("pending") or counts.get("running"):

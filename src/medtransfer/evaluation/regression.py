@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import stats as sps
 
 from medtransfer.evaluation.stats import bootstrap_weights
 
@@ -96,14 +95,31 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(finite)) if finite else math.nan
 
 
-def paired_errors_test(targets: ArrayLike, pred_a: ArrayLike, pred_b: ArrayLike) -> dict[str, float | int]:
-    """Two models on the same images: Wilcoxon signed-rank test of the per-image absolute errors (all targets
-    pooled), with ``delta_mae = MAE(a) - MAE(b)`` (negative: ``a`` is better)."""
+def paired_errors_test(
+    targets: ArrayLike, pred_a: ArrayLike, pred_b: ArrayLike, *, n_boot: int = 2000, seed: int = 0
+) -> dict[str, float | int]:
+    """Two models on the same images: ``delta_mae = MAE(a) - MAE(b)`` (negative: ``a`` is better) with a paired
+    bootstrap over images of that same difference (percentile CI, two-sided p of 0).
+
+    The verdict and its test concern one statistic, the difference of MAEs, so they cannot disagree. (A Wilcoxon
+    test of the per-image errors tests their median difference instead: with ``a`` 1 better on 100 images and 10
+    worse on 29, ΔMAE = +1.47 while Wilcoxon favours ``a``, p = 0.03.)
+
+    Example:
+        >>> r = paired_errors_test([0.0] * 129, [9.0] * 100 + [20.0] * 29, [10.0] * 129)
+        >>> round(r["delta_mae"], 2), r["ci"][0] > 0, r["p_value"] < 0.01
+        (1.47, True, True)
+    """
+    from medtransfer.evaluation.stats import two_level_bootstrap
+
     y = np.asarray(targets, dtype=float).ravel()
     a = np.abs(np.asarray(pred_a, dtype=float).ravel() - y)
     b = np.abs(np.asarray(pred_b, dtype=float).ravel() - y)
     keep = np.isfinite(a) & np.isfinite(b)
-    a, b = a[keep], b[keep]
-    d = a - b
-    p = float(sps.wilcoxon(a, b).pvalue) if len(d) >= 2 and np.any(d != 0) else math.nan
-    return {"delta_mae": float(d.mean()) if len(d) else math.nan, "p_value": p, "n": int(len(d))}
+    d = a[keep] - b[keep]
+    if len(d) == 0:
+        return {"delta_mae": math.nan, "p_value": math.nan, "ci": [math.nan, math.nan], "se": math.nan, "n": 0}
+    reps = np.concatenate([w @ d / w.sum(axis=1) for w in bootstrap_weights(len(d), None, n_boot, seed)])
+    res = two_level_bootstrap(reps[None, :], [float(d.mean())], seed=seed)
+    p = 1.0 if not np.any(d != 0) else res.p_value
+    return {"delta_mae": res.estimate, "p_value": p, "ci": [res.lo, res.hi], "se": res.se, "n": int(len(d))}

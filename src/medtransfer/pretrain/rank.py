@@ -6,7 +6,9 @@
   classes of a binary label, every class of a multi-class one), then averaged. Higher is better.
 * a cross-validated logistic-regression probe AUC (:func:`~medtransfer.pretrain.features.cv_probe_auc`).
 
-Both need one forward pass over the training images per source: a small fraction of fine-tuning.
+Both need one forward pass over the training images per source: a small fraction of fine-tuning. The features
+(:func:`source_features`) can be computed once and scored on any subset of the images (:func:`score_features`), as
+a study does for each of its training-set sizes.
 """
 
 from __future__ import annotations
@@ -121,12 +123,15 @@ def load_target(target: str, backbone: str | None = None, progress: bool = False
     )
 
 
-def score_source(name: str, source: str, target: Target, probe: bool = True, device: str = "cpu") -> RankRow:
-    """Frozen features of ``source`` on the target's training images → LogME (and the CV probe AUC)."""
-    from medtransfer.models.weights import create_model, resolve_weights
-    from medtransfer.pretrain.features import cv_probe_auc, frozen_features
+def source_features(source: str, target: Target, device: str = "cpu") -> np.ndarray:
+    """Frozen features ``(len(target.indices), F)`` of ``source`` on ``target.images[target.indices]``, in that order.
 
-    t0 = time.perf_counter()
+    ``scratch`` is the same random network every time (seeded by ``target.seed``). Compute them once and score any
+    subset of the rows with :func:`score_features`.
+    """
+    from medtransfer.models.weights import create_model, resolve_weights
+    from medtransfer.pretrain.features import frozen_features
+
     backbone = target.backbone
     if source not in ("scratch", "imagenet") and not source.startswith("imagenet:"):
         backbone = _card_backbone(source) or backbone
@@ -136,15 +141,44 @@ def score_source(name: str, source: str, target: Target, probe: bool = True, dev
     model, _ = create_model(model_cfg, num_outputs=1)
     dev = torch.device(device)
     model.to(dev)
-    feats = frozen_features(model, target.images, target.indices, dev)
-    y = target.labels[target.indices]
-    score = logme(feats, y, target.task)
-    # the probe AUC is a classification score; a regression target is ranked by LogME alone
-    auc = (
-        cv_probe_auc(feats, y, target.task, seed=target.seed)
-        if probe and task_kind(target.task).probabilities
-        else float("nan")
-    )
+    return frozen_features(model, target.images, target.indices, dev)
+
+
+def score_features(
+    features: np.ndarray, labels: np.ndarray, task: str, seed: int = 0, probe: bool = True
+) -> tuple[float, float]:
+    """``(LogME, CV probe AUC)`` of ``features`` ``(n, F)`` for ``labels`` ``(n, K)`` (rows aligned).
+
+    The probe AUC is a classification score: NaN for a regression target, with ``probe=False``, and where it cannot
+    be computed (too few images of a class for a stratified split, as at a tiny N). LogME is NaN where no label
+    column has two values.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> y = (np.arange(40) % 2).astype(float)[:, None]
+        >>> score, auc = score_features(np.c_[y, rng.normal(size=(40, 3))], y, "binary")
+        >>> auc > 0.9
+        True
+        >>> score_features(rng.normal(size=(3, 4)), np.array([[0.0], [1.0], [1.0]]), "binary")[1]
+        nan
+    """
+    from medtransfer.pretrain.features import cv_probe_auc
+
+    score = logme(features, labels, task) if len(features) else float("nan")
+    auc = float("nan")
+    if probe and task_kind(task).probabilities and len(features):
+        try:
+            auc = cv_probe_auc(features, labels, task, seed=seed)
+        except ValueError:  # scikit-learn refuses a degenerate fold: the probe is undefined at this N
+            auc = float("nan")
+    return score, auc
+
+
+def score_source(name: str, source: str, target: Target, probe: bool = True, device: str = "cpu") -> RankRow:
+    """Frozen features of ``source`` on the target's training images → LogME (and the CV probe AUC)."""
+    t0 = time.perf_counter()
+    feats = source_features(source, target, device)
+    score, auc = score_features(feats, target.labels[target.indices], target.task, target.seed, probe)
     return RankRow(name, source, score, auc, time.perf_counter() - t0)
 
 

@@ -433,45 +433,192 @@ def matches_baseline(summary: pd.DataFrame, baseline: str, metric: str = "auc") 
     return pd.DataFrame(rows, columns=["arm", "n_label", "n", f"{key}_arm", f"{key}_baseline", "n_compared"])
 
 
-def _rank_corr(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
+EXACT_MAX_SOURCES = 8  # up to 8! = 40,320 orderings the permutation p is exact; above, scipy's asymptotic p
+RANK_CORR_COLUMNS = [
+    "strategy",
+    "n_label",
+    "n",
+    "n_sources",
+    "n_labels",
+    "spearman",
+    "spearman_p",
+    "spearman_exact",
+    "kendall",
+    "kendall_p",
+    "kendall_exact",
+    "min_p",
+    "best_predicted",
+    "best_realised",
+]
+MEAN_OVER_N = "mean over N"  # the n_label of a correlation of scores averaged over sizes (a ranking without by_n)
+
+
+def min_two_sided_p(n: int) -> float:
+    """The smallest two-sided permutation p a rank correlation of ``n`` distinct values can reach: 2 / n!
+    (with ties fewer orderings differ, so the smallest p is larger). NaN below 3 values, where no correlation is
+    computed.
+
+    Example:
+        >>> round(min_two_sided_p(4), 4), round(min_two_sided_p(5), 4)
+        (0.0833, 0.0167)
+    """
+    return min(1.0, 2.0 / math.factorial(n)) if n >= 3 else math.nan
+
+
+def _pearson_last_axis(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson correlation along the last axis (``a`` may hold a batch of rows, ``b`` is one row)."""
+    a = a - a.mean(axis=-1, keepdims=True)
+    b = b - b.mean(axis=-1, keepdims=True)
+    return (a * b).sum(axis=-1) / np.sqrt((a * a).sum(axis=-1) * (b * b).sum(axis=-1))
+
+
+def _kendall_tau_b_last_axis(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Kendall's τ-b along the last axis (``a`` may hold a batch of rows, ``b`` is one row), as scipy's default."""
+    sa = np.sign(a[..., :, None] - a[..., None, :])
+    sb = np.sign(b[:, None] - b[None, :])
+    pairs_a, pairs_b = (sa != 0).sum(axis=(-2, -1)), (sb != 0).sum()
+    return (sa * sb).sum(axis=(-2, -1)) / np.sqrt(pairs_a * pairs_b)
+
+
+def exact_permutation_p(x: np.ndarray, y: np.ndarray, statistic: Callable[[np.ndarray, np.ndarray], Any]) -> float:
+    """Two-sided p of ``statistic(x, y)`` over all n! pairings of ``x`` with ``y``: the share of orderings at least
+    as extreme, from :func:`scipy.stats.permutation_test` with ``n_resamples=inf``.
+
+    ``statistic(a, y)`` takes a batch of re-ordered ``x`` as the rows of ``a``. With 4 values and a perfect
+    correlation the p is 2/24: no ordering is more extreme, and one of the 24 is as extreme on each side.
+    """
+    res = sps.permutation_test(
+        (np.asarray(x, float),),
+        lambda a, axis=-1: statistic(np.moveaxis(a, axis, -1), np.asarray(y, float)),
+        permutation_type="pairings",
+        n_resamples=np.inf,
+        vectorized=True,
+        alternative="two-sided",
+    )
+    return float(min(1.0, res.pvalue))
+
+
+def _rank_corr(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """Spearman's ρ and Kendall's τ-b of ``x`` and ``y`` with two-sided p-values that are honest for few sources.
+
+    Spearman: the exact permutation p for up to :data:`EXACT_MAX_SOURCES` values, scipy's asymptotic p above.
+    Kendall: scipy's exact p (``method='exact'``) without ties; with ties the exact permutation p for up to
+    :data:`EXACT_MAX_SOURCES` values, the asymptotic p above. ``min_p``: the smallest two-sided p the number of
+    values allows (:func:`min_two_sided_p`). Everything is NaN below 3 values or with a constant input.
+
+    Example:
+        >>> r = _rank_corr(np.array([4.0, 3, 2, 1]), np.array([0.9, 0.8, 0.7, 0.6]))
+        >>> r["spearman"], round(r["spearman_p"], 4), round(r["kendall_p"], 4), r["spearman_exact"]
+        (1.0, 0.0833, 0.0833, True)
+    """
+    n = len(x)
+    out: dict[str, Any] = {"spearman": math.nan, "spearman_p": math.nan, "spearman_exact": False}
+    out |= {"kendall": math.nan, "kendall_p": math.nan, "kendall_exact": False, "min_p": math.nan}
     # Constant inputs make the correlations undefined; checking first avoids scipy's ConstantInputWarning.
-    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return (math.nan,) * 4
-    rho, tau = sps.spearmanr(x, y), sps.kendalltau(x, y)
-    return float(rho.statistic), float(rho.pvalue), float(tau.statistic), float(tau.pvalue)
+    if n < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return out
+    small = n <= EXACT_MAX_SOURCES
+    rho = sps.spearmanr(x, y)
+    out["spearman"], out["spearman_exact"] = float(rho.statistic), small
+    rx, ry = sps.rankdata(x), sps.rankdata(y)
+    out["spearman_p"] = exact_permutation_p(rx, ry, _pearson_last_axis) if small else float(rho.pvalue)
+    ties = len(np.unique(x)) < n or len(np.unique(y)) < n
+    tau = sps.kendalltau(x, y, method="auto" if ties else "exact")
+    out["kendall"], out["kendall_p"], out["kendall_exact"] = float(tau.statistic), float(tau.pvalue), not ties
+    if ties and small:
+        out["kendall_p"], out["kendall_exact"] = exact_permutation_p(x, y, _kendall_tau_b_last_axis), True
+    out["min_p"] = min_two_sided_p(n)
+    return out
+
+
+def _ranked_rows(rows: list[dict] | None) -> pd.DataFrame:
+    """A ranking's rows as a table, best predicted first, with ``predicted_rank``, ``arm_source`` (text), and numeric
+    ``score``, ``probe_auc`` and ``seconds`` (NaN where missing or ``null``)."""
+    ranked = pd.DataFrame(list(rows or []))
+    for col in ("arm_source", "score", "probe_auc", "seconds"):
+        if col not in ranked.columns:
+            ranked[col] = math.nan if col != "arm_source" else None
+    ranked["arm_source"] = ranked["arm_source"].astype(str)
+    for col in ("score", "probe_auc", "seconds"):
+        ranked[col] = pd.to_numeric(ranked[col], errors="coerce").astype(float)
+    ranked = ranked.sort_values("score", ascending=False, na_position="last", kind="stable").reset_index(drop=True)
+    ranked.insert(0, "predicted_rank", range(1, len(ranked) + 1))
+    return ranked
+
+
+def ranking_by_n(ranking: dict | None) -> pd.DataFrame:
+    """The ranking at each training-set size (``ranking["by_n"]``), long: one row per (size, source) with
+    ``n_label`` (text), ``n``, ``n_images``, ``predicted_rank`` (at that size), ``arm_source``, ``score`` and
+    ``probe_auc``; sizes in the file's order (small first). Empty for a ranking written before ``by_n`` existed.
+
+    Example:
+        >>> r = {"by_n": [{"n_label": "10", "n": 10, "n_images": 10,
+        ...                "rows": [{"arm_source": "a", "score": 1.0}, {"arm_source": "b", "score": 2.0}]}]}
+        >>> ranking_by_n(r)[["n_label", "arm_source", "predicted_rank"]].values.tolist()
+        [['10', 'b', 1], ['10', 'a', 2]]
+    """
+    columns = ["n_label", "n", "n_images", "predicted_rank", "arm_source", "score", "probe_auc"]
+    frames = []
+    for level in (ranking or {}).get("by_n") or []:
+        ranked = _ranked_rows(level.get("rows"))
+        n, n_images = level.get("n"), level.get("n_images")
+        ranked["n_label"] = str(level.get("n_label"))
+        ranked["n"] = float(n) if n is not None else math.nan
+        ranked["n_images"] = float(n_images) if n_images is not None else math.nan
+        frames.append(ranked[columns])
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+
+
+def _agreement(ranked: pd.DataFrame, realised: pd.Series, higher_is_better: bool) -> dict[str, Any]:
+    """Rank correlations (:func:`_rank_corr`) between the predicted scores of ``ranked`` (best predicted first) and
+    the ``realised`` value of each source, over the sources with both; and the predicted and the realised best."""
+    real = ranked["arm_source"].map(realised).astype(float)
+    both = ranked.assign(real=real)[np.isfinite(real) & np.isfinite(ranked["score"])]
+    sign = 1.0 if higher_is_better else -1.0  # the correlation is between the score and how good an arm is
+    best_real = both.sort_values("real", ascending=not higher_is_better, kind="stable")["arm_source"]
+    return {
+        "n_sources": len(both),
+        **_rank_corr(both["score"].to_numpy(float), sign * both["real"].to_numpy(float)),
+        "best_predicted": both["arm_source"].iloc[0] if len(both) else None,
+        "best_realised": best_real.iloc[0] if len(both) else None,
+    }
 
 
 def ranking_vs_realised(summary: pd.DataFrame, ranking: dict, metric: str = "auc") -> tuple[pd.DataFrame, pd.DataFrame]:
     """The predicted order of sources next to the realised order, per transfer strategy.
 
-    Realised score of a source for a strategy = the mean over N of its arm's mean AUC, over the sizes at which
-    every ranked source with results for that strategy has a mean AUC (so all sources are averaged over the
-    same N). Returns ``(table, correlations)``: one row per ranked source (predicted rank, score, seconds, and
-    per strategy ``auc:<strategy>`` and ``rank:<strategy>``), and per strategy the number of sources, Spearman
-    and Kendall correlations (NaN below 3 sources) and whether the predicted best is the realised best.
-    With ``metric='dice'`` the realised score is mean Dice, in ``dice:<strategy>`` columns.
+    Returns ``(table, correlations)``. ``table``: one row per ranked source, ordered by the whole-pool score
+    (``ranking["rows"]``): predicted rank, score, probe AUC, seconds, and per strategy ``auc:<strategy>`` and
+    ``rank:<strategy>``: the mean over N of its arm's mean AUC, over the sizes at which every ranked source with
+    results for that strategy has a mean AUC (so all sources are averaged over the same N); with a ranking per size,
+    ``score@<n_label>`` and ``predicted_rank@<n_label>`` per size too (sizes small first).
+
+    ``correlations`` (columns :data:`RANK_CORR_COLUMNS`): with a ranking per size (``ranking["by_n"]``), one row per
+    strategy and size with results: the order predicted at that N against the realised mean AUC at that N
+    (``n_label``, ``n``; ``n_labels`` repeats the size). Without it (an older ``ranking.json``), one row per strategy,
+    ``n_label`` ``'mean over N'``, comparing the whole-pool scores with the table's realised means (``n_labels``: the
+    sizes averaged). Each row: the number of sources, Spearman and Kendall correlations with their two-sided p
+    (exact for few sources, see :func:`_rank_corr`; NaN below 3 sources), the smallest p attainable with that many
+    sources (``min_p``), and the predicted and realised best source. With ``metric='dice'`` the realised score is
+    mean Dice, in ``dice:<strategy>`` columns.
 
     Example:
         >>> s = pd.DataFrame({"arm": ["a/f", "b/f", "c/f"], "kind": "net", "source": ["a", "b", "c"],
         ...                   "strategy": "f", "n_label": "10", "auc_mean": [0.9, 0.8, 0.7]})
         >>> r = {"method": "logme", "rows": [{"arm_source": k, "score": v} for k, v in zip("abc", [3, 2, 1])]}
         >>> table, corr = ranking_vs_realised(s, r)
-        >>> table["rank:f"].tolist(), float(corr.loc[0, "spearman"])
-        ([1, 2, 3], 1.0)
+        >>> table["rank:f"].tolist(), float(corr.loc[0, "spearman"]), round(float(corr.loc[0, "spearman_p"]), 3)
+        ([1, 2, 3], 1.0, 0.333)
     """
     m = metric_spec(metric)
     key = m.key
     mean_col = f"{key}_mean"
-    sign = 1.0 if m.higher_is_better else -1.0  # the correlation is between the ranking score and how good an arm is
-    ranked = pd.DataFrame(list(ranking.get("rows") or []))
-    for col in ("arm_source", "score", "seconds"):
-        if col not in ranked.columns:
-            ranked[col] = math.nan if col != "arm_source" else None
-    ranked["arm_source"] = ranked["arm_source"].astype(str)
-    ranked["score"] = pd.to_numeric(ranked["score"], errors="coerce")
-    ranked["seconds"] = pd.to_numeric(ranked["seconds"], errors="coerce")
-    ranked = ranked.sort_values("score", ascending=False, na_position="last", kind="stable").reset_index(drop=True)
-    ranked.insert(0, "predicted_rank", range(1, len(ranked) + 1))
+    ranked = _ranked_rows(ranking.get("rows"))
+    per_n = ranking_by_n(ranking)
+    for n_label, at_n in per_n.groupby("n_label", sort=False):
+        at = at_n.drop_duplicates("arm_source").set_index("arm_source")
+        ranked[f"score@{n_label}"] = ranked["arm_source"].map(at["score"]).astype(float)
+        ranked[f"predicted_rank@{n_label}"] = ranked["arm_source"].map(at["predicted_rank"]).astype("Int64")
     nets = summary[(summary["kind"] != "baseline") & summary["source"].isin(ranked["arm_source"])]
     by_size = summary.sort_values("n", kind="stable") if "n" in summary.columns else summary
     size_order = list(dict.fromkeys(by_size["n_label"]))
@@ -481,43 +628,24 @@ def ranking_vs_realised(summary: pd.DataFrame, ranking: dict, metric: str = "auc
         sources = list(dict.fromkeys(cells["source"]))
         sizes = [set(cells.loc[cells["source"] == s, "n_label"]) for s in sources]
         common = set.intersection(*sizes) if sizes else set()
-        common_cells = cells[cells["n_label"].isin(common)]
-        realised = common_cells.groupby("source")[mean_col].mean()
+        realised = cells[cells["n_label"].isin(common)].groupby("source")[mean_col].mean()
         col = f"{key}:{strategy}"
         ranked[col] = ranked["arm_source"].map(realised)
         ranked[f"rank:{strategy}"] = ranked[col].rank(ascending=not m.higher_is_better, method="min").astype("Int64")
-        both = ranked[np.isfinite(ranked[col]) & np.isfinite(ranked["score"])]
-        rho, rho_p, tau, tau_p = _rank_corr(both["score"].to_numpy(float), sign * both[col].to_numpy(float))
-        best_pred = both["arm_source"].iloc[0] if len(both) else None
-        best_real = both.sort_values(col, ascending=not m.higher_is_better)["arm_source"].iloc[0] if len(both) else None
-        corr_rows.append(
-            {
-                "strategy": strategy,
-                "n_sources": len(both),
-                "n_labels": ", ".join(lab for lab in size_order if lab in common),
-                "spearman": rho,
-                "spearman_p": rho_p,
-                "kendall": tau,
-                "kendall_p": tau_p,
-                "best_predicted": best_pred,
-                "best_realised": best_real,
-            }
-        )
-    corr = pd.DataFrame(
-        corr_rows,
-        columns=[
-            "strategy",
-            "n_sources",
-            "n_labels",
-            "spearman",
-            "spearman_p",
-            "kendall",
-            "kendall_p",
-            "best_predicted",
-            "best_realised",
-        ],
-    )
-    return ranked, corr
+        if per_n.empty:
+            averaged = ", ".join(str(lab) for lab in size_order if lab in common)
+            row = {"strategy": strategy, "n_label": MEAN_OVER_N, "n": math.nan, "n_labels": averaged}
+            corr_rows.append(row | _agreement(ranked, realised, m.higher_is_better))
+            continue
+        cell_labels = cells["n_label"].astype(str)  # a summary may hold sizes as numbers, by_n holds text
+        for n_label, at_n in per_n.groupby("n_label", sort=False):
+            realised_at_n = cells[cell_labels == n_label].groupby("source")[mean_col].mean()
+            agreement = _agreement(at_n.reset_index(drop=True), realised_at_n, m.higher_is_better)
+            if agreement["n_sources"] == 0:
+                continue  # no ranked source has a result at this N for this strategy (yet)
+            row = {"strategy": strategy, "n_label": n_label, "n": at_n["n"].iloc[0], "n_labels": n_label}
+            corr_rows.append(row | agreement)
+    return ranked, pd.DataFrame(corr_rows, columns=RANK_CORR_COLUMNS)
 
 
 PAIR_COLUMNS = [

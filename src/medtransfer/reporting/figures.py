@@ -9,6 +9,7 @@ Figures are drawn on a bare ``matplotlib.figure.Figure`` with an Agg canvas crea
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -241,4 +242,54 @@ def reliability_diagram(
     ax.grid(True, alpha=0.3)
     ax.set_title(title or "Reliability diagram (marker area ∝ predictions in bin)", fontsize=10)
     _legend(ax)
+    return _save(fig, Path(path))
+
+
+def curve_fits(
+    curves: Mapping[str, Mapping[str, Any]],
+    summary: pd.DataFrame,
+    path: str | Path,
+    *,
+    styles: Mapping[str, Mapping[str, Any]] | None = None,
+    metric: str = "auc",
+    target: float | None = None,
+    axis: str | None = None,
+) -> Path | None:
+    """Each arm's fitted power law (solid up to its largest N, dashed beyond) with its bootstrap band, its observed
+    means as points, one panel per transfer strategy (baselines in every panel), and the target as a line."""
+    if not curves:
+        return None
+    m = metric_spec(metric)
+    info = summary.drop_duplicates("arm").set_index("arm")
+    strategies = list(dict.fromkeys(str(info.at[a, "strategy"]) if info.at[a, "kind"] != "baseline" else "" for a in
+                                    curves))  # fmt: skip
+    panels = [s for s in strategies if s] or [""]
+    fig, _ = _new_figure(width=4.2 * min(len(panels), 2) + 1.5, height=3.4 * math.ceil(len(panels) / 2) + 0.6)
+    fig.clear()
+    axes = fig.subplots(math.ceil(len(panels) / 2), min(len(panels), 2), squeeze=False, sharey=True).ravel()
+    for ax, strategy in zip(axes, panels, strict=False):
+        for i, (arm, c) in enumerate(curves.items()):
+            is_base = info.at[arm, "kind"] == "baseline" if arm in info.index else False
+            if not is_base and strategy and str(info.at[arm, "strategy"]) != strategy:
+                continue
+            style = _style(arm, i, styles, is_base)
+            grid, fit = np.asarray(c["grid"], float), np.asarray(c["fit"], float)
+            lo = np.asarray([np.nan if v is None else v for v in c["lo"]], float)
+            hi = np.asarray([np.nan if v is None else v for v in c["hi"]], float)
+            inside = grid <= float(c["n_max"]) * 1.0001
+            ax.plot(grid[inside], fit[inside], color=style["color"], linestyle="-", linewidth=1.5, label=arm)
+            ax.plot(grid[~inside], fit[~inside], color=style["color"], linestyle="--", linewidth=1.2)
+            ax.fill_between(grid, lo, hi, color=style["color"], alpha=0.12, linewidth=0)
+            obs = summary[(summary["arm"] == arm) & np.isfinite(summary[f"{m.key}_mean"])]
+            ax.scatter(obs["n"], obs[f"{m.key}_mean"], color=style["color"], marker=style["marker"], s=16, zorder=3)
+        if target is not None:
+            ax.axhline(target, color="black", linewidth=0.8, linestyle=":", label=f"target {target:g}")
+        ax.set_xscale("log")
+        ax.grid(True, alpha=0.3)
+        ax.set_title(strategy or "all arms", fontsize=9)
+        ax.set_xlabel("training images N (log); dashed: extrapolation", fontsize=8)
+        ax.legend(fontsize=6, loc="best")
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    axes[0].set_ylabel(f"test {axis or m.axis}", fontsize=8)
     return _save(fig, Path(path))

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from medtransfer.io import atomic_write
@@ -36,7 +37,18 @@ from medtransfer.reporting.document import (
     to_html,
     to_markdown,
 )
+from medtransfer.reporting.findings import (
+    arm_intervals,
+    curve_fits,
+    degenerate_reasons,
+    findings_table,
+    noninferiority,
+    summarize_findings,
+    trial_replicates,
+    usable,
+)
 from medtransfer.reporting.tables import (
+    CI_TWO_LEVEL,
     arm_order,
     calibration_table,
     format_summary_table,
@@ -63,6 +75,19 @@ def _write_csv(df: pd.DataFrame, path: Path) -> Path:
     return _write_text(path, df.to_csv(index=False))
 
 
+def with_two_level_ci(summary: pd.DataFrame, boot: pd.DataFrame, key: str) -> pd.DataFrame:
+    """The summary with its CI columns replaced by the two-level bootstrap's where there is one (≥ 2 seeds; one seed
+    keeps that trial's own bootstrap CI); the t-interval stays in ``<metric>_t_lo``/``_t_hi``."""
+    if boot.empty:
+        return summary
+    out = summary.merge(boot, on=["arm", "n_label"], how="left")
+    has = np.isfinite(out[f"{key}_boot_lo"]) & (out["n_seeds"] >= 2)
+    out.loc[has, f"{key}_ci_lo"] = out.loc[has, f"{key}_boot_lo"]
+    out.loc[has, f"{key}_ci_hi"] = out.loc[has, f"{key}_boot_hi"]
+    out.loc[has, "ci_method"] = CI_TWO_LEVEL
+    return out.drop(columns=[f"{key}_boot_lo", f"{key}_boot_hi"])
+
+
 def write_report(
     trials: pd.DataFrame,
     out_dir: str | Path,
@@ -75,6 +100,10 @@ def write_report(
     command: str | None = None,
     notes_md: str | None = None,
     metric: str = "auc",
+    target: float | None = None,
+    margin: float | None = None,
+    unit: str | None = None,
+    keep_degenerate: bool = False,
 ) -> dict[str, Path]:
     """Write the study's tables, figures and report into ``out_dir``; return the written paths by name.
 
@@ -94,7 +123,11 @@ def write_report(
         title: report title.
         command: the command that ran the study, shown verbatim.
         notes_md: discussion written by the caller (Markdown), appended under 'Discussion'.
-        metric: 'auc' (classification) or 'dice' (segmentation); anything else raises ValueError.
+        metric: the study's metric, a task kind's primary one ('auc', 'mae', 'dice'); anything else raises ValueError.
+        target: the metric to reach (``study.target``): the learning-curve section says at which N.
+        margin: the non-inferiority margin against the baseline (None: the kind's default).
+        unit: the regression target's unit, named in tables and findings.
+        keep_degenerate: count trials whose model did not learn in means and tests (default: exclude them).
 
     Returns:
         Paths keyed ``results``, ``summary``, ``delong`` (for Dice ``paired_cases``: ``paired_cases.csv``),
@@ -113,13 +146,31 @@ def write_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t = normalise_trials(trials, m.key)
+    t["degenerate"] = degenerate_reasons(t)
     levels = n_levels(t)
     tick = levels.set_index("n_label")["tick"]
-    summary = summary_table(t, m.key)
+    unit = unit or ""
+    baselines = [baseline] if baseline else []
+    baselines += [a for a in arm_order(t) if (t.loc[t["arm"] == a, "kind"] == "baseline").all() and a != baseline]
+    rep = trial_replicates(usable(t, m.key, keep_degenerate), predictions, m.key)
+    summary = with_two_level_ci(summary_table(t, m.key, keep_degenerate), arm_intervals(t, rep, m.key), m.key)
+    found_table = findings_table(t, rep, m.key, baselines, keep_degenerate=keep_degenerate)
+    found = summarize_findings(t, found_table, m.key, unit=unit, keep_degenerate=keep_degenerate, rep=rep)
+    fits, backtest, curves = curve_fits(t, m.key, target=target, keep_degenerate=keep_degenerate)
+    results = results_table(t, m.key)
     paths: dict[str, Path] = {
-        "results": _write_csv(results_table(t, m.key), out / "results.csv"),
+        "results": _write_csv(results, out / "results.csv"),
         "summary": _write_csv(summary, out / "summary.csv"),
+        "findings": _write_csv(found_table, out / "findings.csv"),
+        "findings_txt": _write_text(out / "findings.txt", "\n".join(found.lines) + "\n"),
     }
+    if not fits.empty:
+        paths["curve_fits"] = _write_csv(fits, out / "curve_fits.csv")
+    if not backtest.empty:
+        paths["backtest"] = _write_csv(backtest, out / "backtest.csv")
+    t_all = t
+    if not keep_degenerate:  # the per-seed tests below compare learned models only, like the findings
+        t = t[t["degenerate"].isna()].reset_index(drop=True)
     ref, ref_note = choose_reference(t, reference)
     per_seed, per_seed_notes, paired, diffs = pd.DataFrame(), [], pd.DataFrame(), pd.DataFrame()
     if ref is not None:
@@ -134,8 +185,6 @@ def write_report(
         diffs = seed_differences(t, ref, m.key)
         paths["paired"] = _write_csv(paired, out / "paired_tests.csv")
 
-    baselines = [baseline] if baseline else []
-    baselines += [a for a in arm_order(t) if (t.loc[t["arm"] == a, "kind"] == "baseline").all() and a != baseline]
     fig_dir = out / "figures"
     styles = figures.arm_styles(arm_order(t), baselines)  # the same look per arm in both figures
     curve = figures.learning_curves(
@@ -146,6 +195,11 @@ def write_report(
         diff_fig = figures.paired_differences(
             diffs, levels, ref, fig_dir / "paired_differences.png", baselines=baselines, styles=styles, metric=m.key
         )
+    fit_fig = figures.curve_fits(
+        curves, summary, fig_dir / "curve_fits.png", styles=styles, metric=m.key, target=target
+    )
+    if fit_fig:
+        paths["curve_fits_figure"] = fit_fig
     if curve:
         paths["learning_curves"] = curve
     if diff_fig:
@@ -153,17 +207,25 @@ def write_report(
 
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     blocks: list[Block] = [Heading(1, title), Paragraph(f"Generated {now} by medtransfer.")]
+    blocks += sections.findings_section(found, m.key, unit)
     if command:
         blocks += [Heading(2, "Command"), CodeBlock(command)]
-    blocks += sections.trials_section(t, levels)
+    test_set = sections.test_set_paragraph(t, m.key, unit)
+    blocks += sections.trials_section(t_all, levels) + sections.degenerate_section(t_all, keep_degenerate)
+    if test_set is not None:
+        blocks.append(test_set)
     what = (
         "Mean test Dice over seeds (a seed's Dice: the mean over classes of each class's mean over test cases) "
         "[95% CI of the mean: t-interval across seeds, clipped to [0, 1], as in summary.csv and the console; "
         "† one seed, so that trial's bootstrap CI over cases]. Best mean per N in bold."
         if dice
-        else f"Mean test {m.axis} over seeds [95% CI of the mean: t-interval across seeds"
+        else f"Mean test {m.axis}{f' in {unit}' if unit else ''} over seeds [95% CI of the mean: two-level bootstrap, "
+        "resampling seeds and then test images, so it covers both; where no predictions exist, the t-interval across "
+        "seeds"
         + (", clipped to [0, 1]" if m.unit_interval else f", clipped at {m.floor:g}" if m.floor is not None else "")
-        + ", as in summary.csv and the console; † one seed, so that trial's bootstrap CI]. Best mean per N in bold."
+        + "; summary.csv keeps the t-interval as a column; † one seed, so that trial's bootstrap CI]. Degenerate "
+        + ("trials included. " if keep_degenerate else "trials excluded. ")
+        + "Best mean per N in bold."
     )
     blocks += [
         Heading(2, f"Mean test {m.name} by arm and N"),
@@ -197,7 +259,13 @@ def write_report(
             if figure is not None:
                 paths["reliability"] = figure
             blocks += sections.calibration_section(calibration, tick, figure)
-    blocks += sections.baseline_section(summary, baseline, tick, m.key)
+    blocks += sections.curves_section(fits, backtest, fit_fig, m.key, target, unit)
+    if baseline is not None and baseline in set(t["arm"]):
+        ni = noninferiority(t, rep, m.key, baseline, margin)
+        paths["noninferiority"] = _write_csv(ni, out / "noninferiority.csv")
+        blocks += sections.noninferiority_section(ni, baseline, tick, m.key)
+    else:
+        blocks += sections.baseline_section(summary, baseline, tick, m.key)
     blocks += sections.ranking_section(summary, ranking, m.key)
     if notes_md and notes_md.strip():
         blocks += [Heading(2, "Discussion"), Markdown(notes_md)]

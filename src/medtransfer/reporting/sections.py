@@ -213,27 +213,33 @@ def paired_section(paired: pd.DataFrame, tick: pd.Series, metric: str = "auc") -
     """Paired t / Wilcoxon tests of per-seed AUCs (or Dice) against the reference, per arm and N."""
     name = metric_spec(metric).name
     plural = name if name == "Dice" else f"{name}s"  # 'per-seed AUCs', 'per-seed MAEs', 'per-seed Dice'
+    # A two-sided Wilcoxon signed-rank p over k pairs cannot go below 2 / 2^k: with fewer than 6 seeds it can never
+    # reach 0.05, so its column is left out rather than shown as a test that cannot find anything.
+    wilcoxon = len(paired) > 0 and int(paired["n_pairs"].max()) >= WILCOXON_MIN_PAIRS
+    most = int(paired["n_pairs"].max()) if len(paired) else 0
+    why = (
+        "Paired t-test and Wilcoxon signed-rank test"
+        if wilcoxon
+        else f"Paired t-test (no Wilcoxon column: with {most} seeds its smallest possible p is {2 / 2**most:.2f}"
+        if most
+        else "Paired t-test (no Wilcoxon column"
+    )
     blocks: list[Block] = [
         Heading(3, f"(b) Paired test of per-seed {plural} across seeds"),
         Paragraph(
-            "Seeds pair up when both arms finished that (N, seed). Paired t-test and Wilcoxon signed-rank test "
-            f"on the per-seed test {plural} (Δ{name} = arm − reference); both are undefined (—) with fewer than "
-            "two pairs."
+            f"Seeds pair up when both arms finished that (N, seed). {why}"
+            + ("" if wilcoxon else "; use the per-image tests above or the Findings, which resample images too)")
+            + f" on the per-seed test {plural} (Δ{name} = arm − reference), unadjusted for multiplicity; undefined "
+            "(—) with fewer than two pairs."
         ),
     ]
-    rows = [
-        [
-            r.arm,
-            tick.get(r.n_label, r.n_label),
-            str(r.n_pairs),
-            _signed(r.mean_diff) + (f" ± {r.sd_diff:.3f}" if math.isfinite(r.sd_diff) else ""),
-            _p(r.p_value),
-            _p(r.wilcoxon_p),
-        ]
-        for r in paired.itertuples()
-    ]
-    header = ["arm", "N", "pairs", f"mean Δ{name} ± sd", "paired t p", "Wilcoxon p"]
-    blocks.append(Table(header, rows, "lrrrrr") if rows else Paragraph("No arm to compare."))
+    rows = []
+    for r in paired.itertuples():
+        row = [r.arm, tick.get(r.n_label, r.n_label), str(r.n_pairs)]
+        row += [_signed(r.mean_diff) + (f" ± {r.sd_diff:.3f}" if math.isfinite(r.sd_diff) else ""), _p(r.p_value)]
+        rows.append(row + ([_p(r.wilcoxon_p)] if wilcoxon else []))
+    header = ["arm", "N", "pairs", f"mean Δ{name} ± sd", "paired t p"] + (["Wilcoxon p"] if wilcoxon else [])
+    blocks.append(Table(header, rows, "lrrrr" + ("r" if wilcoxon else "")) if rows else Paragraph("No arm to compare."))
     return blocks
 
 
@@ -273,7 +279,11 @@ def baseline_section(summary: pd.DataFrame, baseline: str | None, tick: pd.Serie
 
 
 def ranking_section(summary: pd.DataFrame, ranking: dict | None, metric: str = "auc") -> list[Block]:
-    """The transferability ranking next to the realised order per strategy, with rank correlations."""
+    """The transferability ranking next to the realised order per strategy, with rank correlations: per training-set
+    size N where the ranking was computed at every N (``by_n`` in ``ranking.json``), else against the mean over N.
+
+    The correlations carry exact permutation p-values and the smallest p the number of sources allows, in words.
+    """
     m = metric_spec(metric)
     blocks: list[Block] = [Heading(2, "Transferability ranking vs realised order")]
     if ranking and ranking.get("error"):
@@ -282,17 +292,34 @@ def ranking_section(summary: pd.DataFrame, ranking: dict | None, metric: str = "
         return blocks + ([] if len(blocks) > 1 else [Paragraph("No transferability ranking was given.")])
     method = str(ranking.get("method", "ranking"))
     table, corr = ranking_vs_realised(summary, ranking, m.key)
-    blocks.append(
-        Paragraph(
-            f"Predicted: sources ordered by their {method} score, computed before training (higher = predicted "
-            "better). Realised, per transfer strategy: sources ordered by the mean over N of their arm's mean "
-            f"test {m.name}, over the sizes at which every ranked source has a result for that strategy. Rank "
-            "correlations (Spearman ρ, Kendall τ) need ≥ 3 sources."
+    levels = [c.removeprefix("score@") for c in table.columns if c.startswith("score@")]
+    strategies = [c.removeprefix("rank:") for c in table.columns if c.startswith("rank:")]
+    if levels:
+        pool = ranking.get("n_images")
+        pool_text = f"the whole training pool ({pool} images)" if pool else "the whole training pool"
+        blocks.append(
+            Paragraph(
+                f"Predicted: sources ordered by their {method} score on frozen features, computed before training "
+                "(higher = predicted better), at each training-set size N on the N labelled images the arms of that "
+                f"size train on (the first seed's subset), and on {pool_text}. Realised, per transfer strategy and N: "
+                f"sources ordered by their arm's mean test {m.name} over seeds at that N. The first table orders the "
+                f"sources by the pool's score next to the mean over N of their {m.name}, over the sizes at which "
+                "every ranked source has a result for that strategy; the correlations compare the two orders at each "
+                "N. Rank correlations (Spearman ρ, Kendall τ) need ≥ 3 sources."
+            )
         )
-    )
-    strategies = list(corr["strategy"])
-    probe = "probe_auc" in table.columns and table["probe_auc"].notna().any()  # shown when the ranker gave it
-    header = ["predicted rank", "source", f"{method} score"] + (["probe AUC"] if probe else []) + ["seconds"]
+    else:
+        blocks.append(
+            Paragraph(
+                f"Predicted: sources ordered by their {method} score, computed before training (higher = predicted "
+                "better). Realised, per transfer strategy: sources ordered by the mean over N of their arm's mean "
+                f"test {m.name}, over the sizes at which every ranked source has a result for that strategy. Rank "
+                "correlations (Spearman ρ, Kendall τ) need ≥ 3 sources."
+            )
+        )
+    probe = table["probe_auc"].notna().any()  # shown when the ranker gave it
+    score_head = f"{method} score, pool" if levels else f"{method} score"
+    header = ["predicted rank", "source", score_head] + (["probe AUC"] if probe else []) + ["seconds"]
     header += [f"{m.name} ({s}) [rank]" for s in strategies]
     rows = []
     for r in table.to_dict("records"):
@@ -305,23 +332,55 @@ def ranking_section(summary: pd.DataFrame, ranking: dict | None, metric: str = "
             row.append(f"{_f3(score)} [{rank}]" if math.isfinite(score) else "no result")
         rows.append(row)
     blocks.append(Table(header, rows, "rl" + "r" * (len(header) - 2)))
-    if len(corr):
-        crow = [
-            [
-                r.strategy,
-                str(r.n_sources),
-                r.n_labels or "—",
-                f"{_f3(r.spearman)} ({_p_is(r.spearman_p)})" if math.isfinite(r.spearman) else "—",
-                f"{_f3(r.kendall)} ({_p_is(r.kendall_p)})" if math.isfinite(r.kendall) else "—",
-                "—" if r.best_predicted is None else ("yes" if r.best_predicted == r.best_realised else "no"),
-            ]
-            for r in corr.itertuples()
+    if levels:
+        blocks.append(Paragraph(f"The {method} score [predicted rank] at each N:"))
+        rows = []
+        for r in table.to_dict("records"):
+            cells = [(r[f"score@{lab}"], r[f"predicted_rank@{lab}"]) for lab in levels]
+            rows.append([str(r["arm_source"])] + [f"{_f3(v)} [{k}]" if math.isfinite(v) else "—" for v, k in cells])
+        blocks.append(Table(["source"] + [f"N={lab}" for lab in levels], rows, "l" + "r" * len(levels)))
+    if not strategies:
+        return blocks + [Paragraph("None of the ranked sources has a network arm in this study.")]
+    if corr.empty:
+        return blocks + [Paragraph("No ranked source has a result at any N yet: there is nothing to correlate.")]
+
+    def with_p(value: float, p: float, exact: bool) -> str:
+        return f"{_f3(value)} ({_p_is(p)}{'' if exact else ', asymptotic'})" if math.isfinite(value) else "—"
+
+    crow = [
+        [
+            r.strategy,
+            str(r.n_label) if levels else f"mean over {r.n_labels or '—'}",
+            str(r.n_sources),
+            with_p(r.spearman, r.spearman_p, r.spearman_exact),
+            with_p(r.kendall, r.kendall_p, r.kendall_exact),
+            _p(r.min_p),
+            "—" if r.best_predicted is None else ("yes" if r.best_predicted == r.best_realised else "no"),
         ]
-        header = ["strategy", "sources", "N averaged", "Spearman ρ", "Kendall τ", "predicted best = realised best"]
-        blocks.append(Table(header, crow, "lrlrrl"))
-    else:
-        blocks.append(Paragraph("None of the ranked sources has a network arm in this study."))
-    return blocks
+        for r in corr.itertuples()
+    ]
+    header = ["strategy", "N", "sources", "Spearman ρ (exact p)", "Kendall τ (exact p)", "smallest possible p"]
+    blocks.append(Table(header + ["predicted best = realised best"], crow, "llrrrrl"))
+    small = corr.dropna(subset=["min_p"]).groupby("n_sources")["min_p"].first()
+    if small.empty:
+        return blocks
+    notes = [
+        "p is two-sided and exact: the share of all orderings of the sources whose correlation is at least as strong "
+        "as the one seen, in either direction (beyond 8 sources Spearman's p, and Kendall's p with ties, are "
+        "asymptotic and marked so)."
+    ]
+    for n, min_p in sorted(small.items()):
+        if min_p >= 0.05:
+            notes.append(
+                f"With {n} sources the smallest possible two-sided p is {min_p:.3f}: no correlation here can be "
+                "significant at 0.05."
+            )
+        else:
+            notes.append(
+                f"With {n} sources the smallest possible two-sided p is {_p(min_p)}: a perfect order arises by chance "
+                f"in 1 of {math.factorial(int(n))} orderings."
+            )
+    return blocks + [Paragraph(" ".join(notes))]
 
 
 def calibration_section(table: pd.DataFrame, tick: pd.Series, figure: Path | None) -> list[Block]:
@@ -346,3 +405,185 @@ def calibration_section(table: pd.DataFrame, tick: pd.Series, figure: Path | Non
             Image("Reliability diagram at the largest N (first seed, first label)", "figures/reliability.png", figure)
         )
     return blocks
+
+
+# --------------------------------------------------------------------------- conclusions (issue [1/4])
+def findings_section(findings: Any, metric: str = "auc", unit: str = "") -> list[Block]:
+    """The report's opening: collapsed trials, the best network per N, and per comparison family its significant
+    results (a sentence each) and how many showed no detectable difference; every number traces to findings.csv."""
+    from medtransfer.reporting.findings import FAMILIES
+
+    m = metric_spec(metric)
+    blocks: list[Block] = [Heading(2, "Findings")]
+    if findings is None or findings.table.empty:
+        text = "No comparison could be tested (no per-image predictions, or fewer than two arms with results)."
+        blocks.append(Paragraph(text))
+        if findings is not None:
+            blocks.append(Paragraph(findings.lines[0]))
+            if findings.notes:
+                blocks.append(BulletList([[n] for n in findings.notes[:_MAX_LISTED]]))
+        return blocks
+    by = "by patient" if "by patient" in str(findings.table["method"].iloc[0]) else "by image"
+    blocks.append(
+        Paragraph(
+            f"Generated from findings.csv: Δ{m.name} = arm − reference"
+            + (f" ({unit})" if unit else "")
+            + f", 95% CI and p from a two-level bootstrap (seeds, then test images {by}, shared across seeds); "
+            "p-values are adjusted with Holm's method within each family of comparisons (Benjamini–Hochberg in the "
+            "CSV). 'Better' or 'worse' means Holm's p < 0.05; anything else reads 'no detectable difference'. "
+            "The CIs are not adjusted for multiplicity, so a CI that excludes 0 can still read 'no detectable "
+            f"difference'. {'Higher' if m.higher_is_better else 'Lower'} {m.name} is better."
+        )
+    )
+    blocks.append(Paragraph(findings.lines[0]))
+    if findings.per_n:
+        blocks += [Heading(3, "Best network per N"), BulletList([[s] for s in findings.per_n])]
+    for family, lines in findings.by_family.items():
+        blocks += [Heading(3, FAMILIES[family][0].upper() + FAMILIES[family][1:]), Paragraph(lines[0])]
+        if len(lines) > 1:
+            blocks.append(BulletList([[s] for s in lines[1:]]))
+    if findings.notes:
+        blocks += [Paragraph("Notes:"), BulletList([[n] for n in findings.notes[:_MAX_LISTED]])]
+    return blocks
+
+
+def degenerate_section(t: pd.DataFrame, keep: bool) -> list[Block]:
+    """Every degenerate trial (its model did not learn) with its reason, and what the means did with it."""
+    if "degenerate" not in t.columns:
+        return []
+    bad = t[t["degenerate"].notna()]
+    blocks: list[Block] = [Heading(3, "Degenerate trials")]
+    if bad.empty:
+        return blocks + [Paragraph("None: every finished trial learned more than a constant predictor.")]
+    blocks.append(
+        Paragraph(
+            f"{len(bad)} finished trial(s) did not learn; they are {'kept in' if keep else 'excluded from'} every "
+            "mean, CI and test (study.keep_degenerate). Per arm:"
+        )
+    )
+    rows = [[r.arm, str(r.n_label), str(r.seed), _one_line(str(r.degenerate), 200)] for r in bad.itertuples()]
+    return blocks + [Table(["arm", "N", "seed", "reason"], rows, "lrrl")]
+
+
+def test_set_paragraph(t: pd.DataFrame, metric: str = "auc", unit: str = "") -> Paragraph | None:
+    """What the test set is: its size, and its prevalence (classification) or the target and unit (regression)."""
+    done = t[t["status"] == "done"]
+    ms = [m for m in done["metrics"] if isinstance(m, dict) and m.get("n")]
+    if not ms:
+        return None
+    m0 = ms[0]
+    split = {"external": "the study's external test set (study.test)", "test": "the test split", "val": "validation"}
+    where = split.get(str(m0.get("split")), str(m0.get("split") or "the test split"))
+    text = f"Test set: {where}, {int(m0['n'])} images"
+    if m0.get("n_pos") is not None and m0.get("n_neg") is not None:
+        pos, neg = int(m0["n_pos"]), int(m0["n_neg"])
+        text += f", {pos} positive and {neg} negative (prevalence {pos / max(pos + neg, 1):.1%})"
+    targets = list((m0.get("per_target") or {}).keys())
+    if targets:
+        text += f"; target {', '.join(targets)}" + (f" in {unit}" if unit else " (unit not given: set study.unit)")
+    return Paragraph(text + ".")
+
+
+def noninferiority_section(
+    table: pd.DataFrame, baseline: str | None, tick: pd.Series, metric: str = "auc"
+) -> list[Block]:
+    """'Matches the baseline' as non-inferiority: the smallest N at which an arm's Δ CI stays within the margin."""
+    m = metric_spec(metric)
+    blocks: list[Block] = [Heading(2, "Smallest N that matches the baseline (non-inferiority)")]
+    if baseline is None:
+        return blocks + [Paragraph("No baseline arm was named.")]
+    if table.empty:
+        return blocks + [Paragraph(["No network arm could be compared with ", code(baseline), "."])]
+    margin = table["margin"].iloc[0]
+    blocks.append(
+        Paragraph(
+            [
+                "An arm ",
+                bold("matches"),
+                " the baseline ",
+                code(baseline),
+                f" at N when the 95% CI of Δ{m.name} = arm − baseline (two-level bootstrap) excludes being worse by "
+                f"the margin or more (non-inferiority, margin {margin:.3g}"
+                + (" in the metric's unit; study.margin)." if table["margin"].nunique() == 1 else ", varies by N).")
+                + " A CI that crosses the margin does not show a match, whatever the means.",
+            ]
+        )
+    )
+    rows = []
+    for arm, g in table.groupby("arm", sort=False):
+        hit = g[g["non_inferior"]]
+        first = hit.iloc[0] if len(hit) else None
+        where = "never" if first is None else str(tick.get(first["n_label"], first["n_label"]))
+        ci = "—" if first is None else f"{first['delta']:+.3f} [{_f3(first['ci_lo'])}, {_f3(first['ci_hi'])}]"
+        rows.append([arm, where, ci, str(len(g))])
+    header = ["arm", "smallest non-inferior N", f"Δ{m.name} there [95% CI]", "sizes compared"]
+    return blocks + [Table(header, rows, "lrrr")]
+
+
+def curves_section(fits: pd.DataFrame, backtest: pd.DataFrame, figure: Path | None, metric: str = "auc",
+                   target: float | None = None, unit: str = "") -> list[Block]:  # fmt: skip
+    """How many labels: each arm's fitted learning curve, its extrapolation, the N to reach the target, back-test."""
+    m = metric_spec(metric)
+    u = f" {unit}" if unit else ""
+    blocks: list[Block] = [Heading(2, "How many labelled images?")]
+    if fits.empty:
+        return blocks + [Paragraph("No arm has results at 3 or more sizes N: no learning curve was fitted.")]
+    blocks.append(
+        Paragraph(
+            f"Per arm with ≥ 3 sizes: an inverse power law {m.name}(N) = a {'−' if m.higher_is_better else '+'} "
+            "b·N^(−c) (Figueroa et al. 2012) fitted to every seed's test score with weights growing with N "
+            "(σ ∝ 1/√N); bands and intervals from refitting on seeds resampled with replacement. Extrapolation "
+            "beyond the largest N assumes the curve keeps its shape: read it as a forecast, and see the back-test."
+            + (
+                f" Target: {m.name} {'≥' if m.higher_is_better else '≤'} {target:g}{u} (study.target)."
+                if target
+                else " No target was set (study.target, e.g. {auc: 0.95})."
+            )  # fmt: skip
+        )
+    )
+    rows = []
+    for r in fits.to_dict("records"):
+
+        def cell(v: float, lo: float, hi: float) -> str:
+            return f"{_f3(v)} [{_f3(lo)}, {_f3(hi)}]" if math.isfinite(v) else "—"
+
+        if target is None:
+            need = "—"
+        elif r["reachable"] is False or r["reachable"] is None and not math.isfinite(r["n_needed"]):
+            need = "not reachable within 10× the data"
+        else:
+            lo = "?" if not math.isfinite(r["n_needed_lo"]) else f"{r['n_needed_lo']:.0f}"
+            hi = "> 10× the data" if not math.isfinite(r["n_needed_hi"]) else f"{r['n_needed_hi']:.0f}"
+            need = f"{r['n_needed']:.0f} [{lo}, {hi}]"
+        rows.append(
+            [
+                r["arm"],
+                str(int(r["n_levels"])),
+                _f3(r["a"]),
+                f"{r['n_max']:.0f}",
+                cell(r["pred_2x"], r["pred_2x_lo"], r["pred_2x_hi"]),
+                cell(r["pred_4x"], r["pred_4x_lo"], r["pred_4x_hi"]),
+                need,
+            ]
+        )
+    header = ["arm", "sizes", f"plateau a ({m.name})", "largest N", f"{m.name} at 2×N [95%]", "at 4×N [95%]"]
+    blocks.append(Table([*header, "N to reach the target [95%]"], rows, "lrrrrrr"))
+    if figure is not None:
+        blocks.append(Image("Learning curves with fitted power laws and extrapolation bands", "figures/curve_fits.png",
+                            figure))  # fmt: skip
+    blocks.append(Heading(3, "Back-test: predicting the largest N from the others"))
+    if backtest.empty:
+        return blocks + [Paragraph("Needs ≥ 4 sizes N per arm: no back-test.")]
+    err = backtest["abs_error"].to_numpy(float)
+    blocks.append(
+        Paragraph(
+            f"Each arm's curve refitted without its largest N, then asked for it: mean absolute error "
+            f"{np.nanmean(err):.3f}{u} over {int(np.isfinite(err).sum())} arms (median {np.nanmedian(err):.3f}, "
+            f"largest {np.nanmax(err):.3f}). This is how far to trust the extrapolations above."
+        )
+    )
+    rows = [
+        [r["arm"], f"{r['n_held_out']:.0f}", _f3(r["predicted"]), _f3(r["observed"]), _signed(r["error"])]
+        for r in backtest.to_dict("records")
+    ]
+    return blocks + [Table(["arm", "held-out N", "predicted", "observed (mean)", "error"], rows, "lrrrr")]

@@ -33,6 +33,7 @@ RESULT_COLUMNS = [
     "seconds",
     "status",
     "error",
+    "degenerate",
 ]
 SUMMARY_COLUMNS = [
     "arm",
@@ -47,10 +48,13 @@ SUMMARY_COLUMNS = [
     "auc_ci_lo",
     "auc_ci_hi",
     "ci_method",
+    "auc_t_lo",
+    "auc_t_hi",
     "seconds_mean",
     "n_done",
     "n_failed",
     "n_pending",
+    "n_degenerate",
 ]
 _REQUIRED = ("id", "arm", "n_label", "seed", "status")
 _DEFAULTS: dict[str, Any] = {
@@ -61,9 +65,11 @@ _DEFAULTS: dict[str, Any] = {
     "seconds": np.nan,
     "error": None,
     "metrics": None,
+    "degenerate": None,
 }
 CI_T = "t across seeds"
 CI_BOOTSTRAP = "bootstrap (1 seed)"
+CI_TWO_LEVEL = "two-level bootstrap (seeds, then test images)"
 
 
 @dataclass(frozen=True)
@@ -154,7 +160,7 @@ def normalise_trials(trials: pd.DataFrame, metric: str = "auc") -> pd.DataFrame:
     t["n_label"] = t["n_label"].astype(str)
     t["status"] = t["status"].astype(str).str.lower()
     t["kind"] = t["kind"].fillna("net").astype(str)
-    for col in ("source", "strategy", "error"):
+    for col in ("source", "strategy", "error", "degenerate"):
         t[col] = t[col].astype(object).map(_none_if_missing)
     t["metrics"] = t["metrics"].map(lambda m: m if isinstance(m, dict) else {})
     return t
@@ -287,7 +293,7 @@ def mean_ci(values: np.ndarray, alpha: float = 0.05) -> tuple[float, float, floa
     return (mean, sd, mean - half, mean + half)
 
 
-def summary_table(trials: pd.DataFrame, metric: str = "auc") -> pd.DataFrame:
+def summary_table(trials: pd.DataFrame, metric: str = "auc", keep_degenerate: bool = True) -> pd.DataFrame:
     """Per arm and N: seeds done, mean/sd AUC, 95% CI of the mean, mean seconds, failed and pending counts.
 
     ``n_seeds`` counts done trials with a finite AUC. The CI is a t-interval across seeds (``ci_method`` =
@@ -314,6 +320,9 @@ def summary_table(trials: pd.DataFrame, metric: str = "auc") -> pd.DataFrame:
                 continue
             done = g[g["status"] == "done"]
             ok = done[np.isfinite(done[key])]
+            degenerate = ok["degenerate"].notna() if "degenerate" in ok.columns else pd.Series(False, index=ok.index)
+            if not keep_degenerate:
+                ok = ok[~degenerate]
             mean, sd, lo, hi = mean_ci(ok[key].to_numpy())
             lo, hi = metric_spec(metric).clip(lo, hi)  # AUC and Dice live in [0, 1]; the t-interval does not know
             method = CI_T if len(ok) >= 2 else ""
@@ -334,16 +343,20 @@ def summary_table(trials: pd.DataFrame, metric: str = "auc") -> pd.DataFrame:
                     f"{key}_ci_lo": lo,
                     f"{key}_ci_hi": hi,
                     "ci_method": method,
+                    f"{key}_t_lo": lo if method == CI_T else math.nan,
+                    f"{key}_t_hi": hi if method == CI_T else math.nan,
                     "seconds_mean": float(secs.mean()) if len(secs) else math.nan,
                     "n_done": len(done),
                     "n_failed": int((g["status"] == "failed").sum()),
                     "n_pending": int(g["status"].isin(["pending", "running"]).sum()),
+                    "n_degenerate": int(degenerate.sum()),
                 }
             )
     out = pd.DataFrame(rows, columns=summary_columns(key))
     # Typed even when empty, so callers can use numeric operations on a study with no trials.
-    floats = ["n", f"{key}_mean", f"{key}_sd", f"{key}_ci_lo", f"{key}_ci_hi", "seconds_mean"]
-    ints = ["n_seeds", "n_done", "n_failed", "n_pending"]
+    floats = ["n", f"{key}_mean", f"{key}_sd", f"{key}_ci_lo", f"{key}_ci_hi", f"{key}_t_lo", f"{key}_t_hi"]
+    floats.append("seconds_mean")
+    ints = ["n_seeds", "n_done", "n_failed", "n_pending", "n_degenerate"]
     return out.astype({**dict.fromkeys(floats, float), **dict.fromkeys(ints, int)})
 
 

@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from medtransfer.config import Config, at_least, bad_value
@@ -51,6 +52,13 @@ class StudySection:
     radiomics_workers: int = 1  # processes for radiomics feature extraction (features are cached per image)
     sources_dir: str | None = None  # the catalogue folder for source names; None = $MEDTRANSFER_SOURCES
     notes: str | None = None  # a markdown file whose text goes into the report's discussion
+    # what the report concludes with: a metric to reach ({auc: 0.95} or {mae: 12}) for "how many labels", the
+    # non-inferiority margin of "matches the baseline" (None: the kind's default, 0.02 AUC/Dice, 5 % of an MAE), the
+    # unit of a regression target (tables and axes name it), whether degenerate trials count in means and tests
+    target: dict[str, float] = field(default_factory=dict)
+    margin: float | None = None
+    unit: str | None = None
+    keep_degenerate: bool = False
 
     def __post_init__(self) -> None:
         if not self.n:
@@ -68,6 +76,19 @@ class StudySection:
         if not self.trial_cpus > 0:
             raise bad_value("study.trial_cpus", self.trial_cpus, "a positive number of CPUs")
         at_least("study", self, 0, "trial_gpus")
+        if len(self.target) > 1:
+            raise bad_value("study.target", self.target, "one metric and its value, e.g. {auc: 0.95} or {mae: 12}")
+        for metric, value in self.target.items():
+            if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+                raise bad_value("study.target", self.target, "a number for the metric, e.g. {auc: 0.95}")
+            if metric in ("auc", "dice") and not 0 < value <= 1:
+                raise bad_value(f"study.target.{metric}", value, "a value in (0, 1]")
+            if value < 0:
+                raise bad_value(f"study.target.{metric}", value, "a value >= 0")
+        if self.test is not None and not self.test.path and (self.test.format or self.test.split):
+            raise bad_value("study.test.path", None, "the external test set's file or folder (--set study.test.path=…)")
+        if self.margin is not None and not (isinstance(self.margin, int | float) and 0 < self.margin < math.inf):
+            raise bad_value("study.margin", self.margin, "a positive number in the metric's unit, e.g. 0.02 (AUC)")
 
 
 @dataclass(frozen=True)

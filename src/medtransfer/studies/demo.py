@@ -78,61 +78,44 @@ SAME_SITE, OTHER_SITE = "chest-sup", "hand-sup"
 
 
 def demo_takeaways(study_dir: str | Path) -> list[str]:
-    """The two sentences a user should take from the demo, computed from its results (never written in advance).
+    """The two sentences a user should take from the demo, read from the study's ``findings.csv`` (the report's
+    Findings, so the same tests and the same Holm adjustment; never written in advance).
 
-    At the smallest N, for the strategy under which the same-site source does best: its mean AUC with the t-interval
-    across seeds against the other-site source and scratch under the same strategy, with the seeds in which DeLong's
-    test on the shared test images gives p < 0.05; then that strategy against plain fine-tuning from the same source.
+    At the smallest N, for the strategy under which the same-site source does best: that arm against the other-site
+    source and against scratch under the same strategy; then that strategy against plain fine-tuning from the same
+    source. A difference is stated only when Holm's adjusted p < 0.05, else "no detectable difference".
     """
-    from medtransfer.reporting.compare import delong_comparisons
-    from medtransfer.reporting.tables import normalise_trials, summary_table
-    from medtransfer.studies.report import prediction_loader, trials_frame
+    import pandas as pd
 
-    trials = normalise_trials(trials_frame(study_dir))
-    summary = summary_table(trials)
-    nets = summary[summary["kind"] == "net"]
-    if nets.empty:
-        return ["No network trial finished; nothing to conclude."]
-    smallest = nets.loc[nets["n"].idxmin(), "n_label"]
-    at = nets[nets["n_label"] == smallest].set_index("arm")
-    same = at[at["source"] == SAME_SITE]
-    if same.empty:
-        return [f"The same-site source {SAME_SITE} has no finished trial at N={smallest}."]
-    best = same["auc_mean"].idxmax()
-    strategy = at.loc[best, "strategy"]
-    load = prediction_loader(Path(study_dir), trials)
+    from medtransfer.reporting.findings import describe, flip
+    from medtransfer.reporting.tables import metric_spec
 
-    def cell(arm: str) -> str:
-        r = at.loc[arm]
-        return f"{r['auc_mean']:.3f} [{r['auc_ci_lo']:.3f}, {r['auc_ci_hi']:.3f}]"
-
-    def wins(arm: str, other: str) -> tuple[int, int]:
-        pair = trials[trials["arm"].isin([arm, other]) & (trials["n_label"] == smallest)]
-        rows, _ = delong_comparisons(pair, other, load)
-        better = rows[(rows["diff"] > 0) & (rows["p_value"] < 0.05)]
-        return better["seed"].nunique(), rows["seed"].nunique()
-
-    others = [a for a in (f"{OTHER_SITE}/{strategy}", f"scratch/{strategy}") if a in at.index]
-    counts = {a: wins(best, a) for a in others}
-    versus = "; ".join(f"{a} {cell(a)}, DeLong p < 0.05 in {k}/{n} seeds" for a, (k, n) in counts.items())
-    clear = all(k == n > 0 for k, n in counts.values()) and all(
-        at.loc[best, "auc_ci_lo"] > at.loc[a, "auc_ci_hi"] for a in others
-    )
+    path = Path(study_dir) / "findings.csv"
+    table = pd.read_csv(path, dtype={"n_label": str}) if path.is_file() else pd.DataFrame()
+    if table.empty:
+        return ["No comparison could be tested (no finished pair of arms); nothing to conclude."]
+    m = metric_spec(str(table["metric"].iloc[0]))
+    smallest = table.loc[table["n"].idxmin(), "n_label"]
+    at = [r for r in table[table["n_label"] == smallest].to_dict("records")]
+    mine = [r if r["arm"].startswith(f"{SAME_SITE}/") else flip(r, m) for r in at
+            if f"{SAME_SITE}/" in r["arm"] + r["reference"]]  # fmt: skip
+    sites = [r for r in mine if r["family"] in ("source_vs_scratch", "source_vs_source") and r["arm"].startswith(
+        f"{SAME_SITE}/")]  # fmt: skip
+    if not sites:
+        return [f"The same-site source {SAME_SITE} has no tested comparison at N={smallest}."]
+    best = max(sites, key=lambda r: r["arm_mean"] if m.higher_is_better else -r["arm_mean"])["arm"]
+    strategy = best.split("/", 1)[1]
+    versus = [r for r in sites if r["arm"] == best and r["reference"] in (f"{OTHER_SITE}/{strategy}",
+                                                                             f"scratch/{strategy}")]  # fmt: skip
+    clear = len(versus) == 2 and all(r["verdict"] == "better" for r in versus)
     verdict = (
         "pretraining on the target's anatomical site is what makes so few images enough"
         if clear
-        else "in this run the same-site advantage is not clear in every seed"
+        else "in this run the same-site advantage is not shown against both after Holm's adjustment"
     )
-    first = (
-        f"At N={smallest}, the same-site source ({best}) reaches test AUC {cell(best)} (95% CI across seeds), "
-        f"against {versus}: {verdict}."
-    )
-    plain = f"{SAME_SITE}/finetune"
-    if strategy == "finetune" or plain not in at.index:
+    first = f"At N={smallest}: " + " ".join(describe(r, m) for r in versus) + f" So: {verdict}."
+    plain = [r for r in mine if r["family"] == "strategy_vs_finetune" and r["arm"] == best]
+    if strategy == "finetune" or not plain:
         return [first]
-    k, n = wins(best, plain)
-    second = (
-        f"How the source is transferred matters too: from the same source, {strategy} gives {cell(best)} where plain "
-        f"fine-tuning of every layer at one learning rate gives {cell(plain)} (DeLong p < 0.05 in {k}/{n} seeds)."
-    )
+    second = "How the source is transferred matters too, from the same source: " + describe(plain[0], m)
     return [first, second]

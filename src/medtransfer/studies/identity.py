@@ -23,7 +23,8 @@ LOCK_FILE = ".lock"
 def fingerprint(cfg: StudyConfig) -> dict:
     """The config a resumed study must match: everything except how (and where) its trials run and its notes."""
     data = to_dict(cfg)
-    for key in ("workers", "radiomics_workers", "executor", "ray_address", "trial_cpus", "trial_gpus", "notes"):
+    report_only = ("notes", "target", "margin", "unit", "keep_degenerate")  # how the report reads, not what runs
+    for key in ("workers", "radiomics_workers", "executor", "ray_address", "trial_cpus", "trial_gpus", *report_only):
         data["study"].pop(key, None)
     data["train"].pop("compile", None)  # speed only
     return json.loads(json.dumps(data))

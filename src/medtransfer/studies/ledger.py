@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS trials (
     metric TEXT,  -- the name of that metric (auc, mae, dice)
     metrics TEXT,
     error TEXT,
+    degenerate TEXT,  -- why a finished trial's model did not learn (TaskKind.collapse_reason), or NULL
     worker TEXT,
     peak_rss_mb REAL,
     peak_gpu_mb REAL
@@ -100,6 +101,13 @@ class Ledger:
         """Ledgers written before the task kinds kept the score in an ``auc`` column (AUC, or Dice): rename it and
         add the metric's name, filled from each trial's metrics."""
         columns = {r[1] for r in self._db.execute("PRAGMA table_info(trials)")}
+        if "degenerate" not in columns:  # ledgers before collapsed trials were caught
+            with self._tx():
+                self._db.execute("ALTER TABLE trials ADD COLUMN degenerate TEXT")
+                for row in self._db.execute("SELECT id, metrics FROM trials WHERE metrics IS NOT NULL").fetchall():
+                    reason = (json.loads(row[1]) or {}).get("degenerate")
+                    if reason:
+                        self._db.execute("UPDATE trials SET degenerate = ? WHERE id = ?", (reason, row[0]))
         if "auc" in columns and "score" not in columns:
             with self._tx():
                 self._db.execute("ALTER TABLE trials RENAME COLUMN auc TO score")
@@ -193,8 +201,18 @@ class Ledger:
             trial_id,
             ("running",),
             "done",
-            "finished = ?, seconds = ?, score = ?, metric = ?, metrics = ?, peak_rss_mb = ?, peak_gpu_mb = ?",
-            (time.time(), seconds, score, metric, json.dumps(metrics), peak_rss_mb, peak_gpu_mb),
+            "finished = ?, seconds = ?, score = ?, metric = ?, metrics = ?, peak_rss_mb = ?, peak_gpu_mb = ?, "
+            "degenerate = ?",
+            (
+                time.time(),
+                seconds,
+                score,
+                metric,
+                json.dumps(metrics),
+                peak_rss_mb,
+                peak_gpu_mb,
+                metrics.get("degenerate"),
+            ),
         )
 
     def fail(self, trial_id: str, error: str, seconds: float | None = None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,8 @@ import pandas as pd
 
 from medtransfer.studies.ledger import open_existing
 from medtransfer.tasks.base import kind_of_metric, task_kind
+
+log = logging.getLogger(__name__)
 
 REPORT_COLUMNS = [
     "id",
@@ -30,6 +33,7 @@ REPORT_COLUMNS = [
     "folder",
     "peak_rss_mb",
     "peak_gpu_mb",
+    "degenerate",
 ]
 
 
@@ -94,6 +98,9 @@ def report_study(study_dir: str | Path, progress: bool = False, notes: str | Pat
         argv = json.loads(info_file.read_text()).get("argv") or []
         command = " ".join(["medtransfer", *argv[1:]]) if argv else None
     baseline = study.get("baselines", [None])[0] if study.get("baselines") else None
+    target = (study.get("target") or {}).get(metric)
+    if study.get("target") and target is None:
+        log.warning("study.target names %s, but this study is scored by %s; no target", list(study["target"]), metric)
     return write_report(
         trials,
         out,
@@ -105,6 +112,10 @@ def report_study(study_dir: str | Path, progress: bool = False, notes: str | Pat
         command=command,
         notes_md=notes_md,
         metric=metric,
+        target=target,
+        margin=study.get("margin"),
+        unit=study.get("unit"),
+        keep_degenerate=bool(study.get("keep_degenerate", False)),
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import resource
 import time
@@ -26,7 +27,7 @@ from medtransfer.evaluation.metrics import to_jsonable
 from medtransfer.io import atomic_write_text
 from medtransfer.studies.config import StudyConfig
 from medtransfer.studies.grid import Trial
-from medtransfer.tasks.base import task_kind
+from medtransfer.tasks.base import kind_of_metric, task_kind
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,8 @@ def run_trial(ctx: StudyContext, trial: Trial, progress: bool = False) -> TrialR
                 metrics["oom_retry"] = {"grad_accum": accum}
         else:
             metrics = _baseline_trial(ctx, trial, folder, progress)
+        if "degenerate" not in metrics:
+            metrics = mark_collapse(ctx, trial, folder, metrics)
         _drop_resume_state(folder)
         ok, error = True, None
     except TrainingFailed as e:
@@ -146,6 +149,42 @@ def run_trial(ctx: StudyContext, trial: Trial, progress: bool = False) -> TrialR
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux: kB; the process's peak so far
         gpu,
     )
+
+
+def mark_collapse(ctx: StudyContext, trial: Trial, folder: Path, metrics: dict) -> dict:
+    """Add the constant predictor's scores (``constant``: val, test) and ``degenerate`` (the kind's
+    :meth:`~medtransfer.tasks.base.TaskKind.collapse_reason`, or None) to a finished trial's metrics, in its
+    ``metrics.json`` too, so a rebuilt ledger (``--repair``) keeps them."""
+    if not metrics.get("metric"):
+        return metrics
+    name = metrics.get("task") or ctx.cfg.task
+    kind = task_kind(name) if name else kind_of_metric(metrics["metric"])
+    constant = {"val": math.nan, "test": math.nan}
+    if not kind.volumetric:
+        try:
+            prep = prepared(ctx, trial.seed)
+            labels, split = prep.ds.labels, prep.split
+            train = labels[split.train_subset(trial.n_train)]
+            constant["val"] = kind.constant_score(train, labels[split.indices("val")])
+            if ctx.cfg.study.test is not None and ctx.cfg.study.test.path:
+                test_ds, _, test_idx = _external(ctx)
+                constant["test"] = kind.constant_score(train, test_ds.labels[test_idx])
+            else:
+                test_idx = split.indices("test")
+                constant["test"] = kind.constant_score(
+                    train, labels[test_idx if len(test_idx) else split.indices("val")]
+                )
+        except Exception:  # noqa: BLE001 - a diagnostic; the trial's result stands without it
+            log.warning("%s: could not score a constant predictor", trial.id, exc_info=True)
+    else:
+        constant = {"val": kind.constant_score(None, None), "test": kind.constant_score(None, None)}
+    metrics = {**metrics, "constant": constant}
+    metrics["degenerate"] = kind.collapse_reason(metrics)
+    if metrics["degenerate"]:
+        log.warning("%s is degenerate: %s", trial.id, metrics["degenerate"])
+    if (folder / "metrics.json").is_file():
+        atomic_write_text(folder / "metrics.json", json.dumps(to_jsonable(metrics), indent=2))
+    return metrics
 
 
 def _finished(folder: Path) -> dict | None:
@@ -351,6 +390,8 @@ def _ledger_metrics(metrics: dict) -> dict:
         "val_dice",
         "task",
         "oom_retry",
+        "constant",
+        "degenerate",
     )
     out = {k: metrics[k] for k in keep if k in metrics}
     if isinstance(out.get("val"), dict):

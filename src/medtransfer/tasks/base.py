@@ -102,6 +102,60 @@ class TaskKind:
         metric of each and ``delta`` = a - b (``se`` and ``z`` NaN where the test has none)."""
         raise NotImplementedError
 
+    # ------------------------------------------------------------------ study statistics
+    def replicate_scores(self, labels: np.ndarray, outputs: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """The primary metric under each row of integer case weights ``(B, N)`` (a bootstrap replicate is one row):
+        what the two-level bootstrap of a study resamples. ``labels``/``outputs`` are ``(N, K)``."""
+        raise NotImplementedError(f"task {self.name} has no bootstrap of its metric")
+
+    def constant_score(self, train_labels: np.ndarray | None, labels: np.ndarray | None) -> float:
+        """The metric of a model that ignores the image (a constant prediction fitted to ``train_labels``), on
+        ``labels``: a trial no better than this did not learn. NaN where unknown."""
+        return math.nan
+
+    def default_margin(self, reference: float) -> float:
+        """The non-inferiority margin when ``study.margin`` is not set, given the reference's metric."""
+        return 0.02
+
+    def collapse_reason(self, metrics: dict[str, Any]) -> str | None:
+        """Why a finished trial counts as *degenerate* (its model did not learn), or None.
+
+        * its validation score at the chosen epoch is no better than a constant predictor's;
+        * its test score's CI lies entirely on the wrong side of the constant predictor's score.
+
+        The constant predictor's scores come from ``metrics["constant"]`` (``{"val", "test"}``, written by the study's
+        trial) or, where it does not depend on the data (AUC: 0.5, Dice: 0), from :meth:`constant_score`.
+        A non-finite training loss already fails the trial (``TrainingFailed``).
+        """
+        const = metrics.get("constant") or {}
+        label = self.metric_label
+
+        def constant(which: str) -> float:
+            v = const.get(which)
+            v = self.constant_score(None, None) if v is None else v
+            return float(v) if v is not None and math.isfinite(float(v)) else math.nan
+
+        def better(a: float, b: float) -> bool:
+            return a > b if self.higher_is_better else a < b
+
+        reasons = []
+        val = metrics.get("val") if isinstance(metrics.get("val"), dict) else {}
+        v, c = _float(val.get("score", val.get(self.metric or ""))), constant("val")
+        if math.isfinite(v) and math.isfinite(c) and not better(v, c):
+            reasons.append(
+                f"validation {label} {v:.3f} at the chosen epoch is no better than a constant predictor's {c:.3f}"
+            )
+        ci = metrics.get("score_ci") or metrics.get(f"{self.metric}_ci") or [None, None]
+        lo, hi = (_float(x) for x in (list(ci) + [None, None])[:2])
+        c = constant("test")
+        worse_side = hi if self.higher_is_better else lo
+        if math.isfinite(worse_side) and math.isfinite(c) and better(c, worse_side):
+            reasons.append(
+                f"test {label} 95% CI [{lo:.3f}, {hi:.3f}] lies entirely "
+                f"{'below' if self.higher_is_better else 'above'} a constant predictor's {c:.3f}"
+            )
+        return "; ".join(reasons) or None
+
     def logme_targets(self, column: np.ndarray) -> list[np.ndarray]:
         """The target vectors LogME scores for one known label column (its evidence is averaged over them)."""
         return []
@@ -117,6 +171,25 @@ class TaskKind:
     def label_table(self, labels: np.ndarray, names: list[str]) -> tuple[list[str], list[list[str]], list[str]]:
         """What ``data inspect`` shows of the labels: a table (header, rows) and problems found."""
         return ([], [], [])
+
+
+def _float(v: Any) -> float:
+    try:
+        return float(v) if v is not None else math.nan
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def nanmean_rows(columns: list[np.ndarray], rows: int) -> np.ndarray:
+    """The mean over ``columns`` (each ``(rows,)``) ignoring NaN, NaN where all are NaN, without warnings."""
+    if not columns:
+        return np.full(rows, np.nan)
+    stack = np.stack(columns, axis=1)
+    finite = np.isfinite(stack)
+    count = finite.sum(axis=1)
+    out = np.full(rows, np.nan)
+    np.divide(np.where(finite, stack, 0.0).sum(axis=1), count, out=out, where=count > 0)
+    return out
 
 
 def with_score(kind: TaskKind, metrics: dict[str, Any]) -> dict[str, Any]:

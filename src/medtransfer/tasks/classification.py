@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from medtransfer.errors import ConfigError
 from medtransfer.evaluation.calibration import calibration_metrics
 from medtransfer.evaluation.metrics import choose_threshold, macro_auc, per_label_auc, summarize
-from medtransfer.evaluation.stats import delong_test
-from medtransfer.tasks.base import TASK_KINDS, TaskKind
+from medtransfer.evaluation.stats import delong_test, weighted_auc
+from medtransfer.tasks.base import TASK_KINDS, TaskKind, nanmean_rows
 
 
 @dataclass
@@ -209,6 +209,14 @@ class _Classification(TaskKind):
         mean = {k: float(np.nanmean([r[src] for r in res])) if res else math.nan for k, src in
                 (("delta", "diff"), ("a", "auc_a"), ("b", "auc_b"))}  # fmt: skip
         return {**mean, "p_value": math.nan, "se": math.nan, "z": math.nan}
+
+    def replicate_scores(self, labels: np.ndarray, outputs: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """The macro AUC (mean over label columns, one-vs-rest for classes) under each row of case weights."""
+        per_label = [weighted_auc(labels[:, k], outputs[:, k], weights) for k in range(labels.shape[1])]
+        return nanmean_rows(per_label, len(weights))
+
+    def constant_score(self, train_labels: np.ndarray | None, labels: np.ndarray | None) -> float:
+        return 0.5  # a constant score ranks every pair as a tie
 
 
 class Binary(_Classification):

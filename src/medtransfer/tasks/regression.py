@@ -7,7 +7,8 @@
 * metrics: MAE (primary, lower is better), RMSE and R², with patient-bootstrap 95 % CIs
   (:mod:`medtransfer.evaluation.regression`);
 * splits are stratified by quantile bins of the first target (5 bins), patient-grouped like the others;
-* paired test between two models on the same images: Wilcoxon signed-rank of the per-image absolute errors.
+* paired test between two models on the same images: a paired bootstrap over images of the MAE difference, so
+  the sign of ΔMAE and its test are about the same statistic.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 
 from medtransfer.errors import ConfigError
 from medtransfer.evaluation.regression import paired_errors_test, regression_metrics
-from medtransfer.tasks.base import TASK_KINDS, TaskKind
+from medtransfer.tasks.base import TASK_KINDS, TaskKind, nanmean_rows
 
 LOSSES = ("l1", "mse", "huber")
 STRATA_BINS = 5
@@ -94,7 +95,7 @@ class Regression(TaskKind):
     unit_interval = False
     metric_floor = 0.0
     probabilities = False
-    paired_test = "Wilcoxon signed-rank test of per-image absolute errors"
+    paired_test = "paired bootstrap of the MAE difference over images"
     secondary_metrics = ("rmse", "r2")
     several_columns = True
 
@@ -151,7 +152,29 @@ class Regression(TaskKind):
     def paired(self, labels: np.ndarray, outputs_a: np.ndarray, outputs_b: np.ndarray) -> dict[str, float]:
         res = paired_errors_test(labels, outputs_a, outputs_b)
         a, b = self.validation_score(labels, outputs_a), self.validation_score(labels, outputs_b)
-        return {"delta": res["delta_mae"], "p_value": res["p_value"], "a": a, "b": b, "se": math.nan, "z": math.nan}
+        return {"delta": res["delta_mae"], "p_value": res["p_value"], "a": a, "b": b, "se": res["se"], "z": math.nan}
+
+    def replicate_scores(self, labels: np.ndarray, outputs: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """The MAE (mean over targets) under each row of case weights ``(B, N)``."""
+        per_target = []
+        for k in range(labels.shape[1]):
+            known = np.isfinite(labels[:, k]) & np.isfinite(outputs[:, k])
+            w = weights[:, known]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                per_target.append(w @ np.abs(outputs[known, k] - labels[known, k]) / w.sum(axis=1))
+        return nanmean_rows(per_target, len(weights))
+
+    def constant_score(self, train_labels: np.ndarray | None, labels: np.ndarray | None) -> float:
+        """The MAE of predicting the training mean of each target (NaN without labels)."""
+        if train_labels is None or labels is None or not np.isfinite(train_labels).any():
+            return math.nan
+        mean = np.nanmean(train_labels, axis=0)
+        err = np.abs(labels - mean[None, :])
+        return float(np.nanmean(np.nanmean(err, axis=0))) if np.isfinite(err).any() else math.nan
+
+    def default_margin(self, reference: float) -> float:
+        """5 % of the reference's MAE: an MAE has no scale of its own (pixels, mm, years)."""
+        return 0.05 * abs(reference) if math.isfinite(reference) else math.nan
 
     def prediction_columns(self, names: list[str]) -> list[str]:
         return [f"pred_{n}" for n in names]

@@ -4,6 +4,8 @@ foreground classes (higher is better, in [0, 1]) with a bootstrap CI over cases.
 
 from __future__ import annotations
 
+import numpy as np
+
 from medtransfer.tasks.base import TASK_KINDS, TaskKind
 
 
@@ -16,6 +18,17 @@ class Segmentation(TaskKind):
     unit_interval = True
     volumetric = True
     paired_test = "paired t (per-case Dice)"
+
+    def replicate_scores(self, labels: np.ndarray, outputs: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """Mean per-case Dice under each row of case weights; ``outputs[:, 0]`` is each case's Dice (labels unused)."""
+        dice = outputs[:, 0]
+        known = np.isfinite(dice)
+        w = weights[:, known]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return w @ dice[known] / w.sum(axis=1)
+
+    def constant_score(self, train_labels: np.ndarray | None, labels: np.ndarray | None) -> float:
+        return 0.0  # an empty mask
 
     def prediction_columns(self, names: list[str]) -> list[str]:
         return [f"dice_{n}" for n in names]

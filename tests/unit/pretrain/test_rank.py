@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import yaml
 
 from medtransfer.config import PretrainConfig, from_dict
 from medtransfer.errors import UserError
+from medtransfer.pretrain import features as features_mod
 from medtransfer.pretrain.build import pretrain_run
-from medtransfer.pretrain.rank import logme, logme_evidence, rank_sources
+from medtransfer.pretrain.rank import (
+    load_target,
+    logme,
+    logme_evidence,
+    rank_sources,
+    score_features,
+    score_source,
+    source_features,
+)
 
 
 def direct_evidence(f, y, alpha, beta) -> float:
@@ -91,3 +102,40 @@ def test_logme_ranks_features_for_a_regression_target():
     informative = np.hstack([y + rng.normal(0, 0.5, y.shape), rng.normal(size=(300, 7))])
     noise = rng.normal(size=(300, 8))
     assert logme(informative, y, "regression") > logme(noise, y, "regression")
+
+
+def test_score_source_is_features_once_then_scores_on_any_subset(setting):
+    """score_source = source_features + score_features; a subset of the rows scores as features of the subset."""
+    from medtransfer.pretrain.catalogue import lookup
+
+    sources, target = setting
+    tgt = load_target(str(target))
+    src = lookup("site-sup", sources)
+    row = score_source("site-sup", src, tgt)
+    feats = source_features(src, tgt)
+    labels = tgt.labels[tgt.indices]
+    assert feats.shape[0] == len(tgt.indices)
+    assert score_features(feats, labels, tgt.task, seed=tgt.seed) == pytest.approx((row.logme, row.probe_auc))
+    half = np.arange(len(tgt.indices) // 2)
+    sub = source_features(src, dataclasses.replace(tgt, indices=tgt.indices[half]))
+    assert score_features(feats[half], labels[half], tgt.task) == pytest.approx(
+        score_features(sub, labels[half], tgt.task)
+    )
+
+
+def test_score_features_where_the_probe_is_undefined(monkeypatch):
+    """Too few images of a class, a regression target, no images: a NaN probe AUC, never an error."""
+    rng = np.random.default_rng(0)
+    score, auc = score_features(rng.normal(size=(3, 4)), np.array([[0.0], [1.0], [1.0]]), "binary")
+    assert np.isfinite(score) and np.isnan(auc)
+    score, auc = score_features(rng.normal(size=(30, 4)), rng.normal(size=(30, 1)), "regression")
+    assert np.isfinite(score) and np.isnan(auc)
+    assert all(np.isnan(score_features(np.zeros((0, 4)), np.zeros((0, 1)), "binary")))
+    y = (np.arange(40) % 2).astype(float)[:, None]
+
+    def refuses(*args, **kwargs):
+        raise ValueError("n_splits=3 cannot be greater than the number of members in each class")
+
+    monkeypatch.setattr(features_mod, "cv_probe_auc", refuses)
+    score, auc = score_features(np.c_[y, rng.normal(size=(40, 3))], y, "binary")
+    assert np.isfinite(score) and np.isnan(auc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -11,10 +12,14 @@ from scipy import stats as sps
 
 from medtransfer.evaluation.stats import delong_test, paired_test
 from medtransfer.reporting.compare import (
+    MEAN_OVER_N,
+    _rank_corr,
     choose_reference,
     delong_comparisons,
     matches_baseline,
+    min_two_sided_p,
     paired_seed_tests,
+    ranking_by_n,
     ranking_vs_realised,
 )
 from medtransfer.reporting.tables import normalise_trials, summary_table
@@ -132,11 +137,111 @@ def test_ranking_vs_realised_uses_common_sizes_and_scipy_correlations():
     assert table["auc:ft"].tolist() == pytest.approx([0.70, 0.72, 0.65, 0.60])
     assert table["rank:ft"].tolist() == [2, 1, 3, 4]
     row = corr.iloc[0]
-    assert row["n_labels"] == "10" and row["n_sources"] == 4
+    assert row["n_labels"] == "10" and row["n_sources"] == 4 and row["n_label"] == MEAN_OVER_N
     scores, realised = [4, 3, 2, 1], [0.70, 0.72, 0.65, 0.60]
     assert row["spearman"] == pytest.approx(sps.spearmanr(scores, realised).statistic)
     assert row["kendall"] == pytest.approx(sps.kendalltau(scores, realised).statistic)
     assert (row["best_predicted"], row["best_realised"]) == ("a", "b")
+
+
+def _brute_force_p(x, y, statistic) -> float:
+    """Two-sided p over every ordering of ``x`` against ``y``, by enumeration."""
+    seen = statistic(x, y)
+    null = np.array([statistic(np.array(p), y) for p in itertools.permutations(x)])
+    tol = 1e-9
+    return min(1.0, 2 * min(np.mean(null >= seen - tol), np.mean(null <= seen + tol)))
+
+
+def test_exact_p_for_a_perfect_order_of_four_sources_is_2_of_24():
+    x = np.array([4.0, 3.0, 2.0, 1.0])
+    for y in (x * 0.1, -x):
+        r = _rank_corr(x, y)
+        assert abs(r["spearman"]) == 1.0 and abs(r["kendall"]) == 1.0
+        assert r["spearman_p"] == pytest.approx(2 / 24) and r["kendall_p"] == pytest.approx(2 / 24)
+        assert r["spearman_exact"] and r["kendall_exact"] and r["min_p"] == pytest.approx(2 / 24)
+    assert sps.spearmanr(x, x).pvalue < 0.001  # the asymptotic p this replaces
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_exact_p_values_match_enumeration_with_and_without_ties(seed):
+    rng = np.random.default_rng(seed)
+    n = 4 + seed  # up to 6! = 720 orderings to enumerate
+    x, y = rng.integers(0, 4, size=n).astype(float), rng.normal(size=n)  # x has ties
+    if np.ptp(x) == 0:
+        x[0] += 1
+    for a, b in ((x, y), (y, y + rng.normal(size=n))):
+        r = _rank_corr(a, b)
+        spearman = _brute_force_p(sps.rankdata(a), sps.rankdata(b), lambda u, v: np.corrcoef(u, v)[0, 1])
+        kendall = _brute_force_p(a, b, lambda u, v: sps.kendalltau(u, v).statistic)
+        assert r["spearman"] == pytest.approx(sps.spearmanr(a, b).statistic)
+        assert r["kendall"] == pytest.approx(sps.kendalltau(a, b).statistic)
+        assert r["spearman_p"] == pytest.approx(spearman) and r["kendall_p"] == pytest.approx(kendall)
+        assert r["spearman_exact"] and r["kendall_exact"] and r["min_p"] == pytest.approx(2 / math.factorial(n))
+
+
+def test_many_sources_fall_back_to_asymptotic_spearman():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=10), rng.normal(size=10)
+    r = _rank_corr(x, y)
+    assert not r["spearman_exact"] and r["spearman_p"] == pytest.approx(sps.spearmanr(x, y).pvalue)
+    assert r["kendall_exact"] and r["kendall_p"] == pytest.approx(sps.kendalltau(x, y, method="exact").pvalue)
+    assert math.isnan(_rank_corr(x[:2], y[:2])["spearman_p"]) and math.isnan(_rank_corr(x, np.ones(10))["min_p"])
+
+
+def test_smallest_attainable_p():
+    assert [round(min_two_sided_p(n), 4) for n in (3, 4, 5, 8)] == [0.3333, 0.0833, 0.0167, 0.0]
+    assert math.isnan(min_two_sided_p(2))
+
+
+def _per_n_ranking(scores_at: dict[str, dict[str, float]]) -> dict:
+    by_n = [
+        {
+            "n_label": lab,
+            "n": 40 if lab == "all" else int(lab),
+            "n_images": 40 if lab == "all" else int(lab),
+            "rows": [{"arm_source": s, "source": s, "score": v, "probe_auc": None} for s, v in scores.items()],
+        }
+        for lab, scores in scores_at.items()
+    ]
+    pool = [{"arm_source": s, "score": v, "seconds": 1.0} for s, v in scores_at["all"].items()]
+    return {"method": "logme", "n_images": 40, "rows": pool, "by_n": by_n}
+
+
+@pytest.mark.parametrize("numeric_labels", [False, True])
+def test_ranking_vs_realised_per_n(numeric_labels):
+    summary = _four_sources()  # ft at N=10: a .70 b .72 c .60 d .65; N=20: a .80 b .78 c .70 (d none)
+    if numeric_labels:  # a study whose sizes have no 'all' comes back with integer size labels
+        summary["n_label"] = summary["n_label"].astype(int)
+    ranking = _per_n_ranking(
+        {
+            "10": {"a": 1.0, "b": 2.0, "c": -1.0, "d": 0.0},  # the realised order at 10: b a d c
+            "20": {"a": 3.0, "b": 2.0, "c": 1.0, "d": 0.0},  # at 20: a b c (d has no result)
+            "all": {"a": 0.0, "b": 1.0, "c": 2.0, "d": 3.0},  # no arm ran at 'all' yet: no row
+        }
+    )
+    table, corr = ranking_vs_realised(summary, ranking)
+    assert corr["n_label"].tolist() == ["10", "20"] and MEAN_OVER_N not in set(corr["n_label"])
+    assert corr["n"].tolist() == [10, 20] and corr["n_sources"].tolist() == [4, 3]
+    at10, at20 = corr.iloc[0], corr.iloc[1]
+    assert at10["spearman"] == 1.0 and at10["spearman_p"] == pytest.approx(2 / 24)
+    assert at10["min_p"] == pytest.approx(2 / 24) and (at10["best_predicted"], at10["best_realised"]) == ("b", "b")
+    assert at20["spearman"] == 1.0 and at20["spearman_p"] == pytest.approx(2 / 6) and at20["best_realised"] == "a"
+    # the table keeps the whole-pool order and adds the score and predicted rank at each N
+    assert table["arm_source"].tolist() == ["d", "c", "b", "a"]
+    assert table["predicted_rank@10"].tolist() == [3, 4, 1, 2] and table["score@20"].tolist() == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_ranking_by_n_reads_nulls_and_old_files():
+    ranking = _per_n_ranking({"10": {"a": None, "b": 1.0}, "all": {"a": 2.0, "b": 1.0}})
+    long = ranking_by_n(ranking)
+    assert long[["n_label", "arm_source", "predicted_rank"]].values.tolist() == [
+        ["10", "b", 1],
+        ["10", "a", 2],
+        ["all", "a", 1],
+        ["all", "b", 2],
+    ]
+    assert long["probe_auc"].isna().all() and math.isnan(long.loc[1, "score"])
+    assert ranking_by_n({"rows": []}).empty and ranking_by_n(None).empty
 
 
 def test_ranking_with_too_few_sources_has_no_correlation():

@@ -39,6 +39,11 @@ def test_writes_every_output(report):
         "paired_differences",
         "report_md",
         "report_html",
+        "findings",
+        "findings_txt",
+        "noninferiority",
+        "curve_fits",
+        "curve_fits_figure",
     }
     for key in ("learning_curves", "paired_differences"):
         assert report[key].parent.name == "figures" and report[key].read_bytes()[:8] == PNG_MAGIC
@@ -99,11 +104,19 @@ def test_paired_across_seeds_section(md):
     assert "| cxr-ssl/recipe | 20 | 1 |" in section and "![Per-seed AUC difference" in section
 
 
-def test_matches_baseline_section(md):
-    section = md.split("## Smallest N that matches the baseline")[1].split("## ")[0]
-    assert "mean test AUC over seeds at N is ≥ the baseline's mean AUC at the same N" in section
-    assert re.search(r"\| scratch/finetune \| all \(40\) \| 0\.\d{3} \| 0\.\d{3} \| 3 \|", section)
-    assert re.search(r"\| cxr-ssl/recipe \| 10 \|", section)
+def test_matches_baseline_is_non_inferiority_with_a_margin(md, report):
+    """'Matches the baseline' is no longer 'mean ≥ the baseline's mean': the Δ CI must stay within the margin.
+    cxr-ssl/recipe's mean beats radiomics' at N = 10 (0.793 vs 0.777) but its CI reaches far below −0.02."""
+    section = md.split("## Smallest N that matches the baseline (non-inferiority)")[1].split("## ")[0]
+    assert "non-inferiority, margin 0.02" in section
+    ni = pd.read_csv(report["noninferiority"], dtype={"n_label": str})
+    assert (ni["non_inferior"] == (ni["ci_lo"] > -ni["margin"])).all()
+    for arm, g in ni.groupby("arm"):
+        hit = g[g["non_inferior"]]
+        where = "never" if hit.empty else hit["n_label"].iloc[0]
+        assert re.search(rf"\| {re.escape(arm)} \| {re.escape(where)}", section), (arm, where)
+    ten = ni[(ni["arm"] == "cxr-ssl/recipe") & (ni["n_label"] == "10")].iloc[0]
+    assert ten["arm_mean"] > ten["reference_mean"] and not ten["non_inferior"]
 
 
 def test_ranking_section(md, study):
@@ -115,13 +128,13 @@ def test_ranking_section(md, study):
     )
     assert f"| 1 | cxr-ssl | 1.300 | 4.0 | no result | {realised:.3f} [1] |" in section
     assert "| 2 | imagenet | 0.400 | 2.5 | no result | no result |" in section
-    assert "| recipe | 1 | 10, 20, all | — | — | yes |" in section
+    assert "| recipe | mean over 10, 20, all | 1 | — | — | — | yes |" in section  # no by_n: the mean over N
 
 
 def test_discussion_and_html(report, md, study, notes_md):
     assert md.rstrip().split("## Discussion")[1].split("## Files")[0].strip() == notes_md
     page = report["report_html"].read_text(encoding="utf-8")
-    assert page.count('<img alt="') == 2 and page.count('src="data:image/png;base64,') == 2
+    assert page.count('<img alt="') == 3 and page.count('src="data:image/png;base64,') == 3  # + the curve fits
     assert not re.search(r"https?://|<script|<link|url\(", page)
     assert html.escape(study.failed_error) in page
     assert "<strong>helps</strong>" in page and "<li>scratch catches up at N=all</li>" in page
@@ -177,10 +190,52 @@ def test_ranking_failure_probe_column_and_correlations(tmp_path):
     md = write_report(t, tmp_path / "b", ranking={"method": "logme", "rows": rows})["report_md"].read_text("utf-8")
     assert "| predicted rank | source | logme score | probe AUC | seconds | AUC (ft) [rank] |" in md
     assert "| 1 | s2 | 0.900 | — | — | 0.600 [2] |" in md and "| 2 | s1 | 0.500 | 0.810 | 1.0 | 0.700 [1] |" in md
-    rho = sps.spearmanr([0.9, 0.5, 0.1], [0.6, 0.7, 0.5])
-    tau = sps.kendalltau([0.9, 0.5, 0.1], [0.6, 0.7, 0.5])
-    want = f"| ft | 3 | 10 | {rho.statistic:.3f} (p={rho.pvalue:.3f}) | {tau.statistic:.3f} (p={tau.pvalue:.3f}) | no |"
+    rho = sps.spearmanr([0.9, 0.5, 0.1], [0.6, 0.7, 0.5]).statistic
+    tau = sps.kendalltau([0.9, 0.5, 0.1], [0.6, 0.7, 0.5]).statistic
+    # 3 sources: 6 orderings, ρ = 0.5 is reached or beaten by 3 of them, ρ ≤ 0.5 by 5, so p = 2 × 3/6 = 1
+    want = f"| ft | mean over 10 | 3 | {rho:.3f} (p=1.000) | {tau:.3f} (p=1.000) | 0.333 | no |"
     assert want in md
+    assert "With 3 sources the smallest possible two-sided p is 0.333: no correlation here can be significant" in md
+
+
+def test_ranking_section_per_n(tmp_path):
+    """A ranking.json with by_n: correlations per strategy and N, with exact p and what 4 sources allow."""
+    aucs = {"10": [0.70, 0.65, 0.60, 0.55], "20": [0.80, 0.85, 0.75, 0.70]}  # s1..s4
+    t = pd.DataFrame(
+        [
+            {"arm": f"s{i + 1}/ft", "source": f"s{i + 1}", "strategy": "ft", "n_label": lab, "n": int(lab), "auc": v}
+            for lab, values in aucs.items()
+            for i, v in enumerate(values)
+        ]
+    )
+    t = t.assign(id=[f"t{i}" for i in range(len(t))], seed=0, status="done")
+
+    def rows(scores, probe=None):
+        return [
+            {"arm_source": f"s{i + 1}", "source": f"s{i + 1}", "score": v, "probe_auc": probe}
+            for i, v in enumerate(scores)
+        ]
+
+    ranking = {
+        "method": "logme",
+        "n_images": 20,
+        "rows": [r | {"seconds": 1.0} for r in rows([1.0, 3.0, 2.0, 0.0], 0.75)],
+        "by_n": [
+            {"n_label": "10", "n": 10, "n_images": 10, "rows": rows([4.0, 3.0, 2.0, 1.0])},
+            {"n_label": "20", "n": 20, "n_images": 20, "rows": rows([1.0, 3.0, 2.0, 0.0], 0.75)},
+        ],
+    }
+    md = write_report(t, tmp_path, ranking=ranking)["report_md"].read_text(encoding="utf-8")
+    section = md.split("## Transferability ranking vs realised order")[1].split("\n## ")[0]
+    assert "on the N labelled images the arms of that size train on" in section
+    assert "| predicted rank | source | logme score, pool | probe AUC | seconds | AUC (ft) [rank] |" in section
+    assert "| source | N=10 | N=20 |" in section and "| s1 | 4.000 [1] | 1.000 [3] |" in section
+    header = "| strategy | N | sources | Spearman ρ (exact p) | Kendall τ (exact p) | smallest possible p |"
+    assert header + " predicted best = realised best |" in section
+    assert "| ft | 10 | 4 | 1.000 (p=0.083) | 1.000 (p=0.083) | 0.083 | yes |" in section  # not p<0.001
+    assert "| ft | 20 | 4 | 0.800 (p=0.333) | 0.667 (p=0.333) | 0.083 | yes |" in section
+    assert "| ft | mean over" not in section
+    assert "With 4 sources the smallest possible two-sided p is 0.083: no correlation here can be significant" in md
 
 
 def test_multi_label_report(study_factory, tmp_path):

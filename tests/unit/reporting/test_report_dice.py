@@ -22,7 +22,7 @@ from scipy import stats as sps
 from medtransfer.evaluation.stats import paired_test
 from medtransfer.reporting import format_summary_table, write_report
 from medtransfer.reporting.compare import case_comparisons
-from medtransfer.reporting.tables import CI_BOOTSTRAP, CI_T, normalise_trials, result_columns, results_table
+from medtransfer.reporting.tables import CI_BOOTSTRAP, CI_TWO_LEVEL, normalise_trials, result_columns, results_table
 from medtransfer.segmentation.metrics import summarize_segmentation
 
 CLASSES = ("Anterior", "Posterior")
@@ -161,6 +161,10 @@ def test_writes_dice_outputs(seg_report):
         "paired_differences",
         "report_md",
         "report_html",
+        "findings",
+        "findings_txt",
+        "curve_fits",
+        "curve_fits_figure",
     }
     assert seg_report["paired_cases"].name == "paired_cases.csv"
     assert not (seg_report["report_md"].parent / "delong.csv").exists()
@@ -212,10 +216,10 @@ def test_summary_matches_pandas(seg, seg_report):
         if len(g) >= 2:
             lo, hi = sps.t.interval(0.95, len(g) - 1, loc=g["dice"].mean(), scale=sps.sem(g["dice"]))
             assert row["dice_sd"] == pytest.approx(g["dice"].std(ddof=1))
-            assert (row["dice_ci_lo"], row["dice_ci_hi"]) == pytest.approx(
+            assert (row["dice_t_lo"], row["dice_t_hi"]) == pytest.approx(
                 (max(lo, 0.0), min(hi, 1.0))
             )  # clipped to [0, 1]
-            assert row["ci_method"] == CI_T
+            assert row["ci_method"] == CI_TWO_LEVEL
         else:
             assert (row["dice_ci_lo"], row["dice_ci_hi"]) == pytest.approx(
                 (g["dice_ci_lo"].iloc[0], g["dice_ci_hi"].iloc[0])
@@ -275,7 +279,8 @@ def test_paired_across_seeds_uses_per_seed_dice(seg, seg_report, seg_md):
             assert got["n_pairs"] == want["n"] and got["mean_diff"] == pytest.approx(want["mean_diff"])
             assert got["p_value"] == pytest.approx(want["p_value"], nan_ok=True)
     assert "### (b) Paired test of per-seed Dice across seeds" in seg_md
-    assert "| arm | N | pairs | mean ΔDice ± sd | paired t p | Wilcoxon p |" in seg_md
+    assert "| arm | N | pairs | mean ΔDice ± sd | paired t p |" in seg_md  # 2 seeds: no Wilcoxon column
+    assert "no Wilcoxon column: with 2 seeds its smallest possible p is 0.50" in seg_md
 
 
 def test_report_says_dice_never_auc(seg_report, seg_md, seg):

@@ -12,7 +12,7 @@ from scipy import stats as sps
 
 from medtransfer.reporting.tables import (
     CI_BOOTSTRAP,
-    CI_T,
+    CI_TWO_LEVEL,
     RESULT_COLUMNS,
     format_summary_table,
     mean_ci,
@@ -60,8 +60,9 @@ def test_summary_matches_direct_computation(study, report):
         if len(g) >= 2:
             lo, hi = sps.t.interval(0.95, len(g) - 1, loc=g["auc"].mean(), scale=sps.sem(g["auc"]))
             assert row["auc_sd"] == pytest.approx(g["auc"].std(ddof=1))
-            assert (row["auc_ci_lo"], row["auc_ci_hi"]) == pytest.approx((max(lo, 0.0), min(hi, 1.0)))  # clipped
-            assert row["ci_method"] == CI_T
+            assert (row["auc_t_lo"], row["auc_t_hi"]) == pytest.approx((max(lo, 0.0), min(hi, 1.0)))  # clipped
+            assert row["ci_method"] == CI_TWO_LEVEL  # the shown CI: seeds, then test images
+            assert 0 <= row["auc_ci_lo"] < row["auc_ci_hi"] <= 1
         else:  # one seed: that trial's bootstrap CI
             assert (row["auc_ci_lo"], row["auc_ci_hi"]) == pytest.approx(
                 (g["auc_ci_lo"].iloc[0], g["auc_ci_hi"].iloc[0])
@@ -113,7 +114,7 @@ def test_format_summary_table(study, report):
     text = format_summary_table(_read(report["summary"]))
     lines = text.splitlines()
     assert lines[0].split() == ["arm", "N=10", "N=20", "N=all", "(40)"]
-    s = summary_table(normalise_trials(study.trials)).set_index(["arm", "n_label"])
+    s = _read(report["summary"]).set_index(["arm", "n_label"])
     r = s.loc[("cxr-ssl/recipe", "10")]
     assert f"{r['auc_mean']:.3f} [{r['auc_ci_lo']:.3f}, {r['auc_ci_hi']:.3f}]" in text
     assert len(lines) == 2 + 3

@@ -29,11 +29,19 @@ def test_a_regression_study_is_scored_by_mae(tmp_path, study_config):
     summary = pd.read_csv(tmp_path / "s" / "summary.csv")
     assert "mae_mean" in summary.columns and summary["mae_mean"].gt(1).any()  # in years: not an AUC's range
     per_image = pd.read_csv(tmp_path / "s" / "paired_images.csv")
-    assert {"mae_arm", "mae_ref", "diff", "p_value"} <= set(per_image.columns) and len(per_image) == 4
+    # two epochs on 16-96 phantoms: a net trial may not beat predicting the mean age; it is then degenerate, named in
+    # the ledger and the report, and left out of the tests (each learned trial gets one per-image test)
+    learned = [r for r in rows if r["arm"] != "radiomics" and r["degenerate"] is None]
+    degenerate = [r for r in rows if r["degenerate"]]
+    assert all("constant predictor" in r["degenerate"] for r in degenerate)
+    assert {"mae_arm", "mae_ref", "diff", "p_value"} <= set(per_image.columns) and len(per_image) == len(learned)
+    assert results["degenerate"].notna().sum() == len(degenerate)
     md = (tmp_path / "s" / "report.md").read_text()
     assert "Mean test MAE (lower is better) by arm and N" not in md  # the heading names the metric ...
     assert "## Mean test MAE by arm and N" in md and "lower is better" in md  # ... and its direction is stated
-    assert "Wilcoxon signed-rank test of per-image absolute errors" in md and "DeLong" not in md
+    assert "paired bootstrap of the MAE difference over images" in md and "DeLong" not in md
+    if degenerate:
+        assert "### Degenerate trials" in md and degenerate[0]["degenerate"].split(";")[0] in md
     best = summary.groupby("n_label")["mae_mean"].min()
     for n_label, value in best.items():  # the bold cell of each N is its lowest MAE
         assert f"**{value:.3f}**" in md, (n_label, value)

@@ -67,7 +67,7 @@ def test_regression_metrics_and_paired_test():
     assert m["metric"] == "mae" and m["score"] == m["mae"] and m["mae_ci"][0] < m["mae"] < m["mae_ci"][1]
     assert 0.6 < m["mae"] < 1.0 and m["r2"] > 0.9 and m["per_target"]["age"]["n"] == 300
     res = kind.paired(y, good, bad)
-    assert res["delta"] < 0 and res["p_value"] < 1e-6  # a is better: its MAE is lower
+    assert res["delta"] < 0 and res["p_value"] < 0.001  # a is better: its MAE is lower (bootstrap p: 1/2001 at least)
     assert kind.validation_score(y, good) == pytest.approx(m["mae"])
 
 
