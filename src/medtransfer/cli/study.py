@@ -76,7 +76,7 @@ def report(
 ) -> None:
     """Rebuild results.csv, summary.csv, report.md and report.html from a study's ledger."""
     from medtransfer.errors import UserError
-    from medtransfer.studies.ledger import open_existing
+    from medtransfer.studies.ledger import LEDGER_FILE, open_existing
     from medtransfer.studies.report import compare_arms, report_study
 
     if notes is not None and not notes.is_file():
@@ -87,8 +87,13 @@ def report(
         if not sep or not arm or not ref:
             raise UserError(f"--pair {item!r}: write ARM:REFERENCE, e.g. cxr-ssl/romero:cxr-ssl/finetune")
         pairs.append((arm, ref))
-    with open_existing(study_dir) as ledger:
-        counts = ledger.counts()
+    if not (Path(study_dir) / LEDGER_FILE).exists() and (Path(study_dir) / "results.csv").is_file():
+        import pandas as pd  # a committed results folder (docs/results/*): its counts from results.csv
+
+        counts = pd.read_csv(Path(study_dir) / "results.csv")["status"].value_counts().to_dict()
+    else:
+        with open_existing(study_dir) as ledger:
+            counts = ledger.counts()
     table = compare_arms(study_dir, pairs) if pairs else None  # a misspelt arm fails before the report is rewritten
     report_study(study_dir, notes=notes)
     _print_summary(study_dir, counts)

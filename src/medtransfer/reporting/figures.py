@@ -113,8 +113,10 @@ def learning_curves(
     styles: Mapping[str, Mapping[str, Any]] | None = None,
     title: str = "",
     metric: str = "auc",
+    axis: str | None = None,
 ) -> Path | None:
     """Mean AUC (or Dice) vs N per arm with CI bands and per-seed points; baseline arms dashed. None if nothing to draw.
+    ``axis`` names the metric on the y axis (default: the metric and its direction; a regression names its target).
 
     Bands are clipped to [0, 1]: with two or three seeds a t-interval easily leaves the range an AUC (or a Dice)
     can take.
@@ -150,7 +152,7 @@ def learning_curves(
         keep = np.isfinite(x) & (x > 0)
         ax.scatter(x[keep], seeds[m.key].to_numpy(float)[keep], color=color, s=10, alpha=0.45, linewidths=0)
     _log_n_axis(ax, levels, _unit(m.key))
-    ax.set_ylabel(f"test {m.axis}: mean over seeds, 95% CI")
+    ax.set_ylabel(f"test {axis or m.axis}: mean over seeds, 95% CI")
     ax.set_title(title or "Learning curves")
     _legend(ax)
     return _save(fig, Path(path))

@@ -228,8 +228,42 @@ def arm_intervals(t: pd.DataFrame, rep: Replicates, key: str, seed: int = 0) -> 
     return pd.DataFrame(rows, columns=["arm", "n_label", f"{key}_boot_lo", f"{key}_boot_hi"])
 
 
-def compare(t: pd.DataFrame, rep: Replicates, arm: str, ref: str, level: str, seed: int = 0) -> dict[str, Any] | None:
-    """Δ = arm − ref at one N over the seeds both have (two-level bootstrap), or None when no seed pairs up."""
+SEED_LEVEL = "paired t across seeds (no per-image predictions: test-set noise not covered); Holm within family"
+
+
+def _seed_level(t: pd.DataFrame, arm: str, ref: str, level: str, key: str) -> dict[str, Any] | None:
+    """Δ = arm − ref from the per-seed scores alone, with a paired t-interval and test (a study without predictions)."""
+    from medtransfer.evaluation.stats import paired_test
+    from medtransfer.reporting.tables import mean_ci
+
+    at = t[t["n_label"] == level]
+    a = at[at["arm"] == arm].drop_duplicates("seed", keep="last")
+    r = at[at["arm"] == ref].drop_duplicates("seed", keep="last")
+    pairs = a.merge(r, on="seed", suffixes=("", "_ref"))
+    if pairs.empty:
+        return None
+    d = pairs[key].to_numpy(float) - pairs[f"{key}_ref"].to_numpy(float)
+    mean, _, lo, hi = mean_ci(d)
+    n_img = [m.get("n") for m in pairs["metrics"] if isinstance(m, dict) and m.get("n")]
+    return {
+        "arm_mean": float(pairs[key].mean()),
+        "reference_mean": float(pairs[f"{key}_ref"].mean()),
+        "delta": mean,
+        "ci_lo": lo,
+        "ci_hi": hi,
+        "p_value": paired_test(pairs[key].to_numpy(float), pairs[f"{key}_ref"].to_numpy(float))["p_value"],
+        "n_seeds": len(pairs),
+        "n_images": int(max(n_img)) if n_img else -1,
+    }
+
+
+def compare(
+    t: pd.DataFrame, rep: Replicates, arm: str, ref: str, level: str, seed: int = 0, key: str | None = None
+) -> dict[str, Any] | None:
+    """Δ = arm − ref at one N over the seeds both have (two-level bootstrap), or None when no seed pairs up. A study
+    with no per-image predictions at all (``rep`` empty) falls back to a paired t across seeds when ``key`` is given."""
+    if not rep.values and key is not None:
+        return _seed_level(t, arm, ref, level, key)
     a, r = _seed_trials(t, arm, level, rep), _seed_trials(t, ref, level, rep)
     pairs = a.merge(r, on="seed", suffixes=("", "_ref"))
     if pairs.empty:
@@ -328,10 +362,11 @@ def findings_table(
     levels = n_levels(t).set_index("n_label")["n"]
     flags = convergence_flags(t)
     excluded = t[t["degenerate"].notna()] if "degenerate" in t.columns else t.iloc[0:0]
-    by = ", by patient" if rep.by_patient else ""
     rows = []
-    for family, level, arm, ref in design_pairs(usable(t, m.key, keep_degenerate), m, baselines):
-        res = compare(t, rep, arm, ref, level, seed=seed)
+    u = usable(t, m.key, keep_degenerate)
+    method = METHOD.format(by=", by patient" if rep.by_patient else "") if rep.values else SEED_LEVEL
+    for family, level, arm, ref in design_pairs(u, m, baselines):
+        res = compare(u, rep, arm, ref, level, seed=seed, key=m.key)
         if res is None:
             continue
         n_excl = int(((excluded["n_label"] == level) & excluded["arm"].isin([arm, ref])).sum())
@@ -347,7 +382,7 @@ def findings_table(
                 **res,
                 "n_excluded": n_excl,
                 "not_converged": ", ".join(slow),
-                "method": METHOD.format(by=by),
+                "method": method,
             }
         )
     df = pd.DataFrame(rows, columns=[c for c in FINDINGS_COLUMNS if c not in ("p_holm", "p_bh", "verdict")])
@@ -374,7 +409,7 @@ def noninferiority(
         if arm == baseline or (t.loc[t["arm"] == arm, "kind"] == "baseline").all():
             continue
         for level in n_levels(t)["n_label"]:
-            res = compare(t, rep, arm, baseline, level, seed=seed)
+            res = compare(usable(t, m.key), rep, arm, baseline, level, seed=seed, key=m.key)
             if res is None:
                 continue
             mg = margin if margin is not None else kind.default_margin(res["reference_mean"])
@@ -425,7 +460,8 @@ def effect(row: dict[str, Any], m: Metric, unit: str = "") -> str:
     u = f" {unit}" if unit else ""
     delta = f"Δ {m.name} = {row['delta']:+.{d}f}{u} [{_num(row['ci_lo'], d)}, {_num(row['ci_hi'], d)}]"
     p = f"Holm-adjusted p = {_p(row['p_holm'])} of {int(row['family_size'])}"
-    base = f"{row['n_seeds']} seed{'s' if row['n_seeds'] != 1 else ''} × {row['n_images']} test images"
+    images = f"{int(row['n_images'])} test images" if row["n_images"] > 0 else "test images not recorded"
+    base = f"{row['n_seeds']} seed{'s' if row['n_seeds'] != 1 else ''} × {images}"
     tail = []
     if row.get("n_excluded", 0) > 0:
         tail.append(f"{row['n_excluded']} degenerate trial(s) excluded")

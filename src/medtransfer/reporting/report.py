@@ -52,6 +52,7 @@ from medtransfer.reporting.tables import (
     arm_order,
     calibration_table,
     format_summary_table,
+    label_names,
     metric_spec,
     n_levels,
     normalise_trials,
@@ -176,19 +177,24 @@ def write_report(
     if ref is not None:
         if dice:
             per_seed, per_seed_notes = case_comparisons(t, ref, predictions)
-            paths["paired_cases"] = _write_csv(per_seed, out / "paired_cases.csv")
+            if predictions is not None:  # without them an empty table would replace one an earlier report wrote
+                paths["paired_cases"] = _write_csv(per_seed, out / "paired_cases.csv")
         else:
             per_seed, per_seed_notes = delong_comparisons(t, ref, predictions, m.key)
             name = "delong.csv" if kind.paired_test == "DeLong test" else "paired_images.csv"
-            paths["delong"] = _write_csv(per_seed, out / name)
+            if predictions is not None:
+                paths["delong"] = _write_csv(per_seed, out / name)
         paired = paired_seed_tests(t, ref, m.key)
         diffs = seed_differences(t, ref, m.key)
         paths["paired"] = _write_csv(paired, out / "paired_tests.csv")
 
     fig_dir = out / "figures"
     styles = figures.arm_styles(arm_order(t), baselines)  # the same look per arm in both figures
+    targets = label_names(t) if not m.unit_interval else []  # a regression's target(s), named with their unit
+    axis = f"{m.name} of {', '.join(targets)}" + (f" in {unit}" if unit else "") if targets else m.name
+    axis += f" ({'higher' if m.higher_is_better else 'lower'} is better)"
     curve = figures.learning_curves(
-        summary, t, levels, fig_dir / "learning_curves.png", baselines=baselines, styles=styles, metric=m.key
+        summary, t, levels, fig_dir / "learning_curves.png", baselines=baselines, styles=styles, metric=m.key, axis=axis
     )
     diff_fig = None
     if ref is not None and not diffs.empty:
@@ -196,7 +202,7 @@ def write_report(
             diffs, levels, ref, fig_dir / "paired_differences.png", baselines=baselines, styles=styles, metric=m.key
         )
     fit_fig = figures.curve_fits(
-        curves, summary, fig_dir / "curve_fits.png", styles=styles, metric=m.key, target=target
+        curves, summary, fig_dir / "curve_fits.png", styles=styles, metric=m.key, target=target, axis=axis
     )
     if fit_fig:
         paths["curve_fits_figure"] = fit_fig

@@ -423,13 +423,20 @@ def findings_section(findings: Any, metric: str = "auc", unit: str = "") -> list
             if findings.notes:
                 blocks.append(BulletList([[n] for n in findings.notes[:_MAX_LISTED]]))
         return blocks
-    by = "by patient" if "by patient" in str(findings.table["method"].iloc[0]) else "by image"
+    method = str(findings.table["method"].iloc[0])
+    by = "by patient" if "by patient" in method else "by image"
+    how = (
+        f", 95% CI and p from a two-level bootstrap (seeds, then test images {by}, shared across seeds); "
+        if method.startswith("two-level")
+        else ", 95% CI and p from a paired t-test across seeds: this study has no per-image predictions, so the "
+        "test-set noise is not in the CI and the tests are weaker than a rerun's; "
+    )
     blocks.append(
         Paragraph(
             f"Generated from findings.csv: Δ{m.name} = arm − reference"
             + (f" ({unit})" if unit else "")
-            + f", 95% CI and p from a two-level bootstrap (seeds, then test images {by}, shared across seeds); "
-            "p-values are adjusted with Holm's method within each family of comparisons (Benjamini–Hochberg in the "
+            + how
+            + "p-values are adjusted with Holm's method within each family of comparisons (Benjamini–Hochberg in the "
             "CSV). 'Better' or 'worse' means Holm's p < 0.05; anything else reads 'no detectable difference'. "
             "The CIs are not adjusted for multiplicity, so a CI that excludes 0 can still read 'no detectable "
             f"difference'. {'Higher' if m.higher_is_better else 'Lower'} {m.name} is better."

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medtransfer.studies.ledger import open_existing
+from medtransfer.studies.ledger import LEDGER_FILE, open_existing
 from medtransfer.tasks.base import kind_of_metric, task_kind
 
 log = logging.getLogger(__name__)
@@ -78,11 +78,16 @@ def report_study(study_dir: str | Path, progress: bool = False, notes: str | Pat
     from medtransfer.reporting.report import write_report
 
     out = Path(study_dir)
-    with open_existing(out) as ledger:
-        config = json.loads(ledger.get_meta("config") or "{}")
-        metric = study_metric(ledger, config)
-    trials = trials_frame(out, metric)
-    predictions = prediction_loader(out, trials, metric)
+    if not (out / LEDGER_FILE).exists() and (out / "results.csv").is_file() and (out / "config.yaml").is_file():
+        config, trials, metric = results_only(out)  # a committed results folder: its CSVs and config, no trials
+        predictions = None
+        log.warning("%s has no ledger: the report is rebuilt from results.csv, without per-image tests", out)
+    else:
+        with open_existing(out) as ledger:
+            config = json.loads(ledger.get_meta("config") or "{}")
+            metric = study_metric(ledger, config)
+        trials = trials_frame(out, metric)
+        predictions = prediction_loader(out, trials, metric)
     study = config.get("study", {})
     reference = study.get("reference")
     if reference is None:
@@ -117,6 +122,24 @@ def report_study(study_dir: str | Path, progress: bool = False, notes: str | Pat
         unit=study.get("unit"),
         keep_degenerate=bool(study.get("keep_degenerate", False)),
     )
+
+
+def results_only(out: Path) -> tuple[dict, pd.DataFrame, str]:
+    """``(config, trials, metric)`` of a study folder that kept only ``results.csv`` and ``config.yaml`` (as the
+    committed ``docs/results/*`` do): trials without metrics or predictions, so findings use seed-level tests."""
+    import yaml
+
+    config = yaml.safe_load((out / "config.yaml").read_text()) or {}
+    results = pd.read_csv(out / "results.csv", dtype={"n_label": str, "id": str})
+    metric = task_kind(config["task"]).metric if config.get("task") else "auc"
+    if metric not in results.columns:
+        metric = next((m for m in ("auc", "mae", "dice") if m in results.columns), metric)
+    trials = results.copy()
+    trials["kind"] = np.where(trials["source"].isna(), "baseline", "net")  # a baseline arm has no source
+    trials["metrics"] = [{} for _ in range(len(trials))]
+    if "degenerate" not in trials.columns:
+        trials["degenerate"] = None
+    return config, trials, metric
 
 
 def study_metric(ledger, config: dict) -> str:

@@ -87,4 +87,4 @@ def test_detection_catches_console_errors_and_broken_images(chromium, tmp_path):
 def test_report_html_loads_clean_with_figures(chromium, report, tmp_path):
     console, widths = load_in_chromium(chromium, report["report_html"], tmp_path)
     assert console == []
-    assert widths is not None and len(widths) == 2 and all(w > 0 for w in widths)
+    assert widths is not None and len(widths) == 3 and all(w > 0 for w in widths)  # curves, fits, differences
