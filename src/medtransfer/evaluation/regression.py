@@ -96,7 +96,13 @@ def _mean(values: list[float]) -> float:
 
 
 def paired_errors_test(
-    targets: ArrayLike, pred_a: ArrayLike, pred_b: ArrayLike, *, n_boot: int = 2000, seed: int = 0
+    targets: ArrayLike,
+    pred_a: ArrayLike,
+    pred_b: ArrayLike,
+    *,
+    groups: ArrayLike | None = None,
+    n_boot: int = 2000,
+    seed: int = 0,
 ) -> dict[str, float | int]:
     """Two models on the same images: ``delta_mae = MAE(a) - MAE(b)`` (negative: ``a`` is better) with a paired
     bootstrap over images of that same difference (percentile CI, two-sided p of 0).
@@ -119,7 +125,10 @@ def paired_errors_test(
     d = a[keep] - b[keep]
     if len(d) == 0:
         return {"delta_mae": math.nan, "p_value": math.nan, "ci": [math.nan, math.nan], "se": math.nan, "n": 0}
-    reps = np.concatenate([w @ d / w.sum(axis=1) for w in bootstrap_weights(len(d), None, n_boot, seed)])
+    units = None if groups is None else np.repeat(np.asarray(groups).ravel(), max(1, a.size // max(len(groups), 1)))
+    units = None if units is None or units.size != keep.size else units[keep]  # by patient: pairs of one patient
+    with np.errstate(invalid="ignore", divide="ignore"):
+        reps = np.concatenate([w @ d / w.sum(axis=1) for w in bootstrap_weights(len(d), units, n_boot, seed)])
     res = two_level_bootstrap(reps[None, :], [float(d.mean())], seed=seed)
     p = 1.0 if not np.any(d != 0) else res.p_value
     return {"delta_mae": res.estimate, "p_value": p, "ci": [res.lo, res.hi], "se": res.se, "n": int(len(d))}

@@ -196,16 +196,23 @@ def bootstrap_auc_ci(
     return _percentile_ci(macro, alpha), [_percentile_ci(reps[:, j], alpha) for j in range(k)]
 
 
-def delong_covariance(y_true: ArrayLike, scores: Sequence[ArrayLike]) -> tuple[np.ndarray, np.ndarray]:
+def delong_covariance(
+    y_true: ArrayLike, scores: Sequence[ArrayLike], groups: ArrayLike | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """AUCs of several scores on the same cases and DeLong's covariance matrix of those AUCs.
 
     Fast midrank algorithm of Sun & Xu (2014), O(N log N) per score. In DeLong et al. (1988) notation,
     ``v10[i]`` is the fraction of negatives a positive case beats (ties count 1/2) and ``v01[j]`` the
     fraction of positives that beat a negative case; ``cov = S10 / m + S01 / n``.
 
+    With ``groups`` (patient ids) where a patient has several images, the covariance is Obuchowski's (1997,
+    Biometrics 53:567) clustered generalisation: the structural components are summed per patient, so images of one
+    patient are not counted as independent (with one image per patient it equals DeLong's).
+
     Args:
         y_true: ``(N,)`` 0/1 labels; cases with NaN label or any non-finite score are dropped.
         scores: a sequence of ``(N,)`` score arrays (one per model).
+        groups: ``(N,)`` cluster ids, or None (every image its own cluster).
 
     Returns:
         ``(aucs, cov)`` of shapes ``(k,)`` and ``(k, k)``. Covariance is NaN (with a warning) when a class
@@ -222,6 +229,7 @@ def delong_covariance(y_true: ArrayLike, scores: Sequence[ArrayLike]) -> tuple[n
         raise ValueError(f"scores {s.shape} must be (k, N) with N = {y.size} labels")
     keep = np.isfinite(y) & np.isfinite(s).all(axis=0)
     y, s = y[keep] == 1, s[:, keep]
+    g = None if groups is None else np.asarray(groups).astype(str).ravel()[keep]
     pos, neg = s[:, y], s[:, ~y]
     m, n, k = pos.shape[1], neg.shape[1], s.shape[0]
     if m == 0 or n == 0:
@@ -237,8 +245,35 @@ def delong_covariance(y_true: ArrayLike, scores: Sequence[ArrayLike]) -> tuple[n
     if m < 2 or n < 2:
         warnings.warn(f"DeLong variance needs >= 2 cases per class; got {m} positives and {n} negatives", stacklevel=2)
         return aucs, np.full((k, k), np.nan)
+    if g is not None and len(np.unique(g)) < g.size:
+        return aucs, _clustered_covariance(aucs, v10, v01, g[y], g[~y])
     cov = np.atleast_2d(np.cov(v10)) / m + np.atleast_2d(np.cov(v01)) / n
     return aucs, cov
+
+
+def _clustered_covariance(
+    aucs: np.ndarray, v10: np.ndarray, v01: np.ndarray, g_pos: np.ndarray, g_neg: np.ndarray
+) -> np.ndarray:
+    """Obuchowski (1997): per cluster i, X_i = sum of its positives' v10, Y_i = sum of its negatives' v01, with m_i, n_i
+    positives and negatives; S10, S01 and the cross term S11 from the centred cluster sums. Written here because no
+    library in our stack has it (pROC's "obuchowski" is another method, a binormal variance)."""
+    clusters, pos_idx = np.unique(np.concatenate([g_pos, g_neg]), return_inverse=True)
+    ip, ineg = pos_idx[: g_pos.size], pos_idx[g_pos.size :]
+    k, n_cl = len(aucs), len(clusters)
+    m_i, n_i = np.bincount(ip, minlength=n_cl), np.bincount(ineg, minlength=n_cl)
+    x = np.stack([np.bincount(ip, weights=v10[a], minlength=n_cl) for a in range(k)])  # (k, I)
+    yy = np.stack([np.bincount(ineg, weights=v01[a], minlength=n_cl) for a in range(k)])
+    cx = x - m_i[None, :] * aucs[:, None]
+    cy = yy - n_i[None, :] * aucs[:, None]
+    big_m, big_n = int(m_i.sum()), int(n_i.sum())
+    i10, i01 = int((m_i > 0).sum()), int((n_i > 0).sum())
+    if i10 < 2 or i01 < 2:
+        warnings.warn(f"clustered DeLong needs >= 2 clusters per class; got {i10} and {i01}", stacklevel=3)
+        return np.full((k, k), np.nan)
+    s10 = i10 / ((i10 - 1) * big_m) * cx @ cx.T
+    s01 = i01 / ((i01 - 1) * big_n) * cy @ cy.T
+    s11 = n_cl / (n_cl - 1) * cx @ cy.T
+    return s10 / big_m + s01 / big_n + (s11 + s11.T) / (big_m * big_n)
 
 
 def delong_ci(y_true: ArrayLike, score: ArrayLike, *, alpha: float = 0.05) -> dict[str, object]:
@@ -257,8 +292,16 @@ def delong_ci(y_true: ArrayLike, score: ArrayLike, *, alpha: float = 0.05) -> di
     return {"auc": auc, "var": var, "se": se, "ci": ci}
 
 
-def delong_test(y_true: ArrayLike, score_a: ArrayLike, score_b: ArrayLike, *, alpha: float = 0.05) -> dict[str, object]:
-    """DeLong's two-sided test that two correlated AUCs (same cases, two models) are equal.
+def delong_test(
+    y_true: ArrayLike,
+    score_a: ArrayLike,
+    score_b: ArrayLike,
+    *,
+    alpha: float = 0.05,
+    groups: ArrayLike | None = None,
+) -> dict[str, object]:
+    """DeLong's two-sided test that two correlated AUCs (same cases, two models) are equal; with ``groups`` where a
+    patient has several images, Obuchowski's clustered covariance (:func:`delong_covariance`).
 
     Args:
         y_true: ``(N,)`` 0/1 labels (NaN dropped).
@@ -275,7 +318,7 @@ def delong_test(y_true: ArrayLike, score_a: ArrayLike, score_b: ArrayLike, *, al
         >>> delong_test(y, [0.1, 0.2, 0.3, 0.7, 0.8, 0.9], [0.1, 0.2, 0.3, 0.7, 0.8, 0.9])["p_value"]
         1.0
     """
-    aucs, cov = delong_covariance(y_true, [score_a, score_b])
+    aucs, cov = delong_covariance(y_true, [score_a, score_b], groups)
     diff = float(aucs[0] - aucs[1])
     var = float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
     se = float(np.sqrt(max(var, 0.0))) if np.isfinite(var) else float("nan")

@@ -213,7 +213,8 @@ def _delong_rows(
             warnings.simplefilter("always")
             # the task kind's paired test: DeLong for an AUC, Wilcoxon on per-image absolute errors for an MAE
             known = np.isfinite(y)
-            res = kind_of_metric(key).paired(y[known, None], sa[known, None], sr[known, None])
+            groups = joined["patient_id"].astype(str).to_numpy()[known] if "patient_id" in joined.columns else None
+            res = kind_of_metric(key).paired(y[known, None], sa[known, None], sr[known, None], groups=groups)
         if caught:
             notes.append(f"{where}, label {label}: {caught[0].message}.")
         rows.append(

@@ -135,7 +135,15 @@ def delong_section(
     signed-rank test of absolute errors, ΔMAE), mean Δ, how many p<0.05, median p; then skip notes."""
     name = metric_spec(metric).name
     test = test or "DeLong test"
-    blocks: list[Block] = [Heading(3, f"(a) {test} on the shared test set, per seed")]
+    blocks: list[Block] = [
+        Heading(3, f"(a) {test} on the shared test set, per seed"),
+        Paragraph(
+            "Per seed, on the images both trials scored; where the predictions name patients with several images, "
+            "the test treats a patient as one cluster (DeLong: Obuchowski's 1997 clustered variance; bootstrap: "
+            "patients resampled). These p-values are per seed and unadjusted: the Findings above are the tests to "
+            "quote."
+        ),
+    ]
     if multi_label:
         blocks.append(
             Paragraph(

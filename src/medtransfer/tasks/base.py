@@ -97,9 +97,12 @@ class TaskKind:
         """Decision thresholds chosen on validation (``None`` when the kind has none)."""
         return None
 
-    def paired(self, labels: np.ndarray, outputs_a: np.ndarray, outputs_b: np.ndarray) -> dict[str, float]:
+    def paired(
+        self, labels: np.ndarray, outputs_a: np.ndarray, outputs_b: np.ndarray, groups: np.ndarray | None = None
+    ) -> dict[str, float]:
         """Model a vs model b on the same images: ``{"delta", "p_value", "a", "b", "se", "z"}`` with ``a``, ``b`` the
-        metric of each and ``delta`` = a - b (``se`` and ``z`` NaN where the test has none)."""
+        metric of each and ``delta`` = a - b (``se`` and ``z`` NaN where the test has none); ``groups`` (patient ids)
+        makes the test treat a patient's images as one cluster."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ study statistics

@@ -193,9 +193,14 @@ class _Classification(TaskKind):
                 problems.append(f"label '{name}' has only {'negatives' if n_pos == 0 else 'positives'}")
         return ["label", "positive", "negative", "unknown", "prevalence"], rows, problems
 
-    def paired(self, labels: np.ndarray, outputs_a: np.ndarray, outputs_b: np.ndarray) -> dict[str, float]:
-        """DeLong's test per label; with several labels the mean of a, b and delta (p, se and z need one label)."""
-        res = [delong_test(labels[:, k], outputs_a[:, k], outputs_b[:, k]) for k in range(labels.shape[1])]
+    def paired(
+        self, labels: np.ndarray, outputs_a: np.ndarray, outputs_b: np.ndarray, groups: np.ndarray | None = None
+    ) -> dict[str, float]:
+        """DeLong's test per label (clustered by patient, Obuchowski 1997, when ``groups`` has patients with several
+        images); with several labels the mean of a, b and delta (p, se and z need one label)."""
+        res = [
+            delong_test(labels[:, k], outputs_a[:, k], outputs_b[:, k], groups=groups) for k in range(labels.shape[1])
+        ]
         if len(res) == 1:
             r = res[0]
             return {

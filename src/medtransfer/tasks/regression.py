@@ -149,8 +149,10 @@ class Regression(TaskKind):
     def _summarize(self, labels, outputs, names, *, patient_ids, thresholds, n_boot, seed) -> dict[str, Any]:
         return regression_metrics(labels, outputs, names, patient_ids=patient_ids, n_boot=n_boot, seed=seed)
 
-    def paired(self, labels: np.ndarray, outputs_a: np.ndarray, outputs_b: np.ndarray) -> dict[str, float]:
-        res = paired_errors_test(labels, outputs_a, outputs_b)
+    def paired(
+        self, labels: np.ndarray, outputs_a: np.ndarray, outputs_b: np.ndarray, groups: np.ndarray | None = None
+    ) -> dict[str, float]:
+        res = paired_errors_test(labels, outputs_a, outputs_b, groups=groups)
         a, b = self.validation_score(labels, outputs_a), self.validation_score(labels, outputs_b)
         return {"delta": res["delta_mae"], "p_value": res["p_value"], "a": a, "b": b, "se": res["se"], "z": math.nan}
 

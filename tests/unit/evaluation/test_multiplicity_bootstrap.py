@@ -98,3 +98,48 @@ def test_the_mae_example_is_judged_by_the_mae_difference():
     ranks = sps.rankdata(np.abs(d))
     assert ranks[d > 0].sum() < ranks[d < 0].sum()  # the signed ranks favour the arm: the old label's p said "better"
     assert sps.wilcoxon(d).pvalue == pytest.approx(0.032, abs=0.002)
+
+
+def test_clustered_delong_equals_delong_with_one_image_per_patient_and_counts_copies_once():
+    """Obuchowski (1997): singleton clusters give DeLong's covariance; every image copied twice into its patient's
+    cluster gives the original variance back, where the unclustered DeLong halves it (it thinks it has 2x the data)."""
+    from medtransfer.evaluation.stats import delong_covariance, delong_test
+
+    rng = np.random.default_rng(5)
+    y = (rng.random(120) < 0.4).astype(float)
+    a, b = y + rng.normal(size=120), 0.5 * y + rng.normal(size=120)
+    aucs, cov = delong_covariance(y, [a, b])
+    aucs1, cov1 = delong_covariance(y, [a, b], groups=np.arange(120))
+    np.testing.assert_allclose(cov1, cov, rtol=1e-12)
+    y2, a2, b2, g2 = np.repeat(y, 2), np.repeat(a, 2), np.repeat(b, 2), np.repeat(np.arange(120), 2)
+    aucs2, cov2 = delong_covariance(y2, [a2, b2], groups=g2)
+    _, naive = delong_covariance(y2, [a2, b2])
+    np.testing.assert_allclose(aucs2, aucs)
+    np.testing.assert_allclose(cov2, cov, rtol=1e-9)
+    assert naive[0, 0] < 0.6 * cov[0, 0]
+    assert delong_test(y2, a2, b2, groups=g2)["p_value"] == pytest.approx(delong_test(y, a, b)["p_value"], rel=1e-6)
+
+
+def test_clustered_delong_with_mixed_clusters_matches_a_direct_formula():
+    from medtransfer.evaluation.stats import delong_covariance
+
+    rng = np.random.default_rng(6)
+    g = rng.integers(0, 25, 90)
+    y = (rng.random(90) < 0.5).astype(float)
+    s = y + rng.normal(size=90)
+    auc, cov = delong_covariance(y, [s], groups=g)
+    pos, neg = s[y == 1], s[y == 0]
+    psi = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+    theta = psi.mean()
+    v10, v01 = psi.mean(axis=1), psi.mean(axis=0)
+    ids = np.unique(g)
+    xs = np.array([v10[g[y == 1] == i].sum() for i in ids])
+    ys = np.array([v01[g[y == 0] == i].sum() for i in ids])
+    m = np.array([(g[y == 1] == i).sum() for i in ids])
+    n = np.array([(g[y == 0] == i).sum() for i in ids])
+    big_m, big_n, i10, i01, big_i = m.sum(), n.sum(), (m > 0).sum(), (n > 0).sum(), len(ids)
+    s10 = i10 / ((i10 - 1) * big_m) * ((xs - m * theta) ** 2).sum()
+    s01 = i01 / ((i01 - 1) * big_n) * ((ys - n * theta) ** 2).sum()
+    s11 = big_i / (big_i - 1) * ((xs - m * theta) * (ys - n * theta)).sum()
+    assert auc[0] == pytest.approx(theta)
+    assert cov[0, 0] == pytest.approx(s10 / big_m + s01 / big_n + 2 * s11 / (big_m * big_n), rel=1e-10)
