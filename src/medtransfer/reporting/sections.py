@@ -139,9 +139,9 @@ def delong_section(
         Heading(3, f"(a) {test} on the shared test set, per seed"),
         Paragraph(
             "Per seed, on the images both trials scored; where the predictions name patients with several images, "
-            "the test treats a patient as one cluster (DeLong: Obuchowski's 1997 clustered variance; bootstrap: "
-            "patients resampled). These p-values are per seed and unadjusted: the Findings above are the tests to "
-            "quote."
+            "the test treats a patient as one cluster ("
+            + ("Obuchowski's 1997 clustered variance" if "DeLong" in test else "patients resampled")
+            + "). These p-values are per seed and unadjusted: the Findings above are the tests to quote."
         ),
     ]
     if multi_label:

@@ -20,11 +20,15 @@ from medtransfer.studies.ledger import Ledger
 LOCK_FILE = ".lock"
 
 
+# How the report reads a study, not what its trials run: not part of its identity, so a resume may change them, and
+# `medtransfer report` takes them from the study's config.yaml.
+REPORT_ONLY = ("notes", "target", "margin", "unit", "keep_degenerate")
+
+
 def fingerprint(cfg: StudyConfig) -> dict:
     """The config a resumed study must match: everything except how (and where) its trials run and its notes."""
     data = to_dict(cfg)
-    report_only = ("notes", "target", "margin", "unit", "keep_degenerate")  # how the report reads, not what runs
-    for key in ("workers", "radiomics_workers", "executor", "ray_address", "trial_cpus", "trial_gpus", *report_only):
+    for key in ("workers", "radiomics_workers", "executor", "ray_address", "trial_cpus", "trial_gpus", *REPORT_ONLY):
         data["study"].pop(key, None)
     data["train"].pop("compile", None)  # speed only
     return json.loads(json.dumps(data))

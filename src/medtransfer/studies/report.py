@@ -88,6 +88,7 @@ def report_study(study_dir: str | Path, progress: bool = False, notes: str | Pat
             metric = study_metric(ledger, config)
         trials = trials_frame(out, metric)
         predictions = prediction_loader(out, trials, metric)
+        config = with_report_settings(config, out / "config.yaml")
     study = config.get("study", {})
     reference = study.get("reference")
     if reference is None:
@@ -122,6 +123,22 @@ def report_study(study_dir: str | Path, progress: bool = False, notes: str | Pat
         unit=study.get("unit"),
         keep_degenerate=bool(study.get("keep_degenerate", False)),
     )
+
+
+def with_report_settings(config: dict, resolved: Path) -> dict:
+    """The ledger's config (the study's identity, without the report-only keys) with ``study.target``, ``margin``,
+    ``unit``, ``keep_degenerate`` and ``notes`` from the study's resolved ``config.yaml``: edit them there and run
+    ``medtransfer report`` again to read the same trials another way."""
+    import yaml
+
+    from medtransfer.studies.identity import REPORT_ONLY
+
+    if not resolved.is_file():
+        return config
+    study = (yaml.safe_load(resolved.read_text()) or {}).get("study") or {}
+    merged = {**config, "study": dict(config.get("study") or {})}
+    merged["study"].update({k: study[k] for k in REPORT_ONLY if k in study})
+    return merged
 
 
 def results_only(out: Path) -> tuple[dict, pd.DataFrame, str]:

@@ -15,7 +15,7 @@ pytest.importorskip("radiomics")
 
 def test_a_regression_study_is_scored_by_mae(tmp_path, study_config):
     cfg = replace(
-        study_config(n=[16, "all"], strategies=["finetune"], seeds=[0, 1], baselines=["radiomics"]),
+        study_config(n=[16, "all"], strategies=["finetune"], seeds=[0, 1], baselines=["radiomics"], unit="years"),
         **{"data.path": "synthetic:hand,labels=age,n=120,size=32,seed=3", "study.reference": "radiomics"},
     )
     counts = run_study(cfg, tmp_path / "s", progress=False)
@@ -37,6 +37,8 @@ def test_a_regression_study_is_scored_by_mae(tmp_path, study_config):
     assert {"mae_arm", "mae_ref", "diff", "p_value"} <= set(per_image.columns) and len(per_image) == len(learned)
     assert results["degenerate"].notna().sum() == len(degenerate)
     md = (tmp_path / "s" / "report.md").read_text()
+    # study.unit is a report-only key (not in the ledger's identity): the report reads it from the study's config.yaml
+    assert "MAE of age in years" in md or "in years" in md
     assert "Mean test MAE (lower is better) by arm and N" not in md  # the heading names the metric ...
     assert "## Mean test MAE by arm and N" in md and "lower is better" in md  # ... and its direction is stated
     assert "paired bootstrap of the MAE difference over images" in md and "DeLong" not in md
