@@ -76,8 +76,8 @@ def report(
 ) -> None:
     """Rebuild results.csv, summary.csv, report.md and report.html from a study's ledger."""
     from medtransfer.errors import UserError
-    from medtransfer.studies.ledger import LEDGER_FILE, open_existing
-    from medtransfer.studies.report import compare_arms, report_study
+    from medtransfer.studies.ledger import open_existing
+    from medtransfer.studies.report import compare_arms, is_results_folder, report_study
 
     if notes is not None and not notes.is_file():
         raise UserError(f"--notes {notes}: no such file")
@@ -87,7 +87,7 @@ def report(
         if not sep or not arm or not ref:
             raise UserError(f"--pair {item!r}: write ARM:REFERENCE, e.g. cxr-ssl/romero:cxr-ssl/finetune")
         pairs.append((arm, ref))
-    if not (Path(study_dir) / LEDGER_FILE).exists() and (Path(study_dir) / "results.csv").is_file():
+    if is_results_folder(Path(study_dir)):
         import pandas as pd  # a committed results folder (docs/results/*): its counts from results.csv
 
         counts = pd.read_csv(Path(study_dir) / "results.csv")["status"].value_counts().to_dict()

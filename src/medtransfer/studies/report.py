@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medtransfer.studies.ledger import LEDGER_FILE, open_existing
+from medtransfer.studies.ledger import LEDGER_FILE, STUDY_MARKER, open_existing
 from medtransfer.tasks.base import kind_of_metric, task_kind
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def report_study(study_dir: str | Path, progress: bool = False, notes: str | Pat
     from medtransfer.reporting.report import write_report
 
     out = Path(study_dir)
-    if not (out / LEDGER_FILE).exists() and (out / "results.csv").is_file() and (out / "config.yaml").is_file():
+    if is_results_folder(out):
         config, trials, metric = results_only(out)  # a committed results folder: its CSVs and config, no trials
         predictions = None
         log.warning("%s has no ledger: the report is rebuilt from results.csv, without per-image tests", out)
@@ -122,6 +122,17 @@ def report_study(study_dir: str | Path, progress: bool = False, notes: str | Pat
         margin=study.get("margin"),
         unit=study.get("unit"),
         keep_degenerate=bool(study.get("keep_degenerate", False)),
+    )
+
+
+def is_results_folder(out: Path) -> bool:
+    """A folder of committed results (``results.csv`` + ``config.yaml``) rather than a study: no ledger and no study
+    marker. A study that lost its ledger keeps its marker, and is told to ``--repair`` instead."""
+    return (
+        not (out / LEDGER_FILE).exists()
+        and not (out / STUDY_MARKER).exists()
+        and (out / "results.csv").is_file()
+        and (out / "config.yaml").is_file()
     )
 
 
