@@ -131,4 +131,4 @@ def paired_errors_test(
         reps = np.concatenate([w @ d / w.sum(axis=1) for w in bootstrap_weights(len(d), units, n_boot, seed)])
     res = two_level_bootstrap(reps[None, :], [float(d.mean())], seed=seed)
     p = 1.0 if not np.any(d != 0) else res.p_value
-    return {"delta_mae": res.estimate, "p_value": p, "ci": [res.lo, res.hi], "se": res.se, "n": int(len(d))}
+    return {"delta_mae": res.estimate, "p_value": p, "ci": list(res.normal_ci()), "se": res.se, "n": int(len(d))}

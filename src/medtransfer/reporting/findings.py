@@ -271,12 +271,13 @@ def compare(
     diffs = np.stack([rep.values[i] - rep.values[j] for i, j in zip(pairs["id"], pairs["id_ref"], strict=True)])
     point = [rep.point[i] - rep.point[j] for i, j in zip(pairs["id"], pairs["id_ref"], strict=True)]
     res = two_level_bootstrap(diffs, point, seed=seed)
+    lo, hi = res.normal_ci()  # excludes 0 exactly when p < 0.05
     return {
         "arm_mean": float(np.mean([rep.point[i] for i in pairs["id"]])),
         "reference_mean": float(np.mean([rep.point[j] for j in pairs["id_ref"]])),
         "delta": res.estimate,
-        "ci_lo": res.lo,
-        "ci_hi": res.hi,
+        "ci_lo": lo,
+        "ci_hi": hi,
         "p_value": res.p_value,
         "n_seeds": res.n_seeds,
         "n_images": int(max(rep.n_images[i] for i in pairs["id"])),
