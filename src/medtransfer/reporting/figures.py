@@ -293,5 +293,18 @@ def curve_fits(
         ax.legend(fontsize=6, loc="best")
     for ax in axes[len(panels) :]:
         ax.set_visible(False)
+    # The y range follows the observed means (and the target), not a bootstrap band that a poorly pinned refit sends
+    # far outside the metric's range; a metric in [0, 1] stays there.
+    seen = summary[f"{m.key}_mean"].to_numpy(float)
+    seen = np.concatenate([seen[np.isfinite(seen)], [target] if target is not None else []])
+    if seen.size:
+        pad = 0.1 * max(float(np.ptp(seen)), 0.02)
+        lo, hi = float(seen.min()) - pad, float(seen.max()) + pad
+        if m.unit_interval:
+            lo, hi = max(lo, 0.0), min(hi, 1.0)
+        elif m.floor is not None:
+            lo = max(lo, m.floor)
+        for ax in axes[: len(panels)]:
+            ax.set_ylim(lo, hi)
     axes[0].set_ylabel(f"test {axis or m.axis}", fontsize=8)
     return _save(fig, Path(path))
