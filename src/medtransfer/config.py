@@ -93,7 +93,7 @@ class DataConfig:
     """Where the images come from and how they are prepared."""
 
     path: str | None = None  # file or folder; a relative path is resolved against the current directory
-    format: str | None = None  # a registered data source; None = auto-detect
+    format: str | None = None  # a registered data source; None or `auto` = detected from the path
     image_size: int = 64  # training resolution (square), images are resized once into the cache
     resize: str = "interpolate"  # to image_size: `interpolate` (antialiased, up or down) or `pad` (centred, zeros)
     labels: list[str] | None = None  # label column(s) for the folder source, or a subset of label names
@@ -101,14 +101,20 @@ class DataConfig:
     image_column: str | None = None  # folder source: column with file names (auto-detected when None)
     patient_column: str | None = None  # folder source: column with patient ids
     allow_outside: bool = False  # folder source: the CSV may name image files outside its folder
+    channels: int | None = None  # 1 or 3: every image is read with these channels; None = what most images have
     split_file: str | None = None  # a split CSV written by `medtransfer data split`; None = make one
     split_fractions: list[float] = field(default_factory=lambda: [0.7, 0.1, 0.2])
     use_source_splits: bool = True  # use the file's own train/val/test when it has them (MedMNIST)
     cache_dir: str | None = None  # decoded-image cache; None = $MEDTRANSFER_CACHE or ~/.cache/medtransfer
 
     def __post_init__(self) -> None:
+        if self.format == "auto":  # the spelling the examples use for "detect it", the same as null
+            object.__setattr__(self, "format", None)
         at_least("data", self, 8, "image_size")
         _one_of("data", self, "resize", ("interpolate", "pad"))
+        if isinstance(self.channels, bool):  # YAML `true` would otherwise pass as 1
+            raise bad_value("data.channels", self.channels, "1 or 3 (or null: what most images have)")
+        _one_of("data", self, "channels", (1, 3), optional=True)
         f = self.split_fractions
         if len(f) != 3 or any(v < 0 for v in f) or f[0] <= 0 or abs(sum(f) - 1) > 1e-6:
             raise bad_value("data.split_fractions", f, "three fractions train, val, test that are >= 0 and sum to 1")
@@ -132,7 +138,7 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TransferConfig:
     strategy: str = "finetune"
-    lr_policy: str | None = None  # None = the strategy's default (constant; romero and fastai have their own)
+    lr_policy: str | None = None  # None = the strategy's default (cosine; romero and fastai have their own)
     lr_mult: float | None = None  # discriminative rates lr * lr_mult^depth; None = the strategy's (0.3; romero 1/3)
     unfreeze_every: int = 1  # gradual_unfreeze: one more group every k epochs
     unfreeze_schedule: list[int] | None = None  # explicit epochs at which the next group unfreezes
@@ -178,7 +184,9 @@ class TrainConfig:
     loss: str | None = None  # regression: l1 | mse | huber on standardised targets; None = l1 (classification: null)
     augment: bool = True
     hflip: bool = False  # off by default: laterality matters in chest films
-    zoom: bool = True  # random-resized-crop scaling; false keeps lengths (targets in pixels: a head circumference)
+    # random-resized-crop scaling; false keeps lengths (targets in pixels: a head circumference); None = the task
+    # kind's default (regression: false, classification: true)
+    zoom: bool | None = None
     device: str = "auto"
     compile: bool = False  # torch.compile the model's forward (skipped with a warning where unsupported)
     warmup_pct: float | None = None  # one-cycle warm-up share; None = the strategy's (0.25; romero, fastai 0.3)
@@ -251,7 +259,8 @@ class SegConfig:
 class Config:
     """A training run: ``medtransfer train CONFIG``."""
 
-    # binary | multiclass | multilabel | regression | segmentation (a registered task kind); None = from the data
+    # binary | multiclass | multilabel | regression | segmentation (a registered task kind); None or `auto` = the
+    # kind `data inspect` guesses from the labels
     task: str | None = None
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
@@ -263,6 +272,8 @@ class Config:
 
     def __post_init__(self) -> None:
         at_least("", self, 0, "seed")
+        if self.task == "auto":
+            object.__setattr__(self, "task", None)
         if self.task is not None:
             from medtransfer.errors import UnknownNameError
             from medtransfer.tasks.base import task_kind

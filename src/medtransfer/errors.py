@@ -1,6 +1,16 @@
-"""Exception types. A :class:`UserError` is something the user can fix; the CLI prints it as one line."""
+"""Exception types and the CLI's exit codes.
+
+* :class:`UserError` (exit code 2): bad usage or input, something the user can fix; raised before anything is
+  written.
+* :class:`WorkFailed` (exit code 1): the input was fine and the work ran, but failed (a training diverged, a trial
+  of a study failed). What was written is kept and says why.
+
+The CLI prints either as one ``error:`` line (``--debug`` shows the traceback).
+"""
 
 from __future__ import annotations
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 class UserError(Exception):
@@ -26,5 +36,9 @@ class UnknownNameError(UserError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-class TrainingFailed(RuntimeError):
+class WorkFailed(RuntimeError):
+    """The work ran and failed for a reason that is recorded (exit code 1, not 2: the input was not at fault)."""
+
+
+class TrainingFailed(WorkFailed):
     """A run stopped for a reason that is recorded (NaN loss, out of memory); the run is marked failed."""

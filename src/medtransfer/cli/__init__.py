@@ -1,7 +1,9 @@
 """The ``medtransfer`` command line: thin commands that parse options, build a config and call one function.
 
-Errors the user can fix (:class:`~medtransfer.errors.UserError`) are printed as one line with a non-zero exit
-code; ``--debug`` shows the traceback instead.
+Exit codes: 0 = done; 2 = bad usage or input (a misspelt flag, a config value out of range, an unreadable image:
+:class:`~medtransfer.errors.UserError`, checked before anything is written); 1 = the work failed (a training
+diverged, a trial of a study failed: :class:`~medtransfer.errors.WorkFailed`). Both print one ``error:`` line;
+``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ import sys
 import typer
 
 from medtransfer import __version__
-from medtransfer.errors import UserError
+from medtransfer.errors import EXIT_FAILED, EXIT_USAGE, UserError, WorkFailed
 
 app = typer.Typer(
     name="medtransfer",
-    help="Targeted transfer learning on small medical imaging datasets.",
+    help="Targeted transfer learning on small medical imaging datasets.\n\n"
+    "Exit codes: 0 done; 2 bad usage or input (checked before anything is written); 1 the work failed "
+    "(a training diverged, a trial failed).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -53,11 +57,11 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     try:
         app(args=args, prog_name="medtransfer")
-    except UserError as e:
+    except (UserError, WorkFailed) as e:
         if _state["debug"] or "--debug" in args:
             raise
         typer.secho("error: " + " ".join(str(e).split()), err=True, fg="red")
-        sys.exit(2)
+        sys.exit(EXIT_USAGE if isinstance(e, UserError) else EXIT_FAILED)
     except KeyboardInterrupt:
         typer.secho("interrupted", err=True)
         sys.exit(130)

@@ -10,19 +10,20 @@ from rich.console import Console
 from rich.table import Table
 
 from medtransfer.cli import app
+from medtransfer.cli.options import DATA, FORCE, FORMAT, LABELS, PATIENT_COL, TASK, check_out_file, one_dataset
 
 data_app = typer.Typer(help="Inspect datasets and plan patient-grouped splits.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 console = Console()
 
-FORMAT = typer.Option(None, "--format", "-f", help="Data format (auto-detected when unambiguous).")
-LABELS = typer.Option(None, "--labels", help="Label column(s) or names to keep, comma-separated.")
 CLASSES = typer.Option(None, "--classes", help="Class filter, comma-separated (e.g. CXR for MedNIST).")
 IMAGE_COL = typer.Option(None, "--image-column", help="Folder+CSV: column with the image file names.")
-PATIENT_COL = typer.Option(None, "--patient-column", help="Folder+CSV: column with patient ids.")
-TASK = typer.Option(None, "--task", help="Force binary | multiclass | multilabel | regression.")
+POSITIONAL = typer.Argument(None, help="The dataset (the same as --data): a file or folder, or synthetic:SITE,...")
 ALLOW_OUTSIDE = typer.Option(
     False, "--allow-outside", help="Folder+CSV: the CSV may name image files outside its folder (data.allow_outside)."
+)
+CHANNELS = typer.Option(
+    None, "--channels", help="Read every image with 1 or 3 channels (data.channels); default: what most images have."
 )
 
 
@@ -30,20 +31,24 @@ def _csv(value: str | None) -> tuple[str, ...] | None:
     return tuple(v.strip() for v in value.split(",") if v.strip()) if value else None
 
 
-def _load(path, format, labels, classes, image_column, patient_column, task, allow_outside=False):
+def _load(path, format, labels, classes, image_column, patient_column, task, allow_outside=False, channels=None):
     from medtransfer.data.sources.base import SourceOptions, load_dataset
+    from medtransfer.errors import UserError
     from medtransfer.tasks.base import task_kind
 
     if task is not None:
         task_kind(task)  # a misspelt --task fails here, with close matches
+    if channels not in (None, 1, 3):
+        raise UserError(f"--channels must be 1 or 3, got {channels}")
 
-    options = SourceOptions(_csv(labels), _csv(classes), image_column, patient_column, task, allow_outside)
+    options = SourceOptions(_csv(labels), _csv(classes), image_column, patient_column, task, allow_outside, channels)
     return load_dataset(path, format, options)
 
 
 @data_app.command("inspect")
 def inspect(
-    path: str = typer.Argument(..., help="Dataset file or folder (or synthetic:SITE,...)."),
+    path: str | None = POSITIONAL,
+    data: str | None = DATA,
     format: str | None = FORMAT,
     labels: str | None = LABELS,
     classes: str | None = CLASSES,
@@ -51,13 +56,15 @@ def inspect(
     patient_column: str | None = PATIENT_COL,
     task: str | None = TASK,
     allow_outside: bool = ALLOW_OUTSIDE,
+    channels: int | None = CHANNELS,
     check_all: bool = typer.Option(False, "--check-all", help="Decode every image, not a sample."),
 ) -> None:
     """Counts, label names and prevalence, patients, image size and dtype, problems found."""
     from medtransfer.data.inspect import inspect_dataset
     from medtransfer.errors import UserError
 
-    ds = _load(path, format, labels, classes, image_column, patient_column, task, allow_outside)
+    path = one_dataset(path, data)
+    ds = _load(path, format, labels, classes, image_column, patient_column, task, allow_outside, channels)
     rep = inspect_dataset(ds, sample=None if check_all else 32)
     console.print(
         f"[bold]{rep.name}[/bold]  task={rep.task}  images={rep.n_images}  patients={rep.n_patients}  "
@@ -78,6 +85,9 @@ def inspect(
         + "   dtype: "
         + ", ".join(rep.dtypes)
     )
+    if rep.colour_modes:  # the same words training logs when it decodes the images
+        console.print("colour modes: " + ", ".join(f"{k} ×{v}" for k, v in rep.colour_modes.items()), soft_wrap=True)
+        console.print(rep.conversion, soft_wrap=True)
     if rep.unreadable:
         console.print(f"[red]unreadable images ({len(rep.unreadable)}):[/red]")
         for _, why in rep.unreadable:
@@ -99,8 +109,12 @@ def inspect(
 
 @data_app.command("split")
 def split(
-    path: str = typer.Argument(..., help="Dataset file or folder (or synthetic:SITE,...)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Where to write the split CSV."),
+    path: str | None = POSITIONAL,
+    data: str | None = DATA,
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="The split CSV to write (a file; use it with --set data.split_file=FILE)."
+    ),
+    force: bool = FORCE,
     format: str | None = FORMAT,
     seed: int = typer.Option(0, "--seed", help="Random seed of the split."),
     fractions: str = typer.Option("0.7,0.1,0.2", "--fractions", help="train,val,test fractions."),
@@ -113,17 +127,20 @@ def split(
     patient_column: str | None = PATIENT_COL,
     task: str | None = TASK,
     allow_outside: bool = ALLOW_OUTSIDE,
+    channels: int | None = CHANNELS,
 ) -> None:
     """Patient-grouped, label-stratified train/val/test split with nested learning-curve subsets."""
     from medtransfer.data.splits import make_split
     from medtransfer.errors import UserError
 
     t0 = time.perf_counter()
+    path = one_dataset(path, data)
+    check_out_file(out, force)
     try:
         fr = [float(x) for x in fractions.split(",")]
     except ValueError:
         raise UserError(f"--fractions must be three numbers like 0.7,0.1,0.2, got '{fractions}'") from None
-    ds = _load(path, format, labels, classes, image_column, patient_column, task, allow_outside)
+    ds = _load(path, format, labels, classes, image_column, patient_column, task, allow_outside, channels)
     result = make_split(ds, fr, seed=seed, use_source_splits=source_splits)
     result.save(out)
     table = Table("split", "images", "fraction", "patients", *[f"{n} +" for n in ds.label_names[:6]])
@@ -141,4 +158,4 @@ def split(
         f"no patient in two splits (audited); nested subsets: "
         f"{[c[4:] for c in result.table.columns if c.startswith('in_n')]}"
     )
-    console.print(f"wrote {out} in {time.perf_counter() - t0:.1f} s")
+    console.print(f"wrote {out} in {time.perf_counter() - t0:.1f} s; train on it with --set data.split_file={out}")

@@ -21,14 +21,14 @@ def pretrain(
 ) -> None:
     """Pretrain a source model: supervised on labelled images, or SimCLR on images without labels."""
     from medtransfer.config import PretrainConfig, load_config
-    from medtransfer.errors import TrainingFailed, UserError
+    from medtransfer.errors import TrainingFailed
     from medtransfer.pretrain.build import pretrain_run
 
     cfg = load_config(config, set_ or [], cls=PretrainConfig)
     try:
         card = pretrain_run(cfg, out, resume=resume)
     except TrainingFailed as e:
-        raise UserError(f"pretraining failed: {e} (recorded in {out / 'status.json'})") from None
+        raise TrainingFailed(f"pretraining failed: {e} (recorded in {out / 'status.json'})") from None
     m = card["metrics"]
     shown = {
         "test AUC": m.get("auc"),

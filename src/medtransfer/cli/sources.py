@@ -1,4 +1,4 @@
-"""``medtransfer sources list`` and ``medtransfer sources rank``."""
+"""``medtransfer sources list``, ``sources build`` and ``sources rank``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from medtransfer.cli import app
+from medtransfer.cli.options import DEVICE, FORMAT, SET, csv_list
 
 sources_app = typer.Typer(help="The source-model catalogue and transferability ranking.", no_args_is_help=True)
 app.add_typer(sources_app, name="sources")
@@ -26,8 +27,9 @@ def _cell(value) -> str:
 @sources_app.command("list")
 def list_(sources_dir: Path | None = SOURCES_DIR) -> None:
     """Built-in sources and every source-model folder in the catalogue, with site, modality, method, backbone."""
-    from medtransfer.pretrain.catalogue import list_sources
+    from medtransfer.pretrain.catalogue import BUILD_HINT, list_sources
     from medtransfer.pretrain.catalogue import sources_dir as resolve_dir
+    from medtransfer.pretrain.source_build import partial_builds
 
     root = resolve_dir(sources_dir)
     entries = list_sources(root)
@@ -48,26 +50,120 @@ def list_(sources_dir: Path | None = SOURCES_DIR) -> None:
     for e in entries:
         if e.error:
             console.print(f"[red]unusable[/red] {e.name}: {e.error}", soft_wrap=True, highlight=False)
+        if e.remedy:
+            console.print(f"to make {e.name} available: {e.remedy}", soft_wrap=True, highlight=False, markup=False)
+    for name in partial_builds(root):
+        console.print(
+            f"interrupted build of {name}: rerun its `medtransfer sources build ... --name {name}` with --resume",
+            soft_wrap=True,
+            highlight=False,
+            markup=False,
+        )
     if not root.is_dir():
-        console.print(f"no catalogue folder {root} yet: `medtransfer pretrain CONFIG --out {root}/NAME` adds one")
+        console.print(
+            f"no catalogue folder {root} yet: `{BUILD_HINT}{f' --sources-dir {root}' if sources_dir else ''}` adds "
+            f"one (or `medtransfer pretrain CONFIG --out {root}/NAME`)",
+            soft_wrap=True,
+            highlight=False,
+            markup=False,
+        )
 
 
 @sources_app.command("rank")
 def rank(
-    target: str = typer.Option(..., "--target", help="Target train config (YAML) or dataset (path or synthetic:...)."),
+    data: str | None = typer.Option(
+        None, "--data", "--target", help="The target: a dataset (path or synthetic:...) or its train config (YAML)."
+    ),
     sources: str | None = typer.Option(None, "--sources", help="Comma-separated names or folders (default: all)."),
     sources_dir: Path | None = SOURCES_DIR,
     backbone: str | None = typer.Option(None, "--backbone", help="Backbone of scratch/imagenet (default: config's)."),
     probe: bool = typer.Option(True, "--probe/--no-probe", help="Also a 3-fold logistic-regression probe AUC."),
-    device: str = typer.Option("cpu", "--device", help="Device for the feature pass."),
+    device: str | None = DEVICE,
 ) -> None:
     """Rank sources by transferability to the target (LogME on frozen features; higher is better)."""
+    from medtransfer.errors import UserError
     from medtransfer.pretrain.rank import rank_sources
 
+    if not data:
+        raise UserError("no target given: pass --data PATH (a dataset or its train config)")
+    target = data
     names = [s.strip() for s in sources.split(",") if s.strip()] if sources is not None else None
-    rows = rank_sources(target, names, sources_dir, backbone=backbone, probe=probe, device=device)
+    rows = rank_sources(target, names, sources_dir, backbone=backbone, probe=probe, device=device or "auto")
     table = Table("rank", "source", "LogME", "probe AUC", "seconds", title=f"transferability to {target}")
     for i, r in enumerate(rows, 1):
         auc = f"{r.probe_auc:.4f}" if r.probe_auc == r.probe_auc else "-"
         table.add_row(str(i), r.name, f"{r.logme:.4f}", auc, f"{r.seconds:.1f}")
     console.print(table)
+
+
+@sources_app.command("build")
+def build(
+    data: str = typer.Option(
+        ..., "--data", "--from", help="The archive: a plain image folder, a folder+CSV (labels ignored) or any format."
+    ),
+    name: str = typer.Option(..., "--name", help="The source's name: `model.source=NAME` once built."),
+    sources_dir: Path | None = SOURCES_DIR,
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Build into this new folder instead of the catalogue's NAME folder."
+    ),
+    supervised: bool = typer.Option(
+        False, "--supervised", help="Train on the archive's labels (default: self-supervised SimCLR, no labels)."
+    ),
+    labels: str | None = typer.Option(None, "--labels", help="--supervised: the label column(s), comma-separated."),
+    format: str | None = FORMAT,
+    backbone: str | None = typer.Option(None, "--backbone", help="Backbone (default: the recipe's, resnet18)."),
+    image_size: int | None = typer.Option(
+        None, "--image-size", help="Training resolution in pixels (default: the recipe's, 64)."
+    ),
+    modality: str | None = typer.Option(None, "--modality", help="For the card: e.g. x-ray, ct, mri."),
+    site: str | None = typer.Option(None, "--site", help="For the card: the anatomical site, e.g. chest."),
+    description: str | None = typer.Option(None, "--description", help="For the card: what the images are."),
+    set_: list[str] = SET,
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue an interrupted build of NAME; a finished one is kept (nothing to do)."
+    ),
+    device: str | None = DEVICE,
+) -> None:
+    """Build a source model from your own images into the catalogue: SimCLR (or --supervised) with the measured
+    defaults (docs/config.md, "medtransfer sources build"). Everything is checked before anything is written."""
+    from medtransfer.errors import TrainingFailed
+    from medtransfer.pretrain.source_build import build_config, build_source, check_name, default_target, partial_folder
+
+    check_name(name)
+    target = Path(out).expanduser() if out is not None else default_target(name, sources_dir)
+    cfg = build_config(
+        data,
+        name,
+        supervised=supervised,
+        labels=csv_list(labels),
+        format=format,
+        backbone=backbone,
+        image_size=image_size,
+        modality=modality,
+        site=site,
+        description=description,
+        device=device,
+        overrides=set_ or [],
+    )
+    try:
+        built = build_source(cfg, target, resume=resume)
+    except TrainingFailed as e:
+        raise TrainingFailed(
+            f"building '{name}' failed: {e}; what was done is in {partial_folder(target)}: fix the cause and rerun "
+            "with --resume, or delete that folder"
+        ) from None
+    card = built.card
+    if built.status == "exists":
+        console.print(f"source '{name}' is already built: {built.folder} (nothing to do)")
+    else:
+        m = card.get("metrics") or {}
+        shown = {
+            "test AUC": m.get("auc"),
+            "linear-probe AUC": (m.get("probe") or {}).get("auc"),
+            "final NT-Xent": m.get("final_loss"),
+        }
+        text = ", ".join(f"{k} {v:.4f}" for k, v in shown.items() if isinstance(v, float))
+        head = f"source '{card['name']}' ({card['method']}, {card['backbone']}) → {built.folder}"
+        console.print(head + (f"; {text}" if text else ""), soft_wrap=True, highlight=False)
+    use = name if out is None and sources_dir is None else str(built.folder)
+    console.print(f"use it with: --set model.source={use} --set model.backbone={card['backbone']}", highlight=False)

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from medtransfer.cli import app
+from medtransfer.cli.options import DATA, DEVICE, DRY_RUN, FORMAT, LABELS, PATIENT_COL, SET, TASK, config_overrides
 
 console = Console()
 
@@ -26,14 +27,21 @@ def study(
     address: str = typer.Option(
         None, "--address", help="With --executor ray: the cluster, e.g. auto or ray://head:10001 (study.ray_address)."
     ),
-    set_: list[str] = typer.Option(None, "--set", help="Override a config key: --set study.seeds=[0,1]."),
+    data: str | None = DATA,
+    format: str | None = FORMAT,
+    labels: str | None = LABELS,
+    patient_column: str | None = PATIENT_COL,
+    task: str | None = TASK,
+    device: str | None = DEVICE,
+    set_: list[str] = SET,
     repair: bool = typer.Option(
         False, "--repair", help="Rebuild a damaged ledger (study.sqlite) of the study folder from its trial folders."
     ),
+    dry_run: bool = DRY_RUN,
 ) -> None:
     """Run every source × strategy × N × seed (and the baselines) on paired subsets, then write the report."""
     from medtransfer.config import load_config
-    from medtransfer.errors import UserError
+    from medtransfer.errors import UserError, WorkFailed
     from medtransfer.studies.config import StudyConfig
     from medtransfer.studies.runner import run_study
 
@@ -50,15 +58,23 @@ def study(
         )
         console.print(f"continue with: medtransfer study {config / 'config.yaml'} --out {config} --resume")
         return
-    if out is None:
-        raise UserError("--out is required: the study folder to write (or to --resume)")
+    if out is None and not dry_run:
+        raise UserError("--out is required: the study folder to write (or to --resume); --dry-run prints the plan")
 
     # The options are config overrides (quoted: an address must stay a string), applied after --set so they win.
     flags = [f"study.executor={json.dumps(executor)}"] if executor else []
     flags += [f"study.ray_address={json.dumps(address)}"] if address else []
-    cfg = load_config(config, [*(set_ or []), *flags], cls=StudyConfig)
+    overrides = config_overrides([*(set_ or []), *flags], data, format, labels, patient_column, task, device)
+    cfg = load_config(config, overrides, cls=StudyConfig)
+    if dry_run:
+        from medtransfer.studies.dryrun import dry_run_study
+
+        console.print(dry_run_study(cfg, out, resume=resume, workers=workers), soft_wrap=True, highlight=False)
+        return
     counts = run_study(cfg, out, resume=resume, workers=workers, retry_failed=retry_failed)
     _print_summary(out, counts)
+    if counts.get("failed"):  # the report is written; the exit code tells a script that the work did not all succeed
+        raise WorkFailed(f"{counts['failed']} trial(s) of the study failed; reasons in {out / 'report.md'}")
 
 
 @app.command("report")

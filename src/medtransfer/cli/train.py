@@ -8,9 +8,25 @@ import typer
 from rich.console import Console
 
 from medtransfer.cli import app
+from medtransfer.cli.options import (
+    DATA,
+    DEVICE,
+    DRY_RUN,
+    FORCE,
+    FORMAT,
+    LABELS,
+    PATIENT_COL,
+    SET,
+    TASK,
+    check_out_file,
+    config_overrides,
+    csv_list,
+)
 
 console = Console()
-SET = typer.Option(None, "--set", help="Override a config key: --set train.epochs=5 (repeatable).")
+SHOW_BATCH = typer.Option(
+    None, "--show-batch", help="Write a grid of augmented training images with their labels to this PNG (no training)."
+)
 
 
 def _fmt_ci(m: dict) -> str:
@@ -28,9 +44,18 @@ def _fmt_ci(m: dict) -> str:
 @app.command("train")
 def train(
     config: Path = typer.Argument(..., help="Train config (YAML); see docs/config.md."),
-    out: Path = typer.Option(..., "--out", "-o", help="Run folder to write."),
+    out: Path = typer.Option(None, "--out", "-o", help="Run folder to write (new or empty; or --resume)."),
+    data: str | None = DATA,
+    format: str | None = FORMAT,
+    labels: str | None = LABELS,
+    patient_column: str | None = PATIENT_COL,
+    task: str | None = TASK,
+    device: str | None = DEVICE,
     set_: list[str] = SET,
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint."),
+    dry_run: bool = DRY_RUN,
+    show_batch: Path | None = SHOW_BATCH,
+    force: bool = FORCE,
 ) -> None:
     """Train one model: one source, one transfer strategy, one training-set size."""
     from medtransfer.config import load_config
@@ -38,14 +63,19 @@ def train(
     from medtransfer.tasks.base import task_kind
     from medtransfer.training.run import train_run
 
-    cfg = load_config(config, set_ or [])
+    cfg = load_config(config, config_overrides(set_, data, format, labels, patient_column, task, device))
+    if dry_run or show_batch is not None:
+        _plan_only(cfg, out, dry_run, show_batch, force)
+        return
+    if out is None:
+        raise UserError("--out is required: the run folder to write (or --dry-run to only print the plan)")
     if cfg.task and task_kind(cfg.task).volumetric:
         from medtransfer.segmentation.train import train_segmentation
 
         try:
             m = train_segmentation(cfg, out, resume=resume)
         except TrainingFailed as e:
-            raise UserError(f"training failed: {e} (recorded in {out / 'status.json'})") from None
+            raise TrainingFailed(f"training failed: {e} (recorded in {out / 'status.json'})") from None
         lo, hi = m["dice_ci"]
         console.print(f"{m['split']} Dice {m['dice']:.4f} (95% CI {lo:.4f}–{hi:.4f}, n={m['n']} volumes)")
         console.print(f"{m['epochs_run']} epochs, best {m['best_epoch'] + 1}, {m['seconds']:.0f} s → {out}")
@@ -53,21 +83,41 @@ def train(
     try:
         m = train_run(cfg, out, resume=resume)
     except TrainingFailed as e:
-        raise UserError(f"training failed: {e} (recorded in {out / 'status.json'})") from None
+        raise TrainingFailed(f"training failed: {e} (recorded in {out / 'status.json'})") from None
     console.print(f"validation {_fmt_ci(m['val'])}")
     if m.get("split") == "test":
         console.print(f"test       {_fmt_ci(m)}")
     console.print(f"{m['epochs_run']} epochs, best {m['best_epoch'] + 1}, {m['seconds']:.0f} s → {out}")
 
 
+def _plan_only(cfg, out: Path | None, dry_run: bool, show_batch: Path | None, force: bool) -> None:
+    """``--dry-run`` / ``--show-batch``: resolve and describe the run, write nothing but the requested PNG."""
+    from medtransfer.training.plan import plan_run, write_batch_grid
+
+    if show_batch is not None:
+        check_out_file(show_batch, force, "--show-batch")
+    plan = plan_run(cfg, out, timed=dry_run)
+    if dry_run:
+        console.print(plan.text(), soft_wrap=True, highlight=False)
+    if show_batch is not None:
+        n = write_batch_grid(cfg, plan, show_batch)
+        console.print(f"{n} augmented training images with their labels → {show_batch}")
+
+
 @app.command("evaluate")
 def evaluate(
     run: Path = typer.Argument(..., help="A run folder written by `medtransfer train`."),
     data: str = typer.Option(..., "--data", help="Dataset to evaluate on."),
-    out: Path = typer.Option(..., "--out", "-o", help="metrics.json to write."),
-    format: str | None = typer.Option(None, "--format", "-f"),
-    split: str | None = typer.Option(None, "--split", help="train | val | test (default: all images)."),
-    labels: str | None = typer.Option(None, "--labels", help="Label columns of the data, comma-separated."),
+    out: Path = typer.Option(..., "--out", "-o", help="metrics.json to write (a file; --force replaces it)."),
+    format: str | None = FORMAT,
+    split: str | None = typer.Option(
+        None,
+        "--split",
+        help="train | val | test | all. Default: the run's test split when --data is the run's own data "
+        "(`all` scores every image, training images included, with a warning); all images of other data.",
+    ),
+    labels: str | None = LABELS,
+    patient_column: str | None = PATIENT_COL,
     split_file: Path | None = typer.Option(
         None,
         "--split-file",
@@ -77,6 +127,8 @@ def evaluate(
     tta: int | None = typer.Option(
         None, "--tta", help="Test-time augmented views averaged with the plain image (default: the run's eval.tta)."
     ),
+    device: str | None = DEVICE,
+    force: bool = FORCE,
     allow_outside: bool = typer.Option(
         False, "--allow-outside", help="Folder+CSV: the CSV may name image files outside its folder."
     ),
@@ -87,26 +139,30 @@ def evaluate(
     from medtransfer.segmentation.train import evaluate_segmentation, is_segmentation_run
     from medtransfer.training.inference import evaluate_run
 
-    if split_file is not None and split is None:  # checked here, before a model or a dataset is loaded
+    if split_file is not None and split in (None, "all"):  # checked here, before a model or a dataset is loaded
         raise UserError("--split-file needs --split (train | val | test): which of its splits to evaluate")
+    check_out_file(out, force)
     if is_segmentation_run(run):
         m = evaluate_segmentation(run, data, out, format=format, split=split, split_file=split_file)
         lo, hi = m["dice_ci"]
         console.print(f"Dice {m['dice']:.4f} (95% CI {lo:.4f}–{hi:.4f}, n={m['n']} volumes) → {out}")
         return
 
-    lab = [x.strip() for x in labels.split(",")] if labels else None
     m = evaluate_run(
         run,
         data,
         out,
         format=format,
         split=split,
-        labels=lab,
+        labels=list(csv_list(labels)) if labels else None,
+        patient_column=patient_column,
         split_file=split_file,
         tta=tta,
         allow_outside=allow_outside,
+        device=device or "auto",
     )
+    if m.get("split_note"):
+        console.print(m["split_note"], soft_wrap=True, highlight=False)
     console.print(f"{_fmt_ci(m)} → {out}")
     if m.get("calibration"):
         bins = m["calibration"]["ece_bins"]
@@ -116,33 +172,62 @@ def evaluate(
 @app.command("predict")
 def predict(
     run: Path = typer.Argument(..., help="A run folder written by `medtransfer train`."),
-    data: str = typer.Option(..., "--data", help="Images to score."),
-    out: Path = typer.Option(..., "--out", "-o", help="predictions.csv to write."),
-    format: str | None = typer.Option(None, "--format", "-f"),
+    data: str = typer.Option(
+        ..., "--data", help="Images to score: a plain folder of images (no CSV needed), a folder+CSV, or a file."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="predictions.csv to write (a file; --force replaces it)."),
+    format: str | None = FORMAT,
+    labels: str | None = LABELS,
     tta: int | None = typer.Option(
         None, "--tta", help="Test-time augmented views averaged with the plain image (default: the run's eval.tta)."
     ),
+    device: str | None = DEVICE,
+    force: bool = FORCE,
     allow_outside: bool = typer.Option(
         False, "--allow-outside", help="Folder+CSV: the CSV may name image files outside its folder."
     ),
 ) -> None:
-    """Per-image probabilities as CSV (image_id, patient_id, prob_<label> ...)."""
+    """Per-image probabilities (or values, for a regression run) as CSV (image_id, patient_id, prob_<label> ...)."""
     from medtransfer.training.inference import predict_run
 
-    table = predict_run(run, data, out, format=format, tta=tta, allow_outside=allow_outside)
+    check_out_file(out, force)
+    table = predict_run(
+        run,
+        data,
+        out,
+        format=format,
+        tta=tta,
+        allow_outside=allow_outside,
+        labels=list(csv_list(labels)) if labels else None,
+        device=device or "auto",
+    )
     console.print(f"{len(table)} predictions → {out}")
 
 
 @app.command("lr-find")
 def lr_find(
     config: Path = typer.Argument(..., help="Train config (YAML)."),
+    data: str | None = DATA,
+    format: str | None = FORMAT,
+    labels: str | None = LABELS,
+    patient_column: str | None = PATIENT_COL,
+    task: str | None = TASK,
+    device: str | None = DEVICE,
     set_: list[str] = SET,
     num_iter: int = typer.Option(100, "--iters", help="Number of steps of the range test."),
+    plot: Path | None = typer.Option(
+        None, "--plot", help="Write the loss-vs-LR curve with the suggestion to this PNG."
+    ),
+    force: bool = FORCE,
 ) -> None:
-    """Learning-rate range test (Leslie Smith); prints a suggested train.lr."""
+    """Learning-rate range test (Leslie Smith); prints a suggested train.lr (and plots the curve with --plot)."""
     from medtransfer.config import load_config
     from medtransfer.training.run import suggest_lr
 
-    cfg = load_config(config, set_ or [])
-    lr = suggest_lr(cfg, num_iter=num_iter)
+    if plot is not None:
+        check_out_file(plot, force, "--plot")
+    cfg = load_config(config, config_overrides(set_, data, format, labels, patient_column, task, device))
+    lr = suggest_lr(cfg, num_iter=num_iter, plot=plot)
     console.print(f"suggested train.lr: {lr:.2e}   (use --set train.lr={lr:.1e})")
+    if plot is not None:
+        console.print(f"loss against learning rate → {plot}")

@@ -7,6 +7,10 @@ complete, so an interrupted build leaves nothing that a later run could mistake 
 
 Intensity: uint8 images are kept as they are; other dtypes (16-bit PNG, DICOM after rescale, NIfTI) are
 min–max scaled per image to 0–255, the usual display mapping for radiographs without a VOI window.
+
+Colour: each image is read with the dataset's channels (``data.channels``, :mod:`medtransfer.data.colour`); what that
+changed (RGB of grey content read as grey, colour converted to grey, grey copied to 3 channels) is logged once when
+the cache is built, with the number of images, never once per image.
 """
 
 from __future__ import annotations
@@ -14,11 +18,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from medtransfer.data.colour import LUMA, describe_conversions
 from medtransfer.data.dataset import ArraySource, ImageDataset
 from medtransfer.errors import DataError
 from medtransfer.io import atomic_write
@@ -146,10 +152,14 @@ def _fill(
         TextColumn("{task.completed}/{task.total}"),
         TimeRemainingColumn(),
     )
+    actions: Counter = Counter()
     with Progress(*columns, disable=not progress or len(ds) < 200, transient=True) as bar:
         task = bar.add_task("decode", total=len(ds))
         for i in range(len(ds)):
-            img = to_uint8(ds.load(i))
+            raw, note = images.load_with_note(i)
+            img = to_uint8(raw)
+            if note is not None and note.action is not None:
+                actions[note.action] += 1
             if img.shape[0] != shape[1]:
                 raise DataError(
                     f"{images.describe(i)} has {img.shape[0]} channel(s) but the first image has {shape[1]}; "
@@ -164,3 +174,12 @@ def _fill(
             bar.advance(task)
     out.flush()
     del out
+    if actions:  # one notice for the whole set, the same words `data inspect` prints
+        keep = "; set data.channels: 3 to keep the colour" if actions[LUMA] else ""
+        log.log(
+            logging.WARNING if keep else logging.INFO,
+            "%s: %s%s",
+            ds.name,
+            describe_conversions(shape[1], actions),
+            keep,
+        )

@@ -22,12 +22,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from medtransfer.errors import DataError
 from medtransfer.tasks.base import kind_names, task_kind
+
+if TYPE_CHECKING:
+    from medtransfer.data.colour import ColourNote
 
 
 class ImageSource(ABC):
@@ -45,6 +49,11 @@ class ImageSource(ABC):
     @property
     @abstractmethod
     def identity(self) -> str: ...
+
+    def load_with_note(self, i: int) -> tuple[np.ndarray, ColourNote | None]:
+        """:meth:`load` and how the image's colour mode was brought to :attr:`channels`
+        (:mod:`medtransfer.data.colour`; ``None`` for sources whose images all come in one mode)."""
+        return self.load(i), None
 
     def describe(self, i: int) -> str:
         """How to name image ``i`` in an error message."""
@@ -167,6 +176,9 @@ class SubsetSource(ImageSource):
 
     def load(self, i: int) -> np.ndarray:
         return self.parent.load(int(self.indices[i]))
+
+    def load_with_note(self, i: int) -> tuple[np.ndarray, ColourNote | None]:
+        return self.parent.load_with_note(int(self.indices[i]))
 
     @property
     def identity(self) -> str:

@@ -1,4 +1,4 @@
-"""What ``medtransfer data inspect`` reports: counts, labels, patients, image sizes, problems found."""
+"""What ``medtransfer data inspect`` reports: counts, labels, patients, image sizes, colour modes, problems found."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from medtransfer.data.colour import describe_conversions
 from medtransfer.data.dataset import ImageDataset
 from medtransfer.errors import DataError
 from medtransfer.tasks.base import task_kind
@@ -27,6 +28,8 @@ class Inspection:
     source_splits: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (which image, why) for every one that failed
+    colour_modes: dict[str, int] = field(default_factory=dict)  # "RGB (grey content)" → count among images read
+    conversion: str | None = None  # what reading with `channels` did to them (the words training logs)
 
 
 def inspect_dataset(ds: ImageDataset, sample: int | None = 32) -> Inspection:
@@ -54,17 +57,25 @@ def inspect_dataset(ds: ImageDataset, sample: int | None = 32) -> Inspection:
     )
     sizes: Counter = Counter()
     dtypes: Counter = Counter()
+    modes: Counter = Counter()
+    actions: Counter = Counter()
     for i in idx:
         try:
-            img = ds.load(int(i))
+            img, note = ds.images.load_with_note(int(i))  # what training reads (the cache does the same)
         except DataError as e:
             if not missing or "not found" not in str(e):
                 rep.unreadable.append((ds.images.describe(int(i)), str(e)))
             continue
         sizes[f"{img.shape[1]}x{img.shape[2]}"] += 1
         dtypes[str(img.dtype)] += 1
+        if note is not None:
+            modes[note.label] += 1
+            actions[note.action] += 1
         rep.n_read += 1
     rep.sizes, rep.dtypes = dict(sizes), dict(dtypes)
+    if modes:
+        rep.colour_modes = dict(modes.most_common())
+        rep.conversion = describe_conversions(ds.channels, actions)
     if rep.unreadable:
         rep.problems.append(f"{len(rep.unreadable)} unreadable image(s) among {len(idx)} read (listed above)")
     if len(sizes) > 1:

@@ -3,10 +3,12 @@
 :func:`read_image` dispatches on the file name:
 
 * PNG / JPEG / TIFF / BMP (Pillow): 8-bit → ``uint8``, 16-bit grey → ``uint16``, float TIFF → ``float32``;
-  RGB stays 3 channels, alpha is dropped, palette images become grey (``L``).
+  alpha is dropped (RGBA → RGB, LA → L, not composited), palette images are expanded through their palette, 1-bit
+  images become ``L``, and an RGB image whose three channels are equal becomes 1 channel (grey content); only truly
+  colour images keep 3 channels (:mod:`medtransfer.data.colour` brings them to a dataset's ``data.channels``).
 * DICOM (``.dcm``, ``.dicom`` or no suffix with the ``DICM`` preamble, pydicom): the modality LUT
   (RescaleSlope/RescaleIntercept) is applied and ``MONOCHROME1`` is inverted so that high = bright,
-  as in ``MONOCHROME2``; returns ``float32``.
+  as in ``MONOCHROME2``; returns ``float32``. Colour DICOM (SamplesPerPixel 3) keeps 3 channels unless they are equal.
 * NIfTI (``.nii``, ``.nii.gz``, nibabel): singleton axes are squeezed and the result must be 2D; returns
   ``float32``. Orientation: the affine is ignored; rows follow the second voxel axis and columns the
   first (``data.T``), with no flips, so the voxel → pixel mapping is the same whatever the radiological
@@ -39,12 +41,25 @@ _JPEG_END = b"\xff\xd9"
 
 
 def read_image(path: Path) -> np.ndarray:
-    """Decode a 2D image file into ``(C, H, W)`` in its native dtype (uint8, uint16 or float32).
+    """Decode a 2D image file into ``(C, H, W)`` in its native dtype (uint8, uint16 or float32); C is 1, or 3 for a
+    truly colour image.
 
     Example:
         >>> img = read_image(Path("images/case_001.png"))   # doctest: +SKIP
         >>> img.shape, img.dtype                              # doctest: +SKIP
         ((1, 512, 512), dtype('uint8'))
+    """
+    return read_pixels(path)[0]
+
+
+def read_pixels(path: Path) -> tuple[np.ndarray, str]:
+    """:func:`read_image` and the colour mode the file stores the image in: a PIL mode (``L``, ``RGB``, ``RGBA``,
+    ``P``, ``I;16`` ...), ``DICOM <PhotometricInterpretation>`` or ``NIfTI`` (what :func:`header_mode` reads).
+
+    Example:
+        >>> img, mode = read_pixels(Path("images/grey_film.jpg"))   # doctest: +SKIP
+        >>> img.shape, mode                                          # doctest: +SKIP
+        ((1, 512, 512), 'RGB')
     """
     path = Path(path)
     kind = _kind(path)
@@ -53,7 +68,7 @@ def read_image(path: Path) -> np.ndarray:
             return _read_pil(path)
         if kind == "dicom":
             return _read_dicom(path)
-        return _read_nifti(path)
+        return _read_nifti(path), "NIfTI"
     except DataError:
         raise
     except FileNotFoundError:
@@ -97,10 +112,44 @@ def image_size(path: Path) -> tuple[int, int]:
         raise _unreadable(path, e) from e
 
 
+def header_mode(path: Path) -> str:
+    """The colour mode :func:`read_pixels` reports, read from the header only (no pixel decode).
+
+    Example:
+        >>> header_mode(Path("images/case_001.png"))   # doctest: +SKIP
+        'L'
+    """
+    path = Path(path)
+    kind = _kind(path)
+    try:
+        if kind == "pil":
+            from PIL import Image
+
+            with Image.open(path) as im:
+                return im.mode
+        if kind == "dicom":
+            import pydicom
+
+            return _dicom_mode(pydicom.dcmread(path, stop_before_pixels=True))
+        return "NIfTI"
+    except DataError:
+        raise
+    except FileNotFoundError:
+        raise DataError(f"image file not found: {path}") from None
+    except Exception as e:
+        raise _unreadable(path, e) from e
+
+
 def is_image_file(path: Path) -> bool:
     """Whether :func:`read_image` knows the file's suffix (DICOM files without a suffix are not counted)."""
     name = path.name.lower()
     return name.endswith(IMAGE_SUFFIXES)
+
+
+def is_suffixless_dicom(path: Path) -> bool:
+    """A file with no suffix (or a numeric one, as DICOM UIDs have) and the ``DICM`` preamble at byte 128: what
+    :func:`read_image` reads as DICOM although :func:`is_image_file` does not count it (reads 132 bytes)."""
+    return (not path.suffix or path.suffix[1:].isdigit()) and _has_dicom_preamble(path)
 
 
 def _kind(path: Path) -> str:
@@ -168,7 +217,14 @@ def _to_chw(arr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0))
 
 
-def _read_pil(path: Path) -> np.ndarray:
+def _grey_if_equal(arr: np.ndarray) -> np.ndarray:
+    """``(H, W, 3)`` whose three channels are equal → ``(H, W)``; anything else as it is."""
+    if arr.ndim == 3 and np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 1], arr[..., 2]):
+        return arr[..., 0]
+    return arr
+
+
+def _read_pil(path: Path) -> tuple[np.ndarray, str]:
     from PIL import Image, ImageFile
 
     with Image.open(path) as im:
@@ -181,11 +237,12 @@ def _read_pil(path: Path) -> np.ndarray:
             # Someone else switched Pillow to fill truncated images with grey; still refuse them.
             _require_complete(path, im.format)
         arr = _pil_to_array(im)
-    return _to_chw(arr)
+        mode = im.mode
+    return _to_chw(arr), mode
 
 
 def _pil_to_array(im) -> np.ndarray:
-    """Pillow image → ``(H, W)`` or ``(H, W, 3)`` array without changing the bit depth."""
+    """Pillow image → ``(H, W)`` or, for a truly colour image, ``(H, W, 3)`` array without changing the bit depth."""
     mode = im.mode
     if mode.startswith("I;16"):  # 16-bit grey (PNG, TIFF), any byte order
         return np.asarray(im).astype(np.uint16, copy=False)
@@ -196,14 +253,18 @@ def _pil_to_array(im) -> np.ndarray:
         return arr.astype(np.float32)
     if mode == "F":
         return np.asarray(im, dtype=np.float32)
-    if mode in ("L", "RGB"):
+    if mode == "L":
         return np.asarray(im)
-    if mode in ("LA", "La"):
+    if mode in ("LA", "La"):  # alpha dropped
         return np.asarray(im)[..., 0]
-    if mode in ("P", "PA", "1"):
+    if mode == "1":
         return np.asarray(im.convert("L"))
-    # RGBA, CMYK, YCbCr, LAB, HSV ...: 3-channel RGB without alpha
-    return np.asarray(im.convert("RGB"))
+    if mode in ("P", "PA"):  # expanded through the palette (via RGBA when it has transparency, to drop it quietly)
+        im = im.convert("RGBA" if mode == "PA" or "transparency" in im.info else "RGB")
+    if im.mode == "RGBA":  # alpha dropped: the stored colour values, not composited on a background
+        return _grey_if_equal(np.asarray(im)[..., :3])
+    # RGB, CMYK, YCbCr, LAB, HSV, RGBa ...: 3-channel RGB
+    return _grey_if_equal(np.asarray(im if im.mode == "RGB" else im.convert("RGB")))
 
 
 def _require_complete(path: Path, fmt: str | None) -> None:
@@ -219,7 +280,15 @@ def _require_complete(path: Path, fmt: str | None) -> None:
         raise DataError(f"cannot read image {path}: the file is truncated (no {fmt} end marker)")
 
 
-def _read_dicom(path: Path) -> np.ndarray:
+def _dicom_mode(ds) -> str:
+    photometric = str(getattr(ds, "PhotometricInterpretation", "") or "").upper()
+    if not photometric:
+        samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
+        photometric = "MONOCHROME2" if samples == 1 else "RGB"
+    return f"DICOM {photometric}"
+
+
+def _read_dicom(path: Path) -> tuple[np.ndarray, str]:
     import pydicom
     from pydicom.pixels import apply_modality_lut
 
@@ -232,11 +301,11 @@ def _read_dicom(path: Path) -> np.ndarray:
     if frames > 1:
         raise _not_2d(path, arr.shape)
     if samples > 1:  # colour DICOM (e.g. secondary capture): no modality LUT applies
-        return _to_chw(arr.astype(np.float32))
+        return _to_chw(_grey_if_equal(arr.astype(np.float32))), _dicom_mode(ds)
     out = np.asarray(apply_modality_lut(arr, ds), dtype=np.float32)
     if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         out = _invert_monochrome1(out, ds, apply_modality_lut)
-    return _to_chw(out)
+    return _to_chw(out), _dicom_mode(ds)
 
 
 def _invert_monochrome1(out: np.ndarray, ds, apply_modality_lut) -> np.ndarray:

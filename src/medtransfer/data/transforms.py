@@ -37,10 +37,19 @@ class RadiographAugment:
     hflip: bool = False
 
     @classmethod
-    def for_training(cls, hflip: bool = False, zoom: bool = True) -> RadiographAugment:
+    def for_training(cls, hflip: bool = False, zoom: bool | None = True, kind=None) -> RadiographAugment:
         """The augmentation of ``train.hflip`` / ``train.zoom``; ``zoom=False`` keeps every length in the image (no
         random-resized-crop scaling or aspect change): a target measured in pixels (a circumference, a size) must not
-        change with the augmentation."""
+        change with the augmentation. ``zoom=None`` is the default of the task kind ``kind`` (its ``zoom``
+        attribute: false for regression), true without one.
+
+        Example:
+            >>> from medtransfer.tasks.base import task_kind
+            >>> RadiographAugment.for_training(zoom=None, kind=task_kind("regression")).scale
+            (1.0, 1.0)
+        """
+        if zoom is None:
+            zoom = getattr(kind, "zoom", True)
         return cls(hflip=hflip) if zoom else cls(hflip=hflip, scale=(1.0, 1.0), ratio=(1.0, 1.0))
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -38,6 +38,7 @@ class SourceEntry:
     available: bool = True
     note: str = ""
     error: str | None = None
+    remedy: str | None = None  # how to make an unavailable or broken entry usable (one line)
 
 
 def builtin_sources(backbone: str = DEFAULT_BACKBONE) -> list[SourceEntry]:
@@ -55,9 +56,35 @@ def builtin_sources(backbone: str = DEFAULT_BACKBONE) -> list[SourceEntry]:
     return [
         scratch,
         SourceEntry(
-            "imagenet", "imagenet", backbone, "supervised", "natural images", available=found is not None, note=note
+            "imagenet",
+            "imagenet",
+            backbone,
+            "supervised",
+            "natural images",
+            available=found is not None,
+            note=note,
+            remedy=None if found else imagenet_fetch(spec),
         ),
     ]
+
+
+def imagenet_fetch(spec) -> str:
+    """The one-time step, with internet, that puts ``spec``'s timm weights where :func:`find_imagenet_file` looks.
+
+    Example:
+        >>> print(imagenet_fetch(resolve_weights("imagenet", "resnet18")))  # doctest: +ELLIPSIS
+        run once with internet: python -c "import timm; timm.create_model('resnet18.a1_in1k', pretrained=True)" ...
+    """
+    command = f"python -c \"import timm; timm.create_model('{spec.name}', pretrained=True)\""
+    repo = (spec.hub_id or "").partition("@")[0]
+    alt = f" (or: hf download {repo} model.safetensors)" if repo else ""
+    return (
+        f"run once with internet: {command}{alt}; it fills the Hugging Face cache ($HF_HOME, default "
+        "~/.cache/huggingface), which an offline machine can copy"
+    )
+
+
+BUILD_HINT = "medtransfer sources build --data ARCHIVE --name NAME"
 
 
 def read_entry(folder: Path) -> SourceEntry:
@@ -74,7 +101,8 @@ def read_entry(folder: Path) -> SourceEntry:
             raise UserError(f"{card_path}: the card has no 'backbone' key")
         spec = resolve_weights(str(folder), str(card["backbone"]))  # checks the card's keys and the weights file
     except (UserError, OSError) as e:
-        return SourceEntry(name, str(folder), available=False, error=" ".join(str(e).split()))
+        remedy = f"delete {folder} and rebuild it: {BUILD_HINT.replace('NAME', name)}"
+        return SourceEntry(name, str(folder), available=False, error=" ".join(str(e).split()), remedy=remedy)
     data = card.get("data") if isinstance(card.get("data"), dict) else {}
     n = data.get("n_images")
     return SourceEntry(

@@ -123,7 +123,7 @@ def load_target(target: str, backbone: str | None = None, progress: bool = False
     )
 
 
-def source_features(source: str, target: Target, device: str = "cpu") -> np.ndarray:
+def source_features(source: str, target: Target, device: str = "auto") -> np.ndarray:
     """Frozen features ``(len(target.indices), F)`` of ``source`` on ``target.images[target.indices]``, in that order.
 
     ``scratch`` is the same random network every time (seeded by ``target.seed``). Compute them once and score any
@@ -139,7 +139,9 @@ def source_features(source: str, target: Target, device: str = "cpu") -> np.ndar
     torch.manual_seed(target.seed)  # scratch: the same random network every time
     model_cfg = ModelConfig(backbone=backbone, source=source, in_chans=target.channels)
     model, _ = create_model(model_cfg, num_outputs=1)
-    dev = torch.device(device)
+    from medtransfer.training.run import pick_device
+
+    dev = pick_device(device)
     model.to(dev)
     return frozen_features(model, target.images, target.indices, dev)
 
@@ -174,7 +176,7 @@ def score_features(
     return score, auc
 
 
-def score_source(name: str, source: str, target: Target, probe: bool = True, device: str = "cpu") -> RankRow:
+def score_source(name: str, source: str, target: Target, probe: bool = True, device: str = "auto") -> RankRow:
     """Frozen features of ``source`` on the target's training images → LogME (and the CV probe AUC)."""
     t0 = time.perf_counter()
     feats = source_features(source, target, device)
@@ -203,7 +205,7 @@ def rank_sources(
     sources_dir: str | Path | None = None,
     backbone: str | None = None,
     probe: bool = True,
-    device: str = "cpu",
+    device: str = "auto",
 ) -> list[RankRow]:
     """Score each source (catalogue names, ``scratch``, ``imagenet`` or folders) and sort best first by LogME.
 

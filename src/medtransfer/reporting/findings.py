@@ -493,9 +493,13 @@ def summarize_findings(
     unit: str = "",
     keep_degenerate: bool = False,
     rep: Replicates | None = None,
+    ranked_by: str | None = None,
 ) -> Findings:
     """The sentences: collapsed trials, per N the best network and whether it is separable from the next, per family
-    the significant results (each a sentence) and how many comparisons showed no detectable difference."""
+    the significant results (each a sentence) and how many comparisons showed no detectable difference.
+
+    ``ranked_by``: ``table`` was computed earlier and ranked the networks by this score ('validation', 'test'); its
+    ``best_vs_next`` row names the best network (a results folder kept the table but not the validation scores)."""
     m = metric_spec(metric)
     notes: list[str] = list(rep.notes) if rep is not None else []
     lines: list[str] = []
@@ -524,6 +528,8 @@ def summarize_findings(
             continue
         row = table[(table["family"] == "best_vs_next") & (table["n_label"] == level.n_label)]
         best = ranked[0]
+        if ranked_by is not None and len(row):
+            best, by = str(row.iloc[0]["arm"]), ranked_by
         test_mean = usable(t, m.key, keep_degenerate)
         test_mean = test_mean[(test_mean["arm"] == best) & (test_mean["n_label"] == level.n_label)][m.key].mean()
         text = f"N = {level.tick}: the best network by mean {by} {m.name} is {best} (test {m.name} {_num(test_mean)})"

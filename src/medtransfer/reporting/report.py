@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
+import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +41,7 @@ from medtransfer.reporting.document import (
     to_markdown,
 )
 from medtransfer.reporting.findings import (
+    SEED_LEVEL,
     arm_intervals,
     curve_fits,
     degenerate_reasons,
@@ -89,6 +93,107 @@ def with_two_level_ci(summary: pd.DataFrame, boot: pd.DataFrame, key: str) -> pd
     return out.drop(columns=[f"{key}_boot_lo", f"{key}_boot_hi"])
 
 
+@dataclass
+class KeptResults:
+    """What an earlier render computed from per-image predictions that a committed results folder no longer has:
+    ``summary.csv`` (its two-level bootstrap CIs), ``findings.csv`` (per-image Δ, CI, p), ``noninferiority.csv``
+    and the per-seed tests (``delong.csv``, ``paired_images.csv``, ``paired_cases.csv``). :func:`write_report`
+    reuses them when the trials are the same (every arm's mean matches), so re-rendering the folder does not replace
+    them with seed-level numbers; otherwise it recomputes everything seed-level."""
+
+    summary: pd.DataFrame
+    findings: pd.DataFrame | None = None
+    noninferiority: pd.DataFrame | None = None
+    ranked_by: str = "validation"  # how the kept findings chose each N's best network (findings.txt says)
+    per_seed: pd.DataFrame | None = None
+
+    @classmethod
+    def read(cls, folder: str | Path) -> KeptResults | None:
+        """The folder's per-image results, or None where it has none (nothing to keep)."""
+        out = Path(folder)
+        if not (out / "summary.csv").is_file():
+            return None
+        summary = pd.read_csv(out / "summary.csv", dtype={"n_label": str})
+        findings = ni = per_seed = None
+        if (out / "findings.csv").is_file():
+            findings = pd.read_csv(out / "findings.csv", dtype={"n_label": str})
+            if findings.empty or (findings["method"] == SEED_LEVEL).any():
+                findings = None
+        if findings is not None and (out / "noninferiority.csv").is_file():
+            ni = pd.read_csv(out / "noninferiority.csv", dtype={"n_label": str})
+        for name in ("delong.csv", "paired_images.csv", "paired_cases.csv"):
+            if (out / name).is_file():
+                per_seed = pd.read_csv(out / name, dtype={"n_label": str, "label": str})
+                break
+        two_level = "ci_method" in summary.columns and (summary["ci_method"] == CI_TWO_LEVEL).any()
+        if not two_level and findings is None and (per_seed is None or per_seed.empty):
+            return None
+        text = (out / "findings.txt").read_text(encoding="utf-8") if (out / "findings.txt").is_file() else ""
+        by = re.search(r"the best network by mean (\w+) ", text)
+        return cls(summary, findings, ni, by.group(1) if by else "validation", per_seed)
+
+    def per_seed_against(self, reference: str) -> pd.DataFrame | None:
+        """The kept per-seed tests against ``reference``, or None where there are none."""
+        if self.per_seed is None or "reference" not in self.per_seed.columns:
+            return None
+        rows = self.per_seed[self.per_seed["reference"] == reference].reset_index(drop=True)
+        return rows if len(rows) else None
+
+    def note(self) -> str:
+        """What the report says about the kept numbers."""
+        what = []
+        if "ci_method" in self.summary.columns and (self.summary["ci_method"] == CI_TWO_LEVEL).any():
+            what.append("the two-level bootstrap CIs (summary.csv)")
+        if self.findings is not None:
+            what.append("the findings (findings.csv, noninferiority.csv)")
+        if self.per_seed is not None:
+            what.append("the per-seed tests")
+        listed = " and ".join([", ".join(what[:-1]), what[-1]] if len(what) > 1 else what)
+        return (
+            f"This folder keeps no per-image predictions: {listed} are those of the render that had them, kept "
+            "because the arm means in results.csv are unchanged; they are not recomputed."
+        )
+
+    def matches(self, summary: pd.DataFrame, key: str) -> bool:
+        """Whether ``summary`` (recomputed from results.csv) has the same arms, N and means as the kept one."""
+        cols = ["arm", "n_label", "n_seeds", f"{key}_mean"]
+        if any(c not in self.summary.columns for c in cols):
+            return False
+        old = self.summary[cols].sort_values(["arm", "n_label"]).reset_index(drop=True)
+        new = summary[cols].sort_values(["arm", "n_label"]).reset_index(drop=True)
+        if len(old) != len(new) or not (old[["arm", "n_label"]] == new[["arm", "n_label"]]).all().all():
+            return False
+        a, b = old[cols[2:]].to_numpy(float), new[cols[2:]].to_numpy(float)
+        return bool(np.allclose(a, b, rtol=1e-9, atol=1e-12, equal_nan=True))
+
+    def apply_ci(self, summary: pd.DataFrame, key: str) -> pd.DataFrame:
+        """``summary`` with the kept two-level CIs where the kept summary has one."""
+        lo, hi = f"{key}_ci_lo", f"{key}_ci_hi"
+        if any(c not in self.summary.columns for c in ("ci_method", lo, hi)):
+            return summary
+        kept = self.summary[self.summary["ci_method"] == CI_TWO_LEVEL][["arm", "n_label", lo, hi]]
+        out = summary.merge(kept, on=["arm", "n_label"], how="left", suffixes=("", "_kept"))
+        has = out[f"{lo}_kept"].notna()
+        out.loc[has, lo], out.loc[has, hi] = out.loc[has, f"{lo}_kept"], out.loc[has, f"{hi}_kept"]
+        out.loc[has, "ci_method"] = CI_TWO_LEVEL
+        return out.drop(columns=[f"{lo}_kept", f"{hi}_kept"])
+
+    def noninferiority_with(self, metric: str, margin: float | None) -> pd.DataFrame | None:
+        """The kept non-inferiority table, its verdicts redone for ``margin`` (the study's config may have changed)."""
+        if self.noninferiority is None:
+            return None
+        m = metric_spec(metric)
+        kind = kind_of_metric(m.key)
+        ni = self.noninferiority.copy()
+        sign = 1.0 if m.higher_is_better else -1.0
+        ni["margin"] = [margin if margin is not None else kind.default_margin(r) for r in ni["reference_mean"]]
+        worse = ni["ci_lo"] if m.higher_is_better else ni["ci_hi"]
+        ni["non_inferior"] = [
+            bool(math.isfinite(w) and sign * w > -mg) for w, mg in zip(worse, ni["margin"], strict=True)
+        ]
+        return ni
+
+
 def write_report(
     trials: pd.DataFrame,
     out_dir: str | Path,
@@ -105,6 +210,7 @@ def write_report(
     margin: float | None = None,
     unit: str | None = None,
     keep_degenerate: bool = False,
+    kept: KeptResults | None = None,
 ) -> dict[str, Path]:
     """Write the study's tables, figures and report into ``out_dir``; return the written paths by name.
 
@@ -129,6 +235,9 @@ def write_report(
         margin: the non-inferiority margin against the baseline (None: the kind's default).
         unit: the regression target's unit, named in tables and findings.
         keep_degenerate: count trials whose model did not learn in means and tests (default: exclude them).
+        kept: without ``predictions``, the per-image results of an earlier render of the same trials
+            (:class:`KeptResults`, a committed results folder): its two-level CIs, findings and non-inferiority
+            are reused instead of seed-level ones. Ignored with ``predictions`` or when the arms' means differ.
 
     Returns:
         Paths keyed ``results``, ``summary``, ``delong`` (for Dice ``paired_cases``: ``paired_cases.csv``),
@@ -155,8 +264,21 @@ def write_report(
     baselines += [a for a in arm_order(t) if (t.loc[t["arm"] == a, "kind"] == "baseline").all() and a != baseline]
     rep = trial_replicates(usable(t, m.key, keep_degenerate), predictions, m.key)
     summary = with_two_level_ci(summary_table(t, m.key, keep_degenerate), arm_intervals(t, rep, m.key), m.key)
-    found_table = findings_table(t, rep, m.key, baselines, keep_degenerate=keep_degenerate)
-    found = summarize_findings(t, found_table, m.key, unit=unit, keep_degenerate=keep_degenerate, rep=rep)
+    if kept is not None and (predictions is not None or not kept.matches(summary, m.key)):
+        if predictions is None:
+            log.warning("%s: its trial means differ from the summary.csv there; the per-image results are dropped", out)
+        kept = None
+    if kept is not None:
+        summary = kept.apply_ci(summary, m.key)
+        rep.notes = [kept.note(), *(n for n in rep.notes if kept.findings is None)]
+    if kept is not None and kept.findings is not None:
+        found_table = kept.findings
+    else:
+        found_table = findings_table(t, rep, m.key, baselines, keep_degenerate=keep_degenerate)
+    ranked_by = kept.ranked_by if kept is not None and kept.findings is not None else None
+    found = summarize_findings(
+        t, found_table, m.key, unit=unit, keep_degenerate=keep_degenerate, rep=rep, ranked_by=ranked_by
+    )
     fits, backtest, curves = curve_fits(t, m.key, target=target, keep_degenerate=keep_degenerate)
     results = results_table(t, m.key)
     paths: dict[str, Path] = {
@@ -175,7 +297,10 @@ def write_report(
     ref, ref_note = choose_reference(t, reference)
     per_seed, per_seed_notes, paired, diffs = pd.DataFrame(), [], pd.DataFrame(), pd.DataFrame()
     if ref is not None:
-        if dice:
+        kept_tests = kept.per_seed_against(ref) if kept is not None else None
+        if kept_tests is not None:  # a results folder's per-seed tests, from predictions it no longer has
+            per_seed, per_seed_notes = kept_tests, []
+        elif dice:
             per_seed, per_seed_notes = case_comparisons(t, ref, predictions)
             if predictions is not None:  # without them an empty table would replace one an earlier report wrote
                 paths["paired_cases"] = _write_csv(per_seed, out / "paired_cases.csv")
@@ -267,7 +392,9 @@ def write_report(
             blocks += sections.calibration_section(calibration, tick, figure)
     blocks += sections.curves_section(fits, backtest, fit_fig, m.key, target, unit)
     if baseline is not None and baseline in set(t["arm"]):
-        ni = noninferiority(t, rep, m.key, baseline, margin)
+        ni = kept.noninferiority_with(m.key, margin) if kept is not None else None
+        if ni is None:
+            ni = noninferiority(t, rep, m.key, baseline, margin)
         paths["noninferiority"] = _write_csv(ni, out / "noninferiority.csv")
         blocks += sections.noninferiority_section(ni, baseline, tick, m.key)
     else:

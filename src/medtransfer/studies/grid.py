@@ -93,9 +93,12 @@ def expand(study: StudySection, pool: int) -> list[Trial]:
         STRATEGIES.get(name)  # unknown names raise with close matches
     for name, overrides in study.strategy_settings.items():
         if name not in study.strategies:
-            close = suggest(str(name), list(study.strategies))
-            hint = f"; did you mean {close[0]!r}?" if close else f"; the study's strategies are {study.strategies}"
-            raise ConfigError(f"study.strategy_settings names '{name}', which is not in study.strategies{hint}")
+            if name not in STRATEGIES.names():  # a misspelt strategy: refuse, with the close matches
+                close = suggest(str(name), [*study.strategies, *STRATEGIES.names()])
+                hint = f"; did you mean {close[0]!r}?" if close else f"; the study's strategies are {study.strategies}"
+                raise ConfigError(f"study.strategy_settings names '{name}', which is not a strategy{hint}")
+            # settings kept for a strategy the study does not run (a trimmed example): not an error
+            log.warning("study.strategy_settings.%s is ignored: '%s' is not in study.strategies", name, name)
         if not isinstance(overrides, list) or not all(isinstance(o, str) and "=" in o for o in overrides):
             raise ConfigError(f"study.strategy_settings.{name} must be a list of 'key.sub=value' overrides")
     for name in study.baselines:

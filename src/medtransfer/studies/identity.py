@@ -24,6 +24,15 @@ LOCK_FILE = ".lock"
 # `medtransfer report` takes them from the study's config.yaml.
 REPORT_ONLY = ("notes", "target", "margin", "unit", "keep_degenerate")
 
+# The revision of medtransfer's training defaults that a study's trials ran under. A config key left at null means
+# "the default", so a change of a default changes what a trial does without changing the config: a study started
+# under an older revision is not resumed with a newer one (its trials would mix two trainings).
+#   1: until 2026-12 (constant LR for scratch / finetune / the simple strategies; random-resized-crop zoom for every
+#      task kind; a tie in the validation score kept the earlier epoch)
+#   2: cosine LR by default; no zoom for regression targets (train.zoom: null = the task kind's); ties keep the later
+#      epoch (issue [2/4], docs/benchmarks.md "Defaults against a plain loop")
+DEFAULTS_REVISION = 2
+
 
 def fingerprint(cfg: StudyConfig) -> dict:
     """The config a resumed study must match: everything except how (and where) its trials run and its notes."""
@@ -31,6 +40,7 @@ def fingerprint(cfg: StudyConfig) -> dict:
     for key in ("workers", "radiomics_workers", "executor", "ray_address", "trial_cpus", "trial_gpus", *REPORT_ONLY):
         data["study"].pop(key, None)
     data["train"].pop("compile", None)  # speed only
+    data["defaults_revision"] = DEFAULTS_REVISION
     return json.loads(json.dumps(data))
 
 
@@ -43,6 +53,13 @@ def check_same_study(ledger: Ledger, cfg: StudyConfig) -> None:
         ledger.set_meta("config_sha1", hashlib.sha1(text.encode()).hexdigest())
         ledger.set_meta("created", time.strftime("%Y-%m-%d %H:%M:%S"))
         return
+    revision = json.loads(stored).get("defaults_revision", 1)
+    if revision != DEFAULTS_REVISION:
+        raise UserError(
+            f"{ledger.path.parent} was started under medtransfer's training defaults revision {revision}, this "
+            f"version trains with revision {DEFAULTS_REVISION} (see studies/identity.py): resuming would mix two "
+            "trainings in one study; finish it with the version that started it, or start a new --out"
+        )
     if stored != text:
         diff = diff_configs(json.loads(stored), now, fingerprint(StudyConfig()))
         if not diff:  # only keys a newer medtransfer added (at their defaults) or removed: the same study

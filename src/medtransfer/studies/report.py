@@ -75,12 +75,14 @@ def report_study(study_dir: str | Path, progress: bool = False, notes: str | Pat
 
     ``notes``: a markdown file for the Discussion section; by default the study's ``study.notes``.
     """
-    from medtransfer.reporting.report import write_report
+    from medtransfer.reporting.report import KeptResults, write_report
 
     out = Path(study_dir)
+    kept = None
     if is_results_folder(out):
         config, trials, metric = results_only(out)  # a committed results folder: its CSVs and config, no trials
         predictions = None
+        kept = KeptResults.read(out)  # what an earlier render computed from predictions the folder no longer has
         log.warning("%s has no ledger: the report is rebuilt from results.csv, without per-image tests", out)
     else:
         with open_existing(out) as ledger:
@@ -122,18 +124,15 @@ def report_study(study_dir: str | Path, progress: bool = False, notes: str | Pat
         margin=study.get("margin"),
         unit=study.get("unit"),
         keep_degenerate=bool(study.get("keep_degenerate", False)),
+        kept=kept,
     )
 
 
 def is_results_folder(out: Path) -> bool:
-    """A folder of committed results (``results.csv`` + ``config.yaml``) rather than a study: no ledger and no study
-    marker. A study that lost its ledger keeps its marker, and is told to ``--repair`` instead."""
-    return (
-        not (out / LEDGER_FILE).exists()
-        and not (out / STUDY_MARKER).exists()
-        and (out / "results.csv").is_file()
-        and (out / "config.yaml").is_file()
-    )
+    """A folder of committed results (``results.csv``, usually with the study's ``config.yaml``) rather than a study:
+    no ledger and no study marker. A study that lost its ledger keeps its marker, and is told to ``--repair``
+    instead."""
+    return not (out / LEDGER_FILE).exists() and not (out / STUDY_MARKER).exists() and (out / "results.csv").is_file()
 
 
 def with_report_settings(config: dict, resolved: Path) -> dict:
@@ -152,22 +151,52 @@ def with_report_settings(config: dict, resolved: Path) -> dict:
     return merged
 
 
+RESULTS_NEEDS = ("id", "arm", "source", "strategy", "n", "n_label", "seed", "status")
+
+
 def results_only(out: Path) -> tuple[dict, pd.DataFrame, str]:
     """``(config, trials, metric)`` of a study folder that kept only ``results.csv`` and ``config.yaml`` (as the
-    committed ``docs/results/*`` do): trials without metrics or predictions, so findings use seed-level tests."""
+    committed ``docs/results/*`` do): trials without metrics or predictions, so findings use seed-level tests. An
+    older folder without ``config.yaml`` is read with the defaults, its metric named by its columns."""
     import yaml
 
-    config = yaml.safe_load((out / "config.yaml").read_text()) or {}
+    resolved = out / "config.yaml"
+    config = (yaml.safe_load(resolved.read_text()) or {}) if resolved.is_file() else {}
     results = pd.read_csv(out / "results.csv", dtype={"n_label": str, "id": str})
+    missing = [c for c in RESULTS_NEEDS if c not in results.columns]
+    if missing:
+        from medtransfer.errors import UserError
+
+        raise UserError(f"{out / 'results.csv'} is not a study's results table: no column {', '.join(missing)}")
     metric = task_kind(config["task"]).metric if config.get("task") else "auc"
     if metric not in results.columns:
         metric = next((m for m in ("auc", "mae", "dice") if m in results.columns), metric)
     trials = results.copy()
     trials["kind"] = np.where(trials["source"].isna(), "baseline", "net")  # a baseline arm has no source
-    trials["metrics"] = [{} for _ in range(len(trials))]
+    trials["metrics"] = [metrics_of_row(r, metric) for r in results.to_dict("records")]
     if "degenerate" not in trials.columns:
         trials["degenerate"] = None
     return config, trials, metric
+
+
+def metrics_of_row(row: dict, metric: str) -> dict:
+    """The part of a trial's ``metrics`` that ``results.csv`` shows, read back from its row so that a re-render
+    writes the same columns: the kind's secondary metrics (``rmse``, ``r2``), ``hd95`` and the per-label (per-class,
+    per-target) columns ``<metric>:<name>`` and ``hd95:<name>``."""
+    kind = kind_of_metric(metric)
+    out: dict = {}
+    per: dict[str, dict] = {}
+    for col, value in row.items():
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            continue
+        name, sep, label = str(col).partition(":")
+        if not sep and (col in kind.secondary_metrics or (kind.volumetric and col == "hd95")):
+            out[col] = float(value)
+        elif sep and label and (name == metric or (kind.volumetric and name == "hd95")):
+            per.setdefault(label, {})[name] = float(value)
+    if per:
+        out["per_label"] = per
+    return out
 
 
 def study_metric(ledger, config: dict) -> str:

@@ -235,7 +235,9 @@ def _preflight_test(cfg: StudyConfig, ds) -> None:
     t = cfg.study.test
     labels = tuple(cfg.data.labels) if cfg.data.labels else None
     ext = load_dataset(
-        t.path, t.format, SourceOptions(labels=labels, task=cfg.task, allow_outside=cfg.data.allow_outside)
+        t.path,
+        t.format,
+        SourceOptions(labels=labels, task=cfg.task, allow_outside=cfg.data.allow_outside, channels=cfg.data.channels),
     )
     if list(ext.label_names) != list(ds.label_names):
         raise UserError(f"study.test {t.path} has labels {list(ext.label_names)}, the study {list(ds.label_names)}")

@@ -334,7 +334,12 @@ def _external(ctx: StudyContext):
         ds = load_dataset(
             test.path,
             test.format,
-            SourceOptions(labels=labels, task=ctx.cfg.task, allow_outside=ctx.cfg.data.allow_outside),
+            SourceOptions(
+                labels=labels,
+                task=ctx.cfg.task,
+                allow_outside=ctx.cfg.data.allow_outside,
+                channels=ctx.cfg.data.channels,
+            ),
         )
         images = cached_images(
             ds, ctx.cfg.data.image_size, ctx.cfg.data.cache_dir, progress=False, resize=ctx.cfg.data.resize

@@ -42,6 +42,9 @@ class TaskKind:
     volumetric: ClassVar[bool] = False  # 3-D cases and masks (segmentation) rather than 2-D images and labels
     paired_test: ClassVar[str] = ""  # the per-seed paired test between two arms, as the report names it
     secondary_metrics: ClassVar[tuple[str, ...]] = ()  # further top-level keys results.csv shows (rmse, r2)
+    # train.zoom's default (``null`` in the config): whether the augmentation's random resized crop rescales the
+    # image. A class does not change with a zoom; a continuous target may be a length in pixels, which does.
+    zoom: ClassVar[bool] = True
 
     @property
     def axis(self) -> str:
@@ -170,6 +173,11 @@ class TaskKind:
     def prediction_columns(self, names: list[str]) -> list[str]:
         """Column names of the outputs in ``predict``'s CSV."""
         return [f"prob_{n}" for n in names]
+
+    def label_text(self, names: list[str], row: np.ndarray) -> str:
+        """One image's label as a caption (``--show-batch``): the names whose value is 1, else ``negative``."""
+        on = [n for n, v in zip(names, row, strict=False) if v == 1]
+        return ", ".join(on) if on else ("negative" if names else "")
 
     def label_table(self, labels: np.ndarray, names: list[str]) -> tuple[list[str], list[list[str]], list[str]]:
         """What ``data inspect`` shows of the labels: a table (header, rows) and problems found."""

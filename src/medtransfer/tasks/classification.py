@@ -265,6 +265,9 @@ class Multiclass(_Classification):
     def choose_thresholds(self, labels, outputs, names) -> None:
         return None  # the class with the highest probability is the decision
 
+    def label_text(self, names: list[str], row: np.ndarray) -> str:
+        return names[int(np.nanargmax(row))] if np.isfinite(row).any() else "unknown"
+
 
 TASK_KINDS.register("binary", Binary())
 TASK_KINDS.register("multilabel", Multilabel())

@@ -4,6 +4,7 @@
   outputs are mapped back to the target's unit, so predictions, metrics and ``predict``'s CSV are in that unit;
 * loss (``train.loss``): ``l1`` (default: the MAE is the primary metric), ``mse`` or ``huber`` (δ = 1 standard
   deviation), on the standardised targets, NaN entries masked out;
+* augmentation: no random zoom unless ``train.zoom: true`` (the kind's default; a target in pixels changes with it);
 * metrics: MAE (primary, lower is better), RMSE and R², with patient-bootstrap 95 % CIs
   (:mod:`medtransfer.evaluation.regression`);
 * splits are stratified by quantile bins of the first target (5 bins), patient-grouped like the others;
@@ -98,6 +99,9 @@ class Regression(TaskKind):
     paired_test = "paired bootstrap of the MAE difference over images"
     secondary_metrics = ("rmse", "r2")
     several_columns = True
+    # no random resized crop by default: a target in pixels (HC18's head circumference) changes with a zoom, and the
+    # label noise it adds cost 4.6 px of validation MAE there (24.0 against 19.4; docs/benchmarks.md)
+    zoom = False
 
     def check_labels(self, labels: np.ndarray, names) -> None:
         super().check_labels(labels, names)
@@ -180,6 +184,9 @@ class Regression(TaskKind):
 
     def prediction_columns(self, names: list[str]) -> list[str]:
         return [f"pred_{n}" for n in names]
+
+    def label_text(self, names: list[str], row: np.ndarray) -> str:
+        return ", ".join(f"{n} = {v:.4g}" for n, v in zip(names, row, strict=False))
 
     def logme_targets(self, column: np.ndarray) -> list[np.ndarray]:
         """LogME is defined for regression (You et al. 2021): the standardised target itself."""

@@ -81,6 +81,7 @@ def _load_target(
     labels: list[str] | None,
     with_labels: bool = True,
     allow_outside: bool = False,
+    patient_column: str | None = None,
 ) -> ImageDataset:
     d = tm.cfg.data
     same = str(Path(data).expanduser().resolve()) == str(Path(d.path).expanduser().resolve()) if d.path else False
@@ -89,8 +90,9 @@ def _load_target(
         labels=tuple(labels) if labels else run_labels,
         classes=tuple(d.classes) if (d.classes and same) else None,
         image_column=d.image_column if same else None,
-        patient_column=d.patient_column if same else None,
+        patient_column=patient_column or (d.patient_column if same else None),
         allow_outside=allow_outside or d.allow_outside,
+        channels=tm.in_chans if tm.in_chans in (1, 3) else None,  # new images are read with the model's channels
     )
     ds = load_dataset(data, format, opts)
     if ds.channels != tm.in_chans:
@@ -98,25 +100,61 @@ def _load_target(
     return ds
 
 
+ALL = "all"
+
+
+def _own_split(tm: TrainedModel, ds: ImageDataset):
+    """The run's own split when it was made for these images (the data it was trained on), else ``None``."""
+    for cand in (tm.run_dir / "split.csv", Path(tm.cfg.data.split_file or "")):
+        if cand.is_file():
+            try:
+                return load_split(cand, ds)
+            except SplitMismatch:
+                continue
+    return None
+
+
 def _select(
     tm: TrainedModel, ds: ImageDataset, data: str, split: str | None, split_file: str | Path | None = None
-) -> np.ndarray:
-    """The images of ``split`` in ``data``: from ``split_file`` when given; else from the run's own split when it was
-    made for these images (the data it was trained on); else from the split that comes with the file (MedMNIST
-    ``test``); else an error. A split file is never applied to other images, even when their ids match."""
-    if split is None:
-        return np.arange(len(ds))
-    if split not in SPLIT_NAMES:
-        raise UserError(f"--split must be one of {SPLIT_NAMES}, got '{split}'")
+) -> tuple[np.ndarray, str, str | None]:
+    """The images of ``split`` in ``data`` and the split's name, with a note for the user when the choice was not
+    spelled out: from ``split_file`` when given; else from the run's own split when it was made for these images
+    (the data it was trained on); else from the split that comes with the file (MedMNIST ``test``); else an error.
+    A split file is never applied to other images, even when their ids match.
+
+    No ``split``: the run's own data is scored on its test split (validation when it has none), never on the images
+    it trained on; other data is scored whole. ``all`` scores every image, with a warning when some trained the
+    model."""
+    if split is not None and split not in (*SPLIT_NAMES, ALL):
+        raise UserError(f"--split must be one of {[*SPLIT_NAMES, ALL]}, got '{split}'")
+    if split is None or split == ALL:
+        own = _own_split(tm, ds)
+        if own is None:
+            return np.arange(len(ds)), ALL, None
+        if split == ALL:
+            n_train = len(own.indices("train"))
+            note = (
+                f"warning: --split all scores every image of the run's own data, the {n_train} it was trained on "
+                "included: the score is optimistic and is not an estimate of performance on new images"
+            )
+            log.warning(note)
+            return np.arange(len(ds)), ALL, note
+        name = "test" if len(own.indices("test")) else "val"
+        idx = own.indices(name)
+        note = (
+            f"{data} is the run's own data: scoring its {name} split ({len(idx)} images), not the images it was "
+            "trained on (--split all scores every image)"
+        )
+        return idx, name, note
     if split_file is not None:  # the caller named the file: its errors are the answer, no fallback
         if not Path(split_file).is_file():
             raise UserError(f"split file {split_file} does not exist")
-        return load_split(Path(split_file), ds).indices(split)
+        return load_split(Path(split_file), ds).indices(split), split, None
     mismatch: SplitMismatch | None = None
     for cand in (tm.run_dir / "split.csv", Path(tm.cfg.data.split_file or "")):
         if cand.is_file():
             try:
-                return load_split(cand, ds).indices(split)
+                return load_split(cand, ds).indices(split), split, None
             except SplitMismatch as e:
                 mismatch = mismatch or e
     if "source_split" in ds.meta.columns and (ds.meta["source_split"] == split).any():
@@ -124,7 +162,7 @@ def _select(
         log.info(
             "%s is not the run's training data: scoring the file's own '%s' split (%d images)", data, split, len(idx)
         )
-        return idx
+        return idx, split, None
     reason = f": {mismatch}" if mismatch else ""
     raise UserError(
         f"{data} has no '{split}' split of its own and the run's split does not apply to it{reason}. "
@@ -147,9 +185,8 @@ def _scores(tm: TrainedModel, ds: ImageDataset, idx: np.ndarray, tta: int, devic
         tm.model.normalization["std"],
         device,
     )
-    return predict(
-        tm.model, tm.task, batches, tta, RadiographAugment.for_training(tm.cfg.train.hflip, tm.cfg.train.zoom)
-    )
+    augment = RadiographAugment.for_training(tm.cfg.train.hflip, tm.cfg.train.zoom, tm.task.kind)
+    return predict(tm.model, tm.task, batches, tta, augment)
 
 
 def _tta(tm: TrainedModel, tta: int | None) -> int:
@@ -170,13 +207,15 @@ def evaluate_run(
     split_file: str | Path | None = None,
     tta: int | None = None,
     allow_outside: bool = False,
+    patient_column: str | None = None,
+    device: str = "auto",
 ) -> dict:
     """Metrics of a trained run on ``data`` (AUC with bootstrap CI; thresholds from the run's validation);
     with ``predictions_out`` also the per-image scores (``image_id, patient_id, label:<name>, score:<name>``).
     ``tta``: test-time augmented views (default: the run's ``eval.tta``)."""
     tm = load_run(run_dir)
     tta = _tta(tm, tta)
-    ds = _load_target(tm, data, format, labels, allow_outside=allow_outside)
+    ds = _load_target(tm, data, format, labels, allow_outside=allow_outside, patient_column=patient_column)
     # a one-label kind (binary, one regression target) scores any one-label file of the same kind, with a notice
     one_label = len(tm.label_names) == len(ds.label_names) == 1 and tm.task.kind.name == ds.task
     if list(ds.label_names) != tm.label_names and one_label:
@@ -191,8 +230,8 @@ def evaluate_run(
             f"{data} has labels {list(ds.label_names)} but the model predicts {tm.label_names}; "
             "pass --labels to select matching columns"
         )
-    idx = _select(tm, ds, data, split, split_file)
-    scores = _scores(tm, ds, idx, tta)
+    idx, split_name, note = _select(tm, ds, data, split, split_file)
+    scores = _scores(tm, ds, idx, tta, device)
     metrics = tm.task.kind.summarize(
         ds.labels[idx],
         scores,
@@ -200,7 +239,9 @@ def evaluate_run(
         patient_ids=ds.meta["patient_id"].to_numpy()[idx],
         thresholds=tm.thresholds,
     )
-    metrics.update({"data": str(data), "split": split or "all", "run": str(run_dir), "tta": tta})
+    metrics.update({"data": str(data), "split": split_name, "run": str(run_dir), "tta": tta})
+    if note:
+        metrics["split_note"] = note
     if predictions_out is not None:
         write_predictions(Path(predictions_out), ds, idx, scores)
     atomic_write_text(out, json.dumps(to_jsonable(metrics), indent=2))
@@ -214,13 +255,15 @@ def predict_run(
     format: str | None = None,
     tta: int | None = None,
     allow_outside: bool = False,
+    labels: list[str] | None = None,
+    device: str = "auto",
 ) -> pd.DataFrame:
     """Per-image probabilities of a trained run on ``data`` (labels in the data are not needed); ``tta``:
     test-time augmented views (default: the run's ``eval.tta``)."""
     tm = load_run(run_dir)
     tta = _tta(tm, tta)
-    ds = _load_target(tm, data, format, None, with_labels=False, allow_outside=allow_outside)
-    scores = _scores(tm, ds, np.arange(len(ds)), tta)
+    ds = _load_target(tm, data, format, labels, with_labels=False, allow_outside=allow_outside)
+    scores = _scores(tm, ds, np.arange(len(ds)), tta, device)
     table = ds.meta[["image_id", "patient_id"]].copy()
     for k, column in enumerate(tm.task.kind.prediction_columns(tm.label_names)):
         table[column] = scores[:, k]

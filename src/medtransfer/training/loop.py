@@ -32,6 +32,11 @@ from medtransfer.training.tasks import Task
 log = logging.getLogger(__name__)
 
 
+# A training loss this many times its first value has diverged (lr far too high): the run fails (exit code 1)
+# instead of ending "done" with a constant model. No sane training grows its loss 1000-fold.
+DIVERGED = 1000.0
+
+
 @dataclass
 class FitState:
     epoch: int = 0  # next epoch to run
@@ -104,11 +109,14 @@ def fit(
             row = {"epoch": epoch, "train_loss": loss, **columns}
             state.history.append({**row, "lr": optimizer.param_groups[-1]["lr"], "seconds": time.perf_counter() - t0})
             improved = np.isfinite(score_now) and score_now > state.best_score
-            if validate and (improved or not best_path.exists()):
+            # a tie (a validation AUC saturated at 1.0) keeps the later, longer-trained epoch; patience still waits
+            # for a strict gain
+            tied = np.isfinite(score_now) and score_now == state.best_score
+            if validate and (improved or tied or not best_path.exists()):
                 state.best_score, state.best_epoch, state.bad_epochs = (
                     (score_now if np.isfinite(score_now) else -math.inf),
                     epoch,
-                    0,
+                    state.bad_epochs + 1 if tied else 0,
                 )
                 save_weights(best_path, model)
             elif validate:
@@ -153,6 +161,7 @@ def train_one_epoch(
     strategy.set_train_mode(model)
     cuda = train.device.type == "cuda"
     total = torch.zeros((), device=train.device)
+    first_loss = math.nan  # the epoch's first batch loss: the scale a diverging loss is measured against
     first_step = epoch * len(train)  # steps are counted over the whole run for step-scheduled strategies
     with cudnn_autotune(cuda):
         for step, (x, y) in enumerate(train.epoch(seed, epoch)):
@@ -171,6 +180,12 @@ def train_one_epoch(
                     raise TrainingFailed(
                         f"loss became {mean} at epoch {epoch + 1}, step {step + 1}; "
                         "lower train.lr or enable train.grad_clip"
+                    )
+                first_loss = mean if step == 0 else first_loss
+                if first_loss > 0 and mean > DIVERGED * first_loss:
+                    raise TrainingFailed(
+                        f"training diverged: the loss rose from {first_loss:.3g} to {mean:.3g} by epoch {epoch + 1}, "
+                        f"step {step + 1}; lower train.lr (now {cfg.lr:g}; `medtransfer lr-find` suggests one)"
                     )
                 on_step(f"epoch {epoch + 1}/{cfg.epochs} loss {mean:.4f}")
             else:

@@ -92,3 +92,29 @@ def _repeat(batches: Iterable[Any], n: int) -> Iterator[Any]:
                 return
         if empty:
             return
+
+
+def plot_lr_find(lrs: list[float], losses: list[float], suggestion: float, path) -> None:
+    """fastai's ``lr_find`` plot: smoothed loss against the learning rate (log axis), the suggestion marked; written
+    atomically as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from medtransfer.io import atomic_write
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=120)
+    ax.plot(lrs, losses, color="C0")
+    if math.isfinite(suggestion) and lrs:
+        y = float(np.interp(np.log(suggestion), np.log(lrs), losses))
+        ax.plot([suggestion], [y], "o", color="C3", label=f"suggested train.lr = {suggestion:.1e} (steepest descent)")
+        ax.legend(loc="upper left", fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("smoothed training loss")
+    ax.set_title("learning-rate range test", fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)

@@ -62,6 +62,7 @@ def load_data(cfg: Config) -> ImageDataset:
         patient_column=d.patient_column,
         task=cfg.task,
         allow_outside=d.allow_outside,
+        channels=d.channels,
     )
     return load_dataset(d.path, d.format, opts)
 
@@ -90,7 +91,8 @@ def prepare(cfg: Config, progress: bool = True) -> Prepared:
 
 def _batches(prep: Prepared, idx, cfg: Config, model, device, train: bool) -> Batches:
     t = cfg.train
-    aug = RadiographAugment.for_training(t.hflip, t.zoom) if (train and t.augment) else None
+    kind = task_kind(cfg.task or prep.ds.task)
+    aug = RadiographAugment.for_training(t.hflip, t.zoom, kind) if (train and t.augment) else None
     norm = model.normalization
     # evaluation needs no gradients: larger batches cost little memory and are much faster on CPU
     return Batches(
@@ -111,7 +113,7 @@ def evaluate_indices(
     model, task: Task, prep: Prepared, idx: np.ndarray, cfg: Config, device, thresholds: list[float] | None = None
 ) -> tuple[dict, np.ndarray]:
     """Metrics and scores of ``model`` on ``idx``, with ``eval.tta`` test-time augmentation."""
-    aug = RadiographAugment.for_training(cfg.train.hflip, cfg.train.zoom)
+    aug = RadiographAugment.for_training(cfg.train.hflip, cfg.train.zoom, task.kind)
     scores = predict(model, task, _batches(prep, idx, cfg, model, device, train=False), cfg.eval.tta, aug)
     labels = prep.ds.labels[idx]
     metrics = task.kind.summarize(
@@ -392,11 +394,12 @@ def write_status(out: Path, status: str, error: str | None = None) -> None:
     atomic_write_text(out / "status.json", json.dumps({"status": status, "error": error}))
 
 
-def suggest_lr(cfg: Config, num_iter: int = 100, progress: bool = True) -> float:
-    """Run the LR range test on the config's training subset and return the suggested ``train.lr``."""
+def suggest_lr(cfg: Config, num_iter: int = 100, progress: bool = True, plot: str | Path | None = None) -> float:
+    """Run the LR range test on the config's training subset and return the suggested ``train.lr``; with ``plot``
+    also write the loss-against-rate curve there (PNG)."""
     import itertools
 
-    from medtransfer.training.lr_finder import lr_find
+    from medtransfer.training.lr_finder import lr_find, plot_lr_find
 
     prep = prepare(cfg, progress)
     torch.manual_seed(cfg.seed)
@@ -415,13 +418,15 @@ def suggest_lr(cfg: Config, num_iter: int = 100, progress: bool = True) -> float
     stream = itertools.chain.from_iterable(train.epoch(cfg.seed, e) for e in itertools.count())
     model.train()
     strategy.set_train_mode(model)
-    _, _, lr = lr_find(
+    lrs, losses, lr = lr_find(
         model,
         lambda b: task.loss(model(b[0]), b[1]),
         stream,
         lambda m: torch.optim.AdamW(strategy.param_groups(m), **strategy.optimizer_options()),
         num_iter=num_iter,
     )
+    if plot is not None and lrs:
+        plot_lr_find(lrs, losses, lr, plot)
     if not np.isfinite(lr):
         raise TrainingFailed("the LR range test diverged at its first step; check the data and model")
     return float(lr)

@@ -144,6 +144,7 @@ for _key, _value, _match in [
     ("train.weight_decay", -1, "train.weight_decay"),
     ("model.dropout", 1.5, "model.dropout"),
     ("eval.tta", -2, "eval.tta"),
+    ("data.channels", 2, "data.channels"),  # mixed colour modes are converted (tests/unit/cli/test_cli_colour.py)
 ]:
     case(f"config {_key}={_value}")(lambda root, fx, k=_key, v=_value, m=_match: (_train(root, **{k: v}), m))
 
@@ -349,10 +350,10 @@ def _(root, fx):
     return _train(root, **{"data.path": str(root / "nowhere")}), "nowhere"
 
 
-@case("folder without a CSV")
+@case("training on a plain image folder (no CSV, no labels)")
 def _(root, fx):
     png(root / "imgs" / "a.png")
-    return _train(root, **{"data.path": str(root / "imgs")}), "no CSV"
+    return _train(root, **{"data.path": str(root / "imgs")}), "no labels"
 
 
 @case("CSV missing label column")
@@ -400,13 +401,6 @@ def _(root, fx):
     data = folder(root)
     (data / "images" / "img00.png").write_text("not an image\n")
     return _train(root, **{"data.path": str(data)}), "row 2"
-
-
-@case("mixed channels")
-def _(root, fx):
-    data = folder(root)
-    png(data / "images" / "img04.png", mode="RGB")
-    return _train(root, **{"data.path": str(data)}), "row 6"
 
 
 @case("CSV path leaves the data folder")
@@ -538,6 +532,33 @@ case("evaluate --tta negative")(
         ["evaluate", str(fx["run"]), "--data", SPEC, "--tta", "-1", "--out", str(root / "m.json")],
         "--tta",
     )
+)
+
+
+# --- one CLI: a user's file is never replaced without --force; names of splits and datasets are checked
+@case("data split onto an existing file")
+def _(root, fx):
+    (root / "mine.csv").write_text("my own notes\n")
+    return ["data", "split", "--data", SPEC, "--out", str(root / "mine.csv")], "--force"
+
+
+@case("evaluate onto an existing file")
+def _(root, fx):
+    (root / "m.json").write_text("{}")
+    return ["evaluate", str(fx["run"]), "--data", SPEC, "--out", str(root / "m.json")], "--force"
+
+
+case("evaluate --split misspelt")(
+    lambda root, fx: (
+        ["evaluate", str(fx["run"]), "--data", SPEC, "--split", "tset", "--out", str(root / "m.json")],
+        "--split must be one of",
+    )
+)
+case("predict --out is a folder")(
+    lambda root, fx: (["predict", str(fx["run"]), "--data", SPEC, "--out", str(root)], "is a folder")
+)
+case("two different datasets given")(
+    lambda root, fx: (["data", "inspect", SPEC, "--data", "synthetic:hand,n=10"], "two datasets")
 )
 
 

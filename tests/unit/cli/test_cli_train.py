@@ -49,9 +49,25 @@ def test_train_evaluate_predict_round_trip(tmp_path, config, capsys):
     m = json.loads(out.read_text())
     assert m["n"] == 60 and set(m["per_label"]) == {"lesion"} and len(m["auc_ci"]) == 2
 
-    assert run(["evaluate", str(run_dir), "--data", SPEC, "--split", "test", "--out", str(out)]) == 0
+    capsys.readouterr()
+    # an existing --out is never replaced without --force (exit 2, the file untouched)
+    before = out.read_bytes()
+    assert run(["evaluate", str(run_dir), "--data", SPEC, "--split", "test", "--out", str(out)]) == 2
+    assert "--force" in capsys.readouterr().err and out.read_bytes() == before
+    assert run(["evaluate", str(run_dir), "--data", SPEC, "--split", "test", "--out", str(out), "--force"]) == 0
     run_metrics = json.loads((run_dir / "metrics.json").read_text())
     assert json.loads(out.read_text())["auc"] == pytest.approx(run_metrics["auc"])  # same model, same test split
+
+    # no --split on the run's own data: its test split, said so; never silently the training images
+    capsys.readouterr()
+    assert run(["evaluate", str(run_dir), "--data", SPEC, "--out", str(out), "--force"]) == 0
+    said = capsys.readouterr().out
+    default = json.loads(out.read_text())
+    assert default["split"] == "test" and default["n"] == run_metrics["n"] and "test split" in said
+    assert default["auc"] == pytest.approx(run_metrics["auc"])
+    assert run(["evaluate", str(run_dir), "--data", SPEC, "--split", "all", "--out", str(out), "--force"]) == 0
+    every = json.loads(out.read_text())
+    assert every["split"] == "all" and every["n"] == 120 and "trained on" in every["split_note"]
 
     # --split-file: another run's (or a study's) split; a copy whose test half is relabelled 'val' scores fewer images
     split = pd.read_csv(run_dir / "split.csv", dtype={"image_id": str})
@@ -59,10 +75,10 @@ def test_train_evaluate_predict_round_trip(tmp_path, config, capsys):
     split.loc[test_ids[: len(test_ids) // 2], "split"] = "val"
     other_split = tmp_path / "other_split.csv"
     split.to_csv(other_split, index=False)
-    argv = ["evaluate", str(run_dir), "--data", SPEC, "--split", "test", "--out", str(out)]
+    argv = ["evaluate", str(run_dir), "--data", SPEC, "--split", "test", "--out", str(out), "--force"]
     assert run([*argv, "--split-file", str(other_split)]) == 0
     assert json.loads(out.read_text())["n"] == len(test_ids) - len(test_ids) // 2 < run_metrics["n"]
-    assert run([*argv[:4], "--out", str(out), "--split-file", str(other_split)]) == 2  # --split-file needs --split
+    assert run([*argv[:4], "--out", str(out), "--force", "--split-file", str(other_split)]) == 2  # needs --split
 
     pred = tmp_path / "pred.csv"
     assert run(["predict", str(run_dir), "--data", other, "--out", str(pred)]) == 0

@@ -47,3 +47,18 @@ def test_batches_cover_every_index_once_and_repeat_per_epoch_seed():
     assert seen == again and seen != other
     for x, y in b.epoch(0, 0):  # images stay paired with their labels
         assert torch.equal(x[:, 0, 0, 0], (y[:, 0] * 4) / 255.0)
+
+
+def test_zoom_default_comes_from_the_task_kind():
+    from medtransfer.config import TrainConfig
+    from medtransfer.tasks.base import task_kind
+
+    assert TrainConfig().zoom is None  # null: the kind decides
+    kept = (1.0, 1.0)
+    assert RadiographAugment.for_training(zoom=None, kind=task_kind("regression")).scale == kept  # lengths kept
+    for name in ("binary", "multiclass", "multilabel"):
+        assert RadiographAugment.for_training(zoom=None, kind=task_kind(name)).scale == RadiographAugment().scale
+    assert RadiographAugment.for_training(zoom=None).scale == RadiographAugment().scale  # no kind: zoom on
+    # an explicit setting wins over the kind's default
+    assert RadiographAugment.for_training(zoom=True, kind=task_kind("regression")).scale == RadiographAugment().scale
+    assert RadiographAugment.for_training(zoom=False, kind=task_kind("binary")).scale == kept

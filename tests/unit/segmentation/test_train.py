@@ -101,7 +101,17 @@ def test_cli_train_then_evaluate_on_an_msd_folder(source_run, tmp_path, syntheti
     split = pd.read_csv(root / "run" / "split.csv", dtype={"image_id": str})
     split["split"] = ["test" if i < 3 else "train" for i in range(len(split))]
     split.to_csv(tmp_path / "base.csv", index=False)
-    argv = ["evaluate", str(root / "run"), "--data", str(cfg.data.path), "--out", str(out), "--split", "test"]
+    argv = [
+        "evaluate",
+        str(root / "run"),
+        "--data",
+        str(cfg.data.path),
+        "--out",
+        str(out),
+        "--split",
+        "test",
+        "--force",
+    ]
     result = CliRunner().invoke(app, [*argv, "--split-file", str(tmp_path / "base.csv")])
     assert result.exit_code == 0, result.output
     m = json.loads(out.read_text())

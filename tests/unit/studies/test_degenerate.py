@@ -17,7 +17,9 @@ def test_a_forced_collapse_is_marked_degenerate(tmp_path, study_config):
         n=["all"],
         strategies=["finetune", "linear_probe"],
         seeds=[0, 1],
-        strategy_settings={"linear_probe": ["train.lr=100", "train.grad_clip=null", "model.dropout=0.0"]},
+        strategy_settings={
+            "linear_probe": ["train.lr=100", "train.grad_clip=null", "model.dropout=0.0", "transfer.lr_policy=constant"]
+        },
     )
     out = tmp_path / "s"
     assert run_study(cfg, out, progress=False)["done"] == 4

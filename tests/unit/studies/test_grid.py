@@ -95,6 +95,15 @@ def test_strategy_settings_name_a_study_strategy_and_hold_overrides():
         expand(section(strategy_settings={"recipe": ["train.lr"]}), 40)
 
 
+def test_strategy_settings_of_a_strategy_not_run_are_ignored_with_a_notice(caplog):
+    # an example config trimmed to fewer strategies keeps the settings of the others: a notice, not an error
+    s = section(strategies=["finetune"], strategy_settings={"romero": ["train.lr=0.001"]})
+    with caplog.at_level("WARNING"):
+        trials = expand(s, 40)
+    assert {t.strategy for t in trials if t.kind == "net"} == {"finetune"}
+    assert "study.strategy_settings.romero is ignored" in caplog.text
+
+
 def test_strategy_settings_reach_only_their_strategy_trials(tmp_path):
     from medtransfer.config import from_dict
     from medtransfer.studies.config import StudyConfig

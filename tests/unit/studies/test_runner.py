@@ -211,3 +211,18 @@ def test_a_config_key_added_by_a_newer_version_does_not_block_resume():
     assert _diff(stored, now, fingerprint(StudyConfig())) == []
     now["train"]["max_steps"] = 100  # the new key set to a non-default value is a different study
     assert _diff(stored, now, fingerprint(StudyConfig())) == ["train.max_steps: None → 100"]
+
+
+def test_a_study_started_under_older_training_defaults_is_not_resumed(tmp_path):
+    from medtransfer.errors import UserError
+    from medtransfer.studies.config import StudyConfig
+    from medtransfer.studies.identity import check_same_study, fingerprint
+
+    old = fingerprint(StudyConfig())
+    del old["defaults_revision"]  # a ledger written before the revision existed: revision 1
+    ledger = Ledger(tmp_path / "study.sqlite", create=True)
+    ledger.set_meta("config", json.dumps(old, sort_keys=True))
+    with pytest.raises(UserError, match="defaults revision 1"):
+        check_same_study(ledger, StudyConfig())
+    ledger.set_meta("config", json.dumps(fingerprint(StudyConfig()), sort_keys=True))
+    check_same_study(ledger, StudyConfig())  # the same revision and config: resumes

@@ -172,3 +172,29 @@ def test_compile_keeps_the_module_and_its_state_dict_keys(monkeypatch):
     assert maybe_compile(model, torch.device("cpu")) is True  # compiles lazily: nothing runs here
     assert getattr(model, "_compiled_call_impl", None) is not None
     assert list(model.state_dict()) == keys and [id(p) for p in model.parameters()] == params
+
+
+@pytest.mark.parametrize(("patience", "epochs_run"), [(None, 4), (2, 3)])
+def test_a_tied_validation_score_keeps_the_later_epoch_but_not_the_patience(tmp_path, patience, epochs_run):
+    # a validation AUC saturated at 1.0 from epoch 1 on: the later, longer-trained epoch is kept; early stopping
+    # still counts the ties as validations without a gain
+    cfg = TrainConfig(batch_size=8, epochs=4, lr=0.05, early_stop_patience=patience)
+    model = bn_free_model()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    task = Task("multilabel", 2)
+    state = loop.fit(
+        model,
+        task,
+        NoStrategy(),
+        optimizer,
+        scheduler,
+        random_batches(cfg),
+        None,
+        cfg,
+        0,
+        tmp_path,
+        False,
+        score=lambda m: 1.0,
+    )
+    assert state.epoch == epochs_run and state.best_epoch == epochs_run - 1 and state.best_score == 1.0

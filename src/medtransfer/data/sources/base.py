@@ -7,10 +7,11 @@ A source is a small class with ``detect(path) -> bool`` (cheap, used for auto-de
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
+from medtransfer.data.colour import ConformedSource
 from medtransfer.data.dataset import ImageDataset
 from medtransfer.errors import DataError
 from medtransfer.registry import Registry
@@ -26,6 +27,11 @@ class SourceOptions:
     patient_column: str | None = None
     task: str | None = None  # force binary / multiclass / multilabel where the labels allow it
     allow_outside: bool = False  # folder source: the CSV may name files outside its folder
+    channels: int | None = None  # 1 or 3: every image read with these channels (data.channels); None = the majority
+
+    def __post_init__(self) -> None:
+        if self.channels is not None and self.channels not in (1, 3):
+            raise DataError(f"channels must be 1, 3 or unset (what most images have), got {self.channels!r}")
 
 
 class DataSource:
@@ -51,7 +57,7 @@ class DataSource:
 
 DATA_SOURCES: Registry[type[DataSource]] = Registry("data format")
 
-BUILTIN_MODULES = ("folder", "medmnist", "mednist", "nih_cxr14", "synthetic", "volumes")
+BUILTIN_MODULES = ("folder", "image_folder", "medmnist", "mednist", "nih_cxr14", "synthetic", "volumes")
 
 
 def builtin_sources() -> Registry[type[DataSource]]:
@@ -110,6 +116,8 @@ def load_dataset(path: str | Path, format: str | None = None, options: SourceOpt
         raise DataError(f"{path} holds no images; check that it is the file or folder you meant")
     if options.labels and name not in ("folder",):
         ds = ds.select_labels(list(options.labels))
+    if options.channels is not None and ds.channels != options.channels:  # the folder source conforms each image
+        ds = replace(ds, images=ConformedSource(ds.images, options.channels))
     return ds
 
 

@@ -10,6 +10,9 @@ One label column gives a binary task when its values are 0/1 (the label name is 
 task when it holds numbers with fractions or more than 20 distinct values (bone age in months), otherwise a
 multi-class task over its sorted distinct values. Several label columns give a multi-label task (values 0, 1
 or empty = unknown). Row numbers in error messages count the header as row 1, as a spreadsheet shows them.
+
+Images may mix colour modes (greyscale PNGs, RGB JPEGs, RGBA, palette): each is read with the channels of the
+dataset, ``data.channels`` or what most images have, by the rules of :mod:`medtransfer.data.colour`.
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from medtransfer.data.colour import ColourNote, conform, decide_channels
 from medtransfer.data.dataset import FileSource, ImageDataset, one_hot
-from medtransfer.data.readers import read_image
+from medtransfer.data.readers import header_mode, read_image, read_pixels
 from medtransfer.data.sources.base import DATA_SOURCES, DataSource, SourceOptions
 from medtransfer.data.sources.nih_cxr14 import is_data_entry_file
 from medtransfer.errors import DataError
@@ -67,6 +71,8 @@ class FolderSource(DataSource):
     @staticmethod
     def hint(path: Path) -> str | None:
         if path.is_dir():
+            if any(path.iterdir()) and not _csvs_in(path):
+                return None  # no CSV at all: the plain image folder format ('images') says what is missing
             try:
                 _find_csv(path)
             except DataError as e:
@@ -112,7 +118,7 @@ class FolderSource(DataSource):
             meta[key] = df[col].to_numpy()
 
         images = CsvFileSource(paths, csv)
-        images.channels = _channels(images)
+        images.channels = options.channels or decide_channels(len(images), images.header_mode, images.read_natural)
         return ImageDataset(
             name=folder.name or csv.stem,
             images=images,
@@ -131,33 +137,36 @@ class FolderSource(DataSource):
 
 
 class CsvFileSource(FileSource):
-    """Image files listed in a CSV: errors name the CSV row and say how to fix or skip it."""
+    """Image files listed in a CSV, each read with the dataset's :attr:`channels` whatever its colour mode
+    (:func:`~medtransfer.data.colour.conform`): errors name the CSV row and say how to fix or skip it."""
 
-    def __init__(self, paths: Sequence[str], csv: Path) -> None:
-        super().__init__(paths, read_image)
+    def __init__(self, paths: Sequence[str], csv: Path, channels: int = 1) -> None:
+        super().__init__(paths, read_image, channels)
         self.csv = csv
 
     def load(self, i: int) -> np.ndarray:
+        return self.load_with_note(i)[0]
+
+    def load_with_note(self, i: int) -> tuple[np.ndarray, ColourNote]:
+        img, mode = self._named(i, read_pixels)
+        return conform(img, mode, self.channels)
+
+    def read_natural(self, i: int) -> np.ndarray:
+        """Image ``i`` with its own channels (1, or 3 for a truly colour image), before :func:`conform`."""
+        return self._named(i, read_pixels)[0]
+
+    def header_mode(self, i: int) -> str:
+        """Image ``i``'s colour mode from its header (no pixel decode)."""
+        return self._named(i, header_mode)
+
+    def _named(self, i: int, read):
         try:
-            return super().load(i)
+            return read(self.paths[i])
         except DataError as e:
             raise DataError(f"{self.csv.name} row {_row(i)}: {e}; replace the file or delete the row") from None
 
     def describe(self, i: int) -> str:
         return f"{self.csv.name} row {_row(i)} ({self.paths[i]})"
-
-
-def _channels(images: CsvFileSource, tries: int = 20) -> int:
-    """Channels of the first image that decodes. A broken image is reported when the images are decoded (the cache,
-    ``data inspect`` lists them all); only when none of the first ``tries`` decode does loading fail here."""
-    first: DataError | None = None
-    for i in range(min(tries, len(images))):
-        try:
-            return images.load(i).shape[0]
-        except DataError as e:
-            first = first or e
-    assert first is not None
-    raise first
 
 
 def _find_csv(path: Path) -> Path:
