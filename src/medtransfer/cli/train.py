@@ -144,6 +144,8 @@ def evaluate(
     check_out_file(out, force)
     if is_segmentation_run(run):
         m = evaluate_segmentation(run, data, out, format=format, split=split, split_file=split_file)
+        if m.get("split_note"):
+            console.print(m["split_note"], soft_wrap=True, highlight=False)
         lo, hi = m["dice_ci"]
         console.print(f"Dice {m['dice']:.4f} (95% CI {lo:.4f}–{hi:.4f}, n={m['n']} volumes) → {out}")
         return

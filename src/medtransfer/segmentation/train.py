@@ -345,8 +345,9 @@ def evaluate_segmentation(
     """Dice (mean, bootstrap CI, per label) and HD95 of a segmentation run on any folder with the same classes.
 
     ``split`` picks the cases of that split from the run's ``split.csv``, or from ``split_file`` (a CSV with
-    ``image_id`` and ``split``, e.g. a study's ``splits/base.csv``: a source model scored on a study's test cases);
-    without ``split``, every case is scored and ``split_file`` is not read.
+    ``image_id`` and ``split``, e.g. a study's ``splits/base.csv``: a source model scored on a study's test cases).
+    Without ``split``, the run's own data is scored on its test cases (said so in ``split_note``), other data whole;
+    ``all`` scores every case, with a warning when some trained the model.
     """
     from safetensors import safe_open
 
@@ -381,6 +382,17 @@ def evaluate_segmentation(
     if [n.casefold() for n in ds.class_names] != [n.casefold() for n in names]:
         raise DataError(f"{data} has classes {ds.class_names} but the model segments {names}")
     ids = [c.id for c in ds.cases]
+    own = bool(cfg.data.path) and Path(str(data)).expanduser().resolve() == Path(cfg.data.path).expanduser().resolve()
+    note = None
+    if own and (run / "split.csv").is_file() and split in (None, "all"):
+        if split is None:
+            split = "test"
+            note = f"{data} is the run's own data: scoring its test cases (--split all scores every case)"
+        else:
+            note = "warning: --split all scores the cases the run was trained on too: the score is optimistic"
+            log.warning(note)
+    if split == "all":
+        split = None
     if split is not None:
         where = Path(split_file) if split_file is not None else run / "split.csv"
         if not where.is_file():
@@ -397,6 +409,8 @@ def evaluate_segmentation(
     dices = table[[f"dice:{k}" for k in range(1, len(names))]].to_numpy(dtype=float)
     metrics = summarize_segmentation(dices, names, seed=cfg.seed)
     metrics.update({"data": str(data), "split": split or "all", "run": str(run)})
+    if note:
+        metrics["split_note"] = note
     if split_file is not None:
         metrics["split_file"] = str(split_file)
     atomic_write_text(out, json.dumps(to_jsonable(metrics), indent=2))

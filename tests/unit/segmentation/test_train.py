@@ -91,12 +91,16 @@ def test_cli_train_then_evaluate_on_an_msd_folder(source_run, tmp_path, syntheti
     root, cfg, _, _ = source_run
     _register_commands()
     out = tmp_path / "metrics.json"
-    result = CliRunner().invoke(
-        app, ["evaluate", str(root / "run"), "--data", str(cfg.data.path), "--format", "msd", "--out", str(out)]
-    )
+    base = ["evaluate", str(root / "run"), "--data", str(cfg.data.path), "--format", "msd", "--out", str(out)]
+    result = CliRunner().invoke(app, base)  # the run's own data, no --split: its test cases, said so
+    assert result.exit_code == 0, result.output
+    m = json.loads(out.read_text())
+    assert m["split"] == "test" and m["n"] == 2 and "test cases" in result.output
+    result = CliRunner().invoke(app, [*base, "--split", "all", "--force"])
     assert result.exit_code == 0, result.output
     m = json.loads(out.read_text())
     assert m["n"] == 8 and len(m["dice_ci"]) == 2 and set(m["per_label"]) == {"blob", "ball"}
+    assert "optimistic" in m["split_note"]
     # a study's split file: score the model on just the cases that file puts in 'test'
     split = pd.read_csv(root / "run" / "split.csv", dtype={"image_id": str})
     split["split"] = ["test" if i < 3 else "train" for i in range(len(split))]
