@@ -99,3 +99,30 @@ def run_cli(argv: list[str]) -> int:
 def cli():
     """:func:`run_cli`, for tests in any folder."""
     return run_cli
+
+
+def write_dicom(path: Path, size: int = 12, step: int = 16) -> Path:
+    """A tiny 12-bit MONOCHROME2 DICOM (``DICM`` preamble) of a ramp ``arange * step``, whatever the file's name."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality = "CR"
+    ds.Rows = ds.Columns = size
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = (np.arange(size * size, dtype=np.uint16) * step).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.fixture
+def dicom_file():
+    """:func:`write_dicom`, for tests in any folder."""
+    return write_dicom

@@ -22,7 +22,7 @@ from medtransfer.studies.grid import expand, reference_arm
 from medtransfer.studies.ledger import LEDGER_FILE, STUDY_MARKER
 from medtransfer.studies.runner import _preflight_sources, _preflight_test, volumetric
 from medtransfer.studies.trial import StudyContext
-from medtransfer.training.plan import _duration, plan_run
+from medtransfer.training.plan import duration, plan_run
 from medtransfer.transfer.strategies import build_strategy
 
 
@@ -77,11 +77,11 @@ def dry_run_study(cfg: StudyConfig, out: str | Path | None, resume: bool = False
         nets = sum(1 for t in trials if t.n_label == label and t.kind == "net")
         each = run.estimate_s(n) or 0.0
         seconds += nets * each
-        lines.append(f"  N = {label:>5} ({n} images): {count} trials, {_duration(each)} per network trial")
+        lines.append(f"  N = {label:>5} ({n} images): {count} trials, {duration(each)} per network trial")
     k = max(1, workers or cfg.study.workers)
-    decode = f" + {_duration(run.decode_s())} to decode the images once" if run.decode_s() >= 1 else ""
+    decode = f" + {duration(run.decode_s())} to decode the images once" if run.decode_s() >= 1 else ""
     lines.append(
-        f"estimate   {_duration(seconds / k)} for the network trials with {k} worker(s){decode} "
+        f"estimate   {duration(seconds / k)} for the network trials with {k} worker(s){decode} "
         f"(from {run.timing.step_s * 1000:.0f} ms per step measured here; trials sharing cores run slower)"
     )
     lines.append(f"output     {out if out else '(no --out given)'}: nothing was written (dry run)")

@@ -104,14 +104,16 @@ ALL = "all"
 
 
 def _own_split(tm: TrainedModel, ds: ImageDataset):
-    """The run's own split when it was made for these images (the data it was trained on), else ``None``."""
+    """``(split, None)``: the run's own split when it was made for these images (the data it was trained on); else
+    ``(None, why)``, ``why`` the first mismatch found (``None`` when the run has no split file)."""
+    mismatch: SplitMismatch | None = None
     for cand in (tm.run_dir / "split.csv", Path(tm.cfg.data.split_file or "")):
         if cand.is_file():
             try:
-                return load_split(cand, ds)
-            except SplitMismatch:
-                continue
-    return None
+                return load_split(cand, ds), None
+            except SplitMismatch as e:
+                mismatch = mismatch or e
+    return None, mismatch
 
 
 def _select(
@@ -128,7 +130,7 @@ def _select(
     if split is not None and split not in (*SPLIT_NAMES, ALL):
         raise UserError(f"--split must be one of {[*SPLIT_NAMES, ALL]}, got '{split}'")
     if split is None or split == ALL:
-        own = _own_split(tm, ds)
+        own, _ = _own_split(tm, ds)
         if own is None:
             return np.arange(len(ds)), ALL, None
         if split == ALL:
@@ -150,13 +152,9 @@ def _select(
         if not Path(split_file).is_file():
             raise UserError(f"split file {split_file} does not exist")
         return load_split(Path(split_file), ds).indices(split), split, None
-    mismatch: SplitMismatch | None = None
-    for cand in (tm.run_dir / "split.csv", Path(tm.cfg.data.split_file or "")):
-        if cand.is_file():
-            try:
-                return load_split(cand, ds).indices(split), split, None
-            except SplitMismatch as e:
-                mismatch = mismatch or e
+    own, mismatch = _own_split(tm, ds)
+    if own is not None:
+        return own.indices(split), split, None
     if "source_split" in ds.meta.columns and (ds.meta["source_split"] == split).any():
         idx = np.flatnonzero(ds.meta["source_split"].to_numpy() == split)
         log.info(

@@ -75,9 +75,11 @@ class RunPlan:
     def n_train(self) -> int:
         return len(self.split.train_subset(self.cfg.train.n_train))
 
-    def steps_per_epoch(self) -> int:
+    def steps_per_epoch(self, n_train: int | None = None) -> int:
+        """Optimizer steps per epoch at ``n_train`` images (default: the run's), ``train.max_steps`` applied."""
         t = self.cfg.train
-        full = max(1, self.n_train // t.batch_size) if self.n_train > t.batch_size else 1
+        n = self.n_train if n_train is None else n_train
+        full = max(1, n // t.batch_size) if n > t.batch_size else 1
         return step_budget(t.epochs, t.max_steps, full) or full
 
     def estimate_s(self, n_train: int | None = None) -> float | None:
@@ -86,9 +88,7 @@ class RunPlan:
         if self.timing is None:
             return None
         t, cfg = self.timing, self.cfg
-        n = self.n_train if n_train is None else n_train
-        full = max(1, n // cfg.train.batch_size) if n > cfg.train.batch_size else 1
-        steps = cfg.train.epochs * (step_budget(cfg.train.epochs, cfg.train.max_steps, full) or full)
+        steps = cfg.train.epochs * self.steps_per_epoch(n_train)
         counts = self.split.counts()
         validations = math.ceil(cfg.train.epochs / cfg.train.val_every) + 1
         evaluated = counts["val"] * validations + (counts["test"] or counts["val"]) * (1 + cfg.eval.tta)
@@ -121,14 +121,14 @@ class RunPlan:
                 f"(measured: {TIMED_STEPS} steps after a warm-up), {t.eval_image_s * 1000:.1f} ms per scored image"
             )
             est = self.estimate_s() or 0.0
-            decode = f" + {_duration(self.decode_s())} to decode the images once" if self.decode_s() >= 1 else ""
-            lines.append(f"estimate  {_duration(est)}{decode}")
+            decode = f" + {duration(self.decode_s())} to decode the images once" if self.decode_s() >= 1 else ""
+            lines.append(f"estimate  {duration(est)}{decode}")
         lines.append(f"output    {self.out if self.out else '(no --out given)'}: nothing was written (dry run)")
         lines += [f"note      {n}" for n in self.notes]
         return "\n".join(lines)
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     if seconds < 90:
         return f"~{seconds:.0f} s"
     if seconds < 5400:

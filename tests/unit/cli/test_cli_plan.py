@@ -8,8 +8,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from medtransfer.cli import main
-
 SPEC = "synthetic:chest,n=120,visibility=0.9,seed=2"
 
 
@@ -31,14 +29,6 @@ def tree(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def run(argv: list[str]) -> int:
-    try:
-        main(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
-
-
 @pytest.fixture
 def cache(tmp_path, monkeypatch) -> Path:
     folder = tmp_path / "cache"
@@ -46,13 +36,13 @@ def cache(tmp_path, monkeypatch) -> Path:
     return folder
 
 
-def test_train_dry_run_writes_nothing_and_prints_the_plan(tmp_path, cache, capsys):
+def test_train_dry_run_writes_nothing_and_prints_the_plan(tmp_path, cache, capsys, cli):
     work = tmp_path / "work"
     work.mkdir()
     config = write_config(work / "train.yaml")
     before = tree(tmp_path)
     argv = ["train", str(config), "--data", SPEC, "--out", str(work / "run"), "--dry-run"]
-    assert run(argv) == 0
+    assert cli(argv) == 0
     out = capsys.readouterr().out
     assert tree(tmp_path) == before and not (work / "run").exists() and not cache.exists()  # no cache either
     assert "binary (detected)" in out and "format synthetic, detected" in out
@@ -60,18 +50,18 @@ def test_train_dry_run_writes_nothing_and_prints_the_plan(tmp_path, cache, capsy
     assert "nothing was written" in out
 
 
-def test_show_batch_writes_one_png_and_refuses_to_overwrite(tmp_path, cache, capsys):
+def test_show_batch_writes_one_png_and_refuses_to_overwrite(tmp_path, cache, capsys, cli):
     config = write_config(tmp_path / "train.yaml")
     png = tmp_path / "batch.png"
-    assert run(["train", str(config), "--data", SPEC, "--show-batch", str(png)]) == 0
+    assert cli(["train", str(config), "--data", SPEC, "--show-batch", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["batch.png", "train.yaml"]
     capsys.readouterr()
-    assert run(["train", str(config), "--data", SPEC, "--show-batch", str(png)]) == 2
+    assert cli(["train", str(config), "--data", SPEC, "--show-batch", str(png)]) == 2
     assert "--force" in capsys.readouterr().err
 
 
-def test_study_dry_run_lists_trials_and_estimate_and_writes_nothing(tmp_path, cache, capsys):
+def test_study_dry_run_lists_trials_and_estimate_and_writes_nothing(tmp_path, cache, capsys, cli):
     study = {
         "n": [20, "all"],
         "sources": ["scratch"],
@@ -81,7 +71,7 @@ def test_study_dry_run_lists_trials_and_estimate_and_writes_nothing(tmp_path, ca
     }
     config = write_config(tmp_path / "study.yaml", study=study)
     before = tree(tmp_path)
-    assert run(["study", str(config), "--data", SPEC, "--out", str(tmp_path / "st"), "--dry-run"]) == 0
+    assert cli(["study", str(config), "--data", SPEC, "--out", str(tmp_path / "st"), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert tree(tmp_path) == before and not (tmp_path / "st").exists() and not cache.exists()
     assert "trials     8 (2 arms × 2 sizes × 2 seeds)" in out
@@ -89,29 +79,29 @@ def test_study_dry_run_lists_trials_and_estimate_and_writes_nothing(tmp_path, ca
     assert "romero: " in out and "finetune: " in out
 
 
-def test_a_diverging_training_exits_1_and_bad_input_exits_2(tmp_path, cache, capsys):
+def test_a_diverging_training_exits_1_and_bad_input_exits_2(tmp_path, cache, capsys, cli):
     config = write_config(tmp_path / "train.yaml", epochs=2)
     out = tmp_path / "run"
-    assert run(["train", str(config), "--data", SPEC, "--out", str(out), "--set", "train.lr=1e6"]) == 1
+    assert cli(["train", str(config), "--data", SPEC, "--out", str(out), "--set", "train.lr=1e6"]) == 1
     err = capsys.readouterr().err
     assert "diverged" in err and "status.json" in err
     assert '"failed"' in (out / "status.json").read_text()
     # bad usage and bad input: exit 2, nothing written
-    assert run(["train", str(config), "--data", SPEC, "--out", str(tmp_path / "r2"), "--no-such-flag"]) == 2
-    assert run(["train", str(config), "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "r2")]) == 2
+    assert cli(["train", str(config), "--data", SPEC, "--out", str(tmp_path / "r2"), "--no-such-flag"]) == 2
+    assert cli(["train", str(config), "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "r2")]) == 2
     assert not (tmp_path / "r2").exists()
 
 
-def test_lr_find_plots_the_curve(tmp_path, cache, capsys):
+def test_lr_find_plots_the_curve(tmp_path, cache, capsys, cli):
     config = write_config(tmp_path / "train.yaml")
     png = tmp_path / "lr.png"
-    assert run(["lr-find", str(config), "--data", SPEC, "--iters", "12", "--plot", str(png)]) == 0
+    assert cli(["lr-find", str(config), "--data", SPEC, "--iters", "12", "--plot", str(png)]) == 0
     assert "suggested train.lr" in capsys.readouterr().out
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.slow
-def test_a_study_with_a_failed_trial_exits_1_after_its_report(tmp_path, cache, capsys):
+def test_a_study_with_a_failed_trial_exits_1_after_its_report(tmp_path, cache, capsys, cli):
     study = {
         "n": [40],
         "sources": ["scratch"],
@@ -122,6 +112,6 @@ def test_a_study_with_a_failed_trial_exits_1_after_its_report(tmp_path, cache, c
     }
     config = write_config(tmp_path / "study.yaml", study=study, epochs=2)
     out = tmp_path / "st"
-    assert run(["study", str(config), "--data", SPEC, "--out", str(out)]) == 1
+    assert cli(["study", str(config), "--data", SPEC, "--out", str(out)]) == 1
     assert "1 trial(s) of the study failed" in capsys.readouterr().err
     assert (out / "report.md").is_file()

@@ -7,26 +7,9 @@ import numpy as np
 import pandas as pd
 import yaml
 from PIL import Image
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 
-def dicom(path, size: int = 24) -> None:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality = "CR"
-    ds.Rows = ds.Columns = size
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = (np.arange(size * size, dtype=np.uint16) * 7).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-
-
-def test_predict_on_a_plain_folder_of_png_and_dicom(tmp_path, cli, capsys):
+def test_predict_on_a_plain_folder_of_png_and_dicom(tmp_path, cli, capsys, dicom_file):
     config = tmp_path / "train.yaml"
     config.write_text(
         yaml.safe_dump(
@@ -46,8 +29,8 @@ def test_predict_on_a_plain_folder_of_png_and_dicom(tmp_path, cli, capsys):
     rng = np.random.default_rng(0)
     for name in ("b.png", "a.png", "ward2/c.png"):
         Image.fromarray((rng.random((24, 24)) * 255).astype(np.uint8)).save(folder / name)
-    dicom(folder / "ward2" / "d.dcm")
-    dicom(folder / "ward2" / "1.2.840.10008.1")  # named by its UID, found by the DICM preamble
+    dicom_file(folder / "ward2" / "d.dcm", size=24, step=7)
+    dicom_file(folder / "ward2" / "1.2.840.10008.1", size=24, step=7)  # named by its UID, found by the DICM preamble
     (folder / "ward2" / "notes.txt").write_text("not an image")
     capsys.readouterr()
 

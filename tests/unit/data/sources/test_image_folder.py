@@ -7,8 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from medtransfer.data.sources.base import SourceOptions, detect_format, load_dataset
 from medtransfer.errors import DataError
@@ -22,32 +20,14 @@ def png(path: Path, value: int = 0, size: int = 12, rgb: bool = False) -> Path:
     return path
 
 
-def dicom(path: Path, size: int = 12) -> Path:
-    """A tiny 12-bit MONOCHROME2 DICOM (``DICM`` preamble), whatever the file's name."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality = "CR"
-    ds.Rows = ds.Columns = size
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = (np.arange(size * size, dtype=np.uint16) * 16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
 @pytest.fixture
-def folder(tmp_path) -> Path:
+def folder(tmp_path, dicom_file) -> Path:
     root = tmp_path / "scans"
     png(root / "b.png", 10)
     png(root / "a.jpg", 20)
     png(root / "site2" / "c.png", 30)
-    dicom(root / "site2" / "d.dcm")
-    dicom(root / "site2" / "1.2.840.10008")  # a DICOM named by its UID: found by the preamble
+    dicom_file(root / "site2" / "d.dcm")
+    dicom_file(root / "site2" / "1.2.840.10008")  # a DICOM named by its UID: found by the preamble
     (root / "notes").write_text("not an image")  # no suffix, no preamble: skipped
     (root / "readme.txt").write_text("skipped")
     png(root / ".hidden" / "x.png")  # hidden folders and files are skipped
