@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 MT := $(VENV)/bin/medtransfer
-EXTRAS ?= dev,radiomics,ray
+EXTRAS ?= dev,radiomics,ray,export
 
 .PHONY: setup demo test lint lock clean
 
@@ -36,7 +36,7 @@ lint: $(STAMP)
 
 # Regenerate the lock after changing dependencies in pyproject.toml (torch pins stay in constraints.txt).
 lock:
-	$(PYTHON) -m uv pip compile pyproject.toml --extra dev --extra radiomics --extra ray -c constraints.txt \
+	$(PYTHON) -m uv pip compile pyproject.toml --extra dev --extra radiomics --extra ray --extra export -c constraints.txt \
 		--python-version 3.11 -o requirements.lock
 
 clean:
