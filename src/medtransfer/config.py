@@ -105,6 +105,7 @@ class DataConfig:
     split_file: str | None = None  # a split CSV written by `medtransfer data split`; None = make one
     split_fractions: list[float] = field(default_factory=lambda: [0.7, 0.1, 0.2])
     use_source_splits: bool = True  # use the file's own train/val/test when it has them (MedMNIST)
+    dedupe: bool = True  # duplicate images (exact and near copies) go to one split, joining their patients
     cache_dir: str | None = None  # decoded-image cache; None = $MEDTRANSFER_CACHE or ~/.cache/medtransfer
 
     def __post_init__(self) -> None:
@@ -115,6 +116,8 @@ class DataConfig:
         if isinstance(self.channels, bool):  # YAML `true` would otherwise pass as 1
             raise bad_value("data.channels", self.channels, "1 or 3 (or null: what most images have)")
         _one_of("data", self, "channels", (1, 3), optional=True)
+        if not isinstance(self.dedupe, bool):  # in code a 0/1 or "no" would otherwise pass unnoticed
+            raise bad_value("data.dedupe", self.dedupe, "true or false")
         f = self.split_fractions
         if len(f) != 3 or any(v < 0 for v in f) or f[0] <= 0 or abs(sum(f) - 1) > 1e-6:
             raise bad_value("data.split_fractions", f, "three fractions train, val, test that are >= 0 and sum to 1")
@@ -220,10 +223,47 @@ class EvalConfig:
     # probability calibration fitted on the validation split and stored with the model: `temperature` (Guo et al.
     # 2017: logits / T, T by validation NLL); null = none
     calibrate: str | None = None
+    # the operating point of binary and multi-label tasks, chosen on the validation split: `youden` (maximise
+    # sensitivity + specificity - 1), `sensitivity:0.9` (the highest threshold reaching that sensitivity),
+    # `specificity:0.95` (the lowest threshold reaching that specificity) or a fixed probability such as 0.5
+    threshold: str = "youden"
 
     def __post_init__(self) -> None:
         _within("eval", self, "tta", 0, 64)
         _one_of("eval", self, "calibrate", ("temperature",), optional=True)
+        threshold_rule(self.threshold)
+
+
+THRESHOLD_RULES = ("youden", "sensitivity", "specificity")
+
+
+def threshold_rule(text: str | float) -> tuple[str, float | None]:
+    """``eval.threshold`` parsed: ``(method, target)``; ``("fixed", p)`` for a number. Raises ConfigError.
+
+    Example:
+        >>> threshold_rule("specificity:0.95"), threshold_rule("youden"), threshold_rule(0.5)
+        (('specificity', 0.95), ('youden', None), ('fixed', 0.5))
+    """
+    rule = "one of youden, sensitivity:X, specificity:X (X in (0, 1]) or a probability in [0, 1]"
+    raw = str(text).strip().lower()
+    name, sep, value = raw.partition(":")
+    try:
+        number = float(value if sep else raw)
+    except ValueError:
+        number = None
+    if not sep and number is None:
+        if raw != "youden":
+            close = suggest(raw, list(THRESHOLD_RULES))
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise bad_value("eval.threshold", text, rule + hint)
+        return "youden", None
+    if not sep:
+        if not 0.0 <= number <= 1.0:
+            raise bad_value("eval.threshold", text, rule)
+        return "fixed", number
+    if name not in THRESHOLD_RULES[1:] or number is None or not 0.0 < number <= 1.0:
+        raise bad_value("eval.threshold", text, rule)
+    return name, number
 
 
 @dataclass(frozen=True)

@@ -87,3 +87,57 @@ def remove_new_entries(folder: Path, before: set[str] | None) -> None:
     for p in folder.iterdir():
         if p.name not in before:
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+def check_out_folder(out: Path, force: bool, keep: tuple[Path, ...] = ()) -> Path:
+    """The ``--out`` rule of a command that writes a folder of results in one go (``explain``), checked before any
+    work: new or empty, or replaced with ``force``; never a file, a medtransfer run or study, or a folder holding
+    one of ``keep`` (the run being read, say), and its nearest existing parent must be writable."""
+    from medtransfer.errors import ConfigError
+
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give the path of a new or empty folder")
+    blocking = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise ConfigError(f"cannot create --out {out}: {blocking} is a file, not a folder; choose another --out")
+    kind = next((k for k, m in MARKERS.items() if (out / m).is_file()), None)
+    if kind is not None:
+        raise ConfigError(f"--out {out} is a medtransfer {kind}; give this output its own folder")
+    inside = next((p for p in keep if Path(p).resolve().is_relative_to(out.resolve())), None)
+    if inside is not None:
+        raise ConfigError(f"--out {out} holds {inside}, which this command reads; choose another --out")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise ConfigError(f"--out {out} exists and is not empty ({_listing(out)}); pass --force to replace it")
+    parent = next((p for p in out.parents if p.exists()), None)  # where the new folder is made, then renamed
+    if parent is not None and not os.access(parent, os.W_OK):
+        raise ConfigError(f"cannot write --out {out}: {parent} is not writable; choose another folder")
+    return out
+
+
+def write_folder(out: Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` on a new temporary folder beside ``out``, then put it in ``out``'s place: a failure leaves
+    ``out`` as it was (an existing ``out`` is replaced only once the new one is complete)."""
+    import shutil
+
+    from medtransfer.errors import ConfigError
+
+    out = Path(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    except OSError as e:
+        raise ConfigError(f"cannot write --out {out}: {e.strerror or e}; choose another folder") from None
+    try:
+        write(tmp)
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+            os.replace(out, old / out.name)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

@@ -285,3 +285,14 @@ def test_study_values_are_range_checked_at_load(override: str, key: str) -> None
 
     with pytest.raises(ConfigError, match=f"^{key} must be "):
         load_config(None, [override], cls=StudyConfig)
+
+
+def test_data_dedupe_is_true_or_false():
+    from medtransfer.config import DataConfig
+
+    assert load_config(None, []).data.dedupe is True
+    assert load_config(None, ["data.dedupe=false"]).data.dedupe is False
+    with pytest.raises(ConfigError, match="data.dedupe: expected true/false, got 2"):
+        load_config(None, ["data.dedupe=2"])
+    with pytest.raises(ConfigError, match=r"^data.dedupe must be true or false, got 'yes'"):
+        DataConfig(dedupe="yes")  # built in code, without the loader's type check

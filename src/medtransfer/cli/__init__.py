@@ -48,7 +48,7 @@ def _root(
 
 def _register_commands() -> None:
     # Explicit imports (no folder scanning); each module adds its commands to `app`.
-    from medtransfer.cli import data, demo, pretrain, sources, study, train  # noqa: F401
+    from medtransfer.cli import data, demo, explain, export, pretrain, sources, study, train  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -57,19 +57,29 @@ def inspect(
     task: str | None = TASK,
     allow_outside: bool = ALLOW_OUTSIDE,
     channels: int | None = CHANNELS,
-    check_all: bool = typer.Option(False, "--check-all", help="Decode every image, not a sample."),
+    check_all: bool = typer.Option(False, "--check-all", help="Decode every image for sizes and modes, not a sample."),
+    duplicates: Path | None = typer.Option(
+        None, "--duplicates", help="Also write every duplicate group to this CSV (group, kind, image_id, label)."
+    ),
+    force: bool = FORCE,
 ) -> None:
-    """Counts, label names and prevalence, patients, image size and dtype, problems found."""
-    from medtransfer.data.inspect import inspect_dataset
+    """Counts, label names and prevalence, patients, image sizes and dtypes, duplicate images, problems found."""
+    from medtransfer.data.inspect import duplicate_lines, duplicate_table, inspect_dataset, size_lines, top
     from medtransfer.errors import UserError
+    from medtransfer.io import atomic_write
 
     path = one_dataset(path, data)
+    if duplicates is not None:
+        duplicates = check_out_file(duplicates, force, "--duplicates")
     ds = _load(path, format, labels, classes, image_column, patient_column, task, allow_outside, channels)
     rep = inspect_dataset(ds, sample=None if check_all else 32)
+    patients = f"patients={rep.n_patients}" + ("" if rep.patient_ids else " (no patient ids: one per image)")
     console.print(
-        f"[bold]{rep.name}[/bold]  task={rep.task}  images={rep.n_images}  patients={rep.n_patients}  "
-        f"channels={rep.channels}"
+        f"[bold]{rep.name}[/bold]  task={rep.task}  images={rep.n_images}  {patients}  channels={rep.channels}",
+        soft_wrap=True,
     )
+    for w in rep.warnings:  # before the details, where nobody scrolls past them
+        console.print(f"[bold yellow]warning:[/bold yellow] {w}", soft_wrap=True)
     if rep.source_splits:
         console.print("splits in the file: " + ", ".join(f"{k}={v}" for k, v in rep.source_splits.items()))
     if rep.label_rows:
@@ -79,23 +89,22 @@ def inspect(
         console.print(table)
     else:
         console.print("no labels (unlabelled images)")
-    console.print(
-        f"image size (of {rep.n_read} read): "
-        + ", ".join(f"{k} ×{v}" for k, v in rep.sizes.items())
-        + "   dtype: "
-        + ", ".join(rep.dtypes)
-    )
+    for line in size_lines(rep.sizes, rep.n_read):
+        console.print(line, soft_wrap=True)
+    console.print("dtype: " + top(rep.dtypes), soft_wrap=True)
     if rep.colour_modes:  # the same words training logs when it decodes the images
-        console.print("colour modes: " + ", ".join(f"{k} ×{v}" for k, v in rep.colour_modes.items()), soft_wrap=True)
+        console.print("colour modes: " + top(rep.colour_modes), soft_wrap=True)
         console.print(rep.conversion, soft_wrap=True)
+    for line in duplicate_lines(rep):
+        console.print(line, soft_wrap=True, markup=False)
     if rep.unreadable:
         console.print(f"[red]unreadable images ({len(rep.unreadable)}):[/red]")
         for _, why in rep.unreadable:
-            console.print(f"  - {why}", soft_wrap=True)
+            console.print(f"  - {why}", soft_wrap=True, markup=False)
     if rep.problems:
         console.print("[yellow]problems:[/yellow]")
         for p in rep.problems:
-            console.print(f"  - {p}")
+            console.print(f"  - {p}", soft_wrap=True, markup=False)
     else:
         console.print("problems: none found")
     if rep.unreadable:  # a check that found broken files fails, so scripts can rely on the exit code
@@ -105,6 +114,9 @@ def inspect(
             f"{len(rep.unreadable)} of {rep.n_read + len(rep.unreadable)} images read cannot be decoded: "
             f"{shown}{more}; replace the files or delete their rows (each is listed above with its reason)"
         )
+    if duplicates is not None:
+        atomic_write(duplicates, lambda tmp: duplicate_table(rep).to_csv(tmp, index=False))
+        console.print(f"wrote {duplicates}: {len(rep.duplicates or [])} duplicate group(s)")
 
 
 @data_app.command("split")
@@ -128,8 +140,12 @@ def split(
     task: str | None = TASK,
     allow_outside: bool = ALLOW_OUTSIDE,
     channels: int | None = CHANNELS,
+    dedupe: bool = typer.Option(
+        True, "--dedupe/--no-dedupe", help="Keep each group of duplicate images in one split (data.dedupe)."
+    ),
 ) -> None:
-    """Patient-grouped, label-stratified train/val/test split with nested learning-curve subsets."""
+    """Patient-grouped, label-stratified train/val/test split with nested learning-curve subsets; duplicate images
+    (exact and near copies) stay in one split."""
     from medtransfer.data.splits import make_split
     from medtransfer.errors import UserError
 
@@ -141,7 +157,7 @@ def split(
     except ValueError:
         raise UserError(f"--fractions must be three numbers like 0.7,0.1,0.2, got '{fractions}'") from None
     ds = _load(path, format, labels, classes, image_column, patient_column, task, allow_outside, channels)
-    result = make_split(ds, fr, seed=seed, use_source_splits=source_splits)
+    result = make_split(ds, fr, seed=seed, use_source_splits=source_splits, dedupe=dedupe)
     result.save(out)
     table = Table("split", "images", "fraction", "patients", *[f"{n} +" for n in ds.label_names[:6]])
     for name in ("train", "val", "test"):
@@ -154,8 +170,24 @@ def split(
             name, str(len(idx)), f"{len(idx) / len(ds):.1%}", str(result.table.loc[rows, "patient_id"].nunique()), *prev
         )
     console.print(table)
-    console.print(
-        f"no patient in two splits (audited); nested subsets: "
-        f"{[c[4:] for c in result.table.columns if c.startswith('in_n')]}"
-    )
+    for line in _audit_lines(result.audit):
+        console.print(line, soft_wrap=True)
+    console.print(f"nested subsets: {[c[4:] for c in result.table.columns if c.startswith('in_n')]}")
     console.print(f"wrote {out} in {time.perf_counter() - t0:.1f} s; train on it with --set data.split_file={out}")
+
+
+def _audit_lines(audit: dict) -> list[str]:
+    """What the split's audit checked, in words that claim no more than that; warnings first."""
+    from medtransfer.data.inspect import NO_PATIENT_IDS
+
+    patients = audit.get("patient_ids", True)
+    lines = [] if patients else [f"[bold yellow]warning:[/bold yellow] {NO_PATIENT_IDS}"]
+    kept = "no patient in two splits; " if patients else ""
+    if not audit.get("dedupe"):
+        return [*lines, f"audited: {kept}duplicate images not looked for (--no-dedupe)"]
+    groups, images, across = audit.get("groups", 0), audit.get("images", 0), audit.get("across_source_splits", 0)
+    if not groups:
+        return [*lines, f"audited: {kept}no duplicate images found"]
+    joined = f", {audit.get('joined', 0)} of them joining several patients" if patients else ""
+    where = f"{groups - across} in one split, {across} across the file's own splits" if across else "each in one split"
+    return [*lines, f"audited: {kept}{groups} duplicate group(s) ({images} images{joined}): {where}"]

@@ -1,4 +1,4 @@
-"""``medtransfer sources list``, ``sources build`` and ``sources rank``."""
+"""``medtransfer sources list``, ``sources build``, ``sources import`` and ``sources rank``."""
 
 from __future__ import annotations
 
@@ -167,3 +167,47 @@ def build(
         console.print(head + (f"; {text}" if text else ""), soft_wrap=True, highlight=False)
     use = name if out is None and sources_dir is None else str(built.folder)
     console.print(f"use it with: --set model.source={use} --set model.backbone={card['backbone']}", highlight=False)
+
+
+@sources_app.command("import")
+def import_(
+    path: str = typer.Argument(
+        ...,
+        help="A timm checkpoint (.safetensors, or a .pth/.bin state dict) or a timm Hugging Face folder "
+        "(config.json + model.safetensors, as timm's save_for_hf writes it).",
+    ),
+    name: str = typer.Option(..., "--name", help="The source's name: `model.source=NAME` once imported."),
+    backbone: str | None = typer.Option(
+        None, "--backbone", help="The timm architecture (default: the folder's config.json); needed for a bare file."
+    ),
+    sources_dir: Path | None = SOURCES_DIR,
+    modality: str | None = typer.Option(None, "--modality", help="For the card: e.g. x-ray, ct, mri."),
+    site: str | None = typer.Option(None, "--site", help="For the card: the anatomical site, e.g. chest."),
+    description: str | None = typer.Option(None, "--description", help="For the card: what the weights are."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing source of that name."),
+) -> None:
+    """Import an encoder you already have (a DINOv2 or RAD-DINO ViT, a ConvNeXt ... saved by timm) into the catalogue:
+    the weights are checked to load into the architecture first; nothing is written if they do not."""
+    from medtransfer.pretrain.source_import import import_source
+
+    done = import_source(path, name, backbone, sources_dir, force, modality, site, description)
+    card = done.card
+    console.print(
+        f"source '{name}' (imported, {card['backbone']}, {card['in_chans']} channels, input {card['input_size']}) → "
+        f"{done.folder}; sha256 {card['origin']['sha256'][:12]}…",
+        soft_wrap=True,
+        highlight=False,
+        markup=False,
+    )
+    report = done.report
+    checked = f"checked: all {report.loaded} backbone tensors load into {card['backbone']}"
+    checked += "; its classifier is not kept" if card["origin"]["classifier"].startswith("dropped") else ""
+    checked += f"; {len(report.unexpected)} other tensors ignored" if report.unexpected else ""
+    console.print(checked, soft_wrap=True, highlight=False, markup=False)
+    use = name if sources_dir is None else str(done.folder)
+    console.print(
+        f"use it with: --set model.source={use} --set model.backbone={card['backbone']}",
+        soft_wrap=True,
+        highlight=False,
+        markup=False,
+    )

@@ -41,6 +41,14 @@ def _fmt_ci(m: dict) -> str:
     return f"{label} {value:.4f} (95% CI {lo:.4f}–{hi:.4f}, n={m['n']})"
 
 
+def _print_operating_point(m: dict) -> None:
+    """Sensitivity, specificity, PPV, NPV, F1 at the validation threshold, and sensitivity at specificity 0.90/0.95."""
+    from medtransfer.evaluation.operating import describe
+
+    for line in describe(m):
+        console.print(line, soft_wrap=True, highlight=False)
+
+
 @app.command("train")
 def train(
     config: Path = typer.Argument(..., help="Train config (YAML); see docs/config.md."),
@@ -87,6 +95,7 @@ def train(
     console.print(f"validation {_fmt_ci(m['val'])}")
     if m.get("split") == "test":
         console.print(f"test       {_fmt_ci(m)}")
+        _print_operating_point(m)
     console.print(f"{m['epochs_run']} epochs, best {m['best_epoch'] + 1}, {m['seconds']:.0f} s → {out}")
 
 
@@ -166,6 +175,7 @@ def evaluate(
     if m.get("split_note"):
         console.print(m["split_note"], soft_wrap=True, highlight=False)
     console.print(f"{_fmt_ci(m)} → {out}")
+    _print_operating_point(m)
     if m.get("calibration"):
         bins = m["calibration"]["ece_bins"]
         console.print(f"Brier {m['brier']:.4f}, ECE {m['ece']:.4f} ({bins} equal-width probability bins)")

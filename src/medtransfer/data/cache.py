@@ -8,6 +8,10 @@ complete, so an interrupted build leaves nothing that a later run could mistake 
 Intensity: uint8 images are kept as they are; other dtypes (16-bit PNG, DICOM after rescale, NIfTI) are
 min–max scaled per image to 0–255, the usual display mapping for radiographs without a VOI window.
 
+Duplicates: the same pass hashes every image (:mod:`medtransfer.data.duplicates`) and keeps the duplicate groups beside
+the cache (``<name>-duplicates-<key>.npz``, keyed by the images and their channels, not by the resolution), so splits
+group copies without decoding again; :func:`image_duplicates` reads that table or, before any cache, makes it.
+
 Colour: each image is read with the dataset's channels (``data.channels``, :mod:`medtransfer.data.colour`); what that
 changed (RGB of grey content read as grey, colour converted to grey, grey copied to 3 channels) is logged once when
 the cache is built, with the number of images, never once per image.
@@ -19,6 +23,8 @@ import hashlib
 import logging
 import os
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +32,7 @@ from PIL import Image
 
 from medtransfer.data.colour import LUMA, describe_conversions
 from medtransfer.data.dataset import ArraySource, ImageDataset
+from medtransfer.data.duplicates import RULE_VERSION, DuplicateHasher, Duplicates
 from medtransfer.errors import DataError
 from medtransfer.io import atomic_write
 
@@ -94,6 +101,90 @@ def cache_key(ds: ImageDataset, size: int | None, resize: str = "interpolate") -
     return f"{ds.name.replace('/', '_').replace(':', '_')[:40]}-{size or 'native'}-{h}"
 
 
+def duplicates_path(ds: ImageDataset, cache_dir: str | Path | None = None) -> Path:
+    """Where the duplicate table of ``ds`` is kept: beside the image caches, keyed by the images (where they are and
+    their content digest: :attr:`ImageSource.content`), the channels they are read with and the duplicate rule, not
+    by the training resolution."""
+    folder = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    paths = getattr(ds.images, "paths", None)  # files: their paths as given (resolving 100k paths takes seconds)
+    where = "files:" + hashlib.sha1("\0".join(map(str, paths)).encode()).hexdigest() if paths else ds.images.identity
+    key = f"{CACHE_VERSION}|{RULE_VERSION}|{where}|{ds.images.content}|{ds.channels}"
+    h = hashlib.sha1(key.encode()).hexdigest()[:20]
+    return folder / f"{ds.name.replace('/', '_').replace(':', '_')[:40]}-duplicates-{h}.npz"
+
+
+def _read_duplicates(path: Path, n: int) -> Duplicates | None:
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as z:
+            dup = Duplicates.from_arrays(z)
+    except (OSError, ValueError, KeyError) as e:
+        log.warning("duplicate table %s is unreadable (%s); hashing the images again", path, e)
+        return None
+    return dup if len(dup) == n else None
+
+
+def _save_duplicates(path: Path, dup: Duplicates) -> None:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, **dup.to_arrays())
+
+    atomic_write(path, write)
+
+
+def image_duplicates(
+    ds: ImageDataset, cache_dir: str | Path | None = None, progress: bool = True, keep: bool = True
+) -> Duplicates:
+    """The exact and near-duplicate groups of ``ds``'s images, hashed once per dataset and kept beside the image cache.
+
+    Every image is decoded as training reads it (its channels; non-uint8 images min–max mapped for the perceptual
+    hash). Images that cannot be read, or whose file the source knows is missing (``image_found``), join no group.
+    ``keep=False`` (a dry run) reads a kept table but writes none.
+
+    Example:
+        >>> dup = image_duplicates(load_dataset("synthetic:hand,n=16"))   # doctest: +SKIP
+        >>> dup.groups()                                                   # doctest: +SKIP
+        []
+    """
+    path = duplicates_path(ds, cache_dir)
+    dup = _read_duplicates(path, len(ds))
+    if dup is not None:
+        return dup
+    found = ds.meta["image_found"].to_numpy(bool) if "image_found" in ds.meta.columns else np.ones(len(ds), bool)
+    rows = np.flatnonzero(found)
+    hasher = DuplicateHasher(len(ds))
+    unreadable = 0
+    with _bar(f"hashing {ds.name}", len(rows), progress and len(rows) >= 200) as advance:
+        for i in rows.tolist():
+            try:
+                raw = ds.images.load(i)
+            except DataError:
+                unreadable += 1
+            else:
+                hasher.add(i, raw, to_uint8(raw))
+            advance()
+    dup = hasher.result()
+    if unreadable:
+        log.info("%s: %d image(s) could not be read and join no duplicate group", ds.name, unreadable)
+    if keep:
+        _save_duplicates(path, dup)
+    return dup
+
+
+@contextmanager
+def _bar(label: str, total: int, enabled: bool) -> Iterator[Callable[[], None]]:
+    """A transient progress bar on a terminal (elsewhere it would leave a blank line); yields the function that
+    advances it by one."""
+    from rich import get_console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn(label), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn())
+    with Progress(*columns, disable=not (enabled and get_console().is_terminal), transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda: bar.advance(task)
+
+
 def cached_images(
     ds: ImageDataset,
     size: int | None,
@@ -124,13 +215,19 @@ def cached_images(
     c = first.shape[0]
     h, w = (size, size) if size else first.shape[1:]
     shape = (len(ds), c, h, w)
-    atomic_write(path, lambda tmp: _fill(ds, size, shape, tmp, progress, resize))
+    atomic_write(path, lambda tmp: _fill(ds, size, shape, tmp, progress, resize, cache_dir))
     log.info("decoded %d images into %s", len(ds), path)
     return np.load(path, mmap_mode="r")
 
 
 def _fill(
-    ds: ImageDataset, size: int | None, shape: tuple[int, ...], tmp: Path, progress: bool, resize: str = "interpolate"
+    ds: ImageDataset,
+    size: int | None,
+    shape: tuple[int, ...],
+    tmp: Path,
+    progress: bool,
+    resize: str = "interpolate",
+    cache_dir: str | Path | None = None,
 ) -> None:
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
     images = ds.images
@@ -144,17 +241,10 @@ def _fill(
         out[:] = arr[:, None] if arr.ndim == 3 else np.moveaxis(arr, -1, 1)
         out.flush()
         return
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = (
-        TextColumn(f"decoding {ds.name}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeRemainingColumn(),
-    )
+    dup_path = duplicates_path(ds, cache_dir)
+    hasher = DuplicateHasher(len(ds)) if _read_duplicates(dup_path, len(ds)) is None else None  # hash while decoding
     actions: Counter = Counter()
-    with Progress(*columns, disable=not progress or len(ds) < 200, transient=True) as bar:
-        task = bar.add_task("decode", total=len(ds))
+    with _bar(f"decoding {ds.name}", len(ds), progress and len(ds) >= 200) as advance:
         for i in range(len(ds)):
             raw, note = images.load_with_note(i)
             img = to_uint8(raw)
@@ -171,9 +261,13 @@ def _fill(
                     f"{shape[2]}x{shape[3]}; set data.image_size (--set data.image_size=S) to resize all images"
                 )
             out[i] = resize_uint8(img, size, resize) if size else img
-            bar.advance(task)
+            if hasher is not None:
+                hasher.add(i, raw, img)
+            advance()
     out.flush()
     del out
+    if hasher is not None:
+        _save_duplicates(dup_path, hasher.result())
     if actions:  # one notice for the whole set, the same words `data inspect` prints
         keep = "; set data.channels: 3 to keep the colour" if actions[LUMA] else ""
         log.log(

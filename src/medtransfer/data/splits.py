@@ -7,8 +7,15 @@
   the N=50 set is contained in the N=100 set, and so on. The order interleaves strata in proportion to their
   size (every prefix is stratified) and puts one positive and one negative of every label first, so any
   N ≥ 2K holds both classes of every label wherever the data have them.
-* :func:`audit_leakage` raises if a patient appears in two splits; it runs on every split made or loaded.
-* A split is a CSV (``image_id, patient_id, split, subset_rank, in_n50, in_n100, ...``) that can be loaded
+* Duplicate images (:mod:`medtransfer.data.duplicates`: exact copies and near copies) go to one split: with
+  ``dedupe`` (``data.dedupe``, default on) a duplicate group is assigned as one patient, and when the images have
+  patient ids it joins the groups of all patients it touches. Without any duplicate across patients the split is the
+  one made without the option (the same seed gives the same file). Splits that came with the file cannot be moved:
+  groups across them are counted and logged as a warning.
+* :func:`audit_leakage` raises if a patient, or a duplicate group (``group_id``), appears in two splits; it runs on
+  every split made or loaded.
+* A split is a CSV (``image_id, patient_id, split, subset_rank, in_n50, in_n100, ...``, and ``group_id`` when
+  duplicates joined images of different patients: the patient id that names each image's group) that can be loaded
   back so every arm of a study sees exactly the same images. Beside it, ``<name>.dataset.json`` records the
   fingerprint of the dataset it was made for (:func:`dataset_fingerprint`); :func:`load_split` refuses other data,
   even when its image ids happen to match (MedMNIST ids are positions, so every MedMNIST file has the same ones).
@@ -20,13 +27,14 @@ import hashlib
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from medtransfer.data.dataset import ImageDataset
+from medtransfer.data.duplicates import Duplicates, components
 from medtransfer.errors import DataError
 from medtransfer.io import atomic_write, atomic_write_text
 from medtransfer.tasks.base import task_kind
@@ -79,8 +87,9 @@ def check_fingerprint(recorded: dict, ds, where: str | Path) -> None:
 class Split:
     """Which split each image of a dataset belongs to, in the dataset's row order."""
 
-    table: pd.DataFrame  # image_id, patient_id, split, subset_rank (−1 outside train), in_n* columns
+    table: pd.DataFrame  # image_id, patient_id, [group_id,] split, subset_rank (−1 outside train), in_n* columns
     dataset: dict | None = None  # the fingerprint of the dataset it was made for (dataset_fingerprint)
+    audit: dict = field(default_factory=dict)  # what make_split / load_split checked (keys: see make_split)
 
     def indices(self, name: str) -> np.ndarray:
         if name not in SPLIT_NAMES:
@@ -201,8 +210,17 @@ def nested_ranks(labels: np.ndarray, task: str, seed: int) -> np.ndarray:
     return ranks
 
 
-def audit_leakage(table: pd.DataFrame) -> None:
-    """Raise :class:`DataError` if any patient is in more than one split."""
+def audit_leakage(table: pd.DataFrame, source_split: Sequence | None = None) -> int:
+    """Raise :class:`DataError` if any patient, or any duplicate group (``group_id``), is in more than one split.
+
+    A group whose images the file's own splits (``source_split``, row by row) already put in different splits cannot
+    be moved: it is not an error; the number of such groups is returned, for a warning.
+
+    Example:
+        >>> audit_leakage(pd.DataFrame({"patient_id": ["a", "b"], "group_id": ["a", "a"], "split": ["train", "val"]}),
+        ...               source_split=["train", "val"])
+        1
+    """
     per_patient = table.groupby("patient_id")["split"].nunique()
     leaked = per_patient[per_patient > 1]
     if len(leaked):
@@ -210,6 +228,40 @@ def audit_leakage(table: pd.DataFrame) -> None:
             f"patient leakage: {len(leaked)} patient(s) appear in more than one split "
             f"(e.g. {[str(p) for p in leaked.index[:3]]}); regenerate the split with `medtransfer data split`"
         )
+    if "group_id" not in table.columns:
+        return 0
+    groups = pd.DataFrame({"group": table["group_id"].to_numpy(), "split": table["split"].to_numpy()})
+    groups["source"] = np.asarray(source_split, dtype=object) if source_split is not None else None
+    per_group = groups.groupby("group").agg(splits=("split", "nunique"), sources=("source", "nunique"))
+    across = per_group[per_group["splits"] > 1]
+    fixed = across["sources"] > 1  # the file's own splits put the group's images apart
+    if (~fixed).any():
+        bad = across.index[~fixed.to_numpy()]
+        raise DataError(
+            f"duplicate leakage: {len(bad)} group(s) of duplicate images appear in more than one split "
+            f"(e.g. group {[str(g) for g in bad[:3]]}); regenerate the split with `medtransfer data split`"
+        )
+    return int(fixed.sum())
+
+
+def duplicate_groups(patients: np.ndarray, duplicates: Duplicates) -> np.ndarray:
+    """Each image's group for splitting: its patient, joined with every patient it shares a duplicate image with. A
+    group is named by the patient id of its first image, so where no duplicate joins two patients the groups are the
+    patients themselves.
+
+    Example:
+        >>> dup = Duplicates(np.array([0, 1, 0]), *np.zeros((2, 3), np.uint64), np.ones(3, bool))
+        >>> duplicate_groups(np.array(["p1", "p2", "p3"], dtype=object), dup).tolist()
+        ['p1', 'p2', 'p1']
+    """
+    if not duplicates.any:
+        return patients
+    rows = np.arange(len(patients))
+    codes, _ = pd.factorize(patients)
+    first_of_patient = np.full(codes.max() + 1, len(patients))
+    np.minimum.at(first_of_patient, codes, rows)
+    head = components(len(patients), np.r_[rows, rows], np.r_[first_of_patient[codes], duplicates.group])
+    return patients[head]
 
 
 def make_split(
@@ -218,8 +270,20 @@ def make_split(
     seed: int = 0,
     use_source_splits: bool = True,
     ns: Sequence[int] = DEFAULT_NS,
+    dedupe: bool = True,
+    duplicates: Duplicates | None = None,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    keep_hashes: bool = True,
 ) -> Split:
     """Split ``ds`` by patient into train/val/test and rank the training images for nested subsets.
+
+    With ``dedupe`` the images are hashed (once per dataset: :func:`~medtransfer.data.cache.image_duplicates`, kept
+    under ``cache_dir`` unless ``keep_hashes`` is False; or pass ``duplicates``) and each duplicate group goes to one
+    split with its patients.
+    ``Split.audit`` says what was checked: ``patient_ids`` (False: every image is its own patient), ``dedupe``,
+    ``groups`` / ``images`` (duplicate groups and the images in them), ``joined`` (groups that join two or more
+    patients' images) and ``across_source_splits`` (groups the file's own splits keep apart, logged as a warning).
 
     Example:
         >>> split = make_split(load_dataset("synthetic:chest,n=200"), seed=0)   # doctest: +SKIP
@@ -230,10 +294,27 @@ def make_split(
         raise DataError(f"split fractions must be three non-negative numbers for train/val/test, got {list(fractions)}")
     meta = ds.meta
     patients = meta["patient_id"].astype(str).to_numpy()
+    audit = {"patient_ids": bool((patients != meta["image_id"].astype(str).to_numpy()).any()), "dedupe": dedupe}
+    groups = patients
+    if dedupe:
+        if duplicates is None:
+            from medtransfer.data.cache import image_duplicates
+
+            duplicates = image_duplicates(ds, cache_dir, progress, keep=keep_hashes)
+        if len(duplicates) != len(ds):
+            raise DataError(f"{ds.name}: duplicate table of {len(duplicates)} images for {len(ds)} images")
+        groups = duplicate_groups(patients, duplicates)
+        members = duplicates.groups()
+        audit.update(groups=len(members), images=int(sum(len(m) for m in members)))
+        audit["joined"] = (
+            int(pd.Series(patients).groupby(groups).nunique().gt(1).sum()) if groups is not patients else 0
+        )
     strata = _strata(ds.labels, ds.task)
     split = np.empty(len(ds), dtype=object)
+    source = None
     if use_source_splits and "source_split" in meta.columns:
-        split[:] = meta["source_split"].to_numpy()
+        source = meta["source_split"].to_numpy()
+        split[:] = source
         present = [s for s in SPLIT_NAMES if (split == s).any()]
         if "train" not in present:
             raise DataError(f"{ds.name}: the file's own splits {present} have no 'train'; pass use_source_splits=false")
@@ -242,12 +323,21 @@ def make_split(
             train = np.flatnonzero(split == "train")
             names = ["train", *missing]
             frac = [fractions[SPLIT_NAMES.index(s)] for s in names]
-            split[train] = _assign_patients(patients[train], strata[train], frac, names, seed)
+            split[train] = _assign_patients(groups[train], strata[train], frac, names, seed)
             log.info("%s: carved %s out of the file's training split", ds.name, missing)
     else:
-        split[:] = _assign_patients(patients, strata, fractions, SPLIT_NAMES, seed)
+        split[:] = _assign_patients(groups, strata, fractions, SPLIT_NAMES, seed)
     table = pd.DataFrame({"image_id": meta["image_id"].astype(str), "patient_id": patients, "split": split})
-    audit_leakage(table)
+    if groups is not patients and (groups != patients).any():
+        table.insert(2, "group_id", groups)
+    audit["across_source_splits"] = audit_leakage(table, source)
+    if audit["across_source_splits"]:
+        log.warning(
+            "%s: %d group(s) of duplicate images lie in more than one of the file's own train/val/test splits, which "
+            "cannot be moved (their scores are optimistic); see them with `medtransfer data inspect`",
+            ds.name,
+            audit["across_source_splits"],
+        )
     ranks = np.full(len(ds), -1, dtype=np.int64)
     train = np.flatnonzero(split == "train")
     ranks[train] = nested_ranks(ds.labels[train], ds.task, seed)
@@ -255,7 +345,7 @@ def make_split(
     for n in ns:
         if n < len(train):
             table[f"in_n{n}"] = (ranks >= 0) & (ranks < n)
-    return Split(table, dataset_fingerprint(ds))
+    return Split(table, dataset_fingerprint(ds), audit)
 
 
 def reseed_subsets(split: Split, ds: ImageDataset, seed: int, ns: Sequence[int] = DEFAULT_NS) -> Split:
@@ -264,7 +354,8 @@ def reseed_subsets(split: Split, ds: ImageDataset, seed: int, ns: Sequence[int] 
     A study uses one of these per seed: the test images stay fixed across seeds (paired comparisons) while
     the training subset of size N varies with the seed, as in a learning-curve experiment.
     """
-    table = split.table[["image_id", "patient_id", "split"]].copy()
+    keep = [c for c in ("image_id", "patient_id", "group_id", "split") if c in split.table.columns]
+    table = split.table[keep].copy()
     train = np.flatnonzero(table["split"].to_numpy() == "train")
     ranks = np.full(len(table), -1, dtype=np.int64)
     ranks[train] = nested_ranks(ds.labels[train], ds.task, seed)
@@ -272,7 +363,7 @@ def reseed_subsets(split: Split, ds: ImageDataset, seed: int, ns: Sequence[int] 
     for n in ns:
         if n < len(train):
             table[f"in_n{n}"] = (ranks >= 0) & (ranks < n)
-    return Split(table, split.dataset or dataset_fingerprint(ds))
+    return Split(table, split.dataset or dataset_fingerprint(ds), split.audit)
 
 
 def load_split(path: str | Path, ds) -> Split:
@@ -293,7 +384,11 @@ def load_split(path: str | Path, ds) -> Split:
         raise DataError(f"{path}: unknown split name(s) {bad}; expected {SPLIT_NAMES}")
     if table["image_id"].duplicated().any():
         raise DataError(f"{path}: image ids repeat, e.g. {table['image_id'][table['image_id'].duplicated()].iloc[0]}")
-    audit_leakage(table)
+    source = None
+    if "source_split" in ds.meta.columns:  # groups that the file's own splits keep apart are allowed (and counted)
+        by_id = pd.Series(ds.meta["source_split"].to_numpy(), index=ds.meta["image_id"].astype(str))
+        source = by_id.reindex(table["image_id"].to_numpy()).to_numpy()
+    across = audit_leakage(table, source)
     recorded = _read_fingerprint(path)
     if recorded is not None:
         check_fingerprint(recorded, ds, path)
@@ -309,7 +404,7 @@ def load_split(path: str | Path, ds) -> Split:
             "or make a split for this data (`medtransfer data split`)"
         )
     aligned = indexed.loc[ids].reset_index()
-    return Split(aligned, recorded or dataset_fingerprint(ds))
+    return Split(aligned, recorded or dataset_fingerprint(ds), {"across_source_splits": across})
 
 
 def _read_fingerprint(path: Path) -> dict | None:

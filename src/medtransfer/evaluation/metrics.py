@@ -16,6 +16,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from medtransfer.config import threshold_rule
+from medtransfer.evaluation.operating import operating_points
 from medtransfer.evaluation.stats import bootstrap_auc_ci
 from medtransfer.registry import Registry
 
@@ -135,12 +137,14 @@ def one_hot(classes: ArrayLike, n_classes: int) -> np.ndarray:
     return out
 
 
-# A threshold rule maps (y, score) with both classes present to a threshold; predictions are score >= t.
-THRESHOLD_METHODS: Registry[Callable[[np.ndarray, np.ndarray], float]] = Registry("threshold method")
+# A threshold rule maps (y, score, target) with both classes present to a threshold; predictions are score >= t.
+# `eval.threshold` names one (medtransfer.config.threshold_rule parses it): youden, sensitivity:X, specificity:X,
+# or a fixed probability.
+THRESHOLD_METHODS: Registry[Callable[[np.ndarray, np.ndarray, float | None], float]] = Registry("threshold method")
 
 
 @THRESHOLD_METHODS.register("youden")
-def _youden(y: np.ndarray, s: np.ndarray) -> float:
+def _youden(y: np.ndarray, s: np.ndarray, target: float | None = None) -> float:
     fpr, tpr, thr = roc_curve(y, s)
     j = tpr - fpr
     # roc_curve starts at +inf ("nobody positive"); an infinite threshold is useless downstream and
@@ -149,13 +153,35 @@ def _youden(y: np.ndarray, s: np.ndarray) -> float:
     return float(thr[int(np.argmax(j))])
 
 
-def choose_threshold(y_true: ArrayLike, score: ArrayLike, method: str = "youden") -> float:
+@THRESHOLD_METHODS.register("sensitivity")
+def _at_sensitivity(y: np.ndarray, s: np.ndarray, target: float | None) -> float:
+    """The highest threshold whose sensitivity on these images is at least ``target`` (the most specific one)."""
+    _, tpr, thr = roc_curve(y, s, drop_intermediate=False)
+    return float(thr[int(np.argmax(tpr >= float(target) - 1e-12))])
+
+
+@THRESHOLD_METHODS.register("specificity")
+def _at_specificity(y: np.ndarray, s: np.ndarray, target: float | None) -> float:
+    """The lowest threshold whose specificity on these images is at least ``target`` (the most sensitive one);
+    just above the highest score when only "nobody positive" reaches it."""
+    fpr, _, thr = roc_curve(y, s, drop_intermediate=False)
+    last = int(np.flatnonzero(fpr <= 1.0 - float(target) + 1e-12)[-1])
+    return float(thr[last]) if last > 0 else float(np.nextafter(s.max(), np.inf))
+
+
+@THRESHOLD_METHODS.register("fixed")
+def _fixed(y: np.ndarray, s: np.ndarray, target: float | None) -> float:
+    return float(target)
+
+
+def choose_threshold(y_true: ArrayLike, score: ArrayLike, method: str | float = "youden") -> float:
     """Pick a decision threshold on validation data (predict positive when ``score >= threshold``).
 
     Args:
         y_true: ``(N,)`` 0/1 labels, NaN = unknown.
         score: ``(N,)`` scores.
-        method: a name in ``THRESHOLD_METHODS`` (``"youden"``: maximise sensitivity + specificity - 1).
+        method: an ``eval.threshold`` rule: ``"youden"`` (maximise sensitivity + specificity - 1),
+            ``"sensitivity:0.9"``, ``"specificity:0.95"`` or a fixed probability (``0.5``).
 
     Returns:
         The threshold; NaN (with a warning) when the labels have one class.
@@ -163,9 +189,14 @@ def choose_threshold(y_true: ArrayLike, score: ArrayLike, method: str = "youden"
     Example:
         >>> choose_threshold([0, 0, 1, 1], [0.1, 0.4, 0.6, 0.8])
         0.6
+        >>> choose_threshold([0, 0, 0, 0, 1, 1], [0.1, 0.2, 0.3, 0.7, 0.6, 0.8], "specificity:1")
+        0.8
     """
-    rule = THRESHOLD_METHODS.get(method)
+    name, target = threshold_rule(method)
+    rule = THRESHOLD_METHODS.get(name)
     y, s = _binary_arrays(y_true, score, None)
+    if name == "fixed":
+        return float(target)
     if np.unique(y).size < 2:
         warnings.warn(
             "threshold undefined: only one class in y_true; returning NaN",
@@ -173,7 +204,7 @@ def choose_threshold(y_true: ArrayLike, score: ArrayLike, method: str = "youden"
             stacklevel=2,
         )
         return float("nan")
-    return rule(y, s)
+    return rule(y, s, target)
 
 
 def threshold_metrics(y_true: ArrayLike, score: ArrayLike, threshold: float) -> dict[str, float]:
@@ -241,7 +272,10 @@ def summarize(
     Schema: ``{"auc", "auc_ci": [lo, hi], "n", "per_label": {name: {"auc", "auc_ci", "n_pos", "n_neg"}}}``;
     each label also gets ``"sensitivity", "specificity", "accuracy", "threshold"`` when ``thresholds`` has
     it (thresholds are chosen on validation, never on the test set), and multi-class adds top-1
-    ``"accuracy"``. CIs are 95% percentile bootstrap, resampling patients when ``patient_ids`` is given.
+    ``"accuracy"``. Binary and multi-label tasks also get ``"operating_point"`` (each label's, and the summary's: the
+    one label's or the macro mean; :mod:`medtransfer.evaluation.operating`): sensitivity, specificity, PPV, NPV, F1 and
+    accuracy at the threshold, sensitivity at specificity 0.90 and 0.95, each with its CI. CIs are 95% percentile
+    bootstrap, resampling patients when ``patient_ids`` is given.
     Floats may be NaN; pass the result through :func:`to_jsonable` before ``json.dump``.
 
     Args:
@@ -260,7 +294,7 @@ def summarize(
         >>> y = np.array([[0.0], [1.0], [0.0], [1.0]])
         >>> m = summarize(y, [[0.2], [0.9], [0.4], [0.6]], ["pneumonia"], n_boot=50)
         >>> m["auc"], sorted(m["per_label"]["pneumonia"])
-        (1.0, ['auc', 'auc_ci', 'n_neg', 'n_pos'])
+        (1.0, ['auc', 'auc_ci', 'n_neg', 'n_pos', 'operating_point'])
     """
     y, s = label_score_arrays(labels, scores, names, exclusive)
     if isinstance(thresholds, int | float):
@@ -272,17 +306,30 @@ def summarize(
         macro_ci, label_cis = bootstrap_auc_ci(y, s, groups=patient_ids, n_boot=n_boot, seed=seed)
     else:
         macro_ci, label_cis = (math.nan, math.nan), [(math.nan, math.nan)] * len(names)
+    points, macro_point = (None, None) if exclusive else _operating(y, s, names, thresholds, patient_ids, n_boot, seed)
     for j, name in enumerate(names):
         entry = {"auc": per_label[name]["auc"], "auc_ci": list(label_cis[j])}
         entry.update(n_pos=per_label[name]["n_pos"], n_neg=per_label[name]["n_neg"])
         if thresholds is not None and name in thresholds:
             entry.update(threshold_metrics(y[:, j], s[:, j], thresholds[name]))
+        if points is not None:
+            entry["operating_point"] = points[j]
         per_label[name] = entry
     out: dict[str, Any] = {"auc": macro_auc(per_label), "auc_ci": list(macro_ci), "n": int(y.shape[0])}
     if exclusive:
         out["accuracy"] = top1_accuracy(y, s)
+    else:
+        out["operating_point"] = macro_point
     out["per_label"] = per_label
     return out
+
+
+def _operating(y, s, names, thresholds, patient_ids, n_boot, seed) -> tuple[list[dict], dict]:
+    """Each label's operating point at its validation threshold (sensitivity at the target specificities only, when
+    it has none) and the summary's ``operating_point``: the one label's, or the labels' macro mean."""
+    thr = [float((thresholds or {}).get(name, math.nan)) for name in names]
+    points, macro = operating_points(y, s, thr, groups=patient_ids, n_boot=n_boot, seed=seed)
+    return points, (points[0] if len(names) == 1 else macro)
 
 
 def to_jsonable(obj: Any) -> Any:

@@ -1,17 +1,31 @@
-"""Registered backbones and the :class:`Classifier` that wraps one with a dropout + linear head.
+"""Backbones by name and the :class:`Classifier` that wraps one with a dropout + linear head.
 
-Every backbone is a timm model (or, for ``tiny``, a small module that follows timm's conventions), created
-with ``num_classes=0`` so that it returns pooled features.
+``model.backbone`` is a registered name (:data:`BACKBONES`: five timm models with their published layer groups, and
+``tiny``, a small module that follows timm's conventions, for tests) or **any timm architecture name**
+(``timm.list_models()``: ``convnext_atto``, ``vit_small_patch14_dinov2``, ``efficientnet_b3`` ...), resolved by
+:func:`backbone_info`. An unknown name fails with close matches from both. Every backbone is created with
+``num_classes=0`` so that it returns pooled features.
+
+Families with a fixed input size (timm's ``fixed_input_size``: ViT, DeiT, EVA, BEiT, Swin ...) are built at the
+data's image size (timm's ``img_size=``; for a patch model it must be a multiple of the patch size); their
+position embeddings are resampled when weights of another size load (:mod:`medtransfer.models.weights`).
 
 Layer groups (for discriminative learning rates and gradual unfreezing) are three, as the published recipes split
-them: early layers | late layers | head. A group starts at a *cut*, a parameter-name prefix:
+them: early layers | late layers | head. A group starts at a *cut*, a parameter-name prefix; the rule goes by family:
 
 * ResNet (fastai's splitter): ``conv1 … layer2 | layer3, layer4 | head`` (cut ``layer3``);
 * DenseNet (Romero et al.'s ``features[:7] | features[7:]``, fastai's too): ``… denseblock2 | transition2 … norm5 |
   head`` (cut ``features.transition2``);
-* any other backbone: timm's coarse ``group_matcher`` stages, the first half (stem and early stages, rounded up)
-  | the rest | head;
+* ViT and other transformers with a ``patch_embed`` and a list of ``blocks`` (DeiT, EVA, BEiT, DINOv2 ...): patch
+  embedding, class/register tokens, position embedding and the first half of the blocks (rounded up) | the second
+  half of the blocks and the final norm | head (cut ``blocks.6`` of 12);
+* any other backbone (EfficientNet, ConvNeXt, Swin, ``tiny`` ...): timm's coarse ``group_matcher`` stages, the first
+  half (stem and early stages, rounded up) | the rest | head; a model without a ``group_matcher`` is split the same
+  way by its top-level modules;
 * ``model.groups`` (a list of cuts) overrides the rule, e.g. ``[layer1, layer2, layer3, layer4]`` for ResNet's six.
+
+The family is read from the built model (timm's ``ResNet`` and ``DenseNet`` classes; ``patch_embed`` + ``blocks``),
+so ``resnet34`` gets ResNet's cut and ``deit_small_patch16_224`` the ViT rule without being registered.
 
 Example:
     >>> model = build_model("tiny", num_outputs=3, in_chans=1)
@@ -19,6 +33,8 @@ Example:
     torch.Size([2, 3])
     >>> model.layer_group_names()
     ['stem.0+stem.1+stages.0', 'stages.1+stages.2', 'head']
+    >>> build_model("vit_tiny_patch16_224", 2, img_size=32).layer_group_names()  # doctest: +SKIP
+    ['cls_token..blocks.5', 'blocks.6..norm', 'head']
 """
 
 from __future__ import annotations
@@ -31,7 +47,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from medtransfer.errors import ConfigError
+from medtransfer.errors import ConfigError, UnknownNameError
 from medtransfer.registry import Registry, suggest
 
 # Images reach the model scaled to [0, 1] by the data layer; without pretrained statistics we centre them
@@ -142,15 +158,66 @@ class BackboneInfo:
     timm_name: str | None
     description: str
     factory: Callable[..., nn.Module] | None = None
-    group_cuts: tuple[str, ...] | None = None  # where layer groups 2, 3, … start; None = the half-of-stages rule
+    group_cuts: tuple[str, ...] | None = None  # where layer groups 2, 3, … start; None = its family's rule
 
-    def create(self, in_chans: int = 1) -> nn.Module:
-        """Build the backbone with random weights, returning pooled features (``num_classes=0``)."""
+    def create(self, in_chans: int = 1, img_size: int | None = None) -> nn.Module:
+        """Build the backbone with random weights, returning pooled features (``num_classes=0``).
+
+        ``img_size`` (the data's image size) reaches timm only for a family with a fixed input size (ViT ...);
+        ``None`` builds those at timm's default size. Other families take any size and ignore it.
+        """
         if self.factory is not None:
             return self.factory(num_classes=0, in_chans=in_chans)
         import timm  # imported here so that importing this module stays cheap
 
-        return timm.create_model(self.timm_name, pretrained=False, num_classes=0, in_chans=in_chans)
+        default = fixed_input_size(self.timm_name)
+        if default is None or img_size is None:
+            return timm.create_model(self.timm_name, pretrained=False, num_classes=0, in_chans=in_chans)
+        try:
+            model = timm.create_model(
+                self.timm_name, pretrained=False, num_classes=0, in_chans=in_chans, img_size=img_size
+            )
+        except TypeError as e:  # the family's constructor takes no img_size: it only runs at its own size
+            if "img_size" not in str(e):
+                raise
+            if img_size == default:
+                return timm.create_model(self.timm_name, pretrained=False, num_classes=0, in_chans=in_chans)
+            raise ConfigError(
+                f"backbone {self.name!r} takes {default}x{default} images only (timm cannot build it for another "
+                f"size): set data.image_size={default}"
+            ) from None
+        _check_patch_size(model, self.name, img_size)
+        return model
+
+
+class UnknownBackboneError(UnknownNameError, ConfigError):
+    """``model.backbone`` is neither registered nor a timm architecture."""
+
+
+def fixed_input_size(timm_name: str | None) -> int | None:
+    """timm's default input size for a family that only takes images of the size it was built for (timm's
+    ``fixed_input_size``: ViT, DeiT, EVA, Swin ...); ``None`` for one that takes any size (CNNs)."""
+    if timm_name is None:
+        return None
+    from timm.models import get_pretrained_cfg
+
+    try:
+        cfg = get_pretrained_cfg(timm_name)
+    except RuntimeError:  # timm raises for a name without a default configuration
+        cfg = None
+    return int(cfg.input_size[-1]) if cfg is not None and cfg.fixed_input_size else None
+
+
+def _check_patch_size(model: nn.Module, name: str, img_size: int) -> None:
+    """A patch model cuts the image into whole patches; another size would silently drop its edge."""
+    patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)
+    p = int(patch[0]) if isinstance(patch, (tuple, list)) else (int(patch) if isinstance(patch, int) else None)
+    if p and img_size % p:
+        below, above = max(p, img_size // p * p), (img_size // p + 1) * p
+        raise ConfigError(
+            f"data.image_size={img_size} is not a multiple of {name}'s patch size {p}: set data.image_size to "
+            f"{below} or {above}"
+        )
 
 
 BACKBONES = Registry[BackboneInfo]("backbone")
@@ -170,13 +237,65 @@ for _info in (
     BACKBONES.register(_info.name, _info)
 
 
+def backbone_info(name: str) -> BackboneInfo:
+    """The backbone called ``name``: a registered one, else any timm architecture (layer groups by its family).
+
+    Raises:
+        UnknownBackboneError: (a :class:`~medtransfer.errors.ConfigError`) for a name neither knows, with close
+            matches from the registry and ``timm.list_models()``.
+
+    Example:
+        >>> backbone_info("resnet18").group_cuts
+        ('layer3',)
+        >>> backbone_info("vit_tiny_patch16_224").timm_name
+        'vit_tiny_patch16_224'
+    """
+    name = str(name).strip()
+    if name in BACKBONES:
+        return BACKBONES.get(name)
+    import timm
+
+    if timm.is_model(name) and "." not in name:
+        return BackboneInfo(name, name, f"timm architecture {name}")
+    arch, _, tag = name.partition(".")
+    if tag and (arch in BACKBONES or timm.is_model(arch)):
+        raise ConfigError(
+            f"model.backbone {name!r} names weights, not an architecture: set model.backbone={arch} and "
+            f"model.source=imagenet:{tag}"
+        )
+    timm_names = timm.list_models()
+    close = suggest(name, list(dict.fromkeys([*BACKBONES.names(), *timm_names])), n=4)
+    hint = f" did you mean {close}?" if close else ""
+    raise UnknownBackboneError(
+        f"unknown backbone '{name}';{hint} available: {BACKBONES.names()} or any of timm's {len(timm_names)} "
+        "architectures (timm.list_models())"
+    )
+
+
+def check_backbone(name: str, img_size: int | None = None) -> BackboneInfo:
+    """Resolve ``name`` (:func:`backbone_info`) and check that a fixed-size family can be built for ``img_size``;
+    the family is built on the meta device (no memory, no weights), so a run fails before its folder exists.
+
+    Example:
+        >>> check_backbone("vit_small_patch14_dinov2", 64)  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        ConfigError: data.image_size=64 is not a multiple of vit_small_patch14_dinov2's patch size 14: ...
+    """
+    info = backbone_info(name)
+    if img_size is not None and fixed_input_size(info.timm_name) is not None:
+        with torch.device("meta"):
+            info.create(3, img_size)
+    return info
+
+
 # --------------------------------------------------------------------------- classifier
 class Classifier(nn.Module):
     """A backbone returning pooled features, followed by ``head = Sequential(Dropout, Linear)``.
 
     Attributes:
-        backbone_name: the registered backbone name.
+        backbone_name: the backbone's name (registered or timm's).
         in_chans: input channels (1 for X-ray/CT).
+        img_size: the input size a fixed-size family (ViT ...) was built for; ``None`` for a backbone taking any.
         num_outputs: logits per image.
         normalization: ``{"mean": [...], "std": [...]}`` per input channel, to apply to [0, 1] images.
             Scratch values (0.5 / 0.25) until :func:`medtransfer.models.weights.load_weights` replaces them
@@ -196,6 +315,7 @@ class Classifier(nn.Module):
         in_chans: int,
         dropout: float = 0.2,
         group_cuts: Sequence[str] | None = None,
+        img_size: int | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -203,8 +323,9 @@ class Classifier(nn.Module):
         self.backbone_name = backbone_name
         self.in_chans = in_chans
         self.num_outputs = num_outputs
+        self.img_size = img_size
         self.normalization = scratch_normalization(in_chans)
-        # where the backbone's layer groups start (parameter-name prefixes); None = the half-of-stages rule
+        # where the backbone's layer groups start (parameter-name prefixes); None = its family's rule
         self.group_cuts = tuple(group_cuts) if group_cuts is not None else None
         self._backbone_groups()  # a bad cut fails here, when the model is built, not at the first unfreeze
 
@@ -223,7 +344,7 @@ class Classifier(nn.Module):
 
     def _backbone_groups(self) -> list[list[tuple[str, nn.Parameter]]]:
         named = list(self.backbone.named_parameters())
-        cuts = self.group_cuts if self.group_cuts is not None else _half_of_stages(self.backbone)
+        cuts = self.group_cuts if self.group_cuts is not None else family_cuts(self.backbone)
         starts = [_first_match(named, cut) for cut in cuts]
         for i in range(1, len(starts)):
             a, cut_a, b, cut_b = starts[i - 1], cuts[i - 1], starts[i], cuts[i]
@@ -265,6 +386,30 @@ def _first_match(named: list[tuple[str, nn.Parameter]], cut: str) -> int:
     raise ConfigError(f"model.groups: no parameter of the backbone is under {cut!r}{hint}")
 
 
+def family_cuts(backbone: nn.Module) -> tuple[str, ...]:
+    """The default cut of a backbone, by its family (the rule of the module docstring).
+
+    Example:
+        >>> family_cuts(TinyNet(num_classes=0))
+        ('stages.1.0.0.weight',)
+    """
+    from timm.models.densenet import DenseNet
+    from timm.models.resnet import ResNet
+
+    if isinstance(backbone, ResNet):
+        return ("layer3",)
+    if isinstance(backbone, DenseNet):
+        return ("features.transition2",)
+    blocks = getattr(backbone, "blocks", None)
+    if hasattr(backbone, "patch_embed") and isinstance(blocks, (nn.Sequential, nn.ModuleList)) and len(blocks) > 1:
+        return (f"blocks.{math.ceil(len(blocks) / 2)}",)  # the first half, rounded up, stays with the embeddings
+    if hasattr(backbone, "group_matcher"):
+        return _half_of_stages(backbone)
+    # no stages to go by: the same halves over the top-level modules that hold parameters
+    tops = [n for n, m in backbone.named_children() if any(True for _ in m.parameters())]
+    return (tops[math.ceil(len(tops) / 2)],) if len(tops) > 1 else ()
+
+
 def _half_of_stages(backbone: nn.Module) -> tuple[str, ...]:
     """The default cut: the first parameter of the coarse timm stage that starts the second half of the stages
     (the stem counts as a stage; the first half is rounded up), e.g. ``layer3`` of a ResNet's five."""
@@ -294,24 +439,32 @@ def build_model(
     in_chans: int = 1,
     dropout: float = 0.2,
     groups: Sequence[str] | None = None,
+    img_size: int | None = None,
 ) -> Classifier:
     """Build a :class:`Classifier` with random weights (nothing is loaded or downloaded).
 
     Args:
-        backbone: a registered backbone name (see ``BACKBONES.names()``).
+        backbone: a registered backbone name (see ``BACKBONES.names()``) or any timm architecture name.
         num_outputs: number of logits (1 for binary, K for multi-class / multi-label).
         in_chans: input channels (1 for grayscale X-ray/CT).
         dropout: dropout probability before the linear head.
         groups: cuts (parameter-name prefixes) where layer groups 2, 3, … start (``model.groups``); ``None`` = the
             backbone's rule (see the module docstring).
+        img_size: the data's image size (``data.image_size``); a fixed-size family (ViT ...) is built for it, others
+            ignore it. ``None``: timm's default size for those.
 
     Raises:
-        UnknownNameError: for an unregistered backbone, with close matches.
+        UnknownBackboneError: for a name neither registered nor known to timm, with close matches.
+        ConfigError: for an image size a fixed-size family cannot take (not a multiple of its patch size).
 
     Example:
         >>> build_model("tiny", num_outputs=14).num_outputs
         14
+        >>> build_model("vit_tiny_patch16_224", num_outputs=2, img_size=32)(torch.zeros(1, 1, 32, 32)).shape
+        torch.Size([1, 2])
     """
-    info = BACKBONES.get(backbone)
+    info = backbone_info(backbone)
     cuts = groups if groups is not None else info.group_cuts
-    return Classifier(info.create(in_chans), num_outputs, backbone, in_chans, dropout, cuts)
+    default = fixed_input_size(info.timm_name)
+    fixed = None if default is None else (img_size or default)
+    return Classifier(info.create(in_chans, img_size), num_outputs, backbone, in_chans, dropout, cuts, fixed)

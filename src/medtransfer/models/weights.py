@@ -2,8 +2,14 @@
 
 ``model.source`` is ``scratch`` (mean 0.5 / std 0.25 per channel, images arrive in [0, 1]); ``imagenet`` or
 ``imagenet:<timm tag>`` (timm's weights, looked up only in the local Hugging Face and torch-hub caches, never
-downloaded); a .safetensors/.pt/.pth/.bin file (timm, torchvision or our own Classifier keys); or a
-source-model folder with ``model.safetensors`` + a ``source.yaml`` card. Normalisation travels with weights.
+downloaded); a .safetensors/.pt/.pth/.bin file (timm, torchvision or our own Classifier keys); a source-model
+folder with ``model.safetensors`` + a ``source.yaml`` card; or a timm Hugging Face folder (``config.json`` naming the
+timm architecture, with its ``pretrained_cfg``, + ``model.safetensors`` or ``pytorch_model.bin``, as timm's
+``save_for_hf`` / ``push_to_hub`` write it). Normalisation travels with weights.
+
+Every file goes through :func:`read_state_dict` (safetensors, or ``torch.load(weights_only=True)``: nothing is
+unpickled) and :func:`load_weights`: keys and shapes checked, the classifier dropped when it does not fit, the input
+conv adapted to the model's channels and a ViT's position embedding resampled to the model's patch grid.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import pickle
 import re
@@ -38,7 +45,13 @@ CARD_FILE = "source.yaml"
 SOURCE_WEIGHTS_FILE = "model.safetensors"
 # a card (source.yaml) also has input_size, modality, site, method, label_names, description
 CARD_REQUIRED = ("name", "backbone", "in_chans", "mean", "std")
-ACCEPTED = "'scratch', 'imagenet[:<timm tag>]', a .safetensors/.pt/.pth/.bin file or a source-model folder"
+NO_CLASSIFIER = "the file has no classifier"  # LoadReport.head_reason when there was no head to drop
+HF_CONFIG = "config.json"  # a timm Hugging Face folder: config.json + one of HF_WEIGHTS
+HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+ACCEPTED = (
+    "'scratch', 'imagenet[:<timm tag>]', a .safetensors/.pt/.pth/.bin file, a source-model folder or a timm "
+    "Hugging Face folder (config.json + model.safetensors)"
+)
 # training checkpoints wrap the state dict under one of these keys
 _CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "module")
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP and torch.compile
@@ -50,9 +63,9 @@ _TV_DENSENET = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12]\.[a-z_
 class WeightsSpec:
     """Where weights come from and what they imply (channels, input size, normalisation, labels, domain)."""
 
-    kind: Literal["scratch", "file", "source_dir", "imagenet"]
+    kind: Literal["scratch", "file", "source_dir", "hf_dir", "imagenet"]
     backbone: str
-    path: Path | None = None  # the weights file (file, source_dir)
+    path: Path | None = None  # the weights file (file, source_dir, hf_dir)
     hub_id: str | None = None  # imagenet: Hugging Face repo, e.g. 'timm/resnet18.a1_in1k'
     url: str | None = None  # imagenet: the legacy download URL (its basename is the torch-hub cache file)
     in_chans: int | None = None
@@ -80,12 +93,14 @@ class LoadReport:
     dropped_head: bool = False
     head_reason: str = ""
     adapted_input_conv: str | None = None
+    resampled_pos_embed: str | None = None  # a ViT's position embedding, resampled to the model's patch grid
 
     def summary(self) -> str:
         if self.loaded == 0 and not self.dropped_head:
             return f"{self.source}: nothing loaded"
         head = f"head dropped ({self.head_reason}), re-initialised" if self.dropped_head else "head loaded"
         conv = f"; input conv {self.adapted_input_conv}" if self.adapted_input_conv else ""
+        conv += f"; {self.resampled_pos_embed}" if self.resampled_pos_embed else ""
         return f"{self.source}: loaded {self.loaded} tensors{conv}; {head}; {len(self.unexpected)} unexpected"
 
 
@@ -97,13 +112,15 @@ def resolve_weights(source: str, backbone: str) -> WeightsSpec:
         >>> resolve_weights("imagenet", "resnet18").hub_id
         'timm/resnet18.a1_in1k'
     """
-    info = backbones.BACKBONES.get(backbone)
+    info = backbones.backbone_info(backbone)
     text = str(source).strip()
     if text == "scratch":
         return WeightsSpec("scratch", backbone, description="random initialisation")
     if text == "imagenet" or text.startswith("imagenet:"):
         return _imagenet_spec(backbone, info.timm_name, text.partition(":")[2])
     path = Path(text).expanduser()
+    if path.is_dir() and (path / HF_CONFIG).is_file() and not (path / CARD_FILE).is_file():
+        return _hf_dir_spec(path, backbone)
     if path.is_dir():
         return _source_dir_spec(path, backbone)
     if path.is_file():
@@ -199,6 +216,54 @@ def _source_dir_spec(folder: Path, backbone: str) -> WeightsSpec:
     if missing:
         raise UserError(f"{folder / CARD_FILE}: the source-model card lacks keys {missing}")
     return _card_spec("source_dir", backbone, folder / SOURCE_WEIGHTS_FILE, card)
+
+
+def read_hf_config(folder: Path) -> dict[str, Any]:
+    """The ``config.json`` of a timm Hugging Face folder, checked to name a timm architecture."""
+    path = folder / HF_CONFIG
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: not readable JSON ({' '.join(str(e).split())})") from None
+    if not isinstance(cfg, dict) or not cfg.get("architecture"):
+        found = cfg.get("architectures") or cfg.get("model_type") if isinstance(cfg, dict) else None
+        what = f"a Hugging Face transformers config ({found})" if found else "not a timm model config"
+        raise UserError(
+            f"{path} is {what}: medtransfer reads timm folders, whose config.json names the timm 'architecture' "
+            "(as timm's save_for_hf / push_to_hub write it); save the encoder with timm, or pass its state dict "
+            "as a .safetensors file with model.backbone set to the timm name"
+        )
+    return cfg
+
+
+def _hf_dir_spec(folder: Path, backbone: str) -> WeightsSpec:
+    cfg = read_hf_config(folder)
+    arch = str(cfg["architecture"]).partition(".")[0]  # 'vit_small_patch14_dinov2.lvd142m' names the weights too
+    if arch != backbones.backbone_info(backbone).timm_name:
+        raise UserError(
+            f"{folder} holds '{arch}' weights (its {HF_CONFIG}), not '{backbone}': set model.backbone={arch}"
+        )
+    weights = next((folder / n for n in HF_WEIGHTS if (folder / n).is_file()), None)
+    if weights is None:
+        raise UserError(f"{folder} has a {HF_CONFIG} but no weights: put {' or '.join(HF_WEIGHTS)} beside it")
+    pretrained = cfg.get("pretrained_cfg") if isinstance(cfg.get("pretrained_cfg"), dict) else {}
+    size, args = pretrained.get("input_size"), cfg.get("model_args") if isinstance(cfg.get("model_args"), dict) else {}
+    in_chans = args.get("in_chans") or (size[0] if size else None)
+    mean, std, labels = pretrained.get("mean"), pretrained.get("std"), cfg.get("label_names")
+    return WeightsSpec(
+        "hf_dir",
+        backbone,
+        path=weights,
+        in_chans=int(in_chans) if in_chans else None,
+        input_size=tuple(int(v) for v in size) if size else None,
+        mean=tuple(float(v) for v in mean) if mean else None,
+        std=tuple(float(v) for v in std) if std else None,
+        label_names=tuple(str(n) for n in labels) if isinstance(labels, list) and labels else None,
+        name=folder.name,
+        description=f"timm folder {folder} ({arch})",
+        first_conv=pretrained.get("first_conv"),
+        classifier=pretrained.get("classifier"),
+    )
 
 
 def _card_spec(kind: Any, backbone: str, path: Path, card: dict[str, Any]) -> WeightsSpec:
@@ -360,6 +425,7 @@ def load_weights(model: Classifier, spec: WeightsSpec, label_names: Labels = Non
     head_state = {k[len(prefix) :]: state.pop(k) for k in list(state) if k.startswith(prefix)}
     target = model.backbone.state_dict()
     report.adapted_input_conv = _adapt_input_conv(state, target, spec.first_conv or cfg.get("first_conv"))
+    report.resampled_pos_embed = _resample_pos_embed(state, target, model.backbone)
     wrong = [k for k, v in state.items() if k in target and v.shape != target[k].shape]
     if wrong:
         shown = "; ".join(f"{k} {tuple(state[k].shape)} vs {tuple(target[k].shape)}" for k in wrong[:4])
@@ -375,7 +441,7 @@ def load_weights(model: Classifier, spec: WeightsSpec, label_names: Labels = Non
     theirs = {k: tuple(v.shape) for k, v in head_state.items()}
     ours = {k: tuple(p.shape) for k, p in linear.named_parameters()}
     if not head_state:
-        report.head_reason = "the file has no classifier"
+        report.head_reason = NO_CLASSIFIER
     elif theirs != ours:
         report.head_reason = f"{classifier} shapes {theirs} vs {ours}"
     elif spec.label_names is not None and list(spec.label_names) != list(label_names or []):
@@ -410,12 +476,36 @@ def _adapt_input_conv(state: StateDict, target: StateDict, first_conv: str | Non
     return f"{first_conv}: {src}→{dst} channels" + (" (RGB filters summed)" if dst == 1 else "")
 
 
-def create_model(cfg_model: Any, num_outputs: int, label_names: Labels = None) -> tuple[Classifier, LoadReport]:
+def _resample_pos_embed(state: StateDict, target: StateDict, backbone: torch.nn.Module) -> str | None:
+    """Resample a ViT's absolute position embedding to the model's patch grid in place (timm's
+    ``resample_abs_pos_embed``, as its own checkpoint filters do): weights made at 224 or 518 px load into a model built
+    at the data's image size. Class/register tokens keep their rows. Anything else is left to the shape check."""
+    key = "pos_embed"
+    if key not in state or key not in target or state[key].shape == target[key].shape:
+        return None
+    src, dst = state[key], target[key]
+    grid = getattr(getattr(backbone, "patch_embed", None), "grid_size", None)
+    if src.ndim != 3 or dst.ndim != 3 or src.shape[-1] != dst.shape[-1] or grid is None:
+        return None
+    prefix = 0 if getattr(backbone, "no_embed_class", False) else int(getattr(backbone, "num_prefix_tokens", 1))
+    side = math.isqrt(src.shape[1] - prefix)
+    if side * side != src.shape[1] - prefix or grid[0] * grid[1] != dst.shape[1] - prefix:
+        return None
+    from timm.layers import resample_abs_pos_embed
+
+    state[key] = resample_abs_pos_embed(src, list(grid), [side, side], num_prefix_tokens=prefix, verbose=False)
+    return f"position embedding {side}x{side}→{grid[0]}x{grid[1]} patches (resampled)"
+
+
+def create_model(
+    cfg_model: Any, num_outputs: int, label_names: Labels = None, image_size: int | None = None
+) -> tuple[Classifier, LoadReport]:
     """Build a :class:`Classifier` from a ``ModelConfig``-like object and load its ``source`` weights.
 
     ``cfg_model`` needs ``backbone``, ``source``, ``dropout``, ``in_chans`` (None: 1). With ``scratch`` the
     model is random and normalises with mean 0.5 / std 0.25 per channel (the data layer scales images to
     [0, 1]); otherwise mean/std come with the weights. The target's ``label_names`` may keep a source head.
+    ``image_size`` (``data.image_size``) is the size a fixed-size family (ViT ...) is built for.
 
     Example:
         >>> from medtransfer.config import ModelConfig
@@ -426,5 +516,5 @@ def create_model(cfg_model: Any, num_outputs: int, label_names: Labels = None) -
     spec = resolve_weights(cfg_model.source, cfg_model.backbone)  # fail before building a large model
     in_chans = 1 if cfg_model.in_chans is None else cfg_model.in_chans  # None: the data's; callers pass it
     groups = getattr(cfg_model, "groups", None)
-    model = backbones.build_model(cfg_model.backbone, num_outputs, in_chans, cfg_model.dropout, groups)
+    model = backbones.build_model(cfg_model.backbone, num_outputs, in_chans, cfg_model.dropout, groups, image_size)
     return model, load_weights(model, spec, label_names=label_names)

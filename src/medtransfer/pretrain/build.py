@@ -73,7 +73,12 @@ def _supervised(cfg: PretrainConfig, out: Path, resume: bool, progress: bool) ->
 
         device = pick_device(cfg.train.device)
         model = build_model(
-            cfg.model.backbone, len(m["label_names"]), m["in_chans"], cfg.model.dropout, cfg.model.groups
+            cfg.model.backbone,
+            len(m["label_names"]),
+            m["in_chans"],
+            cfg.model.dropout,
+            cfg.model.groups,
+            cfg.data.image_size,
         )
         load_weights_file(out / "model.safetensors", model)
         model.normalization = m["normalization"]
@@ -104,7 +109,8 @@ def _simclr(cfg: PretrainConfig, out: Path, resume: bool, progress: bool) -> dic
             idx = np.random.default_rng(cfg.seed).permutation(len(ds))[: cfg.train.n_train]
         torch.manual_seed(cfg.seed)
         device = pick_device(cfg.train.device)
-        model, _ = create_model(dataclasses.replace(cfg.model, in_chans=ds.channels), num_outputs=1)
+        model_cfg = dataclasses.replace(cfg.model, in_chans=ds.channels)
+        model, _ = create_model(model_cfg, num_outputs=1, image_size=cfg.data.image_size)
         model.to(device)
         fit = simclr_fit(model, images, idx, cfg, out, device, progress)
         import pandas as pd

@@ -138,7 +138,7 @@ def source_features(source: str, target: Target, device: str = "auto") -> np.nda
     resolve_weights(source, backbone)  # fail early (one line) for a source that cannot load
     torch.manual_seed(target.seed)  # scratch: the same random network every time
     model_cfg = ModelConfig(backbone=backbone, source=source, in_chans=target.channels)
-    model, _ = create_model(model_cfg, num_outputs=1)
+    model, _ = create_model(model_cfg, num_outputs=1, image_size=int(target.images.shape[-1]))
     from medtransfer.training.run import pick_device
 
     dev = pick_device(device)

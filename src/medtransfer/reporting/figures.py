@@ -308,3 +308,47 @@ def curve_fits(
             ax.set_ylim(lo, hi)
     axes[0].set_ylabel(f"test {axis or m.axis}", fontsize=8)
     return _save(fig, Path(path))
+
+
+def roc_grid(
+    curves: Mapping[str, Sequence[Mapping[str, Any]]], n_labels: Sequence[str], path: str | Path
+) -> Path | None:
+    """Small multiples, one panel per arm: the test ROC of each seed at each N in ``n_labels`` (one colour per N),
+    with the operating point that arm's validation threshold gives on the test images marked (a dot per seed)."""
+    arms = [a for a in curves if curves[a]]
+    if not arms:
+        return None
+    cols = min(4, len(arms))
+    rows = math.ceil(len(arms) / cols)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    fig = Figure(figsize=(2.9 * cols, 2.9 * rows + 0.5))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True)
+    colours = {n: f"C{i}" for i, n in enumerate(n_labels)}
+    for ax, arm in zip(axes.ravel(), arms, strict=False):
+        ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=0.8)
+        for c in curves[arm]:
+            colour = colours.get(c["n_label"], "black")
+            ax.plot(c["fpr"], c["tpr"], color=colour, linewidth=0.9, alpha=0.75)
+            sens, spec = c.get("sensitivity"), c.get("specificity")
+            if sens is not None and spec is not None and math.isfinite(sens) and math.isfinite(spec):
+                ax.plot(1 - spec, sens, "o", color=colour, markersize=4.5, markeredgecolor="black", markeredgewidth=0.5)
+        ax.set_title(arm, fontsize=8)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_aspect("equal")
+        ax.grid(True, alpha=0.3)
+    for ax in axes.ravel()[len(arms) :]:
+        ax.axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel("1 − specificity", fontsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("sensitivity", fontsize=8)
+    handles = [Line2D([], [], color=colours[n], marker="o", markeredgecolor="black", label=f"N={n}") for n in n_labels]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    fig.suptitle("Test ROC per arm and seed; dot: the operating point of the validation threshold", fontsize=9)
+    fig.tight_layout(rect=(0, 0.1 / rows, 1, 1 - 0.05 / rows))
+    return _save(fig, Path(path))

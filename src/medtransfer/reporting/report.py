@@ -51,18 +51,23 @@ from medtransfer.reporting.findings import (
     trial_replicates,
     usable,
 )
+from medtransfer.reporting.gallery import gallery_section
 from medtransfer.reporting.tables import (
     CI_TWO_LEVEL,
     arm_order,
     calibration_table,
     format_summary_table,
+    has_operating_points,
     label_names,
     metric_spec,
     n_levels,
     normalise_trials,
+    operating_table,
     reliability_curves,
     results_table,
+    roc_curves,
     summary_table,
+    with_operating_means,
 )
 from medtransfer.tasks.base import kind_of_metric
 
@@ -279,6 +284,8 @@ def write_report(
     found = summarize_findings(
         t, found_table, m.key, unit=unit, keep_degenerate=keep_degenerate, rep=rep, ranked_by=ranked_by
     )
+    if has_operating_points(t):
+        summary = with_operating_means(summary, operating_table(t, keep_degenerate))
     fits, backtest, curves = curve_fits(t, m.key, target=target, keep_degenerate=keep_degenerate)
     results = results_table(t, m.key)
     paths: dict[str, Path] = {
@@ -390,6 +397,17 @@ def write_report(
             if figure is not None:
                 paths["reliability"] = figure
             blocks += sections.calibration_section(calibration, tick, figure)
+    if has_operating_points(t_all):
+        ops = operating_table(t_all, keep_degenerate)
+        paths["operating_points"] = _write_csv(ops, out / "operating_points.csv")
+        shown = [n for n in (levels["n_label"].iloc[0], levels["n_label"].iloc[-1]) if n in set(ops["n_label"])]
+        shown = list(dict.fromkeys(shown))
+        roc = figures.roc_grid(
+            roc_curves(t_all, predictions, shown, keep_degenerate), shown, fig_dir / "roc_operating_points.png"
+        )
+        if roc is not None:
+            paths["roc_operating_points"] = roc
+        blocks += sections.operating_section(ops, tick, shown, roc)
     blocks += sections.curves_section(fits, backtest, fit_fig, m.key, target, unit)
     if baseline is not None and baseline in set(t["arm"]):
         ni = kept.noninferiority_with(m.key, margin) if kept is not None else None
@@ -400,6 +418,9 @@ def write_report(
     else:
         blocks += sections.baseline_section(summary, baseline, tick, m.key)
     blocks += sections.ranking_section(summary, ranking, m.key)
+    gallery, gallery_files = gallery_section(out)  # the saliency gallery a study drew, if any
+    blocks += gallery
+    paths.update(gallery_files)
     if notes_md and notes_md.strip():
         blocks += [Heading(2, "Discussion"), Markdown(notes_md)]
     files = [[code(p.relative_to(out).as_posix())] for p in paths.values()]

@@ -602,3 +602,56 @@ def curves_section(fits: pd.DataFrame, backtest: pd.DataFrame, figure: Path | No
         for r in backtest.to_dict("records")
     ]
     return blocks + [Table(["arm", "held-out N", "predicted", "observed (mean)", "error"], rows, "lrrrr")]
+
+
+# --------------------------------------------------------------------------- operating points (issue [3/4])
+def operating_section(table: pd.DataFrame, tick: pd.Series, n_shown: list[str], figure: Path | None) -> list[Block]:
+    """What each arm does at its operating point, at the smallest and the largest N: the clinical reader's table."""
+    from medtransfer.reporting.tables import OPERATING_METRICS
+
+    rules = sorted(set(table["rule"]))
+    blocks: list[Block] = [
+        Heading(2, "Operating points"),
+        Paragraph(
+            [
+                "What a model would do in use: each trial's threshold is chosen on its validation split (",
+                code("eval.threshold"),
+                f": {', '.join(rules)}), then applied to the test images. Sensitivity, specificity, positive and "
+                "negative predictive value (PPV, NPV: at the test set's prevalence, which may not be a clinic's) and "
+                "F1 at that threshold, and the sensitivity at specificity 0.90 and 0.95 read off the test ROC (the "
+                "best sensitivity of a threshold reaching that specificity on the test images, i.e. chosen with "
+                "hindsight: an upper bound of what a validation threshold delivers). Mean over seeds [95% CI: "
+                "t-interval across seeds, clipped to [0, 1]; with one seed, that trial's patient bootstrap]. "
+                "Degenerate trials excluded. Every N is in ",
+                code("operating_points.csv"),
+                "; each trial's point in ",
+                code("results.csv"),
+                ", with its CIs in the trial's ",
+                code("metrics.json"),
+                ".",
+            ]
+        ),
+    ]
+    heads = ["sensitivity", "specificity", "PPV", "NPV", "F1", "sens @ spec 0.90", "sens @ spec 0.95"]
+    for n_label in n_shown:
+        rows = []
+        part = table[table["n_label"] == n_label]
+        order = {a: i for i, a in enumerate(arm_order(table))}
+        for r in sorted(part.to_dict("records"), key=lambda r: order.get(r["arm"], 0)):
+            cells = [
+                f"{_f3(r[f'{k}_mean'])} [{_f3(r[f'{k}_ci_lo'])}, {_f3(r[f'{k}_ci_hi'])}]" for k in OPERATING_METRICS
+            ]
+            rows.append([r["arm"], str(r["n_seeds"]), _f3(r["threshold_mean"]), *cells])
+        if rows:
+            blocks.append(Paragraph([bold(f"N = {tick.get(n_label, n_label)}")]))
+            blocks.append(Table(["arm", "seeds", "threshold", *heads], rows, "lrr" + "r" * len(heads)))
+    if figure is not None:
+        label = " and ".join(f"N = {tick.get(n, n)}" for n in n_shown)
+        blocks.append(
+            Image(
+                f"Test ROC per arm at {label} (one line per seed; dot: the validation threshold's point)",
+                "figures/roc_operating_points.png",
+                figure,
+            )
+        )
+    return blocks

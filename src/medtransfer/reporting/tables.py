@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from medtransfer.evaluation.operating import SENS_AT_SPEC
+
 RESULT_COLUMNS = [
     "id",
     "arm",
@@ -262,6 +264,8 @@ def results_table(trials: pd.DataFrame, metric: str = "auc") -> pd.DataFrame:
             ]
     for extra in () if volumetric else kind_of_metric(key).secondary_metrics:
         out[extra] = [pd.to_numeric((m or {}).get(extra), errors="coerce") for m in metrics]
+    if has_operating_points(trials):  # the test operating point at the validation threshold (metrics.json has CIs)
+        out = pd.concat([out, operating_results(trials)], axis=1)
     return out
 
 
@@ -468,3 +472,120 @@ def _finite(v: Any) -> bool:
         return v is not None and math.isfinite(float(v))
     except (TypeError, ValueError):
         return False
+
+
+# --------------------------------------------------------------------------- operating points (issue [3/4])
+OPERATING_METRICS = ("sensitivity", "specificity", "ppv", "npv", "f1", *SENS_AT_SPEC)
+OPERATING_COLUMNS = ("threshold", *OPERATING_METRICS)  # results.csv's, from each trial's metrics["operating_point"]
+
+
+def _operating(m: Any) -> dict:
+    return ((m or {}).get("operating_point") or {}) if isinstance(m, dict) else {}
+
+
+def has_operating_points(trials: pd.DataFrame) -> bool:
+    """Whether any trial recorded an operating point (binary and multi-label classification since issue [3/4])."""
+    return any(_finite(_operating(m).get(k)) for m in trials["metrics"] for k in OPERATING_METRICS)
+
+
+def operating_results(trials: pd.DataFrame) -> pd.DataFrame:
+    """Per trial, the :data:`OPERATING_COLUMNS` of its test operating point (NaN where it has none; ``threshold`` is
+    NaN for several labels, each of which has its own)."""
+    return pd.DataFrame(
+        {
+            c: [pd.to_numeric(_operating(m).get(c), errors="coerce") for m in trials["metrics"]]
+            for c in OPERATING_COLUMNS
+        },
+        index=trials.index,
+    )
+
+
+def operating_table(trials: pd.DataFrame, keep_degenerate: bool = False) -> pd.DataFrame:
+    """Per arm and N: the mean over seeds of each operating-point metric with its 95 % CI (a t-interval across seeds,
+    clipped to [0, 1]; with one seed, that trial's patient-bootstrap CI), the mean threshold and the rule.
+
+    Columns: ``arm, n_label, n, n_seeds, rule, threshold_mean, <metric>_mean, <metric>_ci_lo, <metric>_ci_hi`` for
+    each of :data:`OPERATING_METRICS`; empty when no trial has an operating point.
+    """
+    columns = ["arm", "n_label", "n", "n_seeds", "rule", "threshold_mean"]
+    columns += [f"{k}_{s}" for k in OPERATING_METRICS for s in ("mean", "ci_lo", "ci_hi")]
+    has = np.array([bool(_operating(m)) for m in trials["metrics"]], dtype=bool)
+    done = trials[(trials["status"] == "done").to_numpy() & has]
+    if not keep_degenerate and "degenerate" in done.columns:
+        done = done[done["degenerate"].isna()]
+    rows = []
+    for (arm, n_label), g in done.groupby(["arm", "n_label"], sort=False):
+        points = [_operating(m) for m in g["metrics"]]
+        rules = {str((m or {}).get("threshold_rule") or "youden") for m in g["metrics"]}
+        n = g["n"].max()
+        row: dict[str, Any] = {"arm": arm, "n_label": n_label, "n": int(n) if _finite(n) else None}
+        row["n_seeds"] = len(points)
+        row["rule"] = ", ".join(sorted(rules))
+        row["threshold_mean"] = _nanmean([p.get("threshold") for p in points])
+        for k in OPERATING_METRICS:
+            values = np.array([float(p[k]) if _finite(p.get(k)) else math.nan for p in points])
+            mean, _, lo, hi = mean_ci(values)
+            if np.isfinite(values).sum() == 1:  # one seed: its own bootstrap CI over test patients
+                lo, hi = (float(v) if _finite(v) else math.nan for v in points[int(np.nanargmax(values))][f"{k}_ci"])
+            row[f"{k}_mean"], row[f"{k}_ci_lo"], row[f"{k}_ci_hi"] = mean, *_clip01(lo, hi)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _clip01(lo: float, hi: float) -> tuple[float, float]:
+    return (max(lo, 0.0) if math.isfinite(lo) else lo), (min(hi, 1.0) if math.isfinite(hi) else hi)
+
+
+def _nanmean(values: list[Any]) -> float:
+    finite = [float(v) for v in values if _finite(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
+def roc_curves(
+    trials: pd.DataFrame, predictions: Any, n_labels: list[str], keep_degenerate: bool = False
+) -> dict[str, list[dict[str, Any]]]:
+    """Per arm, the test ROC of each done seed at each of ``n_labels`` with its operating point: dicts with
+    ``n_label, seed, fpr, tpr, sensitivity, specificity`` (the first label's, for several labels). Read from the
+    trials' per-image predictions (``label:<L>``, ``score:<L>``); arms without predictions are left out."""
+    from sklearn.metrics import roc_curve
+
+    out: dict[str, list[dict[str, Any]]] = {}
+    if predictions is None:
+        return out
+    done = trials[(trials["status"] == "done") & trials["n_label"].isin(n_labels)]
+    if not keep_degenerate and "degenerate" in done.columns:
+        done = done[done["degenerate"].isna()]
+    for r in done.itertuples():
+        pred = predictions(r.id)
+        labels = [c for c in pred.columns if c.startswith("label:")] if pred is not None else []
+        if not labels or f"score:{labels[0][6:]}" not in pred.columns:
+            continue
+        y, s = pred[labels[0]].to_numpy(float), pred[f"score:{labels[0][6:]}"].to_numpy(float)
+        keep = np.isfinite(y) & np.isfinite(s)
+        if len(np.unique(y[keep])) < 2:
+            continue
+        fpr, tpr, _ = roc_curve(y[keep], s[keep])
+        point = _operating(r.metrics)
+        per_label = ((r.metrics or {}).get("per_label") or {}) if isinstance(r.metrics, dict) else {}
+        if len(per_label) > 1:  # several labels: the first label's own point, as its curve
+            point = (per_label.get(labels[0][6:]) or {}).get("operating_point") or {}
+        out.setdefault(r.arm, []).append(
+            {
+                "n_label": r.n_label,
+                "seed": r.seed,
+                "fpr": fpr,
+                "tpr": tpr,
+                "sensitivity": point.get("sensitivity"),
+                "specificity": point.get("specificity"),
+            }
+        )
+    return out
+
+
+def with_operating_means(summary: pd.DataFrame, operating: pd.DataFrame) -> pd.DataFrame:
+    """``summary.csv`` with each arm and N's mean operating point (``sensitivity_mean`` … ``sens_at_spec95_mean``;
+    their CIs are in ``operating_points.csv``)."""
+    if operating.empty:
+        return summary
+    means = operating[["arm", "n_label", "threshold_mean", *(f"{k}_mean" for k in OPERATING_METRICS)]]
+    return summary.merge(means, on=["arm", "n_label"], how="left")

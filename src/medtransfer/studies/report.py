@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from medtransfer.reporting.tables import OPERATING_COLUMNS
 from medtransfer.studies.ledger import LEDGER_FILE, STUDY_MARKER, open_existing
 from medtransfer.tasks.base import kind_of_metric, task_kind
 
@@ -109,6 +110,10 @@ def report_study(study_dir: str | Path, progress: bool = False, notes: str | Pat
     target = (study.get("target") or {}).get(metric)
     if study.get("target") and target is None:
         log.warning("study.target names %s, but this study is scored by %s; no target", list(study["target"]), metric)
+    if predictions is not None:  # the trials' folders are here: draw the saliency gallery the report shows
+        from medtransfer.studies.gallery import write_gallery  # loads torch and the models: only when drawn
+
+        write_gallery(out, trials, reference, metric, config, bool(study.get("keep_degenerate", False)))
     return write_report(
         trials,
         out,
@@ -190,7 +195,9 @@ def metrics_of_row(row: dict, metric: str) -> dict:
         if value is None or (isinstance(value, float) and np.isnan(value)):
             continue
         name, sep, label = str(col).partition(":")
-        if not sep and (col in kind.secondary_metrics or (kind.volumetric and col == "hd95")):
+        if not sep and col in OPERATING_COLUMNS:  # the test operating point (its CIs stay in the trial's metrics)
+            out.setdefault("operating_point", {})[col] = float(value)
+        elif not sep and (col in kind.secondary_metrics or (kind.volumetric and col == "hd95")):
             out[col] = float(value)
         elif sep and label and (name == metric or (kind.volumetric and name == "hd95")):
             per.setdefault(label, {})[name] = float(value)

@@ -53,6 +53,10 @@ def run_study(
     if workers < 1:
         raise UserError(f"--workers must be at least 1, got {workers}")
     builtin_executors().get(cfg.study.executor)  # an unknown name fails here, with close matches
+    if not volumetric(cfg):  # a misspelt backbone, or an image size a ViT cannot take: before the folder is made
+        from medtransfer.models.backbones import check_backbone
+
+        check_backbone(cfg.model.backbone, cfg.data.image_size)
     if cfg.study.executor == "ray":
         from medtransfer.studies.ray_executor import check
 
@@ -224,7 +228,7 @@ def _preflight_sources(cfg: StudyConfig, sources: dict[str, str], channels: int,
     for name, source in sources.items():
         model_cfg = dataclasses.replace(cfg.model, source=source, in_chans=channels)
         try:
-            create_model(model_cfg, num_outputs=outputs)
+            create_model(model_cfg, num_outputs=outputs, image_size=cfg.data.image_size)
         except UserError as e:
             raise UserError(f"study source '{name}': {e}") from None
 

@@ -253,7 +253,11 @@ def _net_trial(ctx: StudyContext, trial: Trial, folder: Path, progress: bool, gr
             **external,
             "split": "external",
             "own_test": {k: metrics.get(k) for k in ("metric", "score", "score_ci", "auc", "auc_ci", "n")},
-            **{k: metrics[k] for k in ("val", "best_epoch", "epochs_run", "n_train", "seconds") if k in metrics},
+            **{
+                k: metrics[k]
+                for k in ("val", "best_epoch", "epochs_run", "n_train", "seconds", "thresholds")
+                if k in metrics
+            },
         }
         atomic_write_text(folder / "metrics.json", json.dumps(to_jsonable(metrics), indent=2))
     return metrics
@@ -299,15 +303,23 @@ def _baseline_trial(ctx: StudyContext, trial: Trial, folder: Path, progress: boo
         pred_file, split_name = PREDICTIONS_FILE, "test" if len(split.indices("test")) else "val"
     fitted = baseline.fit(x_train, ds.labels[train_idx], kind.name, trial.seed)
     outputs = baseline.predict(fitted, x_test)
+    thresholds = None  # the operating point, chosen on the validation split as a network's is
+    val_idx = split.indices("val")
+    if len(val_idx) and split_name != "val":
+        val_outputs = baseline.predict(fitted, features(prep.images, ds, val_idx))
+        thresholds = kind.choose_thresholds(ds.labels[val_idx], val_outputs, list(ds.label_names), cfg.eval.threshold)
     metrics = kind.summarize(
         test_ds.labels[test_idx],
         outputs,
         list(ds.label_names),
         patient_ids=test_ds.meta["patient_id"].to_numpy()[test_idx],
+        thresholds=thresholds,
         seed=trial.seed,
     )
     metrics.update(
         {
+            "thresholds": thresholds,
+            "threshold_rule": cfg.eval.threshold if thresholds else None,
             "split": split_name,
             "task": kind.name,
             "n_train": int(len(train_idx)),
@@ -381,6 +393,9 @@ def _ledger_metrics(metrics: dict) -> dict:
         "accuracy",
         "sensitivity",
         "specificity",
+        "operating_point",
+        "thresholds",
+        "threshold_rule",
         "n_features",
         "model",
         "brier",

@@ -96,8 +96,11 @@ class TaskKind:
     def _summarize(self, labels, outputs, names, *, patient_ids, thresholds, n_boot, seed) -> dict[str, Any]:
         raise NotImplementedError
 
-    def choose_thresholds(self, labels: np.ndarray, outputs: np.ndarray, names: list[str]) -> dict[str, float] | None:
-        """Decision thresholds chosen on validation (``None`` when the kind has none)."""
+    def choose_thresholds(
+        self, labels: np.ndarray, outputs: np.ndarray, names: list[str], rule: str = "youden"
+    ) -> dict[str, float] | None:
+        """Decision thresholds chosen on validation by ``rule`` (``eval.threshold``; ``None`` when the kind has
+        none)."""
         return None
 
     def paired(

@@ -172,8 +172,10 @@ class _Classification(TaskKind):
         out.update(brier=cal["brier"], ece=cal["ece"], calibration=cal)
         return out
 
-    def choose_thresholds(self, labels: np.ndarray, outputs: np.ndarray, names: list[str]) -> dict[str, float] | None:
-        return {name: choose_threshold(labels[:, k], outputs[:, k]) for k, name in enumerate(names)}
+    def choose_thresholds(
+        self, labels: np.ndarray, outputs: np.ndarray, names: list[str], rule: str = "youden"
+    ) -> dict[str, float] | None:
+        return {name: choose_threshold(labels[:, k], outputs[:, k], rule) for k, name in enumerate(names)}
 
     def logme_targets(self, column: np.ndarray) -> list[np.ndarray]:
         """Both classes of a 0/1 label as indicator targets (one-hot columns of a multi-class task: that class)."""
@@ -262,7 +264,7 @@ class Multiclass(_Classification):
         known = np.isfinite(labels).all(axis=1)
         return np.where(known, np.nan_to_num(labels).argmax(axis=1), -1).astype(np.int64)
 
-    def choose_thresholds(self, labels, outputs, names) -> None:
+    def choose_thresholds(self, labels, outputs, names, rule="youden") -> None:
         return None  # the class with the highest probability is the decision
 
     def label_text(self, names: list[str], row: np.ndarray) -> str:

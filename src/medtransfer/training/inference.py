@@ -64,7 +64,8 @@ def load_run(run_dir: str | Path) -> TrainedModel:
         norm = json.loads(meta["normalization"])
     except KeyError as e:
         raise UserError(f"{weights} lacks metadata {e}; it was not written by `medtransfer train`") from None
-    model = build_model(meta.get("backbone", cfg.model.backbone), len(labels), in_chans, cfg.model.dropout)
+    backbone, size = meta.get("backbone", cfg.model.backbone), image_size if isinstance(image_size, int) else None
+    model = build_model(backbone, len(labels), in_chans, cfg.model.dropout, img_size=size)
     load_weights_file(weights, model)
     model.normalization = norm
     thresholds = None
@@ -168,6 +169,24 @@ def _select(
     )
 
 
+def check_labels(tm: TrainedModel, ds: ImageDataset, data: str) -> None:
+    """Refuse ``ds`` when its labels are not the model's (``--labels`` selects matching columns); a one-label kind
+    (binary, one regression target) scores any one-label file of the same kind, with a notice."""
+    one_label = len(tm.label_names) == len(ds.label_names) == 1 and tm.task.kind.name == ds.task
+    if list(ds.label_names) != tm.label_names and one_label:
+        log.warning(
+            "%s calls its one label '%s'; the model predicts '%s': scoring it as that label",
+            data,
+            ds.label_names[0],
+            tm.label_names[0],
+        )
+    elif list(ds.label_names) != tm.label_names:
+        raise DataError(
+            f"{data} has labels {list(ds.label_names)} but the model predicts {tm.label_names}; "
+            "pass --labels to select matching columns"
+        )
+
+
 def _scores(tm: TrainedModel, ds: ImageDataset, idx: np.ndarray, tta: int, device_name: str = "auto") -> np.ndarray:
     if len(idx) == 0:
         raise UserError("no images selected")
@@ -214,20 +233,7 @@ def evaluate_run(
     tm = load_run(run_dir)
     tta = _tta(tm, tta)
     ds = _load_target(tm, data, format, labels, allow_outside=allow_outside, patient_column=patient_column)
-    # a one-label kind (binary, one regression target) scores any one-label file of the same kind, with a notice
-    one_label = len(tm.label_names) == len(ds.label_names) == 1 and tm.task.kind.name == ds.task
-    if list(ds.label_names) != tm.label_names and one_label:
-        log.warning(
-            "%s calls its one label '%s'; the model predicts '%s': scoring it as that label",
-            data,
-            ds.label_names[0],
-            tm.label_names[0],
-        )
-    elif list(ds.label_names) != tm.label_names:
-        raise DataError(
-            f"{data} has labels {list(ds.label_names)} but the model predicts {tm.label_names}; "
-            "pass --labels to select matching columns"
-        )
+    check_labels(tm, ds, data)
     idx, split_name, note = _select(tm, ds, data, split, split_file)
     scores = _scores(tm, ds, idx, tta, device)
     metrics = tm.task.kind.summarize(
@@ -238,6 +244,8 @@ def evaluate_run(
         thresholds=tm.thresholds,
     )
     metrics.update({"data": str(data), "split": split_name, "run": str(run_dir), "tta": tta})
+    if tm.thresholds:
+        metrics["threshold_rule"] = tm.cfg.eval.threshold  # chosen on the run's validation split
     if note:
         metrics["split_note"] = note
     if predictions_out is not None:

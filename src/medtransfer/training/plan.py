@@ -147,7 +147,7 @@ def plan_run(cfg: Config, out: str | Path | None = None, timed: bool = True) -> 
     preflight(cfg)
     ds = load_data(cfg)
     fmt = cfg.data.format or detect_format(cfg.data.path)
-    split = resolve_split(cfg, ds)
+    split = resolve_split(cfg, ds, keep_hashes=False)  # the images are hashed for duplicates, nothing is kept
     check_task(cfg, Prepared(ds, split, np.empty(0)))
     kind = cfg.task or ds.task
     spec = resolve_weights(cfg.model.source, cfg.model.backbone)
@@ -185,7 +185,7 @@ def time_steps(cfg: Config, plan: RunPlan, decode_image_s: float) -> StepTiming:
     train_idx = plan.split.train_subset(cfg.train.n_train)
     task = make_task(plan.task, plan.ds.labels[train_idx], cfg.train.pos_weight, cfg.train.loss).to(device)
     model_cfg = dataclasses.replace(cfg.model, in_chans=plan.ds.channels)
-    model, _ = create_model(model_cfg, num_outputs=task.num_outputs, label_names=list(plan.ds.label_names))
+    model, _ = create_model(model_cfg, task.num_outputs, list(plan.ds.label_names), cfg.data.image_size)
     model.to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
     batches = _sample_batches(cfg, plan, model, device, augment=True)

@@ -67,10 +67,23 @@ def load_data(cfg: Config) -> ImageDataset:
     return load_dataset(d.path, d.format, opts)
 
 
-def resolve_split(cfg: Config, ds: ImageDataset) -> Split:
+def resolve_split(cfg: Config, ds: ImageDataset, progress: bool = True, keep_hashes: bool = True) -> Split:
+    """The split file ``data.split_file``, or a split made with the run's seed (duplicate groups kept together with
+    ``data.dedupe``: the images are hashed once per dataset and the table kept beside the decoded-image cache, unless
+    ``keep_hashes`` is False: a dry run writes nothing)."""
     if cfg.data.split_file:
         return load_split(cfg.data.split_file, ds)
-    return make_split(ds, cfg.data.split_fractions, seed=cfg.seed, use_source_splits=cfg.data.use_source_splits)
+    d = cfg.data
+    return make_split(
+        ds,
+        d.split_fractions,
+        seed=cfg.seed,
+        use_source_splits=d.use_source_splits,
+        dedupe=d.dedupe,
+        cache_dir=d.cache_dir,
+        progress=progress,
+        keep_hashes=keep_hashes,
+    )
 
 
 @dataclass
@@ -84,8 +97,10 @@ class Prepared:
 
 def prepare(cfg: Config, progress: bool = True) -> Prepared:
     ds = load_data(cfg)
-    split = resolve_split(cfg, ds)
+    split = load_split(cfg.data.split_file, ds) if cfg.data.split_file else None  # a bad split file fails first
     images = cached_images(ds, cfg.data.image_size, cfg.data.cache_dir, progress=progress, resize=cfg.data.resize)
+    if split is None:  # after the cache: building it hashed the images, so the split decodes nothing again
+        split = resolve_split(cfg, ds, progress)
     return Prepared(ds, split, images)
 
 
@@ -199,10 +214,10 @@ def check_task(cfg: Config, prep: Prepared) -> None:
 def preflight(cfg: Config) -> None:
     """Resolve every name of a classification config (backbone, weights source, strategy) without building or
     loading anything large."""
-    from medtransfer.models.backbones import BACKBONES
+    from medtransfer.models.backbones import check_backbone
     from medtransfer.models.weights import resolve_weights
 
-    BACKBONES.get(cfg.model.backbone)
+    check_backbone(cfg.model.backbone, cfg.data.image_size)
     resolve_weights(cfg.model.source, cfg.model.backbone)
     build_strategy(cfg.transfer, cfg.train)
 
@@ -261,7 +276,7 @@ def _train(cfg: Config, out: Path, prep: Prepared, progress: bool) -> dict:
     if cfg.model.in_chans not in (None, ds.channels):
         raise ConfigError(f"model.in_chans={cfg.model.in_chans} but the images have {ds.channels} channel(s)")
     model_cfg = dataclasses.replace(cfg.model, in_chans=ds.channels)
-    model, report = create_model(model_cfg, num_outputs=task.num_outputs, label_names=list(ds.label_names))
+    model, report = create_model(model_cfg, task.num_outputs, list(ds.label_names), cfg.data.image_size)
     log.info("weights: %s", report.summary())
     # channels_last helps oneDNN convolutions on CPU too (measured ~2x for a ResNet-18 forward here)
     model.to(device, memory_format=torch.channels_last)
@@ -277,7 +292,7 @@ def _train(cfg: Config, out: Path, prep: Prepared, progress: bool) -> dict:
         log.info("temperature scaling on the validation split: T = %.3f", t)
     save_weights(out / "model.safetensors", model, metadata=model_card(cfg, kind, ds, model, task))
     val_metrics, val_scores = evaluate_indices(model, task, prep, val_idx, cfg, device)
-    thresholds = task.kind.choose_thresholds(ds.labels[val_idx], val_scores, list(ds.label_names))
+    thresholds = task.kind.choose_thresholds(ds.labels[val_idx], val_scores, list(ds.label_names), cfg.eval.threshold)
     if len(test_idx):
         metrics, test_scores = evaluate_indices(model, task, prep, test_idx, cfg, device, thresholds)
         metrics["split"] = "test"
@@ -296,6 +311,7 @@ def _train(cfg: Config, out: Path, prep: Prepared, progress: bool) -> dict:
             "epochs_run": state.epoch,
             "n_train": int(len(train_idx)),
             "thresholds": thresholds,
+            "threshold_rule": cfg.eval.threshold if thresholds else None,
             "task": kind,
             "label_names": list(ds.label_names),
             "in_chans": ds.channels,
@@ -408,7 +424,7 @@ def suggest_lr(cfg: Config, num_iter: int = 100, progress: bool = True, plot: st
     task = make_task(cfg.task or ds.task, ds.labels[train_idx], cfg.train.pos_weight, cfg.train.loss)
     device = pick_device(cfg.train.device)
     model_cfg = dataclasses.replace(cfg.model, in_chans=ds.channels)
-    model, _ = create_model(model_cfg, num_outputs=task.num_outputs, label_names=list(ds.label_names))
+    model, _ = create_model(model_cfg, task.num_outputs, list(ds.label_names), cfg.data.image_size)
     model.to(device)
     strategy = build_strategy(cfg.transfer, cfg.train)
     strategy.plan(num_iter, num_iter)

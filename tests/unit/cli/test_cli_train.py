@@ -65,6 +65,13 @@ def test_train_evaluate_predict_round_trip(tmp_path, config, capsys):
     default = json.loads(out.read_text())
     assert default["split"] == "test" and default["n"] == run_metrics["n"] and "test split" in said
     assert default["auc"] == pytest.approx(run_metrics["auc"])
+    # the operating point: the run's validation threshold on these images, with CIs, printed and in the file
+    point, threshold = default["operating_point"], run_metrics["thresholds"]["lesion"]
+    assert point["threshold"] == pytest.approx(threshold) and default["threshold_rule"] == "youden"
+    assert point["sensitivity"] == pytest.approx(run_metrics["operating_point"]["sensitivity"])
+    assert f"threshold {threshold:.4g} (youden on the validation split)" in said
+    assert "PPV" in said and "NPV" in said and "sensitivity at specificity 0.90" in said
+    assert point["sensitivity_ci"][0] <= point["sensitivity"] <= point["sensitivity_ci"][1]
     assert run(["evaluate", str(run_dir), "--data", SPEC, "--split", "all", "--out", str(out), "--force"]) == 0
     every = json.loads(out.read_text())
     assert every["split"] == "all" and every["n"] == 120 and "trained on" in every["split_note"]

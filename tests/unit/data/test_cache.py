@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medtransfer.data.cache import cache_key, cached_images, to_uint8
+from medtransfer.data.cache import cache_key, cached_images, duplicates_path, image_duplicates, to_uint8
 from medtransfer.data.dataset import ArraySource, FileSource, ImageDataset, default_meta
 from medtransfer.errors import DataError
 
@@ -62,7 +62,7 @@ def test_builds_uint8_array_matching_manual_resize(tmp_path, images):
     for i, img in enumerate(images):
         np.testing.assert_array_equal(arr[i, 0], manual_resize(img, 16))
     assert not arr.flags.writeable  # read-only memmap
-    assert [p.suffix for p in (tmp_path / "cache").iterdir()] == [".npy"]
+    assert sorted(p.suffix for p in (tmp_path / "cache").iterdir()) == [".npy", ".npz"]  # and its duplicate table
 
 
 def test_second_call_reads_no_images(tmp_path, images):
@@ -75,6 +75,20 @@ def test_second_call_reads_no_images(tmp_path, images):
     again = cached_images(file_dataset(paths, reader), 16, cache_dir=tmp_path / "cache", progress=False)
     assert reader.calls == 0
     np.testing.assert_array_equal(again, first)
+
+
+def test_building_the_cache_hashes_the_images_once(tmp_path, images):
+    """The decode pass also finds duplicates; a split made afterwards, at any resolution, decodes nothing again."""
+    paths = write_images(tmp_path / "img", [*images, images[2]])  # image 6 is a copy of image 2
+    reader = CountingReader()
+    cached_images(file_dataset(paths, reader), 16, cache_dir=tmp_path / "cache", progress=False)
+    reader.calls = 0
+    dup = image_duplicates(file_dataset(paths, reader), cache_dir=tmp_path / "cache", progress=False)
+    assert reader.calls == 0
+    assert [g.tolist() for g in dup.groups()] == [[2, 6]] and dup.readable.all()
+    other = image_duplicates(file_dataset(paths[:6], reader), cache_dir=tmp_path / "cache", progress=False)
+    assert reader.calls == 6 and other.groups() == []  # other images, another table
+    assert duplicates_path(file_dataset(paths[:6], reader), tmp_path / "cache").is_file()
 
 
 def test_key_changes_with_file_list_and_size(tmp_path, images):

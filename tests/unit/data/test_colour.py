@@ -196,7 +196,9 @@ def test_cli_inspect_and_train_on_mixed_modes(tmp_path, cli, capsys):
     root = mixed_folder(tmp_path / "d", colour=2, n_grey=16)  # 22 images, 2 of them truly colour
     assert cli(["data", "inspect", str(root), "--check-all"]) == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert "channels=1" in out and "problems: none found" in out
+    assert "channels=1" in out and "unreadable" not in out
+    # the RGB, RGBA and palette files hold grey images of the folder again (g5-g8), under the other label
+    assert "4 duplicate group(s) hold different labels" in out and "images/g7.png, images/rgba.png" in out
     assert "colour modes: L ×16, RGB (grey content) ×2, RGB ×2, RGBA (grey content) ×1, P (grey content) ×1" in out
     assert "channels=1: 4 RGB images whose channels are equal read as grey; 2 colour images converted to grey" in out
     assert cli(["data", "inspect", str(root), "--channels", "3"]) == 0

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
+from functools import partial
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from medtransfer.data.dataset import GeneratedSource, ImageDataset, default_meta, one_hot
+from medtransfer.data.duplicates import Duplicates
 from medtransfer.data.splits import (
     DEFAULT_NS,
     SPLIT_NAMES,
@@ -16,6 +21,7 @@ from medtransfer.data.splits import (
     fingerprint_path,
     load_split,
     make_split,
+    reseed_subsets,
 )
 from medtransfer.errors import DataError
 
@@ -35,8 +41,12 @@ def images_per_patient(rng: np.random.Generator) -> np.ndarray:
     return counts
 
 
+def noise(seed: int, i: int) -> np.ndarray:
+    return np.random.default_rng([seed, i]).integers(0, 256, (1, 8, 8), dtype=np.uint8)
+
+
 def synthetic(task: str, seed: int = 0, **meta_columns) -> ImageDataset:
-    """2,000 never-decoded images from 600 patients; labels correlate within a patient, some are unknown."""
+    """2,000 tiny noise images (no two alike) from 600 patients; labels correlate within a patient, some unknown."""
     rng = np.random.default_rng(seed)
     counts = images_per_patient(rng)
     patient = np.repeat([f"P{i:04d}" for i in range(N_PATIENTS)], counts)
@@ -63,7 +73,7 @@ def synthetic(task: str, seed: int = 0, **meta_columns) -> ImageDataset:
     meta = default_meta(N_IMAGES, prefix="img-", patient_ids=patient)
     for col, values in meta_columns.items():
         meta[col] = values
-    images = GeneratedSource(N_IMAGES, lambda i: np.zeros((1, 8, 8), np.uint8), identity=f"synthetic:{seed}")
+    images = GeneratedSource(N_IMAGES, partial(noise, seed), identity=f"synthetic:{seed}")
     return ImageDataset("synthetic", images, labels, names, task, meta)
 
 
@@ -381,3 +391,104 @@ def test_balancing_fills_up_when_a_class_runs_out(binary, binary_split):
     n = min(len(train), 2 * minority + 10)
     idx = binary_split.train_subset(n, balance_labels=binary.labels)
     assert len(idx) == n
+
+
+# --------------------------------------------------------------------------- duplicate images (data.dedupe)
+# The split CSVs these datasets gave before duplicates were grouped (sha1 of the file): without a duplicate the
+# split must stay the same file, so studies and split files made before keep their meaning.
+BEFORE_DEDUPE = {
+    ("binary", 0): "656343aac8fd169da34ca447b8573b28d5749c05",
+    ("binary", 3): "5518085bd2b403d29e2b0ca6db7bc79f0272fe50",
+    ("multilabel", 0): "815ede4e63b95e536b28e4bcb1caec96da5bf8a3",
+}
+
+
+@pytest.mark.parametrize(("task", "seed"), list(BEFORE_DEDUPE))
+def test_without_duplicates_the_split_file_is_the_one_made_before(task, seed):
+    ds = synthetic(task)
+    split = make_split(ds, seed=seed)  # dedupe on: the noise images are hashed and none is a copy
+    assert split.audit["dedupe"] and split.audit["groups"] == 0 and "group_id" not in split.table.columns
+    assert hashlib.sha1(split.table.to_csv(index=False).encode()).hexdigest() == BEFORE_DEDUPE[task, seed]
+    pd.testing.assert_frame_equal(split.table, make_split(ds, seed=seed, dedupe=False).table)
+
+
+def small(n: int = 40, patients: np.ndarray | None = None, copies: dict[int, int] | None = None, **meta_columns):
+    """``n`` noise images with labels 0/1; ``copies`` maps an image to the earlier image it is a copy of."""
+    copies = copies or {}
+    images = GeneratedSource(n, lambda i: noise(7, copies.get(i, i)), identity=f"small:{n}:{sorted(copies.items())}")
+    labels = (np.arange(n) % 2).astype(np.float32)[:, None]
+    meta = default_meta(n, prefix="s-", patient_ids=patients)
+    for col, values in meta_columns.items():
+        meta[col] = values
+    return ImageDataset("small", images, labels, ("lesion",), "binary", meta)
+
+
+def linked(n: int, rows: list[int]) -> Duplicates:
+    """A duplicate table in which ``rows`` are one group."""
+    group = np.arange(n)
+    group[rows] = min(rows)
+    return Duplicates(group, np.zeros(n, np.uint64), np.zeros(n, np.uint64), np.ones(n, bool))
+
+
+def test_copies_are_hashed_once_and_kept_in_one_split(tmp_path):
+    plain = small(copies={7: 3, 20: 3, 31: 12})  # image 3 three times, image 12 twice: exact copies
+    calls = []
+    counting = GeneratedSource(len(plain), lambda i: calls.append(i) or plain.images.load(i), plain.images.identity)
+    ds = ImageDataset(plain.name, counting, plain.labels, plain.label_names, plain.task, plain.meta)
+    split = make_split(ds, seed=0, cache_dir=tmp_path)
+    table = split.table
+    assert table.loc[[3, 7, 20], "split"].nunique() == 1 and table.loc[[12, 31], "split"].nunique() == 1
+    assert list(table.loc[[3, 7, 20, 31], "group_id"]) == ["s-000003"] * 3 + ["s-000012"]
+    assert split.audit == {
+        "patient_ids": False, "dedupe": True, "groups": 2, "images": 5, "joined": 2, "across_source_splits": 0
+    }  # fmt: skip
+    assert len(calls) == len(ds)
+    again = make_split(ds, seed=0, cache_dir=tmp_path)  # the hash table is kept: nothing decoded again
+    assert len(calls) == len(ds)
+    pd.testing.assert_frame_equal(again.table, table)
+
+
+def test_a_duplicate_joins_the_groups_of_its_patients():
+    patients = np.repeat([f"P{k}" for k in range(20)], 2)  # two images each
+    ds = small(patients=patients)
+    rows = [1, 10, 21]  # images of P0, P5 and P10 are copies of one another
+    split = make_split(ds, seed=0, duplicates=linked(len(ds), rows))
+    table = split.table
+    joined = table["patient_id"].isin(["P0", "P5", "P10"])
+    assert table.loc[joined, "split"].nunique() == 1  # all six images of the three patients
+    assert set(table.loc[joined, "group_id"]) == {"P0"}
+    assert (table.loc[~joined, "group_id"] == table.loc[~joined, "patient_id"]).all()
+    assert split.audit["joined"] == 1 and split.audit["patient_ids"]
+    assert table.groupby("patient_id")["split"].nunique().max() == 1
+
+
+def test_a_group_edited_into_two_splits_is_refused_on_load(tmp_path):
+    ds = small()
+    split = make_split(ds, seed=0, duplicates=linked(len(ds), [0, 5, 9]))
+    path = split.save(tmp_path / "split.csv")
+    pd.testing.assert_frame_equal(load_split(path, ds).table, split.table)  # the group_id column comes back
+    edited = split.table.copy()
+    edited.loc[5, "split"] = next(s for s in SPLIT_NAMES if s != edited.loc[0, "split"])
+    edited.to_csv(path, index=False)
+    with pytest.raises(DataError, match=r"duplicate leakage: 1 group\(s\) .* \['s-000000'\]"):
+        load_split(path, ds)
+
+
+def test_groups_across_the_files_own_splits_are_counted_not_moved(tmp_path, caplog):
+    source = np.array(["train"] * 30 + ["val"] * 5 + ["test"] * 5, dtype=object)
+    ds = small(source_split=source)
+    with caplog.at_level(logging.WARNING, logger="medtransfer.data.splits"):
+        split = make_split(ds, seed=0, duplicates=linked(len(ds), [2, 37]))  # a train image copied into test
+    np.testing.assert_array_equal(split.table["split"].to_numpy(), source)  # nothing moved
+    assert split.audit["across_source_splits"] == 1
+    assert "1 group(s) of duplicate images lie in more than one of the file's own" in caplog.text
+    path = split.save(tmp_path / "split.csv")
+    assert load_split(path, ds).audit["across_source_splits"] == 1  # loads: the file put them there
+
+
+def test_reseeded_subsets_keep_the_groups():
+    ds = small()
+    split = make_split(ds, seed=0, duplicates=linked(len(ds), [0, 5]))
+    again = reseed_subsets(split, ds, seed=4)
+    pd.testing.assert_series_equal(again.table["group_id"], split.table["group_id"])
+    assert not split.audit["patient_ids"] and again.audit == split.audit

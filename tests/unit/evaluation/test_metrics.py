@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from medtransfer.errors import UnknownNameError
+from medtransfer.errors import ConfigError
 from medtransfer.evaluation.metrics import (
     UndefinedMetricWarning,
     choose_threshold,
@@ -133,7 +133,7 @@ def test_threshold_edge_cases():
     m = threshold_metrics([1, 1], [0.2, 0.8], 0.5)
     assert m["sensitivity"] == 0.5 and math.isnan(m["specificity"]) and m["accuracy"] == 0.5
     assert math.isnan(threshold_metrics([0, 1], [0.2, 0.8], float("nan"))["accuracy"])
-    with pytest.raises(UnknownNameError, match="did you mean"):
+    with pytest.raises(ConfigError, match="did you mean 'youden'"):
         choose_threshold([0, 1], [0.2, 0.8], method="youdn")
 
 
@@ -148,9 +148,9 @@ def test_summarize_schema_multilabel_with_thresholds(rng):
     names = ["effusion", "nodule"]
     thresholds = {name: choose_threshold(labels[:, j], scores[:, j]) for j, name in enumerate(names)}
     m = summarize(labels, scores, names, exclusive=False, thresholds=thresholds, n_boot=100)
-    assert set(m) == {"auc", "auc_ci", "n", "per_label"}
+    assert set(m) == {"auc", "auc_ci", "n", "per_label", "operating_point"}
     assert m["n"] == 200 and list(m["per_label"]) == names
-    keys = {"auc", "auc_ci", "n_pos", "n_neg", "sensitivity", "specificity", "accuracy", "threshold"}
+    keys = {"auc", "auc_ci", "n_pos", "n_neg", "sensitivity", "specificity", "accuracy", "threshold", "operating_point"}
     for entry in m["per_label"].values():
         assert set(entry) == keys
         lo, hi = entry["auc_ci"]
@@ -164,8 +164,8 @@ def test_summarize_binary_and_multiclass(rng):
     y = rng.integers(0, 2, 120).astype(float)
     s = y + rng.normal(size=120)
     m = summarize(y[:, None], s[:, None], ["pneumonia"], exclusive=False, n_boot=50)
-    assert set(m) == {"auc", "auc_ci", "n", "per_label"}
-    assert set(m["per_label"]["pneumonia"]) == {"auc", "auc_ci", "n_pos", "n_neg"}
+    assert set(m) == {"auc", "auc_ci", "n", "per_label", "operating_point"}
+    assert set(m["per_label"]["pneumonia"]) == {"auc", "auc_ci", "n_pos", "n_neg", "operating_point"}
     softmax = np.stack([1 - s, s], axis=1)  # (N, 2): column 1 is the positive class
     assert summarize(y, softmax, ["pneumonia"], exclusive=False, n_boot=0)["auc"] == pytest.approx(m["auc"])
     with_threshold = summarize(y, s, ["pneumonia"], exclusive=False, thresholds=0.5, n_boot=0)

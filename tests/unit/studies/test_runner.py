@@ -26,6 +26,14 @@ def test_every_trial_runs_on_paired_subsets(tmp_path, study_config, capsys):
     md = (out / "report.md").read_text()  # calibration: Brier and ECE per arm and N, and a reliability diagram
     assert "## Calibration" in md and (out / "figures" / "reliability.png").is_file()
     assert set(pd.read_csv(out / "calibration.csv").columns) == {"arm", "n_label", "n_seeds", "brier_mean", "ece_mean"}
+    # operating points: each trial's validation threshold on the test images, per arm at the smallest and largest N
+    assert "## Operating points" in md and (out / "figures" / "roc_operating_points.png").is_file()
+    ops = pd.read_csv(out / "operating_points.csv", dtype={"n_label": str})
+    assert set(ops["n_label"]) == {"12", "all"} and set(ops["rule"]) == {"youden"}
+    assert ((ops["sensitivity_ci_lo"] <= ops["sensitivity_mean"]) | ops["sensitivity_ci_lo"].isna()).all()
+    assert {"threshold", "sensitivity", "specificity", "ppv", "npv", "f1", "sens_at_spec90"} <= set(results.columns)
+    assert results["specificity"].between(0, 1).all() and results["threshold"].notna().all()
+    assert "sensitivity_mean" in pd.read_csv(out / "summary.csv").columns
     rows = Ledger(out / "study.sqlite").rows()
     assert all(0.0 <= r["score"] <= 1.0 and r["seconds"] > 0 and r["peak_rss_mb"] > 0 for r in rows)
     # paired: at (N, seed) every arm trained on the same images and was tested on the same images
