@@ -384,11 +384,6 @@ def load_split(path: str | Path, ds) -> Split:
         raise DataError(f"{path}: unknown split name(s) {bad}; expected {SPLIT_NAMES}")
     if table["image_id"].duplicated().any():
         raise DataError(f"{path}: image ids repeat, e.g. {table['image_id'][table['image_id'].duplicated()].iloc[0]}")
-    source = None
-    if "source_split" in ds.meta.columns:  # groups that the file's own splits keep apart are allowed (and counted)
-        by_id = pd.Series(ds.meta["source_split"].to_numpy(), index=ds.meta["image_id"].astype(str))
-        source = by_id.reindex(table["image_id"].to_numpy()).to_numpy()
-    across = audit_leakage(table, source)
     recorded = _read_fingerprint(path)
     if recorded is not None:
         check_fingerprint(recorded, ds, path)
@@ -404,6 +399,10 @@ def load_split(path: str | Path, ds) -> Split:
             "or make a split for this data (`medtransfer data split`)"
         )
     aligned = indexed.loc[ids].reset_index()
+    # audited only once the file is known to be this data's (another dataset's split is a SplitMismatch, not a leak);
+    # groups that the file's own splits keep apart are allowed (and counted)
+    source = ds.meta["source_split"].to_numpy() if "source_split" in ds.meta.columns else None
+    across = audit_leakage(aligned, source)
     return Split(aligned, recorded or dataset_fingerprint(ds), {"across_source_splits": across})
 
 

@@ -484,6 +484,10 @@ def test_groups_across_the_files_own_splits_are_counted_not_moved(tmp_path, capl
     assert "1 group(s) of duplicate images lie in more than one of the file's own" in caplog.text
     path = split.save(tmp_path / "split.csv")
     assert load_split(path, ds).audit["across_source_splits"] == 1  # loads: the file put them there
+    # other data (an external test file, as evaluate tries the run's own split first) is a mismatch, not a leak
+    other = small(n=12, source_split=np.array(["test"] * 12, dtype=object))
+    with pytest.raises(SplitMismatch):
+        load_split(path, other)
 
 
 def test_reseeded_subsets_keep_the_groups():
