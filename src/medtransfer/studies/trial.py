@@ -108,7 +108,10 @@ def run_trial(ctx: StudyContext, trial: Trial, progress: bool = False) -> TrialR
         torch.cuda.reset_peak_memory_stats()
     try:
         done = _finished(folder)
-        if done is not None:
+        if done is not None and trial.kind == "net" and _needs_external(ctx, done):
+            log.info("%s: trained in %s; scoring the study's test set", trial.id, folder)
+            metrics = _score_external(ctx, folder, done)
+        elif done is not None:
             log.info("%s: already finished in %s", trial.id, folder)
             metrics = done
         elif trial.kind == "net":
@@ -237,29 +240,43 @@ def _net_trial(ctx: StudyContext, trial: Trial, folder: Path, progress: bool, gr
 
         return train_segmentation(cfg, folder, resume=resume, progress=progress)
     metrics = train_run(cfg, folder, resume=resume, progress=progress, prepared=prepared(ctx, trial.seed))
-    test = ctx.cfg.study.test
-    if test is not None and test.path:
-        from medtransfer.training.inference import evaluate_run
+    return _score_external(ctx, folder, metrics)
 
-        external = evaluate_run(
-            folder,
-            test.path,
-            folder / "metrics_external.json",
-            format=test.format,
-            split=test.split,
-            predictions_out=folder / EXTERNAL_PREDICTIONS,
-        )
-        metrics = {
-            **external,
-            "split": "external",
-            "own_test": {k: metrics.get(k) for k in ("metric", "score", "score_ci", "auc", "auc_ci", "n")},
-            **{
-                k: metrics[k]
-                for k in ("val", "best_epoch", "epochs_run", "n_train", "seconds", "thresholds")
-                if k in metrics
-            },
-        }
-        atomic_write_text(folder / "metrics.json", json.dumps(to_jsonable(metrics), indent=2))
+
+def _needs_external(ctx: StudyContext, metrics: dict) -> bool:
+    """A trained net trial of a study with an external test set whose test set was never scored (the training
+    finished, then the scoring failed or was interrupted): scored on resume, not counted with its own split."""
+    test = ctx.cfg.study.test
+    return test is not None and bool(test.path) and metrics.get("split") != "external"
+
+
+def _score_external(ctx: StudyContext, folder: Path, metrics: dict) -> dict:
+    """The trial's metrics on the study's external test set (``study.test``), its own test split kept as
+    ``own_test``; ``metrics`` unchanged when the study has none."""
+    if not _needs_external(ctx, metrics):
+        return metrics
+    from medtransfer.training.inference import evaluate_run
+
+    test = ctx.cfg.study.test
+    external = evaluate_run(
+        folder,
+        test.path,
+        folder / "metrics_external.json",
+        format=test.format,
+        split=test.split,
+        predictions_out=folder / EXTERNAL_PREDICTIONS,
+    )
+    metrics = {
+        **external,
+        "split": "external",
+        "own_test": {k: metrics.get(k) for k in ("metric", "score", "score_ci", "auc", "auc_ci", "n")},
+        **{
+            k: metrics[k]
+            for k in ("val", "best_epoch", "epochs_run", "n_train", "seconds", "thresholds")
+            if k in metrics
+        },
+    }
+    atomic_write_text(folder / "metrics.json", json.dumps(to_jsonable(metrics), indent=2))
     return metrics
 
 

@@ -234,3 +234,27 @@ def test_a_study_started_under_older_training_defaults_is_not_resumed(tmp_path):
         check_same_study(ledger, StudyConfig())
     ledger.set_meta("config", json.dumps(fingerprint(StudyConfig()), sort_keys=True))
     check_same_study(ledger, StudyConfig())  # the same revision and config: resumes
+
+
+def test_a_trained_trial_whose_external_scoring_failed_is_scored_on_retry(tmp_path, study_config, monkeypatch):
+    """The training finished (its folder says done), then scoring the study's test set failed: a retry scores the
+    test set from the kept model instead of counting the trial's own split as its result."""
+    from medtransfer.errors import DataError
+    from medtransfer.training import inference
+
+    external = "synthetic:chest,n=40,visibility=0.8,size=32,seed=9"
+    cfg = study_config(n=[12], strategies=["finetune"], seeds=[0], test={"path": external})
+    out = tmp_path / "s"
+    real = inference.evaluate_run
+
+    def interrupted(*args, **kwargs):
+        raise DataError("scoring interrupted")
+
+    monkeypatch.setattr(inference, "evaluate_run", interrupted)
+    assert run_study(cfg, out, progress=False, report=False)["failed"] == 1
+    monkeypatch.setattr(inference, "evaluate_run", real)
+    counts = run_study(cfg, out, resume=True, retry_failed=True, progress=False, report=False)
+    assert counts["done"] == 1
+    (row,) = Ledger(out / "study.sqlite").rows()
+    assert row["metrics"]["split"] == "external" and row["metrics"]["n"] == 40
+    assert row["metrics"]["own_test"]["n"] < 40 and (out / row["folder"] / "predictions_external.csv").is_file()
