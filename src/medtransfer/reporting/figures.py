@@ -350,5 +350,5 @@ def roc_grid(
     handles = [Line2D([], [], color=colours[n], marker="o", markeredgecolor="black", label=f"N={n}") for n in n_labels]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
     fig.suptitle("Test ROC per arm and seed; dot: the operating point of the validation threshold", fontsize=9)
-    fig.tight_layout(rect=(0, 0.1 / rows, 1, 1 - 0.05 / rows))
+    fig.tight_layout(rect=(0, 0.1 / rows, 1, 1 - 0.05 / rows), h_pad=1.6)
     return _save(fig, Path(path))
