@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 MT := $(VENV)/bin/medtransfer
 EXTRAS ?= dev,radiomics,ray,export
 
-.PHONY: setup demo test lint lock clean
+.PHONY: setup demo test test-all lint lock clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,10 @@ test: $(STAMP)
 		{ $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive \
 			apt-get install -y -qq --no-install-recommends chromium; } >/dev/null 2>&1; \
 	} || echo 'chromium not installed: the report browser test will skip'
+	$(VENV)/bin/python -m pytest -q -m "not slow" tests
+
+# Everything, the tests marked slow too (a few more minutes).
+test-all: $(STAMP)
 	$(VENV)/bin/python -m pytest -q tests
 
 lint: $(STAMP)

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 
 COLUMNS = ["id", "arm", "n", "seed", "status", "auc", "auc_ci_lo", "auc_ci_hi"]
@@ -133,6 +134,7 @@ def _kill_with_workers(proc: subprocess.Popen, out: Path, ready, timeout: float 
     assert not any(_alive(w) for w in workers), "a worker outlived its killed driver"
 
 
+@pytest.mark.slow  # ~1-2 min; `make test-all` runs it (the default set has the two-kill resume test)
 def test_sigkill_with_two_workers_at_five_moments_including_the_report(tmp_path, tiny):
     """kill -9 a 2-worker study at 5 seeded-random moments (startup, inside a trial, between trials twice, while the
     report is written), resume each time: the results equal an uninterrupted run and no trial is lost or run twice."""
