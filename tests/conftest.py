@@ -126,3 +126,15 @@ def write_dicom(path: Path, size: int = 12, step: int = 16) -> Path:
 def dicom_file():
     """:func:`write_dicom`, for tests in any folder."""
     return write_dicom
+
+
+@pytest.fixture(scope="module")
+def _one_thread():
+    """Tiny CPU tensors run faster on one thread than on two contended ones; restored after the module. A module
+    opts in with ``pytestmark = pytest.mark.usefixtures("_one_thread")``."""
+    import torch  # here, not at the top: most test modules never need torch in this process
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

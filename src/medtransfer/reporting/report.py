@@ -284,8 +284,9 @@ def write_report(
     found = summarize_findings(
         t, found_table, m.key, unit=unit, keep_degenerate=keep_degenerate, rep=rep, ranked_by=ranked_by
     )
-    if has_operating_points(t):
-        summary = with_operating_means(summary, operating_table(t, keep_degenerate))
+    ops = operating_table(t, keep_degenerate) if has_operating_points(t) else None  # the table, the summary's means
+    if ops is not None:
+        summary = with_operating_means(summary, ops)
     fits, backtest, curves = curve_fits(t, m.key, target=target, keep_degenerate=keep_degenerate)
     results = results_table(t, m.key)
     paths: dict[str, Path] = {
@@ -397,8 +398,7 @@ def write_report(
             if figure is not None:
                 paths["reliability"] = figure
             blocks += sections.calibration_section(calibration, tick, figure)
-    if has_operating_points(t_all):
-        ops = operating_table(t_all, keep_degenerate)
+    if ops is not None:
         paths["operating_points"] = _write_csv(ops, out / "operating_points.csv")
         shown = [n for n in (levels["n_label"].iloc[0], levels["n_label"].iloc[-1]) if n in set(ops["n_label"])]
         shown = list(dict.fromkeys(shown))

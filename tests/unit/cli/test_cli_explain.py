@@ -14,13 +14,7 @@ import yaml
 SPEC = "synthetic:chest,n=80,visibility=0.9,size=32,seed=2"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is faster than two contending on a shared runner's cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("_one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

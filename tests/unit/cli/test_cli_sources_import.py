@@ -14,13 +14,7 @@ from timm.models import save_for_hf
 VIT = "test_vit"  # timm's smallest ViT (6 blocks of width 64, 16-px patches), for its own tests
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny CPU batches run faster on one thread than on several contended ones; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("_one_thread")  # tests/conftest.py
 
 
 def test_import_a_vit_folder_then_train_on_it_by_name(tmp_path, cli, capsys, monkeypatch):

@@ -8,14 +8,7 @@ import torch
 from medtransfer.errors import ConfigError, UnknownNameError, UserError
 from medtransfer.models.backbones import BACKBONES, Classifier, TinyNet, build_model
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny CPU batches run faster on one thread than on several contended ones; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("_one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

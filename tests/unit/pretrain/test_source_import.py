@@ -21,12 +21,7 @@ from medtransfer.pretrain.source_import import import_source
 VIT, CONVNEXT, RESNET = "vit_tiny_patch16_224", "convnext_atto", "resnet18"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("_one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

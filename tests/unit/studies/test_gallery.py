@@ -6,19 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from medtransfer.studies.report import report_study
 from medtransfer.studies.runner import run_study
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is faster than two contending on a shared runner's cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("_one_thread")  # tests/conftest.py
 
 
 def test_the_report_shows_the_gallery_and_drops_it_without_models(tmp_path, study_config):

@@ -14,14 +14,7 @@ from medtransfer.tasks.base import task_kind
 from medtransfer.training.explain import choose_images
 from medtransfer.training.saliency import Explainer, _trace, check_method
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is faster than two contending on a shared runner's cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("_one_thread")  # tests/conftest.py
 
 
 @pytest.mark.parametrize(("backbone", "layer"), [("tiny", "backbone.stages"), ("resnet18", "backbone.layer3"),
