@@ -9,7 +9,6 @@ instance here; :mod:`medtransfer.studies.trial` runs any of them the same way.
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -42,15 +41,11 @@ class Baseline:
         return {}
 
 
-BASELINES: Registry[Baseline] = Registry("baseline")
-
-BUILTIN_MODULES = ("radiomics",)
+BASELINES: Registry[Baseline] = Registry("baseline", builtins=("medtransfer.baselines.radiomics",))
 
 
 def builtin_baselines() -> Registry[Baseline]:
-    """The registry with the built-in baselines imported (by explicit module name; idempotent)."""
-    for module in BUILTIN_MODULES:
-        importlib.import_module(f"medtransfer.baselines.{module}")
+    """The registry of baselines (its built-in modules are imported on the first lookup)."""
     return BASELINES
 
 

@@ -15,7 +15,6 @@ Adding a kind is one module that subclasses :class:`TaskKind` and registers an i
 
 from __future__ import annotations
 
-import importlib
 import math
 from typing import Any, ClassVar
 
@@ -214,15 +213,14 @@ def with_score(kind: TaskKind, metrics: dict[str, Any]) -> dict[str, Any]:
     return {**metrics, "metric": kind.metric, "score": value, "score_ci": metrics.get(f"{kind.metric}_ci")}
 
 
-TASK_KINDS: Registry[TaskKind] = Registry("task kind")
-
-BUILTIN_MODULES = ("classification", "regression", "segmentation", "unlabelled")
+TASK_KINDS: Registry[TaskKind] = Registry(
+    "task kind",
+    builtins=tuple(f"medtransfer.tasks.{m}" for m in ("classification", "regression", "segmentation", "unlabelled")),
+)
 
 
 def builtin_kinds() -> Registry[TaskKind]:
-    """The registry with the built-in kinds imported (by explicit module name; idempotent)."""
-    for module in BUILTIN_MODULES:
-        importlib.import_module(f"medtransfer.tasks.{module}")
+    """The registry of task kinds (its built-in modules are imported on the first lookup)."""
     return TASK_KINDS
 
 

@@ -55,17 +55,17 @@ class DataSource:
         return None
 
 
-DATA_SOURCES: Registry[type[DataSource]] = Registry("data format")
-
-BUILTIN_MODULES = ("folder", "image_folder", "medmnist", "mednist", "nih_cxr14", "synthetic", "volumes")
+DATA_SOURCES: Registry[type[DataSource]] = Registry(
+    "data format",
+    builtins=tuple(
+        f"medtransfer.data.sources.{m}"
+        for m in ("folder", "image_folder", "medmnist", "mednist", "nih_cxr14", "synthetic", "volumes")
+    ),
+)
 
 
 def builtin_sources() -> Registry[type[DataSource]]:
-    """The registry with the built-in sources imported (by explicit module name; idempotent)."""
-    import importlib
-
-    for module in BUILTIN_MODULES:
-        importlib.import_module(f"medtransfer.data.sources.{module}")
+    """The registry of data formats (its built-in modules are imported on the first lookup)."""
     return DATA_SOURCES
 
 
