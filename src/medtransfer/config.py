@@ -17,14 +17,26 @@ import re
 import sys
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
-from medtransfer.errors import ConfigError
-from medtransfer.registry import suggest
+from medtransfer.errors import ConfigError, UnknownNameError
+from medtransfer.registry import Registry, suggest
+
+# Values that name a registered thing are resolved by the package that owns the names, registered here when its
+# module is first needed (the registry imports it by name): ``task`` by the task kinds (the kind, or UnknownNameError),
+# ``transfer`` by the strategies (the section, a mapping or a TransferConfig, as its strategy's settings dataclass;
+# ``study_transfer``: a study's shared section, checked for each of its strategies),
+# ``executors`` by the study executors (a study section's ``executors``, each entry its executor's settings).
+# The config stays below them: they build on its dataclasses, it never imports them.
+RESOLVERS: Registry[Callable[..., Any]] = Registry(
+    "config resolver",
+    builtins=("medtransfer.tasks.base", "medtransfer.transfer.strategies", "medtransfer.studies.executors"),
+)
 
 C = TypeVar("C")
 
@@ -122,6 +134,13 @@ class DataConfig:
         if len(f) != 3 or any(v < 0 for v in f) or f[0] <= 0 or abs(sum(f) - 1) > 1e-6:
             raise bad_value("data.split_fractions", f, "three fractions train, val, test that are >= 0 and sum to 1")
 
+    def require_path(self) -> str:
+        """``path``; a command that reads the data fails here where the config leaves it unset (it may come from
+        ``--data`` or ``--set`` instead, so the loader cannot require it)."""
+        if not self.path:
+            raise ConfigError("data.path is not set; add it to the config or pass --set data.path=PATH")
+        return self.path
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -140,31 +159,21 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TransferConfig:
+    """The ``transfer`` section: the settings every strategy shares, and the base of each strategy's own settings.
+
+    A strategy with keys of its own (``romero``'s ``unfreeze_at``, ``fastai``'s ``freeze_epochs`` ...) declares a
+    frozen subclass in its module (its ``Strategy.Settings``) whose ``__post_init__`` range-checks them. The loader
+    builds the section as the settings dataclass of its ``strategy``
+    (:func:`medtransfer.transfer.strategies.settings_from_dict`): a key of another strategy is refused, naming it.
+    """
+
     strategy: str = "finetune"
     lr_policy: str | None = None  # None = the strategy's default (cosine; romero and fastai have their own)
     lr_mult: float | None = None  # discriminative rates lr * lr_mult^depth; None = the strategy's (0.3; romero 1/3)
-    unfreeze_every: int = 1  # gradual_unfreeze: one more group every k epochs
-    unfreeze_schedule: list[int] | None = None  # explicit epochs at which the next group unfreezes
-    head_epochs: int = 1  # epochs with only the head training before unfreezing starts
-    unfreeze_at: list[float] | None = None  # romero: fractions of all steps at which groups unfreeze, top first
-    freeze_epochs: int = 1  # fastai: epochs of the frozen first phase (head and norm layers only)
-    lr_div: float = 100.0  # fastai: phase-2 rates slice(lr / 2 / lr_div, lr / 2) spread over the groups
     train_bn: bool = True  # normalisation layers of frozen groups still train (fastai's default); not linear_probe
-    unfreeze_encoder_at: int | None = None  # decoder_finetune: epoch at which the encoder joins (None = never)
 
     def __post_init__(self) -> None:
         _positive("transfer", self, "lr_mult", optional=True)
-        at_least("transfer", self, 1, "unfreeze_every")
-        at_least("transfer", self, 0, "head_epochs", "freeze_epochs")
-        at_least("transfer", self, 0, "unfreeze_encoder_at", optional=True)
-        at_least("transfer", self, 1, "lr_div")
-        if any(e < 0 for e in self.unfreeze_schedule or []):
-            raise bad_value("transfer.unfreeze_schedule", self.unfreeze_schedule, "a list of epochs >= 0")
-        at = self.unfreeze_at
-        if at is not None and (
-            not at or any(not 0 <= f <= 1 for f in at) or any(b < a for a, b in zip(at, at[1:], strict=False))
-        ):
-            raise bad_value("transfer.unfreeze_at", at, "fractions in [0, 1] in increasing order (top group first)")
 
 
 @dataclass(frozen=True)
@@ -201,6 +210,13 @@ class TrainConfig:
     def __post_init__(self) -> None:
         at_least("train", self, 1, "epochs", "batch_size", "grad_accum", "val_every", "step_size")
         at_least("train", self, 1, "max_steps", "n_train", "early_stop_patience", optional=True)
+        if self.batch_size % self.grad_accum:
+            raise bad_value(
+                "train.grad_accum",
+                self.grad_accum,
+                f"a divisor of train.batch_size={self.batch_size} (batch_size is the effective batch, split into "
+                "grad_accum equal micro-batches)",
+            )
         _positive("train", self, "lr")
         at_least("train", self, 0, "weight_decay", optional=True)
         _positive("train", self, "grad_clip", optional=True)
@@ -315,13 +331,16 @@ class Config:
         if self.task == "auto":
             object.__setattr__(self, "task", None)
         if self.task is not None:
-            from medtransfer.errors import UnknownNameError
-            from medtransfer.tasks.base import task_kind
-
             try:
-                task_kind(self.task)
+                RESOLVERS.get("task")(self.task)
             except UnknownNameError as e:
                 raise ConfigError(f"task: {e}; fix it in the config or with --set task=KIND") from None
+        self._resolve_transfer()
+
+    def _resolve_transfer(self) -> None:
+        """``transfer`` as the settings dataclass of its strategy: the loader builds it so; code may pass the base
+        :class:`TransferConfig` (``Config(transfer=TransferConfig(strategy="romero"))``)."""
+        object.__setattr__(self, "transfer", RESOLVERS.get("transfer")(self.transfer))
 
 
 @dataclass(frozen=True)
@@ -373,6 +392,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        if isinstance(tp, type) and issubclass(tp, TransferConfig):  # the settings dataclass of the chosen strategy
+            return RESOLVERS.get("transfer")(value, where)
         return from_dict(tp, value, prefix=where)
     if origin in (list, tuple):
         if isinstance(value, tuple):

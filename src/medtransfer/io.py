@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from medtransfer.errors import ConfigError
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -36,8 +39,6 @@ def check_output_folder(out: Path, resume: bool, ours: bool, kind: str) -> None:
     """The ``--out`` rules shared by runs and studies, checked before anything is written: a file is refused; without
     ``resume`` the folder must be absent or empty (``ours``: it holds a ``kind`` already); with ``resume`` it must be
     ours. Raises a one-line :class:`~medtransfer.errors.ConfigError`."""
-    from medtransfer.errors import ConfigError
-
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; give the path of a new or empty folder")
     blocking = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
@@ -79,8 +80,6 @@ def entries(folder: Path) -> set[str] | None:
 
 def remove_new_entries(folder: Path, before: set[str] | None) -> None:
     """Undo a start that failed: delete ``folder`` if it did not exist (``before is None``), else what is new in it."""
-    import shutil
-
     if before is None:
         shutil.rmtree(folder, ignore_errors=True)
         return
@@ -93,8 +92,6 @@ def check_out_folder(out: Path, force: bool, keep: tuple[Path, ...] = ()) -> Pat
     """The ``--out`` rule of a command that writes a folder of results in one go (``explain``), checked before any
     work: new or empty, or replaced with ``force``; never a file, a medtransfer run or study, or a folder holding
     one of ``keep`` (the run being read, say), and its nearest existing parent must be writable."""
-    from medtransfer.errors import ConfigError
-
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; give the path of a new or empty folder")
@@ -118,10 +115,6 @@ def check_out_folder(out: Path, force: bool, keep: tuple[Path, ...] = ()) -> Pat
 def write_folder(out: Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` on a new temporary folder beside ``out``, then put it in ``out``'s place: a failure leaves
     ``out`` as it was (an existing ``out`` is replaced only once the new one is complete)."""
-    import shutil
-
-    from medtransfer.errors import ConfigError
-
     out = Path(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

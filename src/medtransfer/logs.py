@@ -6,6 +6,9 @@ import logging
 import warnings
 from pathlib import Path
 
+from rich.console import Console
+from rich.logging import RichHandler
+
 _warn_log = logging.getLogger("medtransfer.warnings")
 
 
@@ -14,9 +17,6 @@ def setup_logging(verbose: bool = False) -> None:
 
     Warnings of the libraries (scikit-learn, numpy, torch ...) become one log line each, naming the library, instead
     of Python's two lines with a file path and a line of source code (:func:`show_warning`)."""
-    from rich.console import Console
-    from rich.logging import RichHandler
-
     handler = RichHandler(console=Console(stderr=True), show_path=False, show_time=False, markup=False)
     root = logging.getLogger("medtransfer")
     root.handlers[:] = [handler]

@@ -222,6 +222,7 @@ def test_write_run_info_round_trips(tmp_path):
             "data.classes=[CXR, Hand]",
             "train.grad_clip=null",
             "data.path=/x/y.npz",
+            "transfer.strategy=gradual_unfreeze",
             "transfer.unfreeze_schedule=[1, 3]",
         ],
     )
@@ -260,8 +261,10 @@ def test_write_run_info_round_trips(tmp_path):
         ("model.dropout=1.0", "model.dropout"),
         ("model.groups=[]", "model.groups"),
         ("transfer.lr_mult=0", "transfer.lr_mult"),
-        ("transfer.unfreeze_at=[0.5,0.1]", "transfer.unfreeze_at"),
-        ("transfer.lr_div=0.5", "transfer.lr_div"),
+        ("transfer.strategy=romero;transfer.unfreeze_at=[0.5,0.1]", "transfer.unfreeze_at"),
+        ("transfer.strategy=fastai;transfer.lr_div=0.5", "transfer.lr_div"),
+        ("transfer.strategy=gradual_unfreeze;transfer.unfreeze_every=0", "transfer.unfreeze_every"),
+        ("transfer.strategy=decoder_finetune;transfer.unfreeze_encoder_at=-1", "transfer.unfreeze_encoder_at"),
         ("eval.tta=-1", "eval.tta"),
         ("seg.overlap=1.0", "seg.overlap"),
         ("seg.ct_window=[100,-100]", "seg.ct_window"),
@@ -270,7 +273,7 @@ def test_write_run_info_round_trips(tmp_path):
 )
 def test_every_value_is_range_checked_at_load(override: str, key: str) -> None:
     with pytest.raises(ConfigError) as info:
-        load_config(None, [override])
+        load_config(None, override.split(";"))  # a strategy's own key needs its strategy first
     message = str(info.value)
     assert message.startswith(f"{key} must be ") and f"--set {key}=" in message and "\n" not in message
 
@@ -278,7 +281,8 @@ def test_every_value_is_range_checked_at_load(override: str, key: str) -> None:
 @pytest.mark.parametrize(
     ("override", "key"),
     [("study.n=[]", "study.n"), ("study.n=[0]", "study.n"), ("study.seeds=[]", "study.seeds"),
-     ("study.workers=0", "study.workers"), ("study.trial_cpus=0", "study.trial_cpus")],
+     ("study.workers=0", "study.workers"),
+     ("study.executors.ray.cpus_per_trial=0", "study.executors.ray.cpus_per_trial")],
 )  # fmt: skip
 def test_study_values_are_range_checked_at_load(override: str, key: str) -> None:
     from medtransfer.studies.config import StudyConfig

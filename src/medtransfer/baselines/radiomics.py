@@ -18,19 +18,35 @@ import functools
 import hashlib
 import json
 import logging
+import multiprocessing
 import time
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from medtransfer.baselines.base import BASELINES, Baseline
 from medtransfer.errors import DataError, UserError
 from medtransfer.io import atomic_write, atomic_write_text
+from medtransfer.optional import optional_import
 from medtransfer.tasks.base import task_kind
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: cache writes are still atomic per file, just not merged (see _locked)
+    fcntl = None
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +57,11 @@ MAX_FOLDS = 5
 CACHE_VERSION = "1"  # bump when the feature computation changes, so old caches are not reused
 
 
-def _require_radiomics() -> Any:
-    try:
-        import radiomics
-        import SimpleITK  # noqa: F401
-    except ImportError as err:
-        raise UserError(
-            f"the radiomics baseline needs pyradiomics and SimpleITK ({err.name} is missing); install the extra: "
-            "pip install -e '.[radiomics]'  (or: make setup EXTRAS=dev,radiomics)"
-        ) from None
-    return radiomics
+def _radiomics(module: str = "radiomics") -> ModuleType:
+    """``module`` of the optional extra (pyradiomics, SimpleITK), both checked: a one-line UserError with the
+    install hint when either is missing."""
+    purpose = "the radiomics baseline (pyradiomics and SimpleITK)"
+    return optional_import(module, extra="radiomics", purpose=purpose, also=("radiomics", "SimpleITK"))
 
 
 def _settings(bin_count: int) -> dict[str, Any]:
@@ -62,16 +73,14 @@ def _settings(bin_count: int) -> dict[str, Any]:
 @functools.lru_cache(maxsize=4)
 def _extractor(bin_count: int) -> Any:
     """One extractor per process and setting (construction parses settings and logs)."""
-    _require_radiomics()
-    from radiomics.featureextractor import RadiomicsFeatureExtractor
-
+    featureextractor = _radiomics("radiomics.featureextractor")
     # pyradiomics warns on every construction that a fixed bin count is enabled; that is our deliberate choice
     # for uncalibrated 8-bit images, so that one warning is silenced for the construction only.
     logger = logging.getLogger("radiomics.featureextractor")
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
-        extractor = RadiomicsFeatureExtractor(**_settings(bin_count))
+        extractor = featureextractor.RadiomicsFeatureExtractor(**_settings(bin_count))
     finally:
         logger.setLevel(level)
     extractor.disableAllFeatures()
@@ -87,9 +96,7 @@ def _enabled_features() -> dict[str, list[str] | None]:
 
     With a symmetric GLCM, SumAverage is exactly 2 x JointAverage, and pyradiomics warns about it on every image.
     """
-    from radiomics import getFeatureClasses
-
-    glcm = getFeatureClasses()["glcm"].getFeatureNames()
+    glcm = _radiomics().getFeatureClasses()["glcm"].getFeatureNames()
     enabled: dict[str, list[str] | None] = dict.fromkeys(FEATURE_CLASSES)
     enabled["glcm"] = [name for name, deprecated in glcm.items() if not deprecated and name != "SumAverage"]
     return enabled
@@ -107,9 +114,7 @@ def extract_features(image: np.ndarray, mask: np.ndarray | None = None, *, bin_c
         >>> feats["original_firstorder_Mean"] == img.mean()     # doctest: +SKIP
         True
     """
-    _require_radiomics()
-    import SimpleITK as sitk
-
+    sitk = _radiomics("SimpleITK")  # checks pyradiomics too: the install hint before any work
     img = np.asarray(image)
     if img.ndim != 2 or not np.issubdtype(img.dtype, np.number):
         raise DataError(
@@ -143,7 +148,7 @@ def _extract_row(args: tuple[np.ndarray, np.ndarray | None, int]) -> dict[str, f
 def _cache_folder(
     images: np.ndarray, masks: np.ndarray | None, cache_dir: str | Path, key: str, bin_count: int
 ) -> Path:
-    radiomics = _require_radiomics()
+    radiomics = _radiomics()
     mask_digest = None
     if masks is not None:
         sha = hashlib.sha1()
@@ -165,9 +170,7 @@ def _cache_folder(
 @contextlib.contextmanager
 def _locked(folder: Path) -> Iterator[None]:
     """Serialise cache writes between processes (parallel trials share a dataset's cache)."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: writes are still atomic per file, just not merged
+    if fcntl is None:  # not POSIX: writes are still atomic per file, just not merged
         yield
         return
     folder.mkdir(parents=True, exist_ok=True)
@@ -226,9 +229,6 @@ def _compute(
             image, mask, _ = job(i)
             yield i, extract_features(image, mask, bin_count=bin_count)
         return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     # spawn, not fork: the parent may hold torch/CUDA or BLAS threads, which do not survive a fork
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         try:
@@ -287,8 +287,6 @@ def feature_matrix(
             len(np.unique(indices)) - len(todo),
             folder,
         )
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
         columns = (
             TextColumn(f"radiomics {key}"),
             BarColumn(),
@@ -333,13 +331,6 @@ def _usable_columns(x: np.ndarray) -> np.ndarray:
 
 def _fit_cv(x: np.ndarray, y: np.ndarray, seed: int, scoring: str) -> tuple[Any, float]:
     """Standardise → L2 logistic regression, C by stratified CV on ``(x, y)``; the scaler is refitted per fold."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import GridSearchCV, StratifiedKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    from threadpoolctl import threadpool_limits
-
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, random_state=seed))
     k = min(MAX_FOLDS, int(np.unique(y, return_counts=True)[1].min()))
     # Many tiny fits: BLAS/OpenMP threads only add spin-wait overhead (4-5x slower on a busy 2-core machine),
@@ -394,7 +385,7 @@ class Fitted:
 def _fit(x_train: np.ndarray, y_train: np.ndarray, task: str, seed: int) -> Fitted:
     """Fit per label (or one multinomial model, or one ridge per regression target) on the training rows."""
     kind = task_kind(task)
-    if not kind.supervised or kind.volumetric:
+    if not kind.supervised or kind.family != "images":
         raise UserError(f"the radiomics baseline needs 2-D images with labels; task '{task}' has none")
     x_train = np.asarray(x_train, np.float64)
     y = np.asarray(y_train, np.float64)
@@ -464,12 +455,6 @@ def _fit(x_train: np.ndarray, y_train: np.ndarray, task: str, seed: int) -> Fitt
 
 def _fit_ridge(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[Any, float]:
     """Standardise → ridge regression, alpha by k-fold CV (mean absolute error) over :data:`ALPHA_GRID`."""
-    from sklearn.linear_model import Ridge
-    from sklearn.model_selection import GridSearchCV, KFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    from threadpoolctl import threadpool_limits
-
     model = make_pipeline(StandardScaler(), Ridge())
     k = min(MAX_FOLDS, len(y))
     with threadpool_limits(limits=1):
@@ -563,9 +548,9 @@ class Radiomics(Baseline):
 
     def check(self, task: str) -> None:
         kind = task_kind(task)
-        if not kind.supervised or kind.volumetric:
+        if not kind.supervised or kind.family != "images":
             raise UserError(f"the radiomics baseline needs 2-D images with labels; task '{task}' has none")
-        _require_radiomics()
+        _radiomics()
 
     def features(self, images, idx, cache_dir, key, *, workers=1, progress=True) -> np.ndarray:
         return feature_matrix(images, idx, cache_dir, key, workers=workers, progress=progress)[0]

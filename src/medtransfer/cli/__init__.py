@@ -14,6 +14,7 @@ import typer
 
 from medtransfer import __version__
 from medtransfer.errors import EXIT_FAILED, EXIT_USAGE, UserError, WorkFailed
+from medtransfer.logs import setup_logging
 
 app = typer.Typer(
     name="medtransfer",
@@ -40,14 +41,13 @@ def _root(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="More log output."),
 ) -> None:
-    from medtransfer.logs import setup_logging
-
     _state["debug"] = debug
     setup_logging(verbose)
 
 
 def _register_commands() -> None:
     # Explicit imports (no folder scanning); each module adds its commands to `app`.
+    # cycle: each command module imports `app` from this package, so they are imported once it is defined
     from medtransfer.cli import data, demo, explain, export, pretrain, sources, study, train  # noqa: F401
 
 

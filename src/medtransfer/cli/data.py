@@ -11,6 +11,8 @@ from rich.table import Table
 
 from medtransfer.cli import app
 from medtransfer.cli.options import DATA, FORCE, FORMAT, LABELS, PATIENT_COL, TASK, check_out_file, one_dataset
+from medtransfer.errors import UserError
+from medtransfer.io import atomic_write
 
 data_app = typer.Typer(help="Inspect datasets and plan patient-grouped splits.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -32,8 +34,8 @@ def _csv(value: str | None) -> tuple[str, ...] | None:
 
 
 def _load(path, format, labels, classes, image_column, patient_column, task, allow_outside=False, channels=None):
+    # deferred: numpy and pandas, which `medtransfer --help` must not load
     from medtransfer.data.sources.base import SourceOptions, load_dataset
-    from medtransfer.errors import UserError
     from medtransfer.tasks.base import task_kind
 
     if task is not None:
@@ -64,9 +66,8 @@ def inspect(
     force: bool = FORCE,
 ) -> None:
     """Counts, label names and prevalence, patients, image sizes and dtypes, duplicate images, problems found."""
+    # deferred: numpy, pandas and scipy; keeps `medtransfer --help` fast
     from medtransfer.data.inspect import duplicate_lines, duplicate_table, inspect_dataset, size_lines, top
-    from medtransfer.errors import UserError
-    from medtransfer.io import atomic_write
 
     path = one_dataset(path, data)
     if duplicates is not None:
@@ -146,8 +147,7 @@ def split(
 ) -> None:
     """Patient-grouped, label-stratified train/val/test split with nested learning-curve subsets; duplicate images
     (exact and near copies) stay in one split."""
-    from medtransfer.data.splits import make_split
-    from medtransfer.errors import UserError
+    from medtransfer.data.splits import make_split  # deferred: numpy, pandas and scipy; keeps `--help` fast
 
     t0 = time.perf_counter()
     path = one_dataset(path, data)
@@ -178,7 +178,7 @@ def split(
 
 def _audit_lines(audit: dict) -> list[str]:
     """What the split's audit checked, in words that claim no more than that; warnings first."""
-    from medtransfer.data.inspect import NO_PATIENT_IDS
+    from medtransfer.data.inspect import NO_PATIENT_IDS  # deferred: see inspect
 
     patients = audit.get("patient_ids", True)
     lines = [] if patients else [f"[bold yellow]warning:[/bold yellow] {NO_PATIENT_IDS}"]

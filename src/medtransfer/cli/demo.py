@@ -7,6 +7,8 @@ from pathlib import Path
 import typer
 
 from medtransfer.cli import app
+from medtransfer.config import load_config
+from medtransfer.studies.config import StudyConfig
 
 
 @app.command("demo")
@@ -21,14 +23,11 @@ def demo(
     """Pretrain a same-site (chest) and an other-site (hand) phantom source, then compare them with scratch:
     finetune vs recipe at N = 20 and 100 over 3 seeds, with the radiomics baseline; print the summary and what it
     shows (DeLong per seed at the smallest N)."""
+    # deferred: imported at the top, cli.study would add its commands before `demo` and reorder `medtransfer --help`
     from medtransfer.cli.study import _print_summary, console
-    from medtransfer.studies.demo import build_demo_sources, demo_takeaways, run_demo
+    from medtransfer.studies.demo import build_demo_sources, demo_config, demo_takeaways, run_demo  # deferred: torch
 
     if sources_only:
-        from medtransfer.config import load_config
-        from medtransfer.studies.config import StudyConfig
-        from medtransfer.studies.demo import demo_config
-
         cfg = load_config(config or demo_config(), set_ or [], cls=StudyConfig)
         folder = build_demo_sources(out, cfg)
         console.print(f"sources: {folder} (use them with --set study.sources_dir={folder})")

@@ -43,7 +43,7 @@ def explain(
 ) -> None:
     """Where the model looks: each chosen image beside its saliency map (binary: the positive class; multiclass:
     the predicted class; multilabel: the image's top label; regression: the predicted value)."""
-    from medtransfer.training.explain import explain_run
+    from medtransfer.training.explain import explain_run  # deferred: torch; keeps `medtransfer --help` fast
 
     done = explain_run(
         run,

@@ -9,6 +9,7 @@ from rich.console import Console
 
 from medtransfer.cli import app
 from medtransfer.cli.options import FORCE, check_out_file
+from medtransfer.errors import UserError
 
 console = Console()
 
@@ -25,11 +26,9 @@ def export(
     """A trained classification or regression run as one ONNX or TorchScript file with its preprocessing: it takes
     uint8 images (N, 1 or 3, H, W) at any size and returns what `predict` writes (probabilities, or values for a
     regression), without test-time augmentation. FILE.json says the input, output, labels and threshold."""
-    from medtransfer.training.export import FORMATS, export_run, sidecar_path
+    from medtransfer.training.export import FORMATS, export_run, sidecar_path  # deferred: torch; keeps --help fast
 
     if format not in FORMATS:  # checked here too: before a model is loaded or a path is looked at
-        from medtransfer.errors import UserError
-
         raise UserError(f"--format must be one of {list(FORMATS)}, got '{format}'")
     check_out_file(out, force)
     check_out_file(sidecar_path(out), force, what="the sidecar of --out,")

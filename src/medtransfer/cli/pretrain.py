@@ -8,6 +8,8 @@ import typer
 from rich.console import Console
 
 from medtransfer.cli import app
+from medtransfer.config import PretrainConfig, load_config
+from medtransfer.errors import TrainingFailed
 
 console = Console()
 
@@ -20,9 +22,7 @@ def pretrain(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint."),
 ) -> None:
     """Pretrain a source model: supervised on labelled images, or SimCLR on images without labels."""
-    from medtransfer.config import PretrainConfig, load_config
-    from medtransfer.errors import TrainingFailed
-    from medtransfer.pretrain.build import pretrain_run
+    from medtransfer.pretrain.build import pretrain_run  # deferred: torch; keeps `medtransfer --help` fast
 
     cfg = load_config(config, set_ or [], cls=PretrainConfig)
     try:

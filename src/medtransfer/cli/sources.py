@@ -10,6 +10,7 @@ from rich.table import Table
 
 from medtransfer.cli import app
 from medtransfer.cli.options import DEVICE, FORMAT, SET, csv_list
+from medtransfer.errors import TrainingFailed, UserError
 
 sources_app = typer.Typer(help="The source-model catalogue and transferability ranking.", no_args_is_help=True)
 app.add_typer(sources_app, name="sources")
@@ -27,6 +28,7 @@ def _cell(value) -> str:
 @sources_app.command("list")
 def list_(sources_dir: Path | None = SOURCES_DIR) -> None:
     """Built-in sources and every source-model folder in the catalogue, with site, modality, method, backbone."""
+    # deferred: the catalogue imports torch (through the model weights); keeps `medtransfer --help` fast
     from medtransfer.pretrain.catalogue import BUILD_HINT, list_sources
     from medtransfer.pretrain.catalogue import sources_dir as resolve_dir
     from medtransfer.pretrain.source_build import partial_builds
@@ -81,8 +83,7 @@ def rank(
     device: str | None = DEVICE,
 ) -> None:
     """Rank sources by transferability to the target (LogME on frozen features; higher is better)."""
-    from medtransfer.errors import UserError
-    from medtransfer.pretrain.rank import rank_sources
+    from medtransfer.pretrain.rank import rank_sources  # deferred: torch; keeps `medtransfer --help` fast
 
     if not data:
         raise UserError("no target given: pass --data PATH (a dataset or its train config)")
@@ -126,7 +127,7 @@ def build(
 ) -> None:
     """Build a source model from your own images into the catalogue: SimCLR (or --supervised) with the measured
     defaults (docs/config.md, "medtransfer sources build"). Everything is checked before anything is written."""
-    from medtransfer.errors import TrainingFailed
+    # deferred: torch; keeps `medtransfer --help` fast
     from medtransfer.pretrain.source_build import build_config, build_source, check_name, default_target, partial_folder
 
     check_name(name)
@@ -188,7 +189,7 @@ def import_(
 ) -> None:
     """Import an encoder you already have (a DINOv2 or RAD-DINO ViT, a ConvNeXt ... saved by timm) into the catalogue:
     the weights are checked to load into the architecture first; nothing is written if they do not."""
-    from medtransfer.pretrain.source_import import import_source
+    from medtransfer.pretrain.source_import import import_source  # deferred: torch and timm; keeps `--help` fast
 
     done = import_source(path, name, backbone, sources_dir, force, modality, site, description)
     card = done.card

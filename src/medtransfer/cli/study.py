@@ -14,6 +14,13 @@ from medtransfer.cli.options import DATA, DEVICE, DRY_RUN, FORMAT, LABELS, PATIE
 console = Console()
 
 
+def _executor_names() -> str:
+    """The registered executors, for ``--help`` (the built-in ones, and any an imported extension added)."""
+    from medtransfer.studies.executors import EXECUTORS
+
+    return " | ".join(EXECUTORS.names())
+
+
 @app.command("study")
 def study(
     config: Path = typer.Argument(
@@ -23,9 +30,11 @@ def study(
     resume: bool = typer.Option(False, "--resume", help="Continue the study in --out: run only what is not done."),
     workers: int = typer.Option(None, "--workers", "-k", help="Trials at once in worker processes (study.workers)."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="With --resume: run failed trials again."),
-    executor: str = typer.Option(None, "--executor", help="How trials run: local or ray (study.executor)."),
+    executor: str = typer.Option(None, "--executor", help=f"How trials run: {_executor_names()} (study.executor)."),
     address: str = typer.Option(
-        None, "--address", help="With --executor ray: the cluster, e.g. auto or ray://head:10001 (study.ray_address)."
+        None,
+        "--address",
+        help="With --executor ray: the cluster, e.g. auto or ray://head:10001 (study.executors.ray.address).",
     ),
     data: str | None = DATA,
     format: str | None = FORMAT,
@@ -63,7 +72,7 @@ def study(
 
     # The options are config overrides (quoted: an address must stay a string), applied after --set so they win.
     flags = [f"study.executor={json.dumps(executor)}"] if executor else []
-    flags += [f"study.ray_address={json.dumps(address)}"] if address else []
+    flags += [f"study.executors.ray.address={json.dumps(address)}"] if address else []
     overrides = config_overrides([*(set_ or []), *flags], data, format, labels, patient_column, task, device)
     cfg = load_config(config, overrides, cls=StudyConfig)
     if dry_run:

@@ -22,31 +22,13 @@ from medtransfer.cli.options import (
     config_overrides,
     csv_list,
 )
+from medtransfer.config import load_config
+from medtransfer.errors import TrainingFailed, UserError
 
 console = Console()
 SHOW_BATCH = typer.Option(
     None, "--show-batch", help="Write a grid of augmented training images with their labels to this PNG (no training)."
 )
-
-
-def _fmt_ci(m: dict) -> str:
-    """``AUC 0.9412 (95% CI …, n=…)``: the metrics' primary score (``metric``/``score``/``score_ci``; AUC in
-    files written before those keys existed)."""
-    from medtransfer.tasks.base import metric_label
-
-    metric = m.get("metric", "auc")
-    label = metric_label(metric)
-    value = m.get("score", m.get(metric, float("nan")))
-    lo, hi = m.get("score_ci") or m.get(f"{metric}_ci") or (float("nan"), float("nan"))
-    return f"{label} {value:.4f} (95% CI {lo:.4f}–{hi:.4f}, n={m['n']})"
-
-
-def _print_operating_point(m: dict) -> None:
-    """Sensitivity, specificity, PPV, NPV, F1 at the validation threshold, and sensitivity at specificity 0.90/0.95."""
-    from medtransfer.evaluation.operating import describe
-
-    for line in describe(m):
-        console.print(line, soft_wrap=True, highlight=False)
 
 
 @app.command("train")
@@ -66,50 +48,33 @@ def train(
     force: bool = FORCE,
 ) -> None:
     """Train one model: one source, one transfer strategy, one training-set size."""
-    from medtransfer.config import load_config
-    from medtransfer.errors import TrainingFailed, UserError
-    from medtransfer.tasks.base import task_kind
-    from medtransfer.training.run import train_run
+    from medtransfer.pipelines.base import pipeline_for  # deferred: it imports torch (`medtransfer --help` stays fast)
 
     cfg = load_config(config, config_overrides(set_, data, format, labels, patient_column, task, device))
+    pipe = pipeline_for(cfg.task)
     if dry_run or show_batch is not None:
-        _plan_only(cfg, out, dry_run, show_batch, force)
+        _plan_only(pipe, cfg, out, dry_run, show_batch, force)
         return
     if out is None:
         raise UserError("--out is required: the run folder to write (or --dry-run to only print the plan)")
-    if cfg.task and task_kind(cfg.task).volumetric:
-        from medtransfer.segmentation.train import train_segmentation
-
-        try:
-            m = train_segmentation(cfg, out, resume=resume)
-        except TrainingFailed as e:
-            raise TrainingFailed(f"training failed: {e} (recorded in {out / 'status.json'})") from None
-        lo, hi = m["dice_ci"]
-        console.print(f"{m['split']} Dice {m['dice']:.4f} (95% CI {lo:.4f}–{hi:.4f}, n={m['n']} volumes)")
-        console.print(f"{m['epochs_run']} epochs, best {m['best_epoch'] + 1}, {m['seconds']:.0f} s → {out}")
-        return
     try:
-        m = train_run(cfg, out, resume=resume)
+        m = pipe.train(cfg, out, resume=resume)
     except TrainingFailed as e:
         raise TrainingFailed(f"training failed: {e} (recorded in {out / 'status.json'})") from None
-    console.print(f"validation {_fmt_ci(m['val'])}")
-    if m.get("split") == "test":
-        console.print(f"test       {_fmt_ci(m)}")
-        _print_operating_point(m)
+    for line in pipe.summary(m, "train", out):
+        console.print(line, soft_wrap=True, highlight=False)
     console.print(f"{m['epochs_run']} epochs, best {m['best_epoch'] + 1}, {m['seconds']:.0f} s → {out}")
 
 
-def _plan_only(cfg, out: Path | None, dry_run: bool, show_batch: Path | None, force: bool) -> None:
+def _plan_only(pipe, cfg, out: Path | None, dry_run: bool, show_batch: Path | None, force: bool) -> None:
     """``--dry-run`` / ``--show-batch``: resolve and describe the run, write nothing but the requested PNG."""
-    from medtransfer.training.plan import plan_run, write_batch_grid
-
     if show_batch is not None:
         check_out_file(show_batch, force, "--show-batch")
-    plan = plan_run(cfg, out, timed=dry_run)
+    plan = pipe.plan_run(cfg, out, timed=dry_run)
     if dry_run:
         console.print(plan.text(), soft_wrap=True, highlight=False)
     if show_batch is not None:
-        n = write_batch_grid(cfg, plan, show_batch)
+        n = pipe.write_batch_grid(cfg, plan, show_batch)
         console.print(f"{n} augmented training images with their labels → {show_batch}")
 
 
@@ -144,22 +109,13 @@ def evaluate(
 ) -> None:
     """AUC per label and macro with bootstrap 95% CI on any dataset with the run's labels (segmentation runs:
     Dice per class and mean with bootstrap CI, and HD95, on any MSD or NIfTI folder with the run's classes)."""
-    from medtransfer.errors import UserError
-    from medtransfer.segmentation.train import evaluate_segmentation, is_segmentation_run
-    from medtransfer.training.inference import evaluate_run
+    from medtransfer.pipelines.base import pipeline_of_run  # deferred: it imports torch
 
     if split_file is not None and split in (None, "all"):  # checked here, before a model or a dataset is loaded
         raise UserError("--split-file needs --split (train | val | test): which of its splits to evaluate")
     check_out_file(out, force)
-    if is_segmentation_run(run):
-        m = evaluate_segmentation(run, data, out, format=format, split=split, split_file=split_file)
-        if m.get("split_note"):
-            console.print(m["split_note"], soft_wrap=True, highlight=False)
-        lo, hi = m["dice_ci"]
-        console.print(f"Dice {m['dice']:.4f} (95% CI {lo:.4f}–{hi:.4f}, n={m['n']} volumes) → {out}")
-        return
-
-    m = evaluate_run(
+    pipe = pipeline_of_run(run)
+    m = pipe.evaluate(
         run,
         data,
         out,
@@ -172,13 +128,8 @@ def evaluate(
         allow_outside=allow_outside,
         device=device or "auto",
     )
-    if m.get("split_note"):
-        console.print(m["split_note"], soft_wrap=True, highlight=False)
-    console.print(f"{_fmt_ci(m)} → {out}")
-    _print_operating_point(m)
-    if m.get("calibration"):
-        bins = m["calibration"]["ece_bins"]
-        console.print(f"Brier {m['brier']:.4f}, ECE {m['ece']:.4f} ({bins} equal-width probability bins)")
+    for line in pipe.summary(m, "evaluate", out):
+        console.print(line, soft_wrap=True, highlight=False)
 
 
 @app.command("predict")
@@ -200,7 +151,7 @@ def predict(
     ),
 ) -> None:
     """Per-image probabilities (or values, for a regression run) as CSV (image_id, patient_id, prob_<label> ...)."""
-    from medtransfer.training.inference import predict_run
+    from medtransfer.training.inference import predict_run  # deferred: it imports torch
 
     check_out_file(out, force)
     table = predict_run(
@@ -233,8 +184,7 @@ def lr_find(
     force: bool = FORCE,
 ) -> None:
     """Learning-rate range test (Leslie Smith); prints a suggested train.lr (and plots the curve with --plot)."""
-    from medtransfer.config import load_config
-    from medtransfer.training.run import suggest_lr
+    from medtransfer.training.lr_finder import suggest_lr  # deferred: it imports torch
 
     if plot is not None:
         check_out_file(plot, force, "--plot")

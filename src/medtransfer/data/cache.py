@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from rich import get_console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from medtransfer.data.colour import LUMA, describe_conversions
 from medtransfer.data.dataset import ArraySource, ImageDataset
@@ -176,9 +178,6 @@ def image_duplicates(
 def _bar(label: str, total: int, enabled: bool) -> Iterator[Callable[[], None]]:
     """A transient progress bar on a terminal (elsewhere it would leave a blank line); yields the function that
     advances it by one."""
-    from rich import get_console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
     columns = (TextColumn(label), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn())
     with Progress(*columns, disable=not (enabled and get_console().is_terminal), transient=True) as bar:
         task = bar.add_task(label, total=total)

@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
 from medtransfer.data.dataset import ImageSource
 from medtransfer.errors import DataError
@@ -73,8 +74,6 @@ def to_grey(img: np.ndarray) -> np.ndarray:
     """A ``(3, H, W)`` colour image → ``(1, H, W)`` by the ITU-R 601 luma weights (PIL's ``convert('L')`` for uint8,
     the same weights in float for other dtypes, which keep their dtype)."""
     if img.dtype == np.uint8:
-        from PIL import Image
-
         return np.asarray(Image.fromarray(np.moveaxis(img, 0, -1)).convert("L"))[None]
     r, g, b = (img[k].astype(np.float64) for k in range(3))
     grey = (r * 299 + g * 587 + b * 114) / 1000

@@ -22,16 +22,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from medtransfer.errors import DataError
 from medtransfer.tasks.base import kind_names, task_kind
-
-if TYPE_CHECKING:
-    from medtransfer.data.colour import ColourNote
 
 
 class ImageSource(ABC):
@@ -50,9 +46,10 @@ class ImageSource(ABC):
     @abstractmethod
     def identity(self) -> str: ...
 
-    def load_with_note(self, i: int) -> tuple[np.ndarray, ColourNote | None]:
-        """:meth:`load` and how the image's colour mode was brought to :attr:`channels`
-        (:mod:`medtransfer.data.colour`; ``None`` for sources whose images all come in one mode)."""
+    def load_with_note(self, i: int) -> tuple[np.ndarray, object | None]:
+        """:meth:`load` and how the image's colour mode was brought to :attr:`channels`: a
+        :class:`medtransfer.data.colour.ColourNote` (not imported here: colour.py builds on this module), or ``None``
+        for sources whose images all come in one mode."""
         return self.load(i), None
 
     def describe(self, i: int) -> str:
@@ -177,7 +174,7 @@ class SubsetSource(ImageSource):
     def load(self, i: int) -> np.ndarray:
         return self.parent.load(int(self.indices[i]))
 
-    def load_with_note(self, i: int) -> tuple[np.ndarray, ColourNote | None]:
+    def load_with_note(self, i: int) -> tuple[np.ndarray, object | None]:
         return self.parent.load_with_note(int(self.indices[i]))
 
     @property
@@ -222,7 +219,7 @@ class ImageDataset:
 
     def __post_init__(self) -> None:
         n = len(self.images)
-        images_kinds = [k for k in kind_names() if not task_kind(k).volumetric]  # 2-D images with labels
+        images_kinds = [k for k in kind_names() if task_kind(k).family == "images"]  # 2-D images with labels
         if self.task not in images_kinds:
             raise DataError(f"{self.name}: unknown task '{self.task}' (expected one of {images_kinds})")
         if self.labels.ndim != 2 or self.labels.shape[0] != n:

@@ -39,6 +39,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
+from scipy.fftpack import dct  # imagehash's own transform: the same floating-point sums, so the same bits
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 RULE_VERSION = "1"
 NEAR_DISTANCE = 4  # phash Hamming distance (of 64 bits) of a near-copy candidate
@@ -91,8 +94,6 @@ def phashes(thumbs: np.ndarray) -> np.ndarray:
         >>> phashes(np.zeros((2, 32, 32), np.uint8)).dtype
         dtype('uint64')
     """
-    from scipy.fftpack import dct  # imagehash's own transform: the same floating-point sums, so the same bits
-
     rows = dct(thumbs.astype(np.float64), axis=1)[:, :8]  # only the 8 lowest vertical frequencies go on
     coeffs = dct(rows, axis=2)[:, :, :8].reshape(len(thumbs), 64)
     bits = coeffs > np.median(coeffs, axis=1, keepdims=True)
@@ -169,9 +170,6 @@ def components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         >>> components(5, np.array([3, 1]), np.array([4, 3])).tolist()
         [0, 1, 2, 1, 1]
     """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     if len(i) == 0:
         return np.arange(n)
     graph = coo_matrix((np.ones(len(i), np.int8), (i, j)), shape=(n, n))

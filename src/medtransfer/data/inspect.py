@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
+from medtransfer.data.cache import image_duplicates
 from medtransfer.data.colour import describe_conversions
 from medtransfer.data.dataset import ImageDataset
 from medtransfer.data.duplicates import RULE, Duplicates
@@ -128,8 +130,6 @@ def inspect_dataset(
     if len(sizes) > 1:
         rep.problems.append(f"images have {len(sizes)} different sizes; they are resized to data.image_size")
     if duplicates:
-        from medtransfer.data.cache import image_duplicates
-
         _add_duplicates(rep, ds, image_duplicates(ds, cache_dir, progress))
     return rep
 
@@ -247,8 +247,6 @@ def duplicate_lines(rep: Inspection, shown: int = GROUPS_SHOWN) -> list[str]:
 def duplicate_table(rep: Inspection):
     """Every duplicate group as rows of a table for ``--duplicates FILE``: ``group`` (1 = the first listed), ``kind``
     (``exact``: all exact copies; ``near``: some near copies), ``image_id``, ``label``, ``labelling_error``."""
-    import pandas as pd
-
     columns = ["group", "kind", "image_id", "label", "labelling_error"]
     rows = [
         (k + 1, "exact" if g.exact else "near", image, label or "", g.conflict)

@@ -29,6 +29,7 @@ import functools
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from medtransfer.data.cache import RESIZE_MODES
@@ -134,8 +135,6 @@ def pillow_vertical_first() -> bool:
         >>> isinstance(pillow_vertical_first(), bool)
         True
     """
-    from PIL import Image
-
     img = np.random.default_rng(0).integers(0, 256, (40, 40), dtype=np.uint8)
     ref = torch.from_numpy(np.asarray(Image.fromarray(img).resize((36, 4), Image.BILINEAR)).astype(np.float64))
     x = torch.from_numpy(img).double()

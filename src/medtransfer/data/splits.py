@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from medtransfer.data.cache import image_duplicates
 from medtransfer.data.dataset import ImageDataset
 from medtransfer.data.duplicates import Duplicates, components
 from medtransfer.errors import DataError
@@ -298,8 +299,6 @@ def make_split(
     groups = patients
     if dedupe:
         if duplicates is None:
-            from medtransfer.data.cache import image_duplicates
-
             duplicates = image_duplicates(ds, cache_dir, progress, keep=keep_hashes)
         if len(duplicates) != len(ds):
             raise DataError(f"{ds.name}: duplicate table of {len(duplicates)} images for {len(ds)} images")

@@ -30,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 from collections import Counter
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 
 from medtransfer.errors import DataError
 from medtransfer.registry import suggest
@@ -102,16 +104,12 @@ class SegDataset:
     @property
     def meta(self):
         """One row per case (``image_id`` = ``patient_id`` = the case id), as split files are aligned to it."""
-        import pandas as pd
-
         ids = [c.id for c in self.cases]
         return pd.DataFrame({"image_id": ids, "patient_id": ids})
 
     @property
     def content(self) -> str:
         """The cases' image file names and sizes (what a split file records about its dataset)."""
-        import hashlib
-
         h = hashlib.sha1()
         for c in self.cases:
             size = c.image.stat().st_size if c.image.is_file() else -1
@@ -366,7 +364,7 @@ class Volume:
 
 
 def _load_nifti(path: Path, case_id: str, kind: str) -> nibabel.Nifti1Image:
-    import nibabel as nib
+    import nibabel as nib  # deferred: ~0.7 s; every dataset lookup imports this module, cases list without it
 
     try:
         return nib.load(str(path))
@@ -509,6 +507,7 @@ def _read_label(
 def _resample(
     image: np.ndarray, label: np.ndarray | None, affine: np.ndarray, spacing: tuple[float, float, float]
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    # deferred: torch and monai take seconds to import; this module is imported on every dataset lookup
     import torch
     from monai.data import MetaTensor
     from monai.transforms import Spacing
@@ -598,7 +597,7 @@ def sliding_window_predict(
         >>> probs.shape[1:] == vol.image.shape[1:]                                            # doctest: +SKIP
         True
     """
-    import torch
+    import torch  # deferred: torch and monai are heavy; see _resample
     from monai.inferers import sliding_window_inference
 
     x = torch.as_tensor(image, dtype=torch.float32)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from medtransfer.evaluation.stats import bootstrap_weights
+from medtransfer.evaluation.stats import bootstrap_weights, two_level_bootstrap
 
 
 def _weighted(y: np.ndarray, pred: np.ndarray, w: np.ndarray) -> dict[str, np.ndarray]:
@@ -116,8 +116,6 @@ def paired_errors_test(
         >>> round(r["delta_mae"], 2), r["ci"][0] > 0, r["p_value"] < 0.01
         (1.47, True, True)
     """
-    from medtransfer.evaluation.stats import two_level_bootstrap
-
     y = np.asarray(targets, dtype=float).ravel()
     a = np.abs(np.asarray(pred_a, dtype=float).ravel() - y)
     b = np.abs(np.asarray(pred_b, dtype=float).ravel() - y)

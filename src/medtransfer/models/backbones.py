@@ -168,7 +168,7 @@ class BackboneInfo:
         """
         if self.factory is not None:
             return self.factory(num_classes=0, in_chans=in_chans)
-        import timm  # imported here so that importing this module stays cheap
+        import timm  # deferred: timm adds seconds to torch's import; listing and checking names need no timm
 
         default = fixed_input_size(self.timm_name)
         if default is None or img_size is None:
@@ -199,7 +199,7 @@ def fixed_input_size(timm_name: str | None) -> int | None:
     ``fixed_input_size``: ViT, DeiT, EVA, Swin ...); ``None`` for one that takes any size (CNNs)."""
     if timm_name is None:
         return None
-    from timm.models import get_pretrained_cfg
+    from timm.models import get_pretrained_cfg  # deferred: timm is heavy (see BackboneInfo.create)
 
     try:
         cfg = get_pretrained_cfg(timm_name)
@@ -253,7 +253,7 @@ def backbone_info(name: str) -> BackboneInfo:
     name = str(name).strip()
     if name in BACKBONES:
         return BACKBONES.get(name)
-    import timm
+    import timm  # deferred: timm is heavy; a registered name needs none
 
     if timm.is_model(name) and "." not in name:
         return BackboneInfo(name, name, f"timm architecture {name}")
@@ -393,6 +393,7 @@ def family_cuts(backbone: nn.Module) -> tuple[str, ...]:
         >>> family_cuts(TinyNet(num_classes=0))
         ('stages.1.0.0.weight',)
     """
+    # deferred: timm is heavy (see BackboneInfo.create)
     from timm.models.densenet import DenseNet
     from timm.models.resnet import ResNet
 
@@ -413,7 +414,7 @@ def family_cuts(backbone: nn.Module) -> tuple[str, ...]:
 def _half_of_stages(backbone: nn.Module) -> tuple[str, ...]:
     """The default cut: the first parameter of the coarse timm stage that starts the second half of the stages
     (the stem counts as a stage; the first half is rounded up), e.g. ``layer3`` of a ResNet's five."""
-    from timm.models import group_parameters
+    from timm.models import group_parameters  # deferred: timm is heavy
 
     groups = group_parameters(backbone, backbone.group_matcher(coarse=True))
     ordinals = sorted(groups)

@@ -29,6 +29,8 @@ from urllib.parse import urlparse
 
 import torch
 import yaml
+from safetensors import safe_open
+from safetensors.torch import load_file
 from torch import Tensor
 
 from medtransfer.errors import UserError
@@ -144,8 +146,6 @@ def resolve_weights(source: str, backbone: str) -> WeightsSpec:
 def _torch_reason(e: Exception) -> str:
     """torch.load's message without its C++ source location or its advice to set ``weights_only=False`` (which would
     run whatever code the file pickles: never passed on)."""
-    import re
-
     text = " ".join(str(e).split())
     text = re.sub(r"\[enforce fail at [^\]]*\]\s*\.?\s*", "", text)
     text = text.split(" (1) ")[0].split("weights_only")[0].rstrip(" .;,(")
@@ -161,6 +161,7 @@ def sources_dir(explicit: str | Path | None = None) -> Path:
 
 
 def _imagenet_spec(backbone: str, timm_name: str | None, tag: str) -> WeightsSpec:
+    # deferred: timm adds seconds to torch's import; scratch and file weights need none
     from timm.models import get_pretrained_cfg, list_pretrained
 
     if timm_name is None:
@@ -194,8 +195,6 @@ def _imagenet_spec(backbone: str, timm_name: str | None, tag: str) -> WeightsSpe
 def _file_spec(path: Path, backbone: str) -> WeightsSpec:
     card: dict[str, Any] = {"name": path.name, "description": f"weights file {path}"}
     if path.suffix.lower() == ".safetensors":  # `medtransfer train` writes its model card as metadata
-        from safetensors import safe_open
-
         # a file with foreign metadata or none carries no card
         with contextlib.suppress(Exception), safe_open(str(path), "pt") as f:
             meta = f.metadata()
@@ -316,7 +315,7 @@ def find_imagenet_file(spec: WeightsSpec) -> Path | None:
         >>> find_imagenet_file(resolve_weights("imagenet", "resnet18"))  # doctest: +SKIP
         PosixPath('.../hub/models--timm--resnet18.a1_in1k/snapshots/<hash>/model.safetensors')
     """
-    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub import try_to_load_from_cache  # deferred: timm's dependency (~0.3 s), as timm is
 
     if spec.hub_id:
         repo, _, revision = spec.hub_id.partition("@")
@@ -356,8 +355,6 @@ def read_state_dict(path: str | Path, classifier: str | None = None) -> StateDic
     if not path.is_file():
         raise UserError(f"weights file not found: {path}")
     if path.suffix.lower() == ".safetensors":
-        from safetensors.torch import load_file
-
         try:
             obj: Any = load_file(str(path), device="cpu")
         except Exception as e:  # safetensors raises its own error types for truncated/corrupt files
@@ -466,7 +463,7 @@ def _adapt_input_conv(state: StateDict, target: StateDict, first_conv: str | Non
     key = f"{first_conv}.weight"
     if key not in state or key not in target or state[key].shape == target[key].shape or state[key].ndim != 4:
         return None
-    from timm.models import adapt_input_conv
+    from timm.models import adapt_input_conv  # deferred: timm is heavy (see _imagenet_spec)
 
     src, dst = state[key].shape[1], target[key].shape[1]
     try:
@@ -491,7 +488,7 @@ def _resample_pos_embed(state: StateDict, target: StateDict, backbone: torch.nn.
     side = math.isqrt(src.shape[1] - prefix)
     if side * side != src.shape[1] - prefix or grid[0] * grid[1] != dst.shape[1] - prefix:
         return None
-    from timm.layers import resample_abs_pos_embed
+    from timm.layers import resample_abs_pos_embed  # deferred: timm is heavy (see _imagenet_spec)
 
     state[key] = resample_abs_pos_embed(src, list(grid), [side, side], num_prefix_tokens=prefix, verbose=False)
     return f"position embedding {side}x{side}→{grid[0]}x{grid[1]} patches (resampled)"

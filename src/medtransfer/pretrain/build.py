@@ -21,13 +21,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
+from safetensors.torch import save_file
 
-from medtransfer.config import PretrainConfig, dump_yaml
+from medtransfer.config import PretrainConfig, dump_yaml, replace
+from medtransfer.data.cache import cached_images
+from medtransfer.data.sources.base import load_dataset
 from medtransfer.errors import ConfigError
 from medtransfer.evaluation.metrics import to_jsonable
+from medtransfer.io import atomic_write
+from medtransfer.models.backbones import build_model
 from medtransfer.models.weights import CARD_FILE, SOURCE_WEIGHTS_FILE, create_model
+from medtransfer.pretrain.features import frozen_features, probe_auc
+from medtransfer.pretrain.ssl import simclr_fit
 from medtransfer.tasks.base import task_kind
+from medtransfer.training.checkpoint import load_weights_file
+from medtransfer.training.run import load_data, pick_device, preflight, prepare, run_in_folder, train_run
 
 METHODS = ("supervised", "simclr")
 
@@ -50,8 +60,6 @@ def pretrain_run(cfg: PretrainConfig, out_dir: str | Path, resume: bool = False,
 
 
 def _supervised(cfg: PretrainConfig, out: Path, resume: bool, progress: bool) -> dict:
-    from medtransfer.training.run import prepare, train_run
-
     prep = prepare(cfg, progress)
     if not task_kind(cfg.task or prep.ds.task).probabilities:
         raise ConfigError(
@@ -67,10 +75,6 @@ def _supervised(cfg: PretrainConfig, out: Path, resume: bool, progress: bool) ->
         "epochs_run": m["epochs_run"],
     }
     if cfg.pretrain.probe_data:  # the same card line as a self-supervised source: comparable at a glance
-        from medtransfer.models.backbones import build_model
-        from medtransfer.training.checkpoint import load_weights_file
-        from medtransfer.training.run import pick_device
-
         device = pick_device(cfg.train.device)
         model = build_model(
             cfg.model.backbone,
@@ -88,9 +92,6 @@ def _supervised(cfg: PretrainConfig, out: Path, resume: bool, progress: bool) ->
 
 
 def _simclr(cfg: PretrainConfig, out: Path, resume: bool, progress: bool) -> dict:
-    from medtransfer.data.cache import cached_images
-    from medtransfer.training.run import load_data, pick_device, preflight, run_in_folder
-
     def setup():  # names and data, checked before the folder is touched (run_in_folder's rule)
         preflight(cfg)
         ds = load_data(cfg)
@@ -100,8 +101,6 @@ def _simclr(cfg: PretrainConfig, out: Path, resume: bool, progress: bool) -> dic
     card: dict = {}
 
     def train(out: Path, state) -> dict:
-        from medtransfer.pretrain.ssl import simclr_fit
-
         t0 = time.perf_counter()
         ds, images = state
         idx = np.arange(len(ds))
@@ -113,8 +112,6 @@ def _simclr(cfg: PretrainConfig, out: Path, resume: bool, progress: bool) -> dic
         model, _ = create_model(model_cfg, num_outputs=1, image_size=cfg.data.image_size)
         model.to(device)
         fit = simclr_fit(model, images, idx, cfg, out, device, progress)
-        import pandas as pd
-
         pd.DataFrame(fit["history"]).to_csv(out / "history.csv", index=False)
         metrics: dict[str, Any] = {
             "final_loss": fit["history"][-1]["train_loss"] if fit["history"] else None,
@@ -134,8 +131,6 @@ def _simclr(cfg: PretrainConfig, out: Path, resume: bool, progress: bool) -> dic
 
 def _check_probe_data(cfg: PretrainConfig) -> None:
     """``pretrain.probe_data`` is read after training: open it now, so a wrong path fails before hours of work."""
-    from medtransfer.data.sources.base import load_dataset
-
     if not cfg.pretrain.probe_data:
         return
     probe = load_dataset(cfg.pretrain.probe_data)
@@ -147,10 +142,6 @@ def probe_metrics(model, cfg: PretrainConfig, device, progress: bool) -> dict:
     """Linear-probe AUC of the frozen backbone on ``pretrain.probe_data``: fit on its train split, scored on its
     validation split (a source is a choice made on validation data; test splits stay untouched), or on its test split
     when it has no validation split."""
-    from medtransfer.config import replace
-    from medtransfer.pretrain.features import frozen_features, probe_auc
-    from medtransfer.training.run import prepare
-
     probe_cfg = replace(
         cfg,
         **{
@@ -187,10 +178,6 @@ def probe_metrics(model, cfg: PretrainConfig, device, progress: bool) -> dict:
 
 
 def save_state(path: Path, state: dict[str, torch.Tensor]) -> None:
-    from safetensors.torch import save_file
-
-    from medtransfer.io import atomic_write
-
     state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata={"format": "medtransfer-source"}))
 

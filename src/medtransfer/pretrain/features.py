@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from medtransfer.models.backbones import Classifier
 from medtransfer.tasks.base import task_kind
@@ -24,10 +29,6 @@ def frozen_features(
 
 
 def _probe(seed: int):
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000, random_state=seed))
 
 
@@ -40,8 +41,6 @@ def probe_auc(
     AUC per class), 0/1/NaN per label otherwise (one probe per label on its known rows). NaN when no label
     has both classes in both sets.
     """
-    from sklearn.metrics import roc_auc_score
-
     aucs = []
     if task_kind(task).one_hot:  # one multinomial probe over the classes
         known_tr, known_te = np.isfinite(train_y).all(1), np.isfinite(test_y).all(1)
@@ -67,8 +66,6 @@ def probe_auc(
 
 def cv_probe_auc(x: np.ndarray, y: np.ndarray, task: str, folds: int = 3, seed: int = 0) -> float:
     """:func:`probe_auc` cross-validated over ``folds`` stratified folds (by the first label / the class)."""
-    from sklearn.model_selection import StratifiedKFold
-
     strata = task_kind(task).strata(y)
     _, counts = np.unique(strata, return_counts=True)
     k = int(min(folds, counts.min())) if len(counts) > 1 else 0

@@ -20,10 +20,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from medtransfer.config import Config, ModelConfig, from_dict, load_config
 from medtransfer.errors import UserError
+from medtransfer.models.weights import CARD_FILE, create_model, resolve_weights
+from medtransfer.pretrain import features as probes  # probes.cv_probe_auc: looked up per call (tests replace it)
+from medtransfer.pretrain.catalogue import list_sources, lookup
+from medtransfer.pretrain.features import frozen_features
 from medtransfer.tasks.base import task_kind
+from medtransfer.training.run import pick_device, prepare
 
 
 def logme_evidence(f: np.ndarray, y: np.ndarray, max_iter: int = 100, tol: float = 1e-3) -> float:
@@ -105,8 +111,6 @@ class Target:
 
 def load_target(target: str, backbone: str | None = None, progress: bool = False) -> Target:
     """A train config (.yaml/.yml) or a dataset (path or ``synthetic:...`` spec, 64 px, default split)."""
-    from medtransfer.training.run import prepare
-
     path = Path(target).expanduser()
     if path.suffix.lower() in (".yaml", ".yml"):
         cfg = load_config(path)
@@ -115,7 +119,7 @@ def load_target(target: str, backbone: str | None = None, progress: bool = False
     prep = prepare(cfg, progress)
     task = cfg.task or prep.ds.task
     kind = task_kind(task)
-    if not kind.supervised or kind.volumetric:
+    if not kind.supervised or kind.family != "images":
         raise UserError(f"target {target} has no labels ({task}); ranking needs a labelled training split")
     idx = prep.split.train_subset(cfg.train.n_train)
     return Target(
@@ -129,9 +133,6 @@ def source_features(source: str, target: Target, device: str = "auto") -> np.nda
     ``scratch`` is the same random network every time (seeded by ``target.seed``). Compute them once and score any
     subset of the rows with :func:`score_features`.
     """
-    from medtransfer.models.weights import create_model, resolve_weights
-    from medtransfer.pretrain.features import frozen_features
-
     backbone = target.backbone
     if source not in ("scratch", "imagenet") and not source.startswith("imagenet:"):
         backbone = _card_backbone(source) or backbone
@@ -139,8 +140,6 @@ def source_features(source: str, target: Target, device: str = "auto") -> np.nda
     torch.manual_seed(target.seed)  # scratch: the same random network every time
     model_cfg = ModelConfig(backbone=backbone, source=source, in_chans=target.channels)
     model, _ = create_model(model_cfg, num_outputs=1, image_size=int(target.images.shape[-1]))
-    from medtransfer.training.run import pick_device
-
     dev = pick_device(device)
     model.to(dev)
     return frozen_features(model, target.images, target.indices, dev)
@@ -164,13 +163,11 @@ def score_features(
         >>> score_features(rng.normal(size=(3, 4)), np.array([[0.0], [1.0], [1.0]]), "binary")[1]
         nan
     """
-    from medtransfer.pretrain.features import cv_probe_auc
-
     score = logme(features, labels, task) if len(features) else float("nan")
     auc = float("nan")
     if probe and task_kind(task).probabilities and len(features):
         try:
-            auc = cv_probe_auc(features, labels, task, seed=seed)
+            auc = probes.cv_probe_auc(features, labels, task, seed=seed)
         except ValueError:  # scikit-learn refuses a degenerate fold: the probe is undefined at this N
             auc = float("nan")
     return score, auc
@@ -185,10 +182,6 @@ def score_source(name: str, source: str, target: Target, probe: bool = True, dev
 
 
 def _card_backbone(source: str) -> str | None:
-    import yaml
-
-    from medtransfer.models.weights import CARD_FILE
-
     card = Path(source) / CARD_FILE
     if card.is_file():
         try:
@@ -216,8 +209,6 @@ def rank_sources(
         >>> rows[0].name                                                    # doctest: +SKIP
         'mednist-sup'
     """
-    from medtransfer.pretrain.catalogue import list_sources, lookup
-
     if sources is not None:
         if not sources:
             raise UserError("--sources is empty; give names like scratch,imagenet,<folder under the catalogue>")

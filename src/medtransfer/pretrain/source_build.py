@@ -30,11 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import yaml
 
 from medtransfer.config import PretrainConfig, apply_overrides, from_dict
 from medtransfer.errors import ConfigError
 from medtransfer.models.weights import CARD_FILE, SOURCE_WEIGHTS_FILE, sources_dir
+from medtransfer.pretrain.catalogue import BUILTINS
+from medtransfer.tasks.base import task_kind
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +74,6 @@ class Built:
 
 def check_name(name: str) -> str:
     """A catalogue name is a plain folder name that is not a built-in source."""
-    from medtransfer.pretrain.catalogue import BUILTINS
-
     if not _NAME.fullmatch(name or ""):
         raise ConfigError(
             f"--name {name!r}: a source name is one folder name (letters, digits, '.', '_', '-'; not starting "
@@ -151,6 +152,7 @@ def build_source(cfg: PretrainConfig, target: str | Path, resume: bool = False, 
         >>> build_source(cfg, default_target("my-ssl")).folder                        # doctest: +SKIP
         PosixPath('/home/me/.cache/medtransfer/sources/my-ssl')
     """
+    # deferred: the training stack adds seconds to torch, and `sources list` imports this module (partial_builds)
     from medtransfer.pretrain.build import pretrain_run
     from medtransfer.training.run import load_data, preflight
 
@@ -205,10 +207,6 @@ def build_source(cfg: PretrainConfig, target: str | Path, resume: bool = False, 
 
 
 def _check_supervised(cfg: PretrainConfig, ds) -> None:
-    import pandas as pd
-
-    from medtransfer.tasks.base import task_kind
-
     if task_kind(cfg.task or ds.task).probabilities:
         return
     columns = ""

@@ -33,6 +33,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from safetensors import safe_open
+from safetensors.torch import save_file
+from timm.models import get_pretrained_cfg
 
 from medtransfer.errors import ConfigError, UserError
 from medtransfer.models.backbones import backbone_info, build_model
@@ -136,8 +139,6 @@ def _architecture(src: Path, backbone: str | None, target: Path) -> str:
     if backbone:
         return backbone
     if src.suffix.lower() == ".safetensors":  # a `medtransfer train` file records its backbone
-        from safetensors import safe_open
-
         try:
             with safe_open(str(src), "pt") as f:
                 recorded = (f.metadata() or {}).get("backbone")
@@ -159,8 +160,6 @@ def _default_cfg(arch: str) -> dict[str, Any]:
     info = backbone_info(arch)
     if info.timm_name is None:  # tiny: its cfg lives on the module
         return dict(info.create(1).pretrained_cfg)
-    from timm.models import get_pretrained_cfg
-
     cfg = get_pretrained_cfg(info.timm_name)
     return cfg.to_dict() if cfg is not None else {}
 
@@ -251,8 +250,6 @@ def _fit(values, in_chans: int) -> list[float]:
 
 def _write(state: dict, card: dict, target: Path, force: bool) -> dict:
     """Weights and card into a hidden folder beside ``target``, then renamed onto it (replacing it with ``force``)."""
-    from safetensors.torch import save_file
-
     root = target.parent
     created = [p for p in [root, *root.parents] if not p.exists()]
     root.mkdir(parents=True, exist_ok=True)

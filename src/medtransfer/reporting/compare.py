@@ -20,7 +20,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from medtransfer.errors import UserError
 from medtransfer.evaluation.stats import paired_test
+from medtransfer.registry import suggest
 from medtransfer.reporting.tables import arm_order, metric_spec, n_levels
 from medtransfer.tasks.base import kind_of_metric
 
@@ -685,9 +687,6 @@ def arm_pairs(
     for arm, ref in pairs:
         for name in (arm, ref):
             if name not in known:
-                from medtransfer.errors import UserError
-                from medtransfer.registry import suggest
-
                 close = suggest(name, sorted(known))
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise UserError(f"{name!r} is not an arm of this study{hint}")

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from markdown_it import MarkdownIt
+
 
 @dataclass(frozen=True)
 class Span:
@@ -215,8 +217,6 @@ def render_notes_html(text: str) -> str:
         >>> render_notes_html("Scratch **lags**.\\n\\n- one\\n- two")
         '<p>Scratch <strong>lags</strong>.</p>\\n<ul>\\n<li>one</li>\\n<li>two</li>\\n</ul>'
     """
-    from markdown_it import MarkdownIt
-
     md = MarkdownIt("commonmark", {"html": False}).enable("table").disable("image")
     return md.render(text.strip("\n")).strip()
 

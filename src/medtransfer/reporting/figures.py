@@ -19,11 +19,13 @@ import pandas as pd
 
 from medtransfer.io import atomic_write
 from medtransfer.reporting.tables import mean_ci, metric_spec
+from medtransfer.tasks.base import kind_of_metric
 
 _DPI = 110
 
 
 def _new_figure(width: float = 7.5, height: float = 4.6) -> tuple[Any, Any]:
+    # deferred: matplotlib (~1.5 s); every `import medtransfer.reporting` (the summary table) loads this module
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -33,7 +35,7 @@ def _new_figure(width: float = 7.5, height: float = 4.6) -> tuple[Any, Any]:
 
 
 def _log_n_axis(ax: Any, levels: pd.DataFrame, unit: str = "images") -> None:
-    from matplotlib.ticker import FixedLocator, NullLocator
+    from matplotlib.ticker import FixedLocator, NullLocator  # deferred: matplotlib (see _new_figure)
 
     known = levels[np.isfinite(levels["n"]) & (levels["n"] > 0)]
     ax.set_xscale("log")
@@ -48,9 +50,7 @@ def _log_n_axis(ax: Any, levels: pd.DataFrame, unit: str = "images") -> None:
 
 def _unit(metric: str) -> str:
     """What N counts: images for a classification (AUC) study, cases (volumes) for a segmentation (Dice) one."""
-    from medtransfer.tasks.base import kind_of_metric
-
-    return "cases" if kind_of_metric(metric_spec(metric).key).volumetric else "images"
+    return kind_of_metric(metric_spec(metric).key).unit
 
 
 # Line style and marker per transfer strategy; baselines are dashed squares.
@@ -320,6 +320,7 @@ def roc_grid(
         return None
     cols = min(4, len(arms))
     rows = math.ceil(len(arms) / cols)
+    # deferred: matplotlib (see _new_figure)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D

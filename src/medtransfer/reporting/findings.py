@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medtransfer.evaluation.stats import benjamini_hochberg, bootstrap_weights, holm, two_level_bootstrap
-from medtransfer.reporting.compare import case_dice
-from medtransfer.reporting.tables import Metric, arm_order, metric_spec, n_levels
+from medtransfer.evaluation.curves import back_test, learning_curve
+from medtransfer.evaluation.stats import benjamini_hochberg, bootstrap_weights, holm, paired_test, two_level_bootstrap
+from medtransfer.reporting.tables import Metric, arm_order, mean_ci, metric_spec, n_levels
 from medtransfer.tasks.base import kind_of_metric
 
 log = logging.getLogger(__name__)
@@ -140,25 +140,6 @@ class Replicates:
     notes: list[str] = field(default_factory=list)
 
 
-def _arrays(table: pd.DataFrame, volumetric: bool) -> tuple[pd.Series, pd.Series, np.ndarray, np.ndarray] | None:
-    """``(ids, groups, labels, outputs)`` of one trial's predictions table, or None when it has no usable columns."""
-    if volumetric:
-        dice_cols = [c for c in table.columns if str(c).startswith("dice:")]
-        if "case" not in table.columns or not dice_cols:
-            return None
-        ids = table["case"].astype(str)
-        outputs = case_dice(table, dice_cols)[:, None]
-        return ids, ids, np.full_like(outputs, np.nan), outputs
-    labels = [str(c)[6:] for c in table.columns if str(c).startswith("score:")]
-    if "image_id" not in table.columns or not labels:
-        return None
-    ids = table["image_id"].astype(str)
-    groups = table["patient_id"].astype(str) if "patient_id" in table.columns else ids
-    lab = np.column_stack([pd.to_numeric(table.get(f"label:{n}"), errors="coerce") for n in labels]).astype(float)
-    out = np.column_stack([pd.to_numeric(table[f"score:{n}"], errors="coerce") for n in labels]).astype(float)
-    return ids, groups, lab, out
-
-
 def trial_replicates(
     trials: pd.DataFrame,
     predictions: Callable[[str], pd.DataFrame | None] | None,
@@ -180,7 +161,7 @@ def trial_replicates(
         except Exception as exc:  # noqa: BLE001 - one unreadable file costs one trial, with a note
             rep.notes.append(f"Predictions of trial {tid} could not be read ({type(exc).__name__}).")
             continue
-        arrays = None if table is None else _arrays(table, kind.volumetric)
+        arrays = None if table is None else kind.prediction_arrays(table)
         if arrays is None:
             rep.notes.append(f"Trial {tid} has no usable per-image predictions; it is left out of the bootstrap.")
             continue
@@ -233,9 +214,6 @@ SEED_LEVEL = "paired t across seeds (no per-image predictions: test-set noise no
 
 def _seed_level(t: pd.DataFrame, arm: str, ref: str, level: str, key: str) -> dict[str, Any] | None:
     """Δ = arm − ref from the per-seed scores alone, with a paired t-interval and test (a study without predictions)."""
-    from medtransfer.evaluation.stats import paired_test
-    from medtransfer.reporting.tables import mean_ci
-
     at = t[t["n_label"] == level]
     a = at[at["arm"] == arm].drop_duplicates("seed", keep="last")
     r = at[at["arm"] == ref].drop_duplicates("seed", keep="last")
@@ -593,8 +571,6 @@ def curve_fits(
     """Per arm with ≥ 3 sizes: the power-law learning curve (:func:`~medtransfer.evaluation.curves.learning_curve`),
     and with ≥ 4 the back-test (:func:`~medtransfer.evaluation.curves.back_test`). Returns the fits table, the
     back-test table and the raw curves by arm (for the figure)."""
-    from medtransfer.evaluation.curves import back_test, learning_curve
-
     m = metric_spec(metric)
     bounds = (0.0, 1.0) if m.unit_interval else ((m.floor if m.floor is not None else -math.inf), math.inf)
     n_of = n_levels(t).set_index("n_label")["n"]

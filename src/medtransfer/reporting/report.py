@@ -257,7 +257,7 @@ def write_report(
     """
     m = metric_spec(metric)
     kind = kind_of_metric(m.key)
-    dice = kind.volumetric  # per-case tests (segmentation) rather than per-image ones
+    dice = kind.unit == "cases"  # per-case tests (segmentation: Dice per case) rather than per-image ones
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t = normalise_trials(trials, m.key)

@@ -16,7 +16,8 @@ import pandas as pd
 
 from medtransfer.reporting.compare import WILCOXON_MIN_PAIRS, matches_baseline, ranking_vs_realised
 from medtransfer.reporting.document import Block, BulletList, Heading, Image, Paragraph, Span, Table, bold, code
-from medtransfer.reporting.tables import CI_BOOTSTRAP, arm_order, cell_status, metric_spec
+from medtransfer.reporting.findings import FAMILIES
+from medtransfer.reporting.tables import CI_BOOTSTRAP, OPERATING_METRICS, arm_order, cell_status, metric_spec
 
 _MAX_LISTED = 50  # failures/pending trials listed one by one before the rest is counted
 
@@ -419,8 +420,6 @@ def calibration_section(table: pd.DataFrame, tick: pd.Series, figure: Path | Non
 def findings_section(findings: Any, metric: str = "auc", unit: str = "") -> list[Block]:
     """The report's opening: collapsed trials, the best network per N, and per comparison family its significant
     results (a sentence each) and how many showed no detectable difference; every number traces to findings.csv."""
-    from medtransfer.reporting.findings import FAMILIES
-
     m = metric_spec(metric)
     blocks: list[Block] = [Heading(2, "Findings")]
     if findings is None or findings.table.empty:
@@ -607,8 +606,6 @@ def curves_section(fits: pd.DataFrame, backtest: pd.DataFrame, figure: Path | No
 # --------------------------------------------------------------------------- operating points (issue [3/4])
 def operating_section(table: pd.DataFrame, tick: pd.Series, n_shown: list[str], figure: Path | None) -> list[Block]:
     """What each arm does at its operating point, at the smallest and the largest N: the clinical reader's table."""
-    from medtransfer.reporting.tables import OPERATING_METRICS
-
     rules = sorted(set(table["rule"]))
     blocks: list[Block] = [
         Heading(2, "Operating points"),

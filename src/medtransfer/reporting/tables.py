@@ -20,6 +20,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from medtransfer.evaluation.operating import SENS_AT_SPEC
+from medtransfer.tasks.base import kind_of_metric
 
 RESULT_COLUMNS = [
     "id",
@@ -109,8 +110,6 @@ def metric_spec(metric: str | Metric) -> Metric:
         >>> metric_spec("dice").name, metric_spec("mae").higher_is_better
         ('Dice', False)
     """
-    from medtransfer.tasks.base import kind_of_metric
-
     if isinstance(metric, Metric):
         return metric
     kind = kind_of_metric(metric)
@@ -248,9 +247,7 @@ def results_table(trials: pd.DataFrame, metric: str = "auc") -> pd.DataFrame:
     out["n"] = out["n"].astype("Int64")
     labels = label_names(trials)
     metrics = trials["metrics"]
-    from medtransfer.tasks.base import kind_of_metric
-
-    volumetric = kind_of_metric(key).volumetric  # per-class Dice and HD95 of a segmentation
+    volumetric = kind_of_metric(key).unit == "cases"  # per-class Dice and HD95 of a segmentation
     if volumetric:
         for name in labels:
             out[f"dice:{name}"] = [_metric_value(m, name, "dice") for m in metrics]
@@ -547,6 +544,7 @@ def roc_curves(
     """Per arm, the test ROC of each done seed at each of ``n_labels`` with its operating point: dicts with
     ``n_label, seed, fpr, tpr, sensitivity, specificity`` (the first label's, for several labels). Read from the
     trials' per-image predictions (``label:<L>``, ``score:<L>``); arms without predictions are left out."""
+    # deferred: scikit-learn (~0.5 s over scipy); `import medtransfer.reporting` (the summary table) needs none
     from sklearn.metrics import roc_curve
 
     out: dict[str, list[dict[str, Any]]] = {}

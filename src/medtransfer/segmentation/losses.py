@@ -23,10 +23,9 @@ relative to the annotated classes, as it should be.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    import torch
+import torch
+import torch.nn.functional as F
 
 
 def annotated_mask(annotated: Sequence[Sequence[int]], n_classes: int) -> torch.Tensor:
@@ -36,8 +35,6 @@ def annotated_mask(annotated: Sequence[Sequence[int]], n_classes: int) -> torch.
         >>> annotated_mask([(0, 1, 2), (0, 2)], 3).tolist()
         [[True, True, True], [True, False, True]]
     """
-    import torch
-
     mask = torch.zeros(len(annotated), n_classes, dtype=torch.bool)
     for b, classes in enumerate(annotated):
         mask[b, list(classes)] = True
@@ -74,9 +71,6 @@ def partial_label_loss(
         >>> loss = partial_label_loss(logits, target, annotated_mask([(0, 1)], 3))   # class 2 not annotated
         >>> loss.backward()
     """
-    import torch
-    import torch.nn.functional as F
-
     b, k = logits.shape[:2]
     if target.ndim == logits.ndim and target.shape[1] == 1:
         target = target[:, 0]

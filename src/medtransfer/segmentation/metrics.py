@@ -62,6 +62,7 @@ def hd95_per_class(pred: ArrayLike, gt: ArrayLike, n_classes: int, spacing: Sequ
         >>> hd95_per_class(np.roll(gt, 1, axis=0), gt, 3, spacing=(2.0, 1.0, 1.0))
         array([ 2., nan])
     """
+    # deferred: monai takes seconds to import (torch with it); Dice needs neither, only HD95 does
     import torch
     from monai.metrics import compute_hausdorff_distance
 

@@ -52,7 +52,7 @@ class SegUNet(nn.Module):
         self, in_channels: int, n_classes: int, features: Sequence[int], network_name: str = "", **options: Any
     ) -> None:
         super().__init__()
-        from monai.networks.nets import BasicUNet  # monai takes seconds to import; only when a network is built
+        from monai.networks.nets import BasicUNet  # deferred: monai takes seconds to import; only when a net is built
 
         unet = BasicUNet(
             spatial_dims=3, in_channels=in_channels, out_channels=n_classes, features=tuple(features), **options
@@ -100,7 +100,7 @@ class SegNetworkInfo:
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def create(self, in_channels: int, n_classes: int, **kw: Any) -> SegUNet:
-        from monai.networks.nets import BasicUNet
+        from monai.networks.nets import BasicUNet  # deferred: monai is heavy (see SegUNet)
 
         allowed = set(inspect.signature(BasicUNet.__init__).parameters) - {"self", "spatial_dims"}
         allowed -= {"in_channels", "out_channels"}

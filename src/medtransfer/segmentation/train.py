@@ -20,88 +20,25 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
 
-from medtransfer.config import Config
-from medtransfer.data.sources.base import load_volumes
-from medtransfer.data.splits import Split, dataset_fingerprint, load_split
-from medtransfer.data.volumes import SegDataset, Volume, foreground_patches, read_case
-from medtransfer.errors import ConfigError, DataError, UserError
+from medtransfer.config import Config, load_config, replace
+from medtransfer.data.cases import case_split, load_cases
+from medtransfer.data.volumes import Volume, foreground_patches, read_case, sliding_window_predict
+from medtransfer.errors import DataError, UserError
 from medtransfer.evaluation.metrics import to_jsonable
 from medtransfer.io import atomic_write, atomic_write_text
 from medtransfer.segmentation.losses import annotated_mask, partial_label_loss
-from medtransfer.tasks.base import kind_names, task_kind
+from medtransfer.segmentation.metrics import dice_per_class, hd95_per_class, summarize_segmentation
+from medtransfer.segmentation.networks import build_seg_network, transfer_head
+from medtransfer.training.checkpoint import load_weights_file, save_weights
+from medtransfer.training.fitting import fit_best
+from medtransfer.training.run import pick_device, run_in_folder
 
 log = logging.getLogger(__name__)
 
 CASES_FILE = "cases.csv"
-
-
-# --------------------------------------------------------------------------- data
-def load_seg_data(cfg: Config) -> SegDataset:
-    """The cases ``data.path`` names (``data.format``: ``msd``, ``nifti_folder`` or None = detect), restricted to
-    ``seg.cases_file`` and with ``seg.annotated_file``'s partial labels."""
-    if not cfg.data.path:
-        raise ConfigError("data.path is not set; add it to the config or pass --set data.path=FOLDER")
-    ds = load_volumes(cfg.data.path, cfg.data.format)  # the registry's 3-D sources (msd, nifti_folder)
-    if cfg.seg.cases_file:
-        ds = ds.subset(_read_ids(Path(cfg.seg.cases_file)))
-    if cfg.seg.annotated_file:
-        table = pd.read_csv(cfg.seg.annotated_file, dtype=str).fillna("")
-        if not {"case", "annotated"} <= set(table.columns):
-            raise DataError(f"{cfg.seg.annotated_file} needs columns case,annotated")
-        mapping = {r.case: [n for n in r.annotated.split(";") if n] for r in table.itertuples()}
-        mapping = {c: names for c, names in mapping.items() if c in {k.id for k in ds.cases}}
-        ds = ds.with_annotated(mapping)
-    if len(ds) == 0:
-        raise DataError(f"{cfg.data.path}: no cases to use")
-    return ds
-
-
-def _read_ids(path: Path) -> list[str]:
-    if not path.is_file():
-        raise DataError(f"seg.cases_file {path} not found")
-    text = path.read_text().split()
-    if text and text[0].split(",")[0] == "case":
-        return pd.read_csv(path, dtype=str)["case"].tolist()
-    return text
-
-
-def case_split(ds: SegDataset, cfg: Config, seed: int | None = None) -> Split:
-    """Cases → train/val/test (``data.split_fractions``) and a random nested order of the training cases.
-
-    Volumes are the unit (one per patient in the MSD tasks); ``data.split_file`` (a split CSV with case ids as
-    ``image_id``) fixes it instead, as a study does so that every arm uses the same cases.
-    """
-    ids = [c.id for c in ds.cases]
-    if cfg.data.split_file:
-        return load_split(cfg.data.split_file, ds)
-    seed = cfg.seed if seed is None else seed
-    frac = np.asarray(cfg.data.split_fractions, dtype=float)
-    if frac.shape != (3,) or (frac < 0).any() or frac[0] <= 0:
-        raise ConfigError(f"data.split_fractions must be three non-negative numbers, got {list(frac)}")
-    rng = np.random.default_rng([seed, 31])
-    order = rng.permutation(len(ids))
-    counts = np.floor(frac / frac.sum() * len(ids)).astype(int)
-    counts[1] = max(counts[1], 1) if frac[1] > 0 else 0
-    counts[0] = len(ids) - counts[1] - counts[2]
-    if counts[0] < 1:
-        raise DataError(f"{len(ids)} cases cannot make a training split with fractions {list(frac)}")
-    names = np.array(["train"] * counts[0] + ["val"] * counts[1] + ["test"] * counts[2], dtype=object)
-    split = np.empty(len(ids), dtype=object)
-    split[order] = names
-    return Split(_table(ids, split, seed), dataset_fingerprint(ds))
-
-
-def reseed_cases(split: Split, seed: int) -> Split:
-    """The same case assignment with the training cases put in another random nested order (one per seed)."""
-    return Split(_table(split.table["image_id"].tolist(), split.table["split"].to_numpy(), seed), split.dataset)
-
-
-def _table(ids: list[str], split: np.ndarray, seed: int) -> pd.DataFrame:
-    train = np.flatnonzero(split == "train")
-    ranks = np.full(len(ids), -1, dtype=np.int64)
-    ranks[train] = np.random.default_rng([seed, 37]).permutation(len(train))
-    return pd.DataFrame({"image_id": ids, "patient_id": ids, "split": split, "subset_rank": ranks})
 
 
 # --------------------------------------------------------------------------- batches and task
@@ -127,7 +64,7 @@ class PatchBatches:
         self.batch_size = cfg.train.batch_size
         self.total = len(volumes) * self.s.patches_per_volume
 
-    max_batches: int | None = None  # set by training.run.cap_epochs: an epoch stops after this many batches
+    max_batches: int | None = None  # set by training.fitting.cap_epochs: an epoch stops after this many batches
 
     def __len__(self) -> int:
         full = max(1, math.ceil(self.total / self.batch_size))
@@ -156,11 +93,6 @@ def load_seg_source(model: torch.nn.Module, source: str, class_names: list[str])
     name (``segmentation.networks.transfer_head``); returns a one-line report."""
     if source == "scratch":
         return "random initialisation: nothing loaded"
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    from medtransfer.segmentation.networks import transfer_head
-
     path = Path(source).expanduser()
     file = path / "model.safetensors" if path.is_dir() else path
     if not file.is_file():
@@ -186,8 +118,6 @@ def load_seg_source(model: torch.nn.Module, source: str, class_names: list[str])
 
 # --------------------------------------------------------------------------- evaluation
 def predict_labels(model, volume: Volume, cfg: Config) -> np.ndarray:
-    from medtransfer.data.volumes import sliding_window_predict
-
     probs = sliding_window_predict(model, torch.from_numpy(volume.image), cfg.seg.patch_size, cfg.seg.overlap)
     return probs.argmax(0).cpu().numpy()
 
@@ -199,8 +129,6 @@ def score_cases(model, volumes: list[Volume], cfg: Config, n_classes: int, hd95:
     segments it would otherwise score Dice 0 there, and a sparsely annotated validation set would report
     about half its true Dice.
     """
-    from medtransfer.segmentation.metrics import dice_per_class, hd95_per_class
-
     rows = []
     for v in volumes:
         pred = predict_labels(model, v, cfg)
@@ -223,18 +151,11 @@ def train_segmentation(cfg: Config, out_dir: str | Path, resume: bool = False, p
         >>> cfg = load_config("examples/hippocampus_train.yaml", ["data.path=.../msd_hippocampus"])  # doctest: +SKIP
         >>> train_segmentation(cfg, "runs/hippo")["dice"]                                           # doctest: +SKIP
     """
-    from medtransfer.training.run import run_in_folder
-
     return run_in_folder(cfg, out_dir, resume, lambda out, _: _train_seg(cfg, out, progress))
 
 
 def _train_seg(cfg: Config, out: Path, progress: bool) -> dict:
-    from medtransfer.segmentation.metrics import summarize_segmentation
-    from medtransfer.segmentation.networks import build_seg_network
-    from medtransfer.training.checkpoint import save_weights
-    from medtransfer.training.run import fit_best, pick_device
-
-    ds = load_seg_data(cfg)
+    ds = load_cases(cfg)
     split = case_split(ds, cfg)
     split.save(out / "split.csv")
     ids = split.table["image_id"].to_numpy()
@@ -267,7 +188,7 @@ def _train_seg(cfg: Config, out: Path, progress: bool) -> dict:
         out / "model.safetensors",
         model,
         metadata={
-            "task": "segmentation",
+            "task": cfg.task,
             "backbone": cfg.model.backbone,
             "class_names": json.dumps(list(ds.class_names)),
             "in_chans": str(ds.in_channels),
@@ -294,7 +215,7 @@ def _train_seg(cfg: Config, out: Path, progress: bool) -> dict:
     metrics.update(
         {
             "split": where,
-            "task": "segmentation",
+            "task": cfg.task,
             "n_train": int(len(train_ids)),
             "best_epoch": state.best_epoch,
             "epochs_run": state.epoch,
@@ -323,17 +244,6 @@ def hd95_summary(table: pd.DataFrame, names: list[str]) -> dict:
     return out
 
 
-def is_segmentation_run(run_dir: str | Path) -> bool:
-    from safetensors import safe_open
-
-    weights = Path(run_dir) / "model.safetensors"
-    if not weights.is_file():
-        return False
-    with safe_open(str(weights), "pt") as f:
-        task = (f.metadata() or {}).get("task")
-    return task is not None and task in kind_names() and task_kind(task).volumetric
-
-
 def evaluate_segmentation(
     run_dir: str | Path,
     data: str,
@@ -349,13 +259,6 @@ def evaluate_segmentation(
     Without ``split``, the run's own data is scored on its test cases (said so in ``split_note``), other data whole;
     ``all`` scores every case, with a warning when some trained the model.
     """
-    from safetensors import safe_open
-
-    from medtransfer.config import load_config, replace
-    from medtransfer.segmentation.metrics import summarize_segmentation
-    from medtransfer.segmentation.networks import build_seg_network
-    from medtransfer.training.checkpoint import load_weights_file
-
     run = Path(run_dir)
     cfg = load_config(run / "config.yaml")
     with safe_open(str(run / "model.safetensors"), "pt") as f:
@@ -378,7 +281,7 @@ def evaluate_segmentation(
             "data.split_file": None,
         },
     )
-    ds = load_seg_data(target)
+    ds = load_cases(target)
     if [n.casefold() for n in ds.class_names] != [n.casefold() for n in names]:
         raise DataError(f"{data} has classes {ds.class_names} but the model segments {names}")
     ids = [c.id for c in ds.cases]

@@ -17,9 +17,10 @@ Example::
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, is_dataclass
+from typing import Any
 
-from medtransfer.config import Config, at_least, bad_value
+from medtransfer.config import RESOLVERS, Config, at_least, bad_value, to_dict
 
 
 @dataclass(frozen=True)
@@ -45,10 +46,11 @@ class StudySection:
     test: StudyTestSection | None = None
     rank: bool = True  # score the sources' transferability (LogME) before training, for the report
     workers: int = 1  # trials run at once (local executor); --workers overrides
-    executor: str = "local"  # local | ray; --executor overrides
-    ray_address: str | None = None  # an existing Ray cluster ("auto", "ray://head:10001"); None = a local instance
-    trial_cpus: float = 1.0  # CPUs a trial reserves on Ray (also its torch threads)
-    trial_gpus: float = 0.0  # GPUs a trial reserves on Ray; a fraction (0.5) lets trials share a GPU
+    executor: str = "local"  # a registered executor: local | ray; --executor overrides
+    # each executor's own settings by its name, e.g. {ray: {address: auto, cpus_per_trial: 2}}: built into the
+    # executor's settings dataclass (keys, types, ranges checked) when the section is built; the chosen executor's
+    # defaults are filled in. Not part of the study's identity unless the executor says so (``fingerprint_keys``).
+    executors: dict[str, Any] = field(default_factory=dict)
     radiomics_workers: int = 1  # processes for radiomics feature extraction (features are cached per image)
     sources_dir: str | None = None  # the catalogue folder for source names; None = $MEDTRANSFER_SOURCES
     notes: str | None = None  # a markdown file whose text goes into the report's discussion
@@ -59,6 +61,12 @@ class StudySection:
     margin: float | None = None
     unit: str | None = None
     keep_degenerate: bool = False
+    # Before executors had their own settings (2026-12) the Ray executor's were here. Still read, so that the
+    # config.yaml of an older study folder loads (--resume, --repair): a value other than the old default moves to
+    # executors.ray (see LEGACY_KEYS); every config written now has them null.
+    ray_address: str | None = None
+    trial_cpus: float | None = None
+    trial_gpus: float | None = None
 
     def __post_init__(self) -> None:
         if not self.n:
@@ -73,9 +81,8 @@ class StudySection:
         if len(set(self.seeds)) != len(self.seeds) or any(x < 0 for x in self.seeds):
             raise bad_value("study.seeds", self.seeds, "distinct integers >= 0 (no duplicates)")
         at_least("study", self, 1, "workers", "radiomics_workers")
-        if not self.trial_cpus > 0:
-            raise bad_value("study.trial_cpus", self.trial_cpus, "a positive number of CPUs")
-        at_least("study", self, 0, "trial_gpus")
+        self._move_legacy_keys()
+        object.__setattr__(self, "executors", RESOLVERS.get("executors")(self))
         if len(self.target) > 1:
             raise bad_value("study.target", self.target, "one metric and its value, e.g. {auc: 0.95} or {mae: 12}")
         for metric, value in self.target.items():
@@ -90,9 +97,50 @@ class StudySection:
         if self.margin is not None and not (isinstance(self.margin, int | float) and 0 < self.margin < math.inf):
             raise bad_value("study.margin", self.margin, "a positive number in the metric's unit, e.g. 0.02 (AUC)")
 
+    def _move_legacy_keys(self) -> None:
+        """``ray_address`` / ``trial_cpus`` / ``trial_gpus`` → ``executors.ray`` (a value at the old default is
+        dropped); one given both ways must agree."""
+        executors = dict(self.executors or {})
+        for old, (executor, new, default) in LEGACY_KEYS.items():
+            value = getattr(self, old)
+            if value is None:
+                continue
+            object.__setattr__(self, old, None)
+            if value == default:
+                continue
+            settings = executors.get(executor)
+            settings = dict(to_dict(settings) if is_dataclass(settings) else settings or {})
+            if new in settings and settings[new] != value:
+                raise bad_value(
+                    f"study.{old}",
+                    value,
+                    f"left out: it is study.executors.{executor}.{new} now, which says {settings[new]!r}",
+                )
+            settings[new] = value
+            executors[executor] = settings
+        object.__setattr__(self, "executors", executors)
+
+
+#: The flat keys of older configs: old key → (executor, its setting, the old default, which is not carried over).
+LEGACY_KEYS: dict[str, tuple[str, str, Any]] = {
+    "ray_address": ("ray", "address", None),
+    "trial_cpus": ("ray", "cpus_per_trial", 1.0),
+    "trial_gpus": ("ray", "gpus_per_trial", 0.0),
+}
+
+#: How (and where) a study's trials run, not what they do: left out of its identity (studies/identity.py); an
+#: executor's settings that do change results come back through its ``fingerprint_keys``.
+HOW_IT_RUNS = ("workers", "radiomics_workers", "executor", "executors", *LEGACY_KEYS)
+
 
 @dataclass(frozen=True)
 class StudyConfig(Config):
     """A comparison study: ``medtransfer study CONFIG``."""
 
+    # every arm's transfer keys in one section: the shared ones and those of each strategy in study.strategies (each
+    # arm takes its own); checked per strategy and resolved at load (medtransfer.transfer.strategies.study_transfer)
+    transfer: dict[str, Any] = field(default_factory=dict)
     study: StudySection = field(default_factory=StudySection)
+
+    def _resolve_transfer(self) -> None:
+        object.__setattr__(self, "transfer", RESOLVERS.get("study_transfer")(self.transfer, self.study))

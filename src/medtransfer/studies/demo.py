@@ -5,9 +5,16 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import pandas as pd
+
 from medtransfer.config import PretrainConfig, from_dict, load_config, replace
 from medtransfer.errors import UserError
+from medtransfer.pretrain.build import pretrain_run
+from medtransfer.reporting.findings import describe, flip
+from medtransfer.reporting.tables import metric_spec
 from medtransfer.studies.config import StudyConfig
+from medtransfer.studies.ledger import LEDGER_FILE
+from medtransfer.studies.runner import run_study
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +38,6 @@ def demo_config() -> Path:
 
 def build_demo_sources(out: Path, cfg: StudyConfig, progress: bool = True) -> Path:
     """Pretrain the two demo sources into ``out/sources`` (skipped when already built); returns that folder."""
-    from medtransfer.pretrain.build import pretrain_run
-
     folder = out / "sources"
     for name, (spec, site) in DEMO_SOURCES.items():
         if (folder / name / "source.yaml").is_file():
@@ -64,9 +69,6 @@ def run_demo(
     out: str | Path, overrides: list[str] | None = None, progress: bool = True, config: str | Path | None = None
 ) -> dict[str, int]:
     """Sources, then the study (resumed if ``out`` already holds one), then the report."""
-    from medtransfer.studies.ledger import LEDGER_FILE
-    from medtransfer.studies.runner import run_study
-
     out = Path(out)
     cfg = load_config(config or demo_config(), overrides or [], cls=StudyConfig)
     sources = build_demo_sources(out, cfg, progress)
@@ -85,11 +87,6 @@ def demo_takeaways(study_dir: str | Path) -> list[str]:
     source and against scratch under the same strategy; then that strategy against plain fine-tuning from the same
     source. A difference is stated only when Holm's adjusted p < 0.05, else "no detectable difference".
     """
-    import pandas as pd
-
-    from medtransfer.reporting.findings import describe, flip
-    from medtransfer.reporting.tables import metric_spec
-
     path = Path(study_dir) / "findings.csv"
     table = pd.read_csv(path, dtype={"n_label": str}) if path.is_file() else pd.DataFrame()
     if table.empty:

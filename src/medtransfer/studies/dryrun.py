@@ -13,36 +13,37 @@ from collections import Counter
 from pathlib import Path
 
 from medtransfer.baselines.base import get_baseline
-from medtransfer.errors import ConfigError, UserError
+from medtransfer.config import Config, from_dict, to_dict
+from medtransfer.errors import ConfigError
 from medtransfer.io import check_output_folder
 from medtransfer.models.weights import resolve_weights
+from medtransfer.pipelines.base import pipeline_for
 from medtransfer.pretrain.catalogue import lookup
 from medtransfer.studies.config import StudyConfig
 from medtransfer.studies.grid import expand, reference_arm
 from medtransfer.studies.ledger import LEDGER_FILE, STUDY_MARKER
-from medtransfer.studies.runner import _preflight_sources, _preflight_test, volumetric
 from medtransfer.studies.trial import StudyContext
-from medtransfer.training.plan import duration, plan_run
-from medtransfer.transfer.strategies import build_strategy
+from medtransfer.training.plan import duration
+from medtransfer.transfer.strategies import arm_transfer, build_strategy
 
 
 def dry_run_study(cfg: StudyConfig, out: str | Path | None, resume: bool = False, workers: int | None = None) -> str:
     """The study's plan as text (see the module docstring); raises what the study itself would raise."""
-    if volumetric(cfg):
-        raise UserError("--dry-run plans 2-D image studies; segmentation studies are not planned yet")
+    pipe = pipeline_for(cfg.task)
+    pipe.check_study(cfg)
     if out is not None:
         o = Path(out)
         check_output_folder(o, resume, (o / STUDY_MARKER).is_file() or (o / LEDGER_FILE).exists(), "study")
-    run = plan_run(cfg, None, timed=True)  # data, detected task and format, split, one timed batch
+    run = pipe.plan_run(_first_arm(cfg), None, timed=True)  # data, detected task and format, split, one timed batch
     counts = run.split.counts()
     trials = expand(cfg.study, counts["train"])
     reference = reference_arm(cfg.study, trials)
     sources = {s: lookup(s, cfg.study.sources_dir) for s in cfg.study.sources}
-    _preflight_sources(cfg, sources, run.ds.channels, len(run.ds.label_names))
+    pipe.preflight_sources(cfg, sources, run.ds)
     for name in cfg.study.baselines:
         get_baseline(name).check(run.task)
     if cfg.study.test and cfg.study.test.path:
-        _preflight_test(cfg, run.ds)
+        pipe.preflight_test(cfg, run.ds)
     ctx = StudyContext(cfg, str(out or "."), sources)
     settings: dict[str, dict] = {}
     for trial in trials:
@@ -86,3 +87,11 @@ def dry_run_study(cfg: StudyConfig, out: str | Path | None, resume: bool = False
     )
     lines.append(f"output     {out if out else '(no --out given)'}: nothing was written (dry run)")
     return "\n".join(lines)
+
+
+def _first_arm(cfg: StudyConfig) -> Config:
+    """The plain run config of the study's first strategy (the ``study`` section removed): what is planned and timed
+    for every network trial."""
+    data = {k: v for k, v in to_dict(cfg).items() if k != "study"}
+    data["transfer"] = arm_transfer(data["transfer"], (cfg.study.strategies or ["scratch"])[0])
+    return from_dict(Config, data)

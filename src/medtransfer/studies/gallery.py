@@ -22,10 +22,20 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
+from medtransfer.data.cache import cached_images
 from medtransfer.errors import UserError
 from medtransfer.io import atomic_write, atomic_write_text
+from medtransfer.reporting.findings import degenerate_reasons, rank_networks, usable
 from medtransfer.reporting.gallery import GALLERY_JSON
+from medtransfer.reporting.tables import metric_spec, n_levels, normalise_trials
+from medtransfer.studies.trial import EXTERNAL_PREDICTIONS
+from medtransfer.tasks.base import kind_of_metric
+from medtransfer.training.explain import choose_images, display_image, map_of, saliency_maps
+from medtransfer.training.inference import _load_target, load_run
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +69,6 @@ def write_gallery(
 ) -> dict | None:
     """Draw the gallery of a study with trial folders; returns its ``gallery.json`` entry, or ``None`` when there
     is nothing to draw (or drawing failed, logged as a warning)."""
-    import torch
-
     threads = torch.get_num_threads()
     # a dozen small images gain nothing from threads, and the driver's threads would contend with trial workers
     torch.set_num_threads(1)
@@ -76,11 +84,7 @@ def write_gallery(
 def _write_gallery(
     out: Path, trials: pd.DataFrame, reference: str | None, metric: str, config: dict, keep_degenerate: bool
 ) -> dict | None:
-    from medtransfer.reporting.findings import degenerate_reasons, rank_networks, usable
-    from medtransfer.reporting.tables import metric_spec, n_levels, normalise_trials
-    from medtransfer.tasks.base import kind_of_metric
-
-    if kind_of_metric(metric).volumetric or trials.empty:
+    if kind_of_metric(metric).unit != "images" or trials.empty:
         return None
     m = metric_spec(metric)
     t = normalise_trials(trials, m.key)
@@ -124,11 +128,6 @@ def _write_gallery(
 
 def _explain_trial(out: Path, row, arm: str, role: str, config: dict) -> _Panel | None:
     """The panel of one trial, or ``None`` when its folder kept no model or no test predictions."""
-    from medtransfer.data.cache import cached_images
-    from medtransfer.studies.trial import EXTERNAL_PREDICTIONS
-    from medtransfer.training.explain import choose_images, map_of, saliency_maps
-    from medtransfer.training.inference import _load_target, load_run
-
     folder = out / str(row.folder)
     if not (folder / "model.safetensors").is_file():
         return None
@@ -179,11 +178,6 @@ def _explain_trial(out: Path, row, arm: str, role: str, config: dict) -> _Panel 
 
 def _draw(panels: list[_Panel], path: Path) -> Path:
     """Per arm two rows, the images and their maps; one column per image."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from medtransfer.training.explain import display_image
-
     cols = max(len(p.images) for p in panels)
     fig = Figure(figsize=(1.6 * cols, 3.5 * len(panels)), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)

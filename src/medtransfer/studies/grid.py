@@ -87,6 +87,7 @@ def expand(study: StudySection, pool: int) -> list[Trial]:
         >>> [t.id for t in expand(s, 40)]
         ['scratch/finetune|n=10|seed=0', 'scratch/finetune|n=all|seed=0']
     """
+    # deferred: it imports torch, and this module stays torch-free (the executors of the CLI name its Trial)
     from medtransfer.transfer.strategies import STRATEGIES
 
     for name in study.strategies:

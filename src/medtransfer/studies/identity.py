@@ -14,7 +14,7 @@ from filelock import FileLock, Timeout
 
 from medtransfer.config import to_dict
 from medtransfer.errors import UserError
-from medtransfer.studies.config import StudyConfig
+from medtransfer.studies.config import HOW_IT_RUNS, StudyConfig
 from medtransfer.studies.ledger import Ledger
 
 LOCK_FILE = ".lock"
@@ -35,10 +35,19 @@ DEFAULTS_REVISION = 2
 
 
 def fingerprint(cfg: StudyConfig) -> dict:
-    """The config a resumed study must match: everything except how (and where) its trials run and its notes."""
+    """The config a resumed study must match: everything except how (and where) its trials run and its notes.
+
+    The executor and its settings are left out, except the settings its ``fingerprint_keys`` name (none for the
+    built-in ones, so a study resumes with any of them): ``study.executor: {NAME: {KEY: VALUE}}`` when there are.
+    """
+    from medtransfer.studies.executors import EXECUTORS
+
     data = to_dict(cfg)
-    for key in ("workers", "radiomics_workers", "executor", "ray_address", "trial_cpus", "trial_gpus", *REPORT_ONLY):
+    for key in (*HOW_IT_RUNS, *REPORT_ONLY):
         data["study"].pop(key, None)
+    executor = EXECUTORS.get(cfg.study.executor)
+    if kept := executor.identity(cfg.study):
+        data["study"]["executor"] = {executor.name: kept}
     data["train"].pop("compile", None)  # speed only
     data["defaults_revision"] = DEFAULTS_REVISION
     return json.loads(json.dumps(data))

@@ -1,4 +1,7 @@
-"""The ``local`` executor: trials in the driver (``workers=1``) or in a pool of spawned worker processes."""
+"""The ``local`` executor: trials in the driver (``workers=1``) or in a pool of spawned worker processes.
+
+It has no settings of its own (``study.executors.local: {}``): ``study.workers`` / ``--workers`` size the pool.
+"""
 
 from __future__ import annotations
 
@@ -6,26 +9,37 @@ import concurrent.futures as cf
 import logging
 import multiprocessing
 import os
+from typing import TYPE_CHECKING
 
-from medtransfer.studies.executors import EXECUTORS, StudyProgress, record_result, worker_died
-from medtransfer.studies.grid import Trial
-from medtransfer.studies.ledger import Ledger
-from medtransfer.studies.trial import StudyContext, run_trial
+from medtransfer.studies.executors import EXECUTORS, Executor, StudyProgress, record_result, worker_died
+
+if TYPE_CHECKING:
+    from medtransfer.studies.grid import Trial
+    from medtransfer.studies.ledger import Ledger
+    from medtransfer.studies.trial import StudyContext
 
 log = logging.getLogger(__name__)
 
 
-@EXECUTORS.register("local")
-def _run_local(ledger: Ledger, todo: list[Trial], ctx: StudyContext, workers: int, bar: StudyProgress) -> None:
+class LocalExecutor(Executor):
     """In the driver (``workers=1``) or in a pool of ``workers`` spawned processes."""
-    if workers > 1:
-        _run_pool(ledger, todo, ctx, workers, bar)
-        return
-    for trial in todo:
-        ledger.start(trial.id, f"pid {os.getpid()}")
-        bar.running(trial)
-        record_result(ledger, run_trial(ctx, trial))
-        bar.update()
+
+    name = "local"
+
+    def run(self, ledger: Ledger, todo: list[Trial], ctx: StudyContext, workers: int, bar: StudyProgress) -> None:
+        from medtransfer.studies.trial import run_trial
+
+        if workers > 1:
+            _run_pool(ledger, todo, ctx, workers, bar)
+            return
+        for trial in todo:
+            ledger.start(trial.id, f"pid {os.getpid()}")
+            bar.running(trial)
+            record_result(ledger, run_trial(ctx, trial))
+            bar.update()
+
+
+EXECUTORS.register(LocalExecutor.name, LocalExecutor())
 
 
 def _run_pool(ledger: Ledger, todo: list[Trial], ctx: StudyContext, workers: int, bar: StudyProgress) -> None:
@@ -36,6 +50,8 @@ def _run_pool(ledger: Ledger, todo: list[Trial], ctx: StudyContext, workers: int
     are then run *alone* ("suspects"), so that a second death is attributable: only then does the trial that
     died use up an attempt (``MAX_ATTEMPTS``), and innocent trials that shared the pool are never failed.
     """
+    from medtransfer.studies.trial import run_trial
+
     threads = max(1, (os.cpu_count() or 1) // workers)
     queue = list(todo)
     suspects: set[str] = set()

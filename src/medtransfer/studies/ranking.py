@@ -28,8 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from medtransfer.io import atomic_write_text
+from medtransfer.pretrain import rank  # rank.source_features etc.: looked up per call (tests replace them)
 from medtransfer.studies.grid import resolve_sizes, source_label
-from medtransfer.studies.trial import StudyContext
+from medtransfer.studies.trial import StudyContext, prepared
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +98,10 @@ def score_levels(
 
     A level that is the whole pool reuses ``pool_scores`` rather than scoring the same images again.
     """
-    from medtransfer.pretrain.rank import score_features
-
     return [
         pool_scores
         if len(lv.positions) == len(features)
-        else score_features(features[lv.positions], labels[lv.positions], task, seed=seed)
+        else rank.score_features(features[lv.positions], labels[lv.positions], task, seed=seed)
         for lv in levels
     ]
 
@@ -113,9 +112,6 @@ def rank_for_report(ctx: StudyContext, out: Path, progress: bool) -> dict:
 
     A failure is recorded in the file and logged; it never stops the study.
     """
-    from medtransfer.pretrain.rank import Target, score_features, source_features
-    from medtransfer.studies.trial import prepared
-
     cfg = ctx.cfg
     t0 = time.perf_counter()
     try:
@@ -123,7 +119,7 @@ def rank_for_report(ctx: StudyContext, out: Path, progress: bool) -> dict:
         idx = prep.split.train_subset(None)
         balance = prep.ds.labels if cfg.train.balance else None
         levels = ranking_levels(prep.split, list(cfg.study.n), balance)
-        target = Target(
+        target = rank.Target(
             "study",
             prep.images,
             prep.ds.labels,
@@ -138,8 +134,8 @@ def rank_for_report(ctx: StudyContext, out: Path, progress: bool) -> dict:
         level_rows: list[list[dict]] = [[] for _ in levels]
         for name, source in ctx.sources.items():
             t_source = time.perf_counter()
-            feats = source_features(source, target)  # once per source; every size scores a subset of its rows
-            score, auc = score_features(feats, labels, target.task, seed=target.seed)
+            feats = rank.source_features(source, target)  # once per source; every size scores a subset of its rows
+            score, auc = rank.score_features(feats, labels, target.task, seed=target.seed)
             per_level = score_levels(feats, labels, target.task, target.seed, levels, (score, auc))
             seconds = time.perf_counter() - t_source
             arm = {"arm_source": source_label(name), "source": source}

@@ -1,22 +1,27 @@
-"""Run a study's trials as Ray tasks, on a local Ray instance or on an existing cluster (``study.ray_address``).
+"""The ``ray`` executor: a study's trials as Ray tasks, on a local Ray instance or on an existing cluster.
 
 The driver keeps the role it has with the local executor: it alone writes the ledger (``start`` before a task is
 submitted, ``finish``/``fail`` as results arrive through ``ray.wait``), and every trial runs through the same
 :func:`medtransfer.studies.trial.run_trial`, so a study can be resumed with either executor.
 
-In flight: as many trials as the cluster holds at once, ⌊CPUs / trial_cpus⌋ (and ⌊GPUs / trial_gpus⌋) summed over
-the alive nodes, recounted as results arrive so that nodes joining or leaving count. Submitting more would only
-queue them inside Ray while the ledger called them running (and charged them an attempt).
+Settings (``study.executors.ray``, :class:`RaySettings`): ``address`` of an existing cluster (``--address``; null = a
+private local instance), and what each trial reserves, ``cpus_per_trial`` (also its torch threads) and
+``gpus_per_trial``. None of them is part of the study's identity: they decide where a trial runs, not what it does.
+
+In flight: as many trials as the cluster holds at once, ⌊CPUs / cpus_per_trial⌋ (and ⌊GPUs / gpus_per_trial⌋)
+summed over the alive nodes, recounted as results arrive so that nodes joining or leaving count. Submitting more
+would only queue them inside Ray while the ledger called them running (and charged them an attempt).
 
 Failures: Ray reports a dead worker per task (crash, ``os._exit``, the OOM killer, a lost node), so the local
 policy applies without the local pool's detour of running suspects alone: the trial whose worker died is tried
 once more, then failed ("worker process died"); no other trial is charged. A trial that fails inside
-``run_trial`` (NaN loss, bad data) is recorded as failed, as it is locally.
+``run_trial`` (NaN loss, bad data) is recorded as failed, as it is locally. Each task is named after its trial
+(``ray list tasks``, and the worker's process title ``ray::<trial id>``).
 
 Example:
     A study whose trials take two CPUs and half a GPU each, so two trials share every GPU of the cluster::
 
-        study: {executor: ray, ray_address: auto, trial_cpus: 2, trial_gpus: 0.5}
+        study: {executor: ray, executors: {ray: {address: auto, cpus_per_trial: 2, gpus_per_trial: 0.5}}}
 
         $ medtransfer study study.yaml --out /shared/runs/s --executor ray --address ray://head:10001
 """
@@ -28,22 +33,25 @@ import logging
 import math
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from medtransfer.config import bad_value
 from medtransfer.errors import UserError
-from medtransfer.studies.config import StudySection
-from medtransfer.studies.executors import EXECUTORS, record_result, worker_died
-from medtransfer.studies.grid import Trial
-from medtransfer.studies.ledger import Ledger
-from medtransfer.studies.trial import StudyContext, TrialResult, run_trial
+from medtransfer.optional import optional_import
+from medtransfer.studies.executors import EXECUTORS, Executor, record_result, worker_died
 
 if TYPE_CHECKING:
+    from medtransfer.studies.config import StudySection
     from medtransfer.studies.executors import StudyProgress
+    from medtransfer.studies.grid import Trial
+    from medtransfer.studies.ledger import Ledger
+    from medtransfer.studies.trial import StudyContext, TrialResult
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = "pip install -e '.[ray]' (or make setup EXTRAS=dev,radiomics,ray)"
+KEY = "study.executors.ray"
 WAIT_S = 30.0  # ray.wait wakes at least this often, so that capacity added by new nodes gets used
 # Errors that mean the process running the task is gone, not that the trial failed (names, for older Rays).
 _DEATHS = (
@@ -56,33 +64,33 @@ _DEATHS = (
 )
 
 
+@dataclass(frozen=True)
+class RaySettings:
+    """``study.executors.ray``: where the cluster is and what a trial reserves on it (checked when built).
+
+    Example:
+        >>> RaySettings(cpus_per_trial=2, gpus_per_trial=0.5).gpus_per_trial   # two trials share each GPU
+        0.5
+    """
+
+    address: str | None = None  # an existing cluster ("auto", "ray://head:10001", "10.0.0.5:6379"); None = local
+    cpus_per_trial: float = 1.0  # CPUs a trial reserves (also its torch threads)
+    gpus_per_trial: float = 0.0  # GPUs a trial reserves; a fraction (0.5) lets trials share a GPU
+
+    def __post_init__(self) -> None:
+        if isinstance(self.address, str) and not self.address.strip():
+            raise bad_value(f"{KEY}.address", self.address, "a cluster's address (auto, ray://HOST:10001) or null")
+        if not (isinstance(self.cpus_per_trial, int | float) and self.cpus_per_trial > 0):
+            raise bad_value(f"{KEY}.cpus_per_trial", self.cpus_per_trial, "a positive number of CPUs (e.g. 1)")
+        gpus = self.gpus_per_trial
+        if not isinstance(gpus, int | float) or gpus < 0 or (gpus > 1 and not float(gpus).is_integer()):
+            rule = "0 (CPU only), a fraction or a whole number (above 1 a trial takes whole GPUs: 1, 2, ...)"
+            raise bad_value(f"{KEY}.gpus_per_trial", gpus, rule)
+
+
 def import_ray() -> ModuleType:
-    """The ``ray`` module, or a one-line :class:`UserError` saying how to install it.
-
-    Example:
-        >>> ray = import_ray()   # doctest: +SKIP
-    """
-    try:
-        import ray
-    except ImportError:
-        raise UserError(f"--executor ray needs Ray, which is not installed: {INSTALL_HINT}") from None
-    return ray
-
-
-def check(study: StudySection) -> None:
-    """Fail before any planning when Ray is missing or the per-trial resources cannot be requested.
-
-    Example:
-        >>> check(StudySection(executor="ray", trial_gpus=1.5))   # doctest: +SKIP
-        UserError: study.trial_gpus=1.5: above 1 a trial takes whole GPUs (1, 2, ...)
-    """
-    import_ray()
-    if not study.trial_cpus > 0:
-        raise UserError(f"study.trial_cpus={study.trial_cpus}: a trial needs a positive number of CPUs (e.g. 1)")
-    if study.trial_gpus < 0:
-        raise UserError(f"study.trial_gpus={study.trial_gpus} must be 0 (CPU only), a fraction or a whole number")
-    if study.trial_gpus > 1 and not float(study.trial_gpus).is_integer():
-        raise UserError(f"study.trial_gpus={study.trial_gpus}: above 1 a trial takes whole GPUs (1, 2, ...)")
+    """The ``ray`` module, or a one-line :class:`UserError` saying how to install it (the ``ray`` extra)."""
+    return optional_import("ray", extra="ray", purpose="--executor ray")
 
 
 @contextlib.contextmanager
@@ -178,22 +186,24 @@ def _run_on_worker(ctx: StudyContext, trial: Trial, threads: int, level: int) ->
     """The Ray task: one trial, exactly as the local executor runs it."""
     import torch
 
+    from medtransfer.studies.trial import run_trial
+
     torch.set_num_threads(threads)  # Ray reuses workers; a trial gets the CPUs it reserved, whatever ran before
     logging.basicConfig(level=level)
     logging.getLogger().setLevel(level)
     return run_trial(ctx, trial)
 
 
-def run_ray(ledger: Ledger, todo: list[Trial], ctx: StudyContext, bar: StudyProgress) -> None:
+def run_ray(ledger: Ledger, todo: list[Trial], ctx: StudyContext, bar: StudyProgress, settings: RaySettings) -> None:
     """Run the ``todo`` trials as Ray tasks, recording each result in the ledger as it arrives.
 
     Example:
-        >>> run_ray(ledger, [trials[i] for i in ledger.pending()], ctx, bar)   # doctest: +SKIP
+        >>> run_ray(ledger, [trials[i] for i in ledger.pending()], ctx, bar, RaySettings())   # doctest: +SKIP
     """
-    study = ctx.cfg.study
-    with ray_session(study.ray_address) as (ray, started):
-        room = capacity(ray.nodes(), study.trial_cpus, study.trial_gpus)
-        need = f"study.trial_cpus={study.trial_cpus:g}, trial_gpus={study.trial_gpus:g}"
+    cpus, gpus = settings.cpus_per_trial, settings.gpus_per_trial
+    with ray_session(settings.address) as (ray, started):
+        room = capacity(ray.nodes(), cpus, gpus)
+        need = f"{KEY}.cpus_per_trial={cpus:g}, gpus_per_trial={gpus:g}"
         if room == 0 and started:
             raise UserError(
                 f"{need}: the local Ray instance has {ray.cluster_resources()} and cannot run one trial; "
@@ -202,10 +212,10 @@ def run_ray(ledger: Ledger, todo: list[Trial], ctx: StudyContext, bar: StudyProg
         if room == 0:
             log.warning("%s: no node of the Ray cluster can run a trial yet; waiting for one (an autoscaler?)", need)
         log.info("ray: up to %d trial(s) at once (%s)", max(room, 1), need)
-        task = ray.remote(num_cpus=study.trial_cpus, num_gpus=study.trial_gpus, max_retries=0)(_run_on_worker)
+        task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(_run_on_worker)
         ctx_ref = ray.put(ctx)  # shipped to the object store once, not with every task
-        where = f"ray {study.ray_address or 'local'}"
-        threads = max(1, int(study.trial_cpus))
+        where = f"ray {settings.address or 'local'}"
+        threads = max(1, int(cpus))
         level = logging.getLogger().getEffectiveLevel()
         queue, running = list(todo), {}
         try:
@@ -213,19 +223,31 @@ def run_ray(ledger: Ledger, todo: list[Trial], ctx: StudyContext, bar: StudyProg
                 while queue and len(running) < max(room, 1):
                     trial = queue.pop(0)
                     ledger.start(trial.id, where)
-                    running[task.remote(ctx_ref, trial, threads, level)] = trial
+                    running[task.options(name=trial.id).remote(ctx_ref, trial, threads, level)] = trial
                     bar.running(trial)
                 done, _ = ray.wait(list(running), num_returns=1, timeout=WAIT_S)
                 for ref in done:
                     _collect(ray, ledger, ref, running.pop(ref), queue)
                     bar.update()
-                room = capacity(ray.nodes(), study.trial_cpus, study.trial_gpus)
+                room = _recount(ray, room, cpus, gpus, need)
         finally:
             # The driver stops early (Ctrl-C, an error): its tasks must not go on writing trial folders; the ledger
             # keeps them running, and --resume takes them up again from their last checkpoint.
             for ref in running:
                 with contextlib.suppress(Exception):
                     ray.cancel(ref, force=True)
+
+
+def _recount(ray: ModuleType, before: int, cpus: float, gpus: float, need: str) -> int:
+    """The capacity again (nodes join and leave), saying when it changed: a lost node shows in the log, and a
+    cluster left with no node that can run a trial does not look like a hung study."""
+    room = capacity(ray.nodes(), cpus, gpus)
+    if room != before:
+        if room == 0:
+            log.warning("ray: no alive node can run a trial now (%s); waiting for one to join", need)
+        else:
+            log.info("ray: the cluster's nodes changed; up to %d trial(s) at once now (was %d)", room, before)
+    return room
 
 
 def _collect(ray: ModuleType, ledger: Ledger, ref: Any, trial: Trial, queue: list[Trial]) -> None:
@@ -243,9 +265,22 @@ def _collect(ray: ModuleType, ledger: Ledger, ref: Any, trial: Trial, queue: lis
     record_result(ledger, result)
 
 
-@EXECUTORS.register("ray")
-def _run_ray(ledger: Ledger, todo: list[Trial], ctx: StudyContext, workers: int, bar: StudyProgress) -> None:
+class RayExecutor(Executor):
     """As Ray tasks; the cluster's resources, not ``workers``, bound the trials in flight."""
-    if workers > 1:
-        log.info("--workers %d is for the local executor; on Ray, study.trial_cpus/trial_gpus decide", workers)
-    run_ray(ledger, todo, ctx, bar)
+
+    name = "ray"
+    Settings = RaySettings
+
+    def check(self, study: StudySection) -> None:
+        """Ray installed (the settings were checked when the config loaded)."""
+        import_ray()
+
+    def run(self, ledger: Ledger, todo: list[Trial], ctx: StudyContext, workers: int, bar: StudyProgress) -> None:
+        if workers > 1:
+            log.info(
+                "--workers %d is for the local executor; on Ray, %s.cpus_per_trial/gpus_per_trial decide", workers, KEY
+            )
+        run_ray(ledger, todo, ctx, bar, self.settings(ctx.cfg.study))
+
+
+EXECUTORS.register(RayExecutor.name, RayExecutor())

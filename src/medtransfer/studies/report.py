@@ -8,8 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
-from medtransfer.reporting.tables import OPERATING_COLUMNS
+from medtransfer.errors import UserError
+from medtransfer.io import atomic_write
+from medtransfer.reporting.compare import arm_pairs
+from medtransfer.reporting.report import KeptResults, write_report
+from medtransfer.reporting.tables import OPERATING_COLUMNS, normalise_trials
+from medtransfer.studies.identity import REPORT_ONLY
 from medtransfer.studies.ledger import LEDGER_FILE, STUDY_MARKER, open_existing
 from medtransfer.tasks.base import kind_of_metric, task_kind
 
@@ -55,11 +61,9 @@ def trials_frame(study_dir: str | Path, metric: str = "auc") -> pd.DataFrame:
 
 def prediction_loader(study_dir: Path, trials: pd.DataFrame, metric: str = "auc"):
     """``trial_id -> per-image (or per-case) predictions table, or None``, read from the trials' folders."""
-    from medtransfer.studies.trial import EXTERNAL_PREDICTIONS
 
     folders = dict(zip(trials["id"], trials["folder"], strict=True))
-    volumetric = kind_of_metric(metric).volumetric
-    names = ("cases.csv",) if volumetric else (EXTERNAL_PREDICTIONS, "predictions.csv")
+    names = kind_of_metric(metric).prediction_files
 
     def predictions(trial_id: str) -> pd.DataFrame | None:
         folder = Path(study_dir) / folders[trial_id]
@@ -76,8 +80,6 @@ def report_study(study_dir: str | Path, progress: bool = False, notes: str | Pat
 
     ``notes``: a markdown file for the Discussion section; by default the study's ``study.notes``.
     """
-    from medtransfer.reporting.report import KeptResults, write_report
-
     out = Path(study_dir)
     kept = None
     if is_results_folder(out):
@@ -111,7 +113,8 @@ def report_study(study_dir: str | Path, progress: bool = False, notes: str | Pat
     if study.get("target") and target is None:
         log.warning("study.target names %s, but this study is scored by %s; no target", list(study["target"]), metric)
     if predictions is not None:  # the trials' folders are here: draw the saliency gallery the report shows
-        from medtransfer.studies.gallery import write_gallery  # loads torch and the models: only when drawn
+        # deferred: it loads torch, matplotlib and the models; a report rebuilt from results.csv needs none
+        from medtransfer.studies.gallery import write_gallery
 
         write_gallery(out, trials, reference, metric, config, bool(study.get("keep_degenerate", False)))
     return write_report(
@@ -144,10 +147,6 @@ def with_report_settings(config: dict, resolved: Path) -> dict:
     """The ledger's config (the study's identity, without the report-only keys) with ``study.target``, ``margin``,
     ``unit``, ``keep_degenerate`` and ``notes`` from the study's resolved ``config.yaml``: edit them there and run
     ``medtransfer report`` again to read the same trials another way."""
-    import yaml
-
-    from medtransfer.studies.identity import REPORT_ONLY
-
     if not resolved.is_file():
         return config
     study = (yaml.safe_load(resolved.read_text()) or {}).get("study") or {}
@@ -163,15 +162,11 @@ def results_only(out: Path) -> tuple[dict, pd.DataFrame, str]:
     """``(config, trials, metric)`` of a study folder that kept only ``results.csv`` and ``config.yaml`` (as the
     committed ``docs/results/*`` do): trials without metrics or predictions, so findings use seed-level tests. An
     older folder without ``config.yaml`` is read with the defaults, its metric named by its columns."""
-    import yaml
-
     resolved = out / "config.yaml"
     config = (yaml.safe_load(resolved.read_text()) or {}) if resolved.is_file() else {}
     results = pd.read_csv(out / "results.csv", dtype={"n_label": str, "id": str})
     missing = [c for c in RESULTS_NEEDS if c not in results.columns]
     if missing:
-        from medtransfer.errors import UserError
-
         raise UserError(f"{out / 'results.csv'} is not a study's results table: no column {', '.join(missing)}")
     metric = task_kind(config["task"]).metric if config.get("task") else "auc"
     if metric not in results.columns:
@@ -197,9 +192,9 @@ def metrics_of_row(row: dict, metric: str) -> dict:
         name, sep, label = str(col).partition(":")
         if not sep and col in OPERATING_COLUMNS:  # the test operating point (its CIs stay in the trial's metrics)
             out.setdefault("operating_point", {})[col] = float(value)
-        elif not sep and (col in kind.secondary_metrics or (kind.volumetric and col == "hd95")):
+        elif not sep and (col in kind.secondary_metrics or (kind.unit == "cases" and col == "hd95")):
             out[col] = float(value)
-        elif sep and label and (name == metric or (kind.volumetric and name == "hd95")):
+        elif sep and label and (name == metric or (kind.unit == "cases" and name == "hd95")):
             per.setdefault(label, {})[name] = float(value)
     if per:
         out["per_label"] = per
@@ -220,10 +215,6 @@ PAIRS_FILE = "pairs.csv"
 
 def compare_arms(study_dir: str | Path, pairs: list[tuple[str, str]]) -> pd.DataFrame:
     """:func:`~medtransfer.reporting.compare.arm_pairs` on a study's trials; also written to ``pairs.csv``."""
-    from medtransfer.io import atomic_write
-    from medtransfer.reporting.compare import arm_pairs
-    from medtransfer.reporting.tables import normalise_trials
-
     out = Path(study_dir)
     trials = normalise_trials(trials_frame(out))
     table, _ = arm_pairs(trials, pairs, prediction_loader(out, trials))

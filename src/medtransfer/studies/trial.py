@@ -8,11 +8,13 @@ before recording it) returns that result instead of training again.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
 import os
 import resource
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +23,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from medtransfer.config import Config, apply_overrides, from_dict, to_dict
+from medtransfer.baselines.base import get_baseline
+from medtransfer.config import Config, apply_overrides, from_dict, replace, to_dict, write_run_info
+from medtransfer.data.cache import cache_key, cached_images, default_cache_dir
+from medtransfer.data.sources.base import SourceOptions, load_dataset
 from medtransfer.errors import TrainingFailed
 from medtransfer.evaluation.metrics import to_jsonable
 from medtransfer.io import atomic_write_text
+from medtransfer.pipelines.base import pipeline_for
 from medtransfer.studies.config import StudyConfig
 from medtransfer.studies.grid import Trial
-from medtransfer.tasks.base import kind_of_metric, task_kind
+from medtransfer.tasks.base import kind_names, kind_of_metric, task_kind
+from medtransfer.training.inference import evaluate_run
+from medtransfer.training.run import PREDICTIONS_FILE, write_predictions, write_status
+from medtransfer.transfer.strategies import arm_transfer
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +60,7 @@ class StudyContext:
         data = {k: v for k, v in to_dict(self.cfg).items() if k != "study"}
         data["seed"] = trial.seed
         data["model"]["source"] = self.sources[trial.source]
-        data["transfer"]["strategy"] = trial.strategy
+        data["transfer"] = arm_transfer(data["transfer"], trial.strategy)  # its strategy's keys of the shared section
         data["train"]["n_train"] = trial.n_train
         data["data"]["split_file"] = str(self.split_file(trial.seed))
         data = apply_overrides(data, self.cfg.study.strategy_settings.get(trial.strategy, []))
@@ -69,30 +78,11 @@ class TrialResult:
     peak_gpu_mb: float | None = None
 
 
-# Per process: the dataset and its cached images are loaded once, then shared by every trial the process runs.
-_PREPARED: dict[tuple, Any] = {}
-
-
 def prepared(ctx: StudyContext, seed: int):
-    """The target data with the seed's split (``training.run.Prepared``), loaded once per process."""
-    from medtransfer.data.cache import cached_images
-    from medtransfer.data.splits import load_split
-    from medtransfer.training.run import Prepared, load_data
-
-    key = (ctx.study_dir, "data")
-    if key not in _PREPARED:
-        ds = load_data(ctx.cfg)
-        _PREPARED[key] = (
-            ds,
-            cached_images(
-                ds, ctx.cfg.data.image_size, ctx.cfg.data.cache_dir, progress=False, resize=ctx.cfg.data.resize
-            ),
-        )
-    ds, images = _PREPARED[key]
-    skey = (ctx.study_dir, seed)
-    if skey not in _PREPARED:
-        _PREPARED[skey] = load_split(ctx.split_file(seed), ds)
-    return Prepared(ds, _PREPARED[skey], images)
+    """The target data with the seed's split (2-D images: ``training.run.Prepared``), loaded once per process by
+    the study's pipeline and shared by every trial the process runs."""
+    cfg = ctx.cfg
+    return pipeline_for(cfg.task).prepared(replace(cfg, **{"data.split_file": str(ctx.split_file(seed))}))
 
 
 CRASH_ENV = "MEDTRANSFER_TEST_CRASH_TRIAL"
@@ -162,25 +152,14 @@ def mark_collapse(ctx: StudyContext, trial: Trial, folder: Path, metrics: dict) 
         return metrics
     name = metrics.get("task") or ctx.cfg.task
     kind = task_kind(name) if name else kind_of_metric(metrics["metric"])
-    constant = {"val": math.nan, "test": math.nan}
-    if not kind.volumetric:
-        try:
-            prep = prepared(ctx, trial.seed)
-            labels, split = prep.ds.labels, prep.split
-            train = labels[split.train_subset(trial.n_train)]
-            constant["val"] = kind.constant_score(train, labels[split.indices("val")])
-            if ctx.cfg.study.test is not None and ctx.cfg.study.test.path:
-                test_ds, _, test_idx = _external(ctx)
-                constant["test"] = kind.constant_score(train, test_ds.labels[test_idx])
-            else:
-                test_idx = split.indices("test")
-                constant["test"] = kind.constant_score(
-                    train, labels[test_idx if len(test_idx) else split.indices("val")]
-                )
-        except Exception:  # noqa: BLE001 - a diagnostic; the trial's result stands without it
-            log.warning("%s: could not score a constant predictor", trial.id, exc_info=True)
-    else:
-        constant = {"val": kind.constant_score(None, None), "test": kind.constant_score(None, None)}
+    try:
+        test = _external(ctx) if _has_external(ctx) else None
+        constant = pipeline_for(ctx.cfg.task).constant_scores(
+            kind, prepared(ctx, trial.seed), trial.n_train, None if test is None else test[0].labels[test[2]]
+        )
+    except Exception:  # noqa: BLE001 - a diagnostic; the trial's result stands without it
+        log.warning("%s: could not score a constant predictor", trial.id, exc_info=True)
+        constant = {"val": math.nan, "test": math.nan}
     metrics = {**metrics, "constant": constant}
     metrics["degenerate"] = kind.collapse_reason(metrics)
     if metrics["degenerate"]:
@@ -214,7 +193,6 @@ def _drop_resume_state(folder: Path) -> None:
 
 
 def _free_memory() -> None:
-    import gc
 
     gc.collect()
     if torch.cuda.is_available():
@@ -222,8 +200,6 @@ def _free_memory() -> None:
 
 
 def _net_trial(ctx: StudyContext, trial: Trial, folder: Path, progress: bool, grad_accum: int | None = None) -> dict:
-    from medtransfer.config import replace
-    from medtransfer.training.run import train_run
 
     cfg = ctx.train_config(trial)
     if grad_accum is not None:
@@ -232,22 +208,22 @@ def _net_trial(ctx: StudyContext, trial: Trial, folder: Path, progress: bool, gr
         cfg = replace(cfg, **{"train.grad_accum": grad_accum})
     resume = (folder / "checkpoint.pt").exists()
     if not resume and folder.exists():
-        import shutil
-
         shutil.rmtree(folder)  # a trial stopped before its first checkpoint starts over in a clean folder
-    if cfg.task and task_kind(cfg.task).volumetric:
-        from medtransfer.segmentation.train import train_segmentation
-
-        return train_segmentation(cfg, folder, resume=resume, progress=progress)
-    metrics = train_run(cfg, folder, resume=resume, progress=progress, prepared=prepared(ctx, trial.seed))
+    pipe = pipeline_for(cfg.task)
+    metrics = pipe.train(cfg, folder, resume=resume, progress=progress, prepared=prepared(ctx, trial.seed))
     return _score_external(ctx, folder, metrics)
+
+
+def _has_external(ctx: StudyContext) -> bool:
+    """The study scores its trials on an external test set (``study.test.path``)."""
+    test = ctx.cfg.study.test
+    return test is not None and bool(test.path)
 
 
 def _needs_external(ctx: StudyContext, metrics: dict) -> bool:
     """A trained net trial of a study with an external test set whose test set was never scored (the training
     finished, then the scoring failed or was interrupted): scored on resume, not counted with its own split."""
-    test = ctx.cfg.study.test
-    return test is not None and bool(test.path) and metrics.get("split") != "external"
+    return _has_external(ctx) and metrics.get("split") != "external"
 
 
 def _score_external(ctx: StudyContext, folder: Path, metrics: dict) -> dict:
@@ -255,7 +231,6 @@ def _score_external(ctx: StudyContext, folder: Path, metrics: dict) -> dict:
     ``own_test``; ``metrics`` unchanged when the study has none."""
     if not _needs_external(ctx, metrics):
         return metrics
-    from medtransfer.training.inference import evaluate_run
 
     test = ctx.cfg.study.test
     external = evaluate_run(
@@ -283,10 +258,6 @@ def _score_external(ctx: StudyContext, folder: Path, metrics: dict) -> dict:
 def _baseline_trial(ctx: StudyContext, trial: Trial, folder: Path, progress: bool) -> dict:
     """A baseline arm (``study.baselines``, any registered :class:`~medtransfer.baselines.base.Baseline`): its
     features of the trial's training subset and test images, fit, predict, and the task kind's metrics."""
-    from medtransfer.baselines.base import get_baseline
-    from medtransfer.config import write_run_info
-    from medtransfer.data.cache import cache_key, default_cache_dir
-    from medtransfer.training.run import PREDICTIONS_FILE, write_predictions, write_status
 
     baseline = get_baseline(trial.strategy)
     t0 = time.perf_counter()
@@ -351,14 +322,16 @@ def _baseline_trial(ctx: StudyContext, trial: Trial, folder: Path, progress: boo
     return metrics
 
 
+# Per process: a study's external test set (dataset, decoded images, indices), loaded once.
+_EXTERNAL: dict[str, tuple] = {}
+
+
 def _external(ctx: StudyContext):
     """The study's external test set: (dataset, cached images, indices of its ``split``)."""
-    from medtransfer.data.cache import cached_images
-    from medtransfer.data.sources.base import SourceOptions, load_dataset
 
     test = ctx.cfg.study.test
-    key = (ctx.study_dir, "external")
-    if key not in _PREPARED:
+    key = ctx.study_dir
+    if key not in _EXTERNAL:
         labels = tuple(ctx.cfg.data.labels) if ctx.cfg.data.labels else None
         ds = load_dataset(
             test.path,
@@ -379,60 +352,48 @@ def _external(ctx: StudyContext):
             idx = np.flatnonzero(ds.meta["source_split"].to_numpy() == test.split)
         else:
             idx = np.arange(len(ds))
-        _PREPARED[key] = (ds, images, idx)
-    return _PREPARED[key]
+        _EXTERNAL[key] = (ds, images, idx)
+    return _EXTERNAL[key]
+
+
+# What the ledger keeps of every trial's metrics; each task kind adds its own (TaskKind.ledger_keys).
+LEDGER_KEYS = (
+    "metric",
+    "score",
+    "score_ci",
+    "n",
+    "per_label",
+    "split",
+    "val",
+    "best_epoch",
+    "epochs_run",
+    "n_train",
+    "thresholds",
+    "threshold_rule",
+    "calibrated",
+    "n_features",
+    "model",
+    "own_test",
+    "task",
+    "oom_retry",
+    "constant",
+    "degenerate",
+)
+VAL_KEYS = ("metric", "score", "score_ci", "n")  # of the validation metrics, with the kind's metric and its CI
 
 
 def _ledger_metrics(metrics: dict) -> dict:
-    """What the ledger keeps of a trial's metrics (the full file stays in the trial folder)."""
-    keep = (
-        "metric",
-        "score",
-        "score_ci",
-        "auc",
-        "auc_ci",
-        "mae",
-        "mae_ci",
-        "rmse",
-        "rmse_ci",
-        "r2",
-        "r2_ci",
-        "per_target",
-        "n",
-        "n_pos",
-        "n_neg",
-        "per_label",
-        "split",
-        "val",
-        "best_epoch",
-        "epochs_run",
-        "n_train",
-        "accuracy",
-        "sensitivity",
-        "specificity",
-        "operating_point",
-        "thresholds",
-        "threshold_rule",
-        "n_features",
-        "model",
-        "brier",
-        "ece",
-        "calibration",
-        "calibrated",
-        "own_test",
-        "dice",
-        "dice_ci",
-        "hd95",
-        "hd95_inf",
-        "val_dice",
-        "task",
-        "oom_retry",
-        "constant",
-        "degenerate",
-    )
-    out = {k: metrics[k] for k in keep if k in metrics}
+    """What the ledger keeps of a trial's metrics (the full file stays in the trial folder): :data:`LEDGER_KEYS`
+    and the keys of the trial's task kind (of every kind when the metrics do not name theirs)."""
+    named = metrics.get("task")
+    kinds = [task_kind(named)] if named in kind_names() else [task_kind(n) for n in kind_names()]
+    own = {k for kind in kinds for k in (*kind.ledger_keys, *_metric_keys(kind))}
+    out = {k: v for k, v in metrics.items() if k in LEDGER_KEYS or k in own}
     if isinstance(out.get("val"), dict):
-        out["val"] = {
-            k: out["val"][k] for k in ("metric", "score", "score_ci", "auc", "auc_ci", "mae", "n") if k in out["val"]
-        }
+        keep = set(VAL_KEYS) | {k for kind in kinds for k in _metric_keys(kind)}
+        out["val"] = {k: v for k, v in out["val"].items() if k in keep}
     return to_jsonable(out)
+
+
+def _metric_keys(kind) -> tuple[str, ...]:
+    return (kind.metric, f"{kind.metric}_ci") if kind.metric else ()

@@ -19,7 +19,9 @@ import math
 from typing import Any, ClassVar
 
 import numpy as np
+import pandas as pd
 
+from medtransfer.config import RESOLVERS
 from medtransfer.errors import ConfigError
 from medtransfer.registry import Registry
 
@@ -38,9 +40,15 @@ class TaskKind:
     supervised: ClassVar[bool] = True  # a model can be trained on its labels
     one_hot: ClassVar[bool] = False  # labels are one-hot over K exclusive classes (multiclass)
     several_columns: ClassVar[bool] = False  # the data may give it several label columns (multilabel, regression)
-    volumetric: ClassVar[bool] = False  # 3-D cases and masks (segmentation) rather than 2-D images and labels
+    family: ClassVar[str] = "images"  # the data family whose pipeline runs it (medtransfer.pipelines: images, volumes)
+    unit: ClassVar[str] = "images"  # what a test set counts and per-unit paired tests resample: images, or cases
+    # the per-trial predictions file(s) the report reads, first found wins (a study's external test set first)
+    prediction_files: ClassVar[tuple[str, ...]] = ("predictions_external.csv", "predictions.csv")
     paired_test: ClassVar[str] = ""  # the per-seed paired test between two arms, as the report names it
     secondary_metrics: ClassVar[tuple[str, ...]] = ()  # further top-level keys results.csv shows (rmse, r2)
+    # the keys of its metrics.json a study's ledger keeps besides everyone's (the primary metric and its CI are kept
+    # anyway); the trial folder keeps the whole file
+    ledger_keys: ClassVar[tuple[str, ...]] = ()
     # train.zoom's default (``null`` in the config): whether the augmentation's random resized crop rescales the
     # image. A class does not change with a zoom; a continuous target may be a length in pixels, which does.
     zoom: ClassVar[bool] = True
@@ -181,6 +189,18 @@ class TaskKind:
         on = [n for n, v in zip(names, row, strict=False) if v == 1]
         return ", ".join(on) if on else ("negative" if names else "")
 
+    def prediction_arrays(self, table: pd.DataFrame) -> tuple[pd.Series, pd.Series, np.ndarray, np.ndarray] | None:
+        """``(ids, groups, labels, outputs)`` of one trial's predictions table (one of :attr:`prediction_files`), or
+        None when it has no usable columns: ``image_id``, ``patient_id``, ``label:<name>``, ``score:<name>``."""
+        labels = [str(c)[6:] for c in table.columns if str(c).startswith("score:")]
+        if "image_id" not in table.columns or not labels:
+            return None
+        ids = table["image_id"].astype(str)
+        groups = table["patient_id"].astype(str) if "patient_id" in table.columns else ids
+        lab = np.column_stack([pd.to_numeric(table.get(f"label:{n}"), errors="coerce") for n in labels]).astype(float)
+        out = np.column_stack([pd.to_numeric(table[f"score:{n}"], errors="coerce") for n in labels]).astype(float)
+        return ids, groups, lab, out
+
     def label_table(self, labels: np.ndarray, names: list[str]) -> tuple[list[str], list[list[str]], list[str]]:
         """What ``data inspect`` shows of the labels: a table (header, rows) and problems found."""
         return ([], [], [])
@@ -227,6 +247,9 @@ def builtin_kinds() -> Registry[TaskKind]:
 def task_kind(name: str) -> TaskKind:
     """The registered kind ``name`` (an unknown name fails with close matches)."""
     return builtin_kinds().get(name)
+
+
+RESOLVERS.register("task", task_kind)  # the config loader checks ``task:`` with it
 
 
 def kind_names() -> list[str]:

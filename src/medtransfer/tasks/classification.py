@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from medtransfer.errors import ConfigError
-from medtransfer.evaluation.calibration import calibration_metrics
+from medtransfer.evaluation.calibration import calibration_metrics, fit_temperature
 from medtransfer.evaluation.metrics import choose_threshold, macro_auc, per_label_auc, summarize
 from medtransfer.evaluation.stats import delong_test, weighted_auc
 from medtransfer.tasks.base import TASK_KINDS, TaskKind, nanmean_rows
@@ -92,8 +92,6 @@ class ClassificationTask:
 
     def calibrate(self, logits: np.ndarray, labels: np.ndarray) -> float:
         """Fit the temperature on validation ``logits`` (temperature scaling); returns it and uses it from now on."""
-        from medtransfer.evaluation.calibration import fit_temperature
-
         self.temperature = float(fit_temperature(logits, labels, exclusive=self.exclusive))
         return self.temperature
 
@@ -111,6 +109,17 @@ def set_head_bias(model: torch.nn.Module, bias: torch.Tensor | None, num_outputs
 
 
 class _Classification(TaskKind):
+    ledger_keys = (
+        "n_pos",
+        "n_neg",
+        "accuracy",
+        "sensitivity",
+        "specificity",
+        "operating_point",
+        "brier",
+        "ece",
+        "calibration",
+    )
     metric = "auc"
     metric_label = "AUC"
     metric_phrase = "an AUC"

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from medtransfer.errors import ConfigError
 from medtransfer.evaluation.regression import paired_errors_test, regression_metrics
 from medtransfer.tasks.base import TASK_KINDS, TaskKind, nanmean_rows
+from medtransfer.tasks.classification import set_head_bias
 
 LOSSES = ("l1", "mse", "huber")
 STRATA_BINS = 5
@@ -65,8 +66,6 @@ class RegressionTask:
 
     def init_head(self, model: torch.nn.Module) -> bool:
         """The standardised targets have mean 0: a zero bias already predicts the training mean."""
-        from medtransfer.tasks.classification import set_head_bias
-
         return set_head_bias(model, torch.zeros(self.num_targets), self.num_targets)
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -98,6 +97,7 @@ class Regression(TaskKind):
     probabilities = False
     paired_test = "paired bootstrap of the MAE difference over images"
     secondary_metrics = ("rmse", "r2")
+    ledger_keys = ("rmse", "rmse_ci", "r2", "r2_ci", "per_target")
     several_columns = True
     # no random resized crop by default: a target in pixels (HC18's head circumference) changes with a zoom, and the
     # label noise it adds cost 4.6 px of validation MAE there (24.0 against 19.4; docs/benchmarks.md)

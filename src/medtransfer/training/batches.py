@@ -57,7 +57,7 @@ class Batches:
         self._mean = torch.as_tensor(mean, dtype=torch.float32, device=device)
         self._std = torch.as_tensor(std, dtype=torch.float32, device=device)
 
-    max_batches: int | None = None  # set by training.run.cap_epochs: an epoch stops after this many batches
+    max_batches: int | None = None  # set by training.fitting.cap_epochs: an epoch stops after this many batches
 
     def with_augment(self, augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None) -> Batches:
         """The same batches (same order, no shuffling change) with another augmentation: test-time views."""

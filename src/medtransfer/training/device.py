@@ -12,26 +12,8 @@ from collections.abc import Iterator
 import torch
 
 from medtransfer.config import TrainConfig
-from medtransfer.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-
-def micro_batch_size(batch_size: int, grad_accum: int) -> int:
-    """Images per forward pass: ``batch_size // grad_accum``; raises ``ConfigError`` when that is not exact.
-
-    Example:
-        >>> micro_batch_size(64, 4)
-        16
-    """
-    if grad_accum < 1:
-        raise ConfigError(f"train.grad_accum must be at least 1, got {grad_accum}")
-    if batch_size % grad_accum:
-        raise ConfigError(
-            f"train.batch_size={batch_size} is not a multiple of train.grad_accum={grad_accum}; "
-            "batch_size is the effective batch, split into grad_accum equal micro-batches"
-        )
-    return batch_size // grad_accum
 
 
 @contextlib.contextmanager

@@ -75,67 +75,117 @@ def choose_images(
         raise UserError(f"--select must be one of {list(SELECTIONS)}, got {select!r}")
     m = len(scores)
     n = min(int(n), m)
-    rows = np.arange(m)
     tie = np.random.default_rng(seed).permutation(m)  # equal scores: the seed decides, the same way every time
     if kind.probabilities:
-        target = scores.argmax(axis=1)  # binary (one output): 0, the positive class
-        s = scores[rows, target]
-        if kind.one_hot:
-            positive = np.ones(m, bool)  # the predicted class is the decision
-        else:
-            cut = np.array([(thresholds or {}).get(nm, 0.5) for nm in (names or [""] * scores.shape[1])])[target]
-            positive = s >= cut
-        y = labels[rows, target]
-        known = np.isfinite(y)
-        right = positive == (y == 1)
-        good_key = bad_key = np.where(positive, s, 1.0 - s)  # the confidence of the decision
-        outcome = np.where(known, np.where(right, "correct", "wrong"), "unknown").astype(object)
-        good_name, bad_name = "confidently correct", "confidently wrong"
-    else:  # regression: the first target's value
-        target = np.zeros(m, dtype=int)
-        s = scores[:, 0]
-        err = np.abs(s - labels[:, 0])
-        known = np.isfinite(err)
-        right = np.zeros(m, bool)  # unused: the groups are the smallest and the largest errors
-        good_key, bad_key = -np.nan_to_num(err), np.nan_to_num(err)
-        outcome = np.array([f"error {e:.4g}" if math.isfinite(e) else "unknown" for e in err], dtype=object)
-        good_name, bad_name = "smallest error", "largest error"
+        o = _classified(labels, scores, kind.one_hot, thresholds, names)
+    else:
+        o = _regressed(labels, scores)
+    if select == "random":
+        chosen = sorted(np.random.default_rng(seed).choice(m, size=n, replace=False).tolist())
+        groups = ["random"] * n
+    else:
+        chosen, groups = _confident(o, n, tie, by_error=not kind.probabilities)
+    idx = np.asarray(chosen, dtype=int)
+    rank = [1 + int((scores[:, o.target[i]] > o.score[i]).sum()) for i in idx]
+    return pd.DataFrame(
+        {
+            "pos": idx,
+            "target": o.target[idx],
+            "score": o.score[idx],
+            "rank": rank,
+            "outcome": o.outcome[idx] if len(idx) else [],
+            "group": groups,
+        }
+    )
+
+
+@dataclass
+class _Outcomes:
+    """Per image: the output explained, its score, whether its outcome is known and right, the keys that order the
+    good and the bad group (most confident first), the outcome's text; and the two groups' names."""
+
+    target: np.ndarray
+    score: np.ndarray
+    known: np.ndarray
+    right: np.ndarray
+    good_key: np.ndarray
+    bad_key: np.ndarray
+    outcome: np.ndarray
+    good_name: str
+    bad_name: str
+
+
+def _classified(
+    labels: np.ndarray, scores: np.ndarray, one_hot: bool, thresholds: dict[str, float] | None, names: list[str] | None
+) -> _Outcomes:
+    """A classifier's outcomes: the map is of the top output; the decision is the predicted class (one-hot) or the
+    score reaching the output's threshold; confidence is the score of the decision."""
+    m = len(scores)
+    rows = np.arange(m)
+    target = scores.argmax(axis=1)  # binary (one output): 0, the positive class
+    s = scores[rows, target]
+    if one_hot:
+        positive = np.ones(m, bool)  # the predicted class is the decision
+    else:
+        cut = np.array([(thresholds or {}).get(nm, 0.5) for nm in (names or [""] * scores.shape[1])])[target]
+        positive = s >= cut
+    y = labels[rows, target]
+    known = np.isfinite(y)
+    right = positive == (y == 1)
+    confidence = np.where(positive, s, 1.0 - s)  # the confidence of the decision
+    outcome = np.where(known, np.where(right, "correct", "wrong"), "unknown").astype(object)
+    return _Outcomes(
+        target, s, known, right, confidence, confidence, outcome, "confidently correct", "confidently wrong"
+    )
+
+
+def _regressed(labels: np.ndarray, scores: np.ndarray) -> _Outcomes:
+    """A regression's outcomes: the first target's value and its absolute error."""
+    m = len(scores)
+    s = scores[:, 0]
+    err = np.abs(s - labels[:, 0])
+    right = np.zeros(m, bool)  # unused: the groups are the smallest and the largest errors
+    outcome = np.array([f"error {e:.4g}" if math.isfinite(e) else "unknown" for e in err], dtype=object)
+    good_key, bad_key = -np.nan_to_num(err), np.nan_to_num(err)
+    return _Outcomes(
+        np.zeros(m, dtype=int),
+        s,
+        np.isfinite(err),
+        right,
+        good_key,
+        bad_key,
+        outcome,
+        "smallest error",
+        "largest error",
+    )
+
+
+def _confident(o: _Outcomes, n: int, tie: np.ndarray, by_error: bool) -> tuple[list[int], list[str]]:
+    """``select='confident'``: half (rounded down) of ``n`` from the bad group and the rest from the good one, each
+    most confident first, the other group filling in when one is short, then the highest scores; with
+    ``by_error`` (regression) the groups are the two halves of the images ordered by error."""
+    m = len(o.score)
+    rows = np.arange(m)
 
     def ordered(mask: np.ndarray, key: np.ndarray) -> list[int]:
         pick = rows[mask]
         return pick[np.lexsort((tie[pick], -key[pick]))].tolist()
 
-    if select == "random":
-        chosen = sorted(np.random.default_rng(seed).choice(m, size=n, replace=False).tolist())
-        groups = ["random"] * n
+    if by_error:
+        by_err = ordered(o.known, o.bad_key)  # largest error first; the smallest come from its far end
+        half = len(by_err) // 2
+        bad, good = by_err[:half], by_err[half:][::-1]
     else:
-        if kind.probabilities:
-            good, bad = ordered(known & right, good_key), ordered(known & ~right, bad_key)
-        else:
-            by_error = ordered(known, bad_key)  # largest error first; the smallest come from its far end
-            half = len(by_error) // 2
-            bad, good = by_error[:half], by_error[half:][::-1]
-        n_bad = min(n // 2, len(bad))
-        n_good = min(n - n_bad, len(good))
-        n_bad = min(n - n_good, len(bad))
-        chosen = good[:n_good] + bad[:n_bad]
-        groups = [good_name] * n_good + [bad_name] * n_bad
-        taken = set(chosen)
-        rest = [i for i in ordered(np.ones(m, bool), s) if i not in taken]
-        fill = rest[: n - len(chosen)]
-        chosen, groups = chosen + fill, groups + ["highest score"] * len(fill)
-    idx = np.asarray(chosen, dtype=int)
-    rank = [1 + int((scores[:, target[i]] > s[i]).sum()) for i in idx]
-    return pd.DataFrame(
-        {
-            "pos": idx,
-            "target": target[idx],
-            "score": s[idx],
-            "rank": rank,
-            "outcome": outcome[idx] if len(idx) else [],
-            "group": groups,
-        }
-    )
+        good, bad = ordered(o.known & o.right, o.good_key), ordered(o.known & ~o.right, o.bad_key)
+    n_bad = min(n // 2, len(bad))
+    n_good = min(n - n_bad, len(good))
+    n_bad = min(n - n_good, len(bad))
+    chosen = good[:n_good] + bad[:n_bad]
+    groups = [o.good_name] * n_good + [o.bad_name] * n_bad
+    taken = set(chosen)
+    rest = [i for i in ordered(np.ones(m, bool), o.score) if i not in taken]
+    fill = rest[: n - len(chosen)]
+    return chosen + fill, groups + ["highest score"] * len(fill)
 
 
 # ------------------------------------------------------------------------------------------------------- maps
@@ -226,7 +276,7 @@ def check_explainable(run_dir: str | Path) -> None:
             task = (f.metadata() or {}).get("task")
     except Exception as e:  # noqa: BLE001 - a damaged file; say which
         raise UserError(f"cannot read {weights}: {' '.join(str(e).split())}") from None
-    if task in kind_names() and task_kind(task).volumetric:
+    if task in kind_names() and task_kind(task).family != "images":
         raise UserError(
             f"{run_dir} is a {task} run (3-D volumes); explain supports 2-D image runs: binary, multiclass, "
             "multilabel and regression"
@@ -260,12 +310,7 @@ def explain_run(
     from medtransfer.data.cache import cached_images
     from medtransfer.training.inference import _load_target, _scores, _select, check_labels, load_run
 
-    info = METHODS.get(method)
-    if select not in SELECTIONS:
-        raise UserError(f"--select must be one of {list(SELECTIONS)}, got {select!r}")
-    if n < 1:
-        raise UserError(f"--n must be at least 1, got {n}")
-    check_explainable(run_dir)
+    info = _check_request(run_dir, method, select, n)
     tm = load_run(run_dir)
     data = data or tm.cfg.data.path
     if not data:
@@ -282,24 +327,7 @@ def explain_run(
     positions = idx[chosen["pos"].to_numpy()]
     maps, used = saliency_maps(tm, images, positions, chosen["target"].to_numpy(), method, layer, device)
 
-    meta = ds.meta.iloc[positions].reset_index(drop=True)
-    rows = []
-    for j, (c, pos) in enumerate(zip(chosen.to_dict("records"), positions, strict=True)):
-        image_id = str(meta.at[j, "image_id"])
-        rows.append(
-            {
-                "file": f"{j + 1:02d}_{_safe_name(image_id)}.png",
-                "image_id": image_id,
-                "patient_id": str(meta.at[j, "patient_id"]),
-                "label": kind.label_text(tm.label_names, ds.labels[pos]),
-                "map_for": tm.label_names[int(c["target"])],
-                "score": float(c["score"]),
-                "rank": int(c["rank"]),
-                "n_scored": len(idx),
-                "outcome": c["outcome"],
-                "group": c["group"],
-            }
-        )
+    rows = _index_rows(chosen, positions, ds, tm, len(idx))
     index = pd.DataFrame(rows, columns=INDEX_COLUMNS)
     settings = {
         "run": str(run_dir),
@@ -315,20 +343,68 @@ def explain_run(
         "map_of": map_of(kind),
     }
 
-    def write(folder: Path) -> None:
-        for r, heat, pos in zip(rows, maps, positions, strict=True):
-            title = (
-                f"{r['image_id']}  label: {r['label']}  ({r['outcome']})\n"
-                f"{info.title} of {r['map_for']}: score {r['score']:.3f}, rank {r['rank']} of {r['n_scored']}  "
-                f"[{r['group']}]"
-            )
-            draw_overlay(np.asarray(images[pos]), heat, title, folder / r["file"])
-        index.to_csv(folder / "index.csv", index=False)
-        (folder / "explain.json").write_text(json.dumps(settings, indent=2) + "\n")
-        (folder / "index.html").write_text(_index_html(index, settings, note), encoding="utf-8")
-
-    write_folder(out, write)
+    overlays = list(zip(rows, maps, positions, strict=True))
+    write_folder(out, lambda folder: _write_explained(folder, images, overlays, info.title, index, settings, note))
     return Explained(out, index, method, used, split_name, len(idx), note)
+
+
+def _check_request(run_dir: str | Path, method: str, select: str, n: int):
+    """The method (its :data:`~medtransfer.training.saliency.METHODS` entry, returned), ``select``, ``n`` and the run
+    folder, checked before anything is read."""
+    info = METHODS.get(method)
+    if select not in SELECTIONS:
+        raise UserError(f"--select must be one of {list(SELECTIONS)}, got {select!r}")
+    if n < 1:
+        raise UserError(f"--n must be at least 1, got {n}")
+    check_explainable(run_dir)
+    return info
+
+
+def _index_rows(chosen: pd.DataFrame, positions: np.ndarray, ds, tm, n_scored: int) -> list[dict]:
+    """One ``index.csv`` row (:data:`INDEX_COLUMNS`) per chosen image of dataset ``ds``, in the order shown."""
+    kind = tm.task.kind
+    meta = ds.meta.iloc[positions].reset_index(drop=True)
+    rows = []
+    for j, (c, pos) in enumerate(zip(chosen.to_dict("records"), positions, strict=True)):
+        image_id = str(meta.at[j, "image_id"])
+        rows.append(
+            {
+                "file": f"{j + 1:02d}_{_safe_name(image_id)}.png",
+                "image_id": image_id,
+                "patient_id": str(meta.at[j, "patient_id"]),
+                "label": kind.label_text(tm.label_names, ds.labels[pos]),
+                "map_for": tm.label_names[int(c["target"])],
+                "score": float(c["score"]),
+                "rank": int(c["rank"]),
+                "n_scored": n_scored,
+                "outcome": c["outcome"],
+                "group": c["group"],
+            }
+        )
+    return rows
+
+
+def _write_explained(
+    folder: Path,
+    images: np.ndarray,
+    overlays: list[tuple[dict, np.ndarray, int]],
+    title: str,
+    index: pd.DataFrame,
+    settings: dict,
+    note: str | None,
+) -> None:
+    """Write the overlays (``(index row, map, position in images)``, each titled with the method's ``title``),
+    ``index.csv``, ``explain.json`` and ``index.html`` into ``folder``."""
+    for r, heat, pos in overlays:
+        text = (
+            f"{r['image_id']}  label: {r['label']}  ({r['outcome']})\n"
+            f"{title} of {r['map_for']}: score {r['score']:.3f}, rank {r['rank']} of {r['n_scored']}  "
+            f"[{r['group']}]"
+        )
+        draw_overlay(np.asarray(images[pos]), heat, text, folder / r["file"])
+    index.to_csv(folder / "index.csv", index=False)
+    (folder / "explain.json").write_text(json.dumps(settings, indent=2) + "\n")
+    (folder / "index.html").write_text(_index_html(index, settings, note), encoding="utf-8")
 
 
 def map_of(kind) -> str:

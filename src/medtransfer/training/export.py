@@ -120,7 +120,7 @@ def load_exportable(run_dir: str | Path) -> TrainedModel:
         task = (f.metadata() or {}).get("task")
     if task is not None:
         kind = task_kind(task)
-        if kind.volumetric or not kind.supervised:
+        if kind.family != "images" or not kind.supervised:
             raise UserError(f"{run} holds a {task} model; export supports {SUPPORTED}")
     return load_run(run)
 
@@ -184,30 +184,13 @@ def sidecar(
     kind = tm.task.kind
     metrics = _read_metrics(tm.run_dir)
     thresholds = metrics.get("thresholds") or None
-    point = metrics.get("operating_point")
-    # the operating point of a binary run (a multi-label run's summary point is a macro mean, with no threshold)
-    threshold = _number(point.get("threshold")) if isinstance(point, dict) else None
-    if threshold is None and thresholds and len(thresholds) == 1:
-        threshold = _number(next(iter(thresholds.values())))
     size = tm.image_size
     link = ("softmax" if kind.one_hot else "sigmoid") if kind.probabilities else "none (values in the target's unit)"
     return {
         "format": format,
         "file": out.name,
         "sha256": _sha256(written),
-        "input": {
-            "name": INPUT_NAME,
-            "dtype": "uint8",
-            "shape": ["batch", "channels", "height", "width"],
-            "channels": [1, 3],
-            "range": [0, 255],
-            "layout": "NCHW",
-            "description": "8-bit pixels as decoded (alpha dropped, palette expanded; 16-bit PNG and DICOM min-max "
-            "scaled per image to 0-255), before any resize: the graph converts grey/RGB to the model's "
-            f"{tm.in_chans} channel(s), resizes "
-            + (f"to {size}x{size} ({tm.cfg.data.resize}, PIL bilinear)" if size else "nothing (native size)")
-            + ", scales to [0, 1] and normalises",
-        },
+        "input": _input_contract(tm),
         "output": {
             "name": OUTPUT_NAME,
             "dtype": "float32",
@@ -217,7 +200,7 @@ def sidecar(
         },
         "task": kind.name,
         "label_names": list(tm.label_names),
-        "threshold": threshold,
+        "threshold": _operating_threshold(metrics),
         "thresholds": thresholds,
         "threshold_rule": metrics.get("threshold_rule"),
         "temperature": getattr(tm.task, "temperature", None),
@@ -240,6 +223,35 @@ def sidecar(
         "onnx_opset": ONNX_OPSET if format == "onnx" else None,
         "check": check,
     }
+
+
+def _input_contract(tm: TrainedModel) -> dict[str, Any]:
+    """The sidecar's ``input``: what the graph takes (uint8 NCHW, grey or RGB, any size) and what it does first."""
+    size = tm.image_size
+    return {
+        "name": INPUT_NAME,
+        "dtype": "uint8",
+        "shape": ["batch", "channels", "height", "width"],
+        "channels": [1, 3],
+        "range": [0, 255],
+        "layout": "NCHW",
+        "description": "8-bit pixels as decoded (alpha dropped, palette expanded; 16-bit PNG and DICOM min-max "
+        "scaled per image to 0-255), before any resize: the graph converts grey/RGB to the model's "
+        f"{tm.in_chans} channel(s), resizes "
+        + (f"to {size}x{size} ({tm.cfg.data.resize}, PIL bilinear)" if size else "nothing (native size)")
+        + ", scales to [0, 1] and normalises",
+    }
+
+
+def _operating_threshold(metrics: dict) -> float | None:
+    """The operating point's threshold of a binary run (``metrics.json``), else the one validation threshold; a
+    multi-label run's summary point is a macro mean, with no threshold."""
+    thresholds = metrics.get("thresholds") or None
+    point = metrics.get("operating_point")
+    threshold = _number(point.get("threshold")) if isinstance(point, dict) else None
+    if threshold is None and thresholds and len(thresholds) == 1:
+        threshold = _number(next(iter(thresholds.values())))
+    return threshold
 
 
 # --------------------------------------------------------------------------- formats

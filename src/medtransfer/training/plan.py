@@ -27,6 +27,7 @@ from medtransfer.data.transforms import RadiographAugment
 from medtransfer.models.weights import create_model, resolve_weights
 from medtransfer.tasks.base import task_kind
 from medtransfer.training.batches import Batches
+from medtransfer.training.fitting import step_budget
 from medtransfer.training.run import (
     Prepared,
     check_out,
@@ -35,7 +36,6 @@ from medtransfer.training.run import (
     pick_device,
     preflight,
     resolve_split,
-    step_budget,
 )
 from medtransfer.training.tasks import make_task
 from medtransfer.transfer.strategies import build_strategy
@@ -138,10 +138,6 @@ def duration(seconds: float) -> str:
 
 def plan_run(cfg: Config, out: str | Path | None = None, timed: bool = True) -> RunPlan:
     """Resolve ``cfg`` as ``train`` would, without writing anything; with ``timed`` also measure a few steps."""
-    if cfg.task and task_kind(cfg.task).volumetric:
-        from medtransfer.errors import UserError
-
-        raise UserError("--dry-run and --show-batch are for 2-D image runs; segmentation runs are not planned yet")
     if out is not None:
         check_out(Path(out), resume=False)
     preflight(cfg)

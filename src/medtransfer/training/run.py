@@ -33,9 +33,10 @@ from medtransfer.io import MARKERS, atomic_write_text, check_output_folder, entr
 from medtransfer.models.weights import create_model
 from medtransfer.tasks.base import task_kind
 from medtransfer.training.batches import Batches
-from medtransfer.training.checkpoint import load_checkpoint, load_weights_file, save_weights
-from medtransfer.training.device import maybe_compile, micro_batch_size, optimizer_and_scheduler
-from medtransfer.training.loop import fit, predict, raw_logits
+from medtransfer.training.checkpoint import load_checkpoint, save_weights
+from medtransfer.training.device import maybe_compile
+from medtransfer.training.fitting import fit_best
+from medtransfer.training.loop import predict, raw_logits
 from medtransfer.training.tasks import Task, make_task
 from medtransfer.transfer.strategies import build_strategy
 
@@ -53,8 +54,6 @@ def pick_device(name: str) -> torch.device:
 def load_data(cfg: Config) -> ImageDataset:
     """The dataset a config names (``data.path`` / ``data.format`` and the source options)."""
     d = cfg.data
-    if not d.path:
-        raise ConfigError("data.path is not set; add it to the config or pass --set data.path=PATH")
     opts = SourceOptions(
         labels=tuple(d.labels) if d.labels else None,
         classes=tuple(d.classes) if d.classes else None,
@@ -64,7 +63,7 @@ def load_data(cfg: Config) -> ImageDataset:
         allow_outside=d.allow_outside,
         channels=d.channels,
     )
-    return load_dataset(d.path, d.format, opts)
+    return load_dataset(d.require_path(), d.format, opts)
 
 
 def resolve_split(cfg: Config, ds: ImageDataset, progress: bool = True, keep_hashes: bool = True) -> Split:
@@ -207,6 +206,8 @@ def check_task(cfg: Config, prep: Prepared) -> None:
         raise ConfigError(f"train.balance draws equal numbers per class; task {kind.name} has no classes")
     if cfg.eval.calibrate and not kind.probabilities:
         raise ConfigError(f"eval.calibrate calibrates probabilities; task {kind.name} has none (set it to null)")
+    if cfg.model.in_chans not in (None, prep.ds.channels):
+        raise ConfigError(f"model.in_chans={cfg.model.in_chans} but the images have {prep.ds.channels} channel(s)")
     train_idx = prep.split.train_subset(cfg.train.n_train)
     make_task(kind.name, prep.ds.labels[train_idx], cfg.train.pos_weight, cfg.train.loss)
 
@@ -267,14 +268,9 @@ def _train(cfg: Config, out: Path, prep: Prepared, progress: bool) -> dict:
     train_idx = split.train_subset(cfg.train.n_train, balance_labels=ds.labels if cfg.train.balance else None)
     val_idx, test_idx = split.indices("val"), split.indices("test")
     split.save(out / "split.csv")
-    if len(val_idx) == 0:
-        raise DataError("the validation split is empty; adjust data.split_fractions")
-    micro_batch_size(cfg.train.batch_size, cfg.train.grad_accum)  # fail before building anything
     task = make_task(kind, ds.labels[train_idx], cfg.train.pos_weight, cfg.train.loss)
     device = pick_device(cfg.train.device)
     task = task.to(device)  # once, not a blocking host → device copy inside every loss
-    if cfg.model.in_chans not in (None, ds.channels):
-        raise ConfigError(f"model.in_chans={cfg.model.in_chans} but the images have {ds.channels} channel(s)")
     model_cfg = dataclasses.replace(cfg.model, in_chans=ds.channels)
     model, report = create_model(model_cfg, task.num_outputs, list(ds.label_names), cfg.data.image_size)
     log.info("weights: %s", report.summary())
@@ -321,23 +317,6 @@ def _train(cfg: Config, out: Path, prep: Prepared, progress: bool) -> dict:
     return metrics
 
 
-def fit_best(cfg: Config, out: Path, model, task, train, val, device, progress: bool, score=None):
-    """What every run shares once its model, task object and batches exist (classification, regression and
-    segmentation alike): the strategy, the optimizer and schedule, the loop, ``history.csv``, and the best epoch's
-    weights back in ``model``. Returns ``(fit state, strategy)``."""
-    strategy = build_strategy(cfg.transfer, cfg.train)
-    cap_epochs(train, cfg)
-    optimizer, scheduler = optimizer_and_scheduler(
-        strategy, model, cfg.train, device, cfg.train.epochs * len(train), len(train)
-    )
-    state = fit(
-        model, task, strategy, optimizer, scheduler, train, val, cfg.train, cfg.seed, out, progress, score=score
-    )
-    pd.DataFrame(state.history).to_csv(out / "history.csv", index=False)
-    load_weights_file(out / "best.safetensors", model)
-    return state, strategy
-
-
 PREDICTIONS_FILE = "predictions.csv"
 
 
@@ -352,43 +331,6 @@ def write_predictions(path: Path, ds: ImageDataset, idx: np.ndarray, scores: np.
         table[f"score:{name}"] = scores[:, k]
     atomic_write(path, lambda tmp: table.to_csv(tmp, index=False))
     return table
-
-
-def step_budget(epochs: int, max_steps: int | None, steps_per_epoch: int) -> int | None:
-    """Batches per epoch under ``train.max_steps``: ``None`` when all epochs fit the budget, else
-    ``max_steps // epochs`` (at least 1).
-
-    Large N keeps ``train.epochs`` rounds of a fixed length instead of fewer full epochs, so every epoch-indexed
-    part of a strategy (``head_epochs``, gradual unfreezing, ``unfreeze_encoder_at``, the one-cycle shape, the
-    per-epoch validation that picks the best checkpoint) means the same at every N. Each round draws its batches
-    from a new permutation of the training set, so every image is still used.
-
-    Example:
-        >>> step_budget(15, 600, 4), step_budget(15, 600, 229), step_budget(15, None, 229)
-        (None, 40, None)
-    """
-    if max_steps is None:
-        return None
-    if max_steps < 1:
-        raise ConfigError(f"train.max_steps must be at least 1, got {max_steps}")
-    if epochs * steps_per_epoch <= max_steps:
-        return None
-    return max(1, max_steps // epochs)
-
-
-def cap_epochs(batches, cfg: Config) -> None:
-    """Apply :func:`step_budget` to a training batch source (``Batches`` or ``PatchBatches``) in place."""
-    full = len(batches)
-    cap = step_budget(cfg.train.epochs, cfg.train.max_steps, full)
-    if cap is not None:
-        batches.max_batches = cap
-        log.info(
-            "train.max_steps=%d: %d epochs of %d steps (of %d per full pass)",
-            cfg.train.max_steps,
-            cfg.train.epochs,
-            cap,
-            full,
-        )
 
 
 def model_card(cfg: Config, kind: str, ds: ImageDataset, model, task=None) -> dict[str, str]:
@@ -408,41 +350,3 @@ def model_card(cfg: Config, kind: str, ds: ImageDataset, model, task=None) -> di
 
 def write_status(out: Path, status: str, error: str | None = None) -> None:
     atomic_write_text(out / "status.json", json.dumps({"status": status, "error": error}))
-
-
-def suggest_lr(cfg: Config, num_iter: int = 100, progress: bool = True, plot: str | Path | None = None) -> float:
-    """Run the LR range test on the config's training subset and return the suggested ``train.lr``; with ``plot``
-    also write the loss-against-rate curve there (PNG)."""
-    import itertools
-
-    from medtransfer.training.lr_finder import lr_find, plot_lr_find
-
-    prep = prepare(cfg, progress)
-    torch.manual_seed(cfg.seed)
-    ds = prep.ds
-    train_idx = prep.split.train_subset(cfg.train.n_train)
-    task = make_task(cfg.task or ds.task, ds.labels[train_idx], cfg.train.pos_weight, cfg.train.loss)
-    device = pick_device(cfg.train.device)
-    model_cfg = dataclasses.replace(cfg.model, in_chans=ds.channels)
-    model, _ = create_model(model_cfg, task.num_outputs, list(ds.label_names), cfg.data.image_size)
-    model.to(device)
-    strategy = build_strategy(cfg.transfer, cfg.train)
-    strategy.plan(num_iter, num_iter)
-    strategy.on_train_start(model)
-    strategy.on_epoch_start(0, model)
-    train = _batches(prep, train_idx, cfg, model, device, train=True)
-    stream = itertools.chain.from_iterable(train.epoch(cfg.seed, e) for e in itertools.count())
-    model.train()
-    strategy.set_train_mode(model)
-    lrs, losses, lr = lr_find(
-        model,
-        lambda b: task.loss(model(b[0]), b[1]),
-        stream,
-        lambda m: torch.optim.AdamW(strategy.param_groups(m), **strategy.optimizer_options()),
-        num_iter=num_iter,
-    )
-    if plot is not None and lrs:
-        plot_lr_find(lrs, losses, lr, plot)
-    if not np.isfinite(lr):
-        raise TrainingFailed("the LR range test diverged at its first step; check the data and model")
-    return float(lr)

@@ -1,6 +1,8 @@
 """Transfer strategies: which layer groups train when, and at which learning rate.
 
-A strategy is a small object with hooks (:mod:`medtransfer.transfer.strategies`); the registry
-:data:`~medtransfer.transfer.strategies.STRATEGIES` holds ``scratch``, ``linear_probe``, ``finetune``,
-``discriminative``, ``gradual_unfreeze`` and ``recipe``.
+:mod:`~medtransfer.transfer.base` holds :class:`~medtransfer.transfer.base.Strategy` and its helpers;
+:mod:`~medtransfer.transfer.strategies` the registry :data:`~medtransfer.transfer.strategies.STRATEGIES`, which
+imports the built-in modules on its first lookup: ``simple`` (``scratch``, ``linear_probe``, ``finetune``,
+``discriminative``, ``gradual_unfreeze``, ``decoder_finetune``), ``romero``, ``fastai`` and ``recipe`` (an alias).
+Each strategy declares its ``transfer`` keys as a settings dataclass of its own.
 """

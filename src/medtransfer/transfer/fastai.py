@@ -20,27 +20,45 @@ From ``fastai/callback/schedule.py`` (``fine_tune``, ``fit_one_cycle``), ``fasta
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 from torch.optim import Optimizer
 
-from medtransfer.config import TrainConfig, TransferConfig
+from medtransfer.config import TrainConfig, TransferConfig, at_least
 from medtransfer.errors import ConfigError
+from medtransfer.transfer.base import Strategy, norm_params
 from medtransfer.transfer.cycles import combined_cos, slice_lrs
-from medtransfer.transfer.strategies import Strategy, _register, norm_params
+from medtransfer.transfer.strategies import register_strategy
 
 PHASE1_PCT, PHASE1_DIV = 0.99, 25.0  # fine_tune's first fit_one_cycle: pct_start=0.99, fit_one_cycle's div
 MOMS = (0.95, 0.85, 0.95)  # fastai's default moms: Adam's beta1 over a cycle
 BETA2, EPS = 0.99, 1e-5  # fastai's Adam: sqr_mom, eps
+# fine_tune's settings, the defaults of the shared keys that the config leaves null (phase 2 for the cycle's shape).
+DEFAULTS: dict[str, Any] = {"weight_decay": 0.01, "warmup_pct": 0.3, "div_factor": 5.0, "final_div_factor": 1e5}
 
 
-@_register
+@dataclass(frozen=True)
+class FastAISettings(TransferConfig):
+    """``fastai``'s keys (docs/config.md)."""
+
+    strategy: str = "fastai"
+    freeze_epochs: int = 1  # epochs of the frozen first phase (head and norm layers only)
+    lr_div: float = 100.0  # phase-2 rates slice(lr / 2 / lr_div, lr / 2) spread over the groups
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        at_least("transfer", self, 0, "freeze_epochs")
+        at_least("transfer", self, 1, "lr_div")
+
+
+@register_strategy
 class FastAI(Strategy):
     """fastai's ``fine_tune``: a frozen one-cycle for the head, then everything with a second one-cycle.
 
     Example:
-        >>> s = FastAI(TransferConfig(strategy="fastai"), TrainConfig(lr=2e-3, epochs=3))
+        >>> s = FastAI(FastAISettings(), TrainConfig(lr=2e-3, epochs=3))
         >>> s.plan(30, 10)
         >>> [s.trainable_at_step(k, 3) for k in (0, 9, 10, 29)]
         [1, 1, 3, 3]
@@ -49,23 +67,27 @@ class FastAI(Strategy):
     """
 
     name = "fastai"
-    default_lr_policy = "fastai"
-    reinit_head = True
-    stepped = True
-    defaults: ClassVar[dict[str, Any]] = {
-        "weight_decay": 0.01,
-        "warmup_pct": 0.3,
-        "div_factor": 5.0,
-        "final_div_factor": 1e5,
-    }
+    Settings = FastAISettings
 
     def __init__(self, transfer: TransferConfig, train: TrainConfig) -> None:
         super().__init__(transfer, train)
-        if transfer.freeze_epochs >= train.epochs:  # each value is checked at load; this pair only here
+        if self.transfer.freeze_epochs >= train.epochs:  # each value is checked at load; this pair only here
             raise ConfigError(
-                f"transfer.freeze_epochs={transfer.freeze_epochs} leaves no epoch to fine-tune: train.epochs "
+                f"transfer.freeze_epochs={self.transfer.freeze_epochs} leaves no epoch to fine-tune: train.epochs "
                 f"({train.epochs}) counts both phases, so it must be larger"
             )
+
+    def default_lr_policy(self) -> str:
+        return "fastai"
+
+    def unfreezes_by_step(self) -> bool:
+        return True
+
+    def reinitialises_head(self) -> bool:
+        return True
+
+    def default(self, key: str) -> Any:
+        return DEFAULTS[key] if key in DEFAULTS else super().default(key)
 
     @property
     def phase1_steps(self) -> int:

@@ -19,22 +19,51 @@ Their balanced training sets (``train.balance``), 4x test-time augmentation (``e
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any
 
-from medtransfer.config import TrainConfig, TransferConfig  # noqa: F401 - the docstring example
+from medtransfer.config import TrainConfig, TransferConfig, bad_value  # noqa: F401 - TrainConfig: the docstring example
 from medtransfer.errors import ConfigError
+from medtransfer.transfer.base import Strategy, geometric_lrs
 from medtransfer.transfer.cycles import romero_one_cycle
-from medtransfer.transfer.strategies import Strategy, _register
+from medtransfer.transfer.strategies import register_strategy
 
 DELTA = 1e-4  # the anneal ends at (lr / div) * DELTA; train.final_div_factor = 1 / DELTA
+# Their settings, the defaults of the shared keys (and of unfreeze_at) that the config leaves null.
+DEFAULTS: dict[str, Any] = {
+    "lr_mult": 1 / 3,
+    "weight_decay": 0.0,
+    "warmup_pct": 0.3,
+    "div_factor": 25.0,
+    "final_div_factor": 1 / DELTA,
+    "select_by": "loss",
+    "unfreeze_at": [0.1, 0.2],
+}
 
 
-@_register
+@dataclass(frozen=True)
+class RomeroSettings(TransferConfig):
+    """``romero``'s key (docs/config.md)."""
+
+    strategy: str = "romero"
+    # fractions of all steps at which the groups below the head unfreeze, top first; None = [0.1, 0.2]
+    unfreeze_at: list[float] | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        at = self.unfreeze_at
+        if at is not None and (
+            not at or any(not 0 <= f <= 1 for f in at) or any(b < a for a, b in zip(at, at[1:], strict=False))
+        ):
+            raise bad_value("transfer.unfreeze_at", at, "fractions in [0, 1] in increasing order (top group first)")
+
+
+@register_strategy
 class Romero(Strategy):
     """Romero et al.'s gradual unfreezing under one one-cycle, unfreezing by fraction of all iterations.
 
     Example:
-        >>> s = Romero(TransferConfig(strategy="romero"), TrainConfig(lr=1e-3))
+        >>> s = Romero(RomeroSettings(), TrainConfig(lr=1e-3))
         >>> s.plan(100, 10)
         >>> [s.trainable_at_step(k, 3) for k in (0, 9, 10, 19, 20, 99)]
         [1, 1, 2, 2, 3, 3]
@@ -43,21 +72,28 @@ class Romero(Strategy):
     """
 
     name = "romero"
-    default_lr_policy = "romero"
-    discriminative = True
-    reinit_head = True
-    honours_train_bn = False
-    frozen_bn_eval = False
-    stepped = True
-    defaults: ClassVar[dict[str, Any]] = {
-        "lr_mult": 1 / 3,
-        "weight_decay": 0.0,
-        "warmup_pct": 0.3,
-        "div_factor": 25.0,
-        "final_div_factor": 1 / DELTA,
-        "select_by": "loss",
-        "unfreeze_at": [0.1, 0.2],
-    }
+    Settings = RomeroSettings
+
+    def default_lr_policy(self) -> str:
+        return "romero"
+
+    def keeps_norm_training(self) -> bool:
+        return False  # frozen groups freeze their norm layers' parameters too
+
+    def freezes_bn_stats(self) -> bool:
+        return False  # ... but their BatchNorms stay in train mode: the statistics keep adapting
+
+    def unfreezes_by_step(self) -> bool:
+        return True
+
+    def reinitialises_head(self) -> bool:
+        return True
+
+    def default(self, key: str) -> Any:
+        return DEFAULTS[key] if key in DEFAULTS else super().default(key)
+
+    def group_lrs(self, n_groups: int) -> list[float]:
+        return geometric_lrs(self.train.lr, self.setting("lr_mult"), n_groups)
 
     def optimizer_options(self) -> dict[str, Any]:
         return {"weight_decay": float(self.setting("weight_decay")), "betas": (0.9, 0.999), "eps": 1e-8}

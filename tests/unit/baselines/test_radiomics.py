@@ -89,8 +89,17 @@ def test_bad_inputs_are_data_errors():
 
 def test_missing_pyradiomics_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "radiomics", None)
-    with pytest.raises(UserError, match=r"pip install -e '\.\[radiomics\]'"):
+    with pytest.raises(
+        UserError,
+        match=r"radiomics baseline .* needs radiomics, which is not installed: pip install -e '\.\[radiomics\]'",
+    ):
         rx.extract_features(_image())
+
+
+def test_missing_simpleitk_is_named_when_a_study_is_planned(monkeypatch):
+    monkeypatch.setitem(sys.modules, "SimpleITK", None)
+    with pytest.raises(UserError, match=r"needs SimpleITK, which is not installed: pip install -e '\.\[radiomics\]'"):
+        rx.BASELINES.get("radiomics").check("binary")
 
 
 # --- cache -------------------------------------------------------------------------------------------------------

@@ -76,7 +76,7 @@ def test_a_failure_before_the_first_checkpoint_removes_what_was_written(tmp_path
     def broken(*args, **kwargs):
         raise ValueError("boom")
 
-    monkeypatch.setattr(run_module, "fit", broken)
+    monkeypatch.setattr(run_module, "fit_best", broken)
     out = tmp_path / "run"
     with pytest.raises(ValueError):
         main(["--debug", "train", str(config(tmp_path)), "--out", str(out)])

@@ -11,7 +11,8 @@ import torch
 from typer.testing import CliRunner
 
 from medtransfer.config import Config, from_dict, replace
-from medtransfer.segmentation.train import case_split, load_seg_data, train_segmentation
+from medtransfer.data.cases import case_split, load_cases
+from medtransfer.segmentation.train import train_segmentation
 
 
 def seg_config(path, **kw) -> Config:
@@ -52,7 +53,7 @@ def test_run_writes_metrics_and_a_reusable_source(source_run):
     assert set(saved["per_label"]) == {"blob", "ball"}
     cases = pd.read_csv(run / "cases.csv")
     assert len(cases) == saved["n"] == 2 and {"dice:blob", "hd95:ball"} <= set(cases.columns)
-    ds = load_seg_data(cfg)
+    ds = load_cases(cfg)
     assert [ds.case(f"case_{i:03d}").annotated for i in range(8)] == [(k,) for k in keep]
     assert {"blob", "ball"} <= set(keep)
 
@@ -75,7 +76,7 @@ def test_decoder_finetune_from_the_source_maps_the_head_by_name(source_run, tmp_
 
 def test_nested_case_subsets_and_resume_refusal(source_run, tmp_path):
     root, cfg, _, _ = source_run
-    ds = load_seg_data(cfg)
+    ds = load_cases(cfg)
     split = case_split(ds, cfg)
     assert split.counts() == {"train": 4, "val": 2, "test": 2}
     assert list(split.train_subset(2)) == list(split.train_subset(3)[:2])

@@ -18,6 +18,7 @@ from medtransfer.errors import TrainingFailed, UserError
 from medtransfer.studies import ray_executor
 from medtransfer.studies import trial as trial_mod
 from medtransfer.studies.config import StudySection
+from medtransfer.studies.executors import EXECUTORS
 from medtransfer.studies.ledger import Ledger
 from medtransfer.studies.runner import run_study
 
@@ -166,13 +167,11 @@ def test_ray_session_starts_and_stops_only_its_own_instance(monkeypatch):
     assert fake.calls == []
 
 
-def test_trial_resources_are_checked_before_planning(monkeypatch):
-    monkeypatch.setattr(ray_executor, "import_ray", FakeRay)
-    ray_executor.check(StudySection(executor="ray", trial_cpus=0.5, trial_gpus=0.25))
-    with pytest.raises(UserError, match="above 1 a trial takes whole GPUs"):
-        ray_executor.check(StudySection(executor="ray", trial_gpus=1.5))
-    with pytest.raises(UserError, match="positive number of CPUs"):
-        ray_executor.check(StudySection(executor="ray", trial_cpus=0))
+def test_the_ray_executor_checks_before_planning_that_ray_is_installed(monkeypatch):
+    calls = []
+    monkeypatch.setattr(ray_executor, "import_ray", lambda: calls.append("ray"))
+    EXECUTORS.get("ray").check(StudySection(executor="ray"))  # its settings were checked when the config loaded
+    assert calls == ["ray"]
 
 
 def test_without_ray_the_cli_says_how_to_install_it(tmp_path, study_config, monkeypatch, capsys):
@@ -181,7 +180,26 @@ def test_without_ray_the_cli_says_how_to_install_it(tmp_path, study_config, monk
     argv = ["study", str(tmp_path / "study.yaml"), "--out", str(tmp_path / "s"), "--executor", "ray"]
     assert cli(argv) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "pip install -e '.[ray]'" in err and "EXTRAS=dev,radiomics,ray" in err
+    assert len(err.splitlines()) == 1 and "pip install -e '.[ray]'" in err and "EXTRAS=dev,ray" in err
     assert not (tmp_path / "s").exists()  # refused before anything was written
     with pytest.raises(UserError, match=r"unknown executor 'rey'; did you mean \['ray'\]"):
         run_study(study_config(executor="rey"), tmp_path / "s", progress=False)
+
+
+def test_a_node_lost_or_joined_shows_in_the_log(caplog):
+    class Nodes:
+        def __init__(self, cpus: list[float]) -> None:
+            self.cpus = cpus
+
+        def nodes(self) -> list[dict]:
+            return [{"Alive": True, "Resources": {"CPU": c}} for c in self.cpus]
+
+    with caplog.at_level("INFO", logger=ray_executor.__name__):
+        assert ray_executor._recount(Nodes([1.0, 1.0]), 2, 1, 0, "need") == 2
+        assert not caplog.records  # unchanged: nothing said
+        assert ray_executor._recount(Nodes([1.0]), 2, 1, 0, "need") == 1
+        assert ray_executor._recount(Nodes([]), 1, 1, 0, "need") == 0
+    assert "up to 1 trial(s) at once now (was 2)" in caplog.records[0].getMessage()
+    assert (
+        caplog.records[1].levelname == "WARNING" and "no alive node can run a trial" in caplog.records[1].getMessage()
+    )

@@ -10,6 +10,7 @@ import pytest
 from medtransfer.cli import main
 from medtransfer.config import replace
 from medtransfer.errors import TrainingFailed, UserError
+from medtransfer.pipelines import images as images_pipeline
 from medtransfer.studies import trial as trial_mod
 from medtransfer.studies.ledger import Ledger
 from medtransfer.studies.runner import run_study
@@ -194,7 +195,7 @@ def test_out_of_memory_is_retried_once_with_half_the_micro_batch(tmp_path, study
             raise torch.OutOfMemoryError("CUDA out of memory, always")
         return real(cfg, out, **kw)
 
-    monkeypatch.setattr(run_mod, "train_run", oom)
+    monkeypatch.setattr(images_pipeline, "train_run", oom)  # the images pipeline trains a net trial
     out = tmp_path / "s"
     counts = run_study(study_config(seeds=[0]), out, progress=False, report=False)
     rows = {r["id"]: r for r in Ledger(out / "study.sqlite").rows()}
@@ -240,19 +241,17 @@ def test_a_trained_trial_whose_external_scoring_failed_is_scored_on_retry(tmp_pa
     """The training finished (its folder says done), then scoring the study's test set failed: a retry scores the
     test set from the kept model instead of counting the trial's own split as its result."""
     from medtransfer.errors import DataError
-    from medtransfer.training import inference
-
     external = "synthetic:chest,n=40,visibility=0.8,size=32,seed=9"
     cfg = study_config(n=[12], strategies=["finetune"], seeds=[0], test={"path": external})
     out = tmp_path / "s"
-    real = inference.evaluate_run
+    real = trial_mod.evaluate_run
 
     def interrupted(*args, **kwargs):
         raise DataError("scoring interrupted")
 
-    monkeypatch.setattr(inference, "evaluate_run", interrupted)
+    monkeypatch.setattr(trial_mod, "evaluate_run", interrupted)  # a trial scores the study's test set
     assert run_study(cfg, out, progress=False, report=False)["failed"] == 1
-    monkeypatch.setattr(inference, "evaluate_run", real)
+    monkeypatch.setattr(trial_mod, "evaluate_run", real)
     counts = run_study(cfg, out, resume=True, retry_failed=True, progress=False, report=False)
     assert counts["done"] == 1
     (row,) = Ledger(out / "study.sqlite").rows()

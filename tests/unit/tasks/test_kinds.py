@@ -18,7 +18,7 @@ def test_the_builtin_kinds_and_their_metrics():
     assert (kinds["binary"].metric, kinds["binary"].higher_is_better) == ("auc", True)
     assert (kinds["regression"].metric, kinds["regression"].higher_is_better) == ("mae", False)
     assert kinds["regression"].axis == "MAE (lower is better)"
-    assert kinds["segmentation"].volumetric and not kinds["unlabelled"].supervised
+    assert kinds["segmentation"].family == "volumes" and not kinds["unlabelled"].supervised
     with pytest.raises(UnknownNameError, match="did you mean \\['regression'\\]"):
         task_kind("regresion")
 

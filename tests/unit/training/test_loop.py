@@ -15,7 +15,7 @@ from medtransfer.errors import ConfigError
 from medtransfer.training import device as device_mod
 from medtransfer.training import loop
 from medtransfer.training.batches import Batches
-from medtransfer.training.device import maybe_compile, micro_batch_size
+from medtransfer.training.device import maybe_compile
 from medtransfer.training.loop import forward_backward, train_one_epoch
 from medtransfer.training.tasks import Task
 
@@ -145,14 +145,12 @@ def test_fit_without_validation_keeps_the_epoch_with_the_lowest_training_loss(tm
     assert (tmp_path / "best.safetensors").is_file() and (tmp_path / "checkpoint.pt").is_file()
 
 
-def test_grad_accum_must_divide_the_batch():
-    assert micro_batch_size(64, 4) == 16
-    with pytest.raises(ConfigError, match="multiple of train.grad_accum"):
-        micro_batch_size(32, 3)
-    with pytest.raises(ConfigError, match="at least 1"):
-        micro_batch_size(32, 0)
-    with pytest.raises(ConfigError, match="multiple"):
-        epoch_of(3)
+def test_grad_accum_must_divide_the_batch_when_the_config_loads():
+    assert TrainConfig(batch_size=64, grad_accum=4).grad_accum == 4
+    with pytest.raises(ConfigError, match="train.grad_accum must be a divisor of train.batch_size=32"):
+        TrainConfig(batch_size=32, grad_accum=3)
+    with pytest.raises(ConfigError, match="train.grad_accum must be >= 1"):
+        TrainConfig(batch_size=32, grad_accum=0)
 
 
 def test_compile_is_skipped_with_a_warning_where_unsupported(monkeypatch, caplog):

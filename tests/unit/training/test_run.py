@@ -14,7 +14,8 @@ from safetensors.torch import load_file
 from medtransfer.config import Config, from_dict, replace
 from medtransfer.errors import ConfigError, TrainingFailed
 from medtransfer.training import loop
-from medtransfer.training.run import step_budget, train_run
+from medtransfer.training.fitting import step_budget
+from medtransfer.training.run import train_run
 
 
 def tiny_config(**train) -> Config:

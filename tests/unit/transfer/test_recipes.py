@@ -17,7 +17,7 @@ from medtransfer.config import TrainConfig, TransferConfig
 from medtransfer.errors import ConfigError
 from medtransfer.training import loop
 from medtransfer.training.device import optimizer_and_scheduler
-from medtransfer.transfer.strategies import RECIPE, STRATEGIES, build_strategy
+from medtransfer.transfer.strategies import RECIPE, STRATEGIES, build_strategy, transfer_settings
 
 
 class Net(nn.Module):
@@ -40,7 +40,7 @@ class Net(nn.Module):
 def setup(name: str, total: int, per_epoch: int, lr: float, epochs: int = 4, **transfer):
     torch.manual_seed(0)
     model = Net()
-    strategy = build_strategy(TransferConfig(strategy=name, **transfer), TrainConfig(lr=lr, epochs=epochs))
+    strategy = build_strategy(transfer_settings(name, **transfer), TrainConfig(lr=lr, epochs=epochs))
     optimizer, scheduler = optimizer_and_scheduler(
         strategy, model, strategy.train, torch.device("cpu"), total, per_epoch
     )
@@ -127,15 +127,15 @@ def test_romero_defaults_and_overrides() -> None:
         "unfreeze_at": [0.1, 0.2],
     }
     s = build_strategy(
-        TransferConfig(strategy="romero", unfreeze_at=[0.0, 0.5], lr_mult=0.5),
+        transfer_settings("romero", unfreeze_at=[0.0, 0.5], lr_mult=0.5),
         TrainConfig(select_by="auc", warmup_pct=0.2),
     )
     s.plan(10, 5)
     assert [s.trainable_at_step(k, 3) for k in (0, 4, 5)] == [2, 2, 3]
     assert s.setting("select_by") == "auc"
     with pytest.raises(ConfigError, match="unfreeze_at"):
-        build_strategy(TransferConfig(strategy="romero", unfreeze_at=[0.3, 0.1]), TrainConfig())
-    s = build_strategy(TransferConfig(strategy="romero", unfreeze_at=[0.1]), TrainConfig())
+        build_strategy(transfer_settings("romero", unfreeze_at=[0.3, 0.1]), TrainConfig())
+    s = build_strategy(transfer_settings("romero", unfreeze_at=[0.1]), TrainConfig())
     s.plan(10, 5)
     with pytest.raises(ConfigError, match="3 layer groups"):
         s.trainable_at_step(0, 3)
@@ -225,9 +225,9 @@ def test_fastai_weight_decay_spares_norm_and_bias() -> None:
 
 def test_fastai_needs_a_second_phase() -> None:
     with pytest.raises(ConfigError, match="freeze_epochs"):
-        build_strategy(TransferConfig(strategy="fastai", freeze_epochs=3), TrainConfig(epochs=3))
+        build_strategy(transfer_settings("fastai", freeze_epochs=3), TrainConfig(epochs=3))
     with pytest.raises(ConfigError, match="lr_div"):
-        build_strategy(TransferConfig(strategy="fastai", lr_div=0.5), TrainConfig())
+        build_strategy(transfer_settings("fastai", lr_div=0.5), TrainConfig())
 
 
 def test_recipe_is_an_alias_of_the_study_winner() -> None:

@@ -13,7 +13,7 @@ from torch import nn
 from medtransfer.config import TrainConfig, TransferConfig
 from medtransfer.errors import ConfigError, UnknownNameError
 from medtransfer.training.schedules import build_scheduler
-from medtransfer.transfer.strategies import STRATEGIES, Strategy, build_strategy
+from medtransfer.transfer.strategies import STRATEGIES, Strategy, build_strategy, transfer_settings
 
 EPOCHS, LR, MULT = 4, 1e-2, 0.5
 ALL = [{0, 1, 2, 3}] * EPOCHS
@@ -70,7 +70,7 @@ class TinyNet(nn.Module):
 
 def make(name: str, **transfer: object) -> Strategy:
     options = {"lr_mult": MULT, "train_bn": False, **transfer}  # pure group freezing unless a test asks
-    return build_strategy(TransferConfig(strategy=name, **options), TrainConfig(lr=LR, epochs=EPOCHS))
+    return build_strategy(transfer_settings(name, **options), TrainConfig(lr=LR, epochs=EPOCHS))
 
 
 def group_ids(model: TinyNet, indices: set[int]) -> set[int]:
