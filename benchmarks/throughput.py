@@ -9,7 +9,7 @@ Three measurements per model, side by side in one process on the same PNG files:
     step for the running loss, as the tutorials do.
 (b) ``medtransfer``: the same files through the trainer: decoded once into the uint8 cache (its build time is
     reported separately), :class:`~medtransfer.training.batches.Batches` and
-    :func:`~medtransfer.training.loop.train_one_epoch`, set up as ``training/run.py`` does (channels_last, fused
+    :func:`~medtransfer.training.loop.train_model_epoch`, set up as ``training/run.py`` does (channels_last, fused
     AdamW and bf16 autocast on CUDA, augmentation on the device). Steady state: a warm-up epoch, then a timed one.
 (c) ``compute``: the ceiling for (b): the same model set up the same way, one batch already on the device,
     forward + backward + clip + optimizer step in a loop. No data work at all.
@@ -49,7 +49,7 @@ from medtransfer.data.transforms import RadiographAugment
 from medtransfer.models.backbones import build_model
 from medtransfer.training.batches import Batches
 from medtransfer.training.device import cudnn_autotune, make_optimizer, maybe_compile
-from medtransfer.training.loop import forward_backward, train_one_epoch
+from medtransfer.training.loop import forward_backward, train_model_epoch
 from medtransfer.training.schedules import build_scheduler
 from medtransfer.training.tasks import make_task
 from medtransfer.transfer.strategies import build_strategy
@@ -232,7 +232,7 @@ def build_cache(folder: Path, s: Settings, cache_dir: Path):
 
 
 def measure_medtransfer(name: str, ds, images: np.ndarray, s: Settings) -> float:
-    """(b) steady-state images/s of ``train_one_epoch`` over the cache: one warm-up epoch, then one timed epoch."""
+    """(b) steady-state images/s of ``train_model_epoch`` over the cache: one warm-up epoch, then one timed epoch."""
     cfg = TrainConfig(batch_size=s.batch, epochs=1, compile=s.compile)
     model = _model(name, s, trainer_setup=True)
     strategy = build_strategy(TransferConfig(strategy="finetune"), cfg)
@@ -250,10 +250,10 @@ def measure_medtransfer(name: str, ds, images: np.ndarray, s: Settings) -> float
         )  # fmt: skip
 
     warm, timed = batches(s.warmup), batches(s.steps)
-    train_one_epoch(model, task, strategy, optimizer, scheduler, warm, cfg, 0, 0, lambda info: None)
+    train_model_epoch(model, task, strategy, optimizer, scheduler, warm, cfg, 0, 0, lambda info: None)
     _sync(s.device)
     t0 = time.perf_counter()
-    train_one_epoch(model, task, strategy, optimizer, scheduler, timed, cfg, 0, 1, lambda info: None)
+    train_model_epoch(model, task, strategy, optimizer, scheduler, timed, cfg, 0, 1, lambda info: None)
     _sync(s.device)
     return s.batch * len(timed) / (time.perf_counter() - t0)
 

@@ -29,8 +29,8 @@ def _cell(value) -> str:
 def list_(sources_dir: Path | None = SOURCES_DIR) -> None:
     """Built-in sources and every source-model folder in the catalogue, with site, modality, method, backbone."""
     # deferred: the catalogue imports torch (through the model weights); keeps `medtransfer --help` fast
-    from medtransfer.pretrain.catalogue import BUILD_HINT, list_sources
-    from medtransfer.pretrain.catalogue import sources_dir as resolve_dir
+    from medtransfer.models.catalogue import BUILD_HINT, list_sources
+    from medtransfer.models.catalogue import sources_dir as resolve_dir
     from medtransfer.pretrain.source_build import partial_builds
 
     root = resolve_dir(sources_dir)

@@ -1,5 +1,6 @@
-"""Models: backbones by name, registered or any timm architecture (:mod:`.backbones`), and the one weights loader
-(:mod:`.weights`).
+"""Models: backbones by name, registered or any timm architecture (:mod:`.backbones`), the one weights loader
+(:mod:`.weights`) and the catalogue of named source models (:mod:`.catalogue`: ``medtransfer sources list``, a
+study's ``study.sources``).
 
 * :func:`medtransfer.models.backbones.build_model` builds a :class:`~medtransfer.models.backbones.Classifier`
   (a timm backbone + dropout/linear head) with random weights, its layer groups by family; nothing is downloaded.

@@ -24,9 +24,9 @@ import yaml
 
 from medtransfer.config import Config, ModelConfig, from_dict, load_config
 from medtransfer.errors import UserError
+from medtransfer.models.catalogue import list_sources, lookup
 from medtransfer.models.weights import CARD_FILE, create_model, resolve_weights
 from medtransfer.pretrain import features as probes  # probes.cv_probe_auc: looked up per call (tests replace it)
-from medtransfer.pretrain.catalogue import list_sources, lookup
 from medtransfer.pretrain.features import frozen_features
 from medtransfer.tasks.base import task_kind
 from medtransfer.training.run import pick_device, prepare

@@ -35,8 +35,8 @@ import yaml
 
 from medtransfer.config import PretrainConfig, apply_overrides, from_dict
 from medtransfer.errors import ConfigError
+from medtransfer.models.catalogue import BUILTINS
 from medtransfer.models.weights import CARD_FILE, SOURCE_WEIGHTS_FILE, sources_dir
-from medtransfer.pretrain.catalogue import BUILTINS
 from medtransfer.tasks.base import task_kind
 
 log = logging.getLogger(__name__)

@@ -34,7 +34,7 @@ from medtransfer.data.transforms import ContrastiveAugment
 from medtransfer.errors import TrainingFailed
 from medtransfer.training.batches import Batches
 from medtransfer.training.device import make_optimizer
-from medtransfer.training.loop import fit
+from medtransfer.training.loop import fit_model
 from medtransfer.transfer.strategies import Scratch
 
 
@@ -142,5 +142,5 @@ def simclr_fit(
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(t.epochs * len(batches), 1))
     strategy = Scratch(TransferConfig(strategy="scratch"), t)
     task = ContrastiveTask(p.temperature)
-    state = fit(net, task, strategy, optimizer, scheduler, batches, None, t, cfg.seed, out_dir, progress)
+    state = fit_model(net, task, strategy, optimizer, scheduler, batches, None, t, cfg.seed, out_dir, progress)
     return {"history": state.history, "epochs_run": state.epoch}

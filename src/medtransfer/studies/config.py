@@ -18,9 +18,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, is_dataclass
+from pathlib import Path
 from typing import Any
 
+from medtransfer.baselines.base import get_baseline
 from medtransfer.config import RESOLVERS, Config, at_least, bad_value, to_dict
+from medtransfer.errors import ConfigError
+from medtransfer.registry import suggest
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,44 @@ class StudySection:
             raise bad_value("study.test.path", None, "the external test set's file or folder (--set study.test.path=…)")
         if self.margin is not None and not (isinstance(self.margin, int | float) and 0 < self.margin < math.inf):
             raise bad_value("study.margin", self.margin, "a positive number in the metric's unit, e.g. 0.02 (AUC)")
+        self._check_arms()
+
+    def arms(self) -> list[tuple[str, str, str | None, str | None]]:
+        """``(arm, kind, source, strategy)`` of every arm: each source × strategy (``net``) not in ``exclude``, then
+        each baseline (``baseline``, its name as arm and strategy)."""
+        nets = [
+            (f"{source_label(src)}/{strategy}", "net", src, strategy)
+            for src in self.sources
+            for strategy in self.strategies
+        ]
+        return [a for a in nets if a[0] not in self.exclude] + [(b, "baseline", None, b) for b in self.baselines]
+
+    def _check_arms(self) -> None:
+        """The grid's names, checked when the config loads: baselines, ``strategy_settings``' form, ``exclude`` and
+        ``reference`` among the arms, no two arms alike (strategy names: by the strategies, ``study_transfer``)."""
+        for name in self.baselines:
+            get_baseline(name)  # an unknown name raises with close matches
+        for name, overrides in self.strategy_settings.items():
+            if not isinstance(overrides, list) or not all(isinstance(o, str) and "=" in o for o in overrides):
+                raise bad_value(f"study.strategy_settings.{name}", overrides, "a list of 'key.sub=value' overrides")
+        if not self.sources and not self.baselines:
+            raise ConfigError("the study has no arm: give study.sources (and strategies) or study.baselines")
+        if self.sources and not self.strategies:
+            raise bad_value("study.strategies", self.strategies, "at least one strategy, e.g. [finetune]")
+        nets = [f"{source_label(src)}/{strategy}" for src in self.sources for strategy in self.strategies]
+        for name in self.exclude:
+            if name not in nets:
+                close = suggest(name, nets)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ConfigError(f"study.exclude: {name!r} is not an arm of the study{hint}")
+        names = [a[0] for a in self.arms()]
+        dup = sorted({a for a in names if names.count(a) > 1})
+        if dup:
+            raise ConfigError(f"two study arms have the same name {dup}; list each source and strategy once")
+        if self.reference is not None and self.reference not in names:
+            close = suggest(self.reference, names)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"study.reference {self.reference!r} is not an arm of the study{hint} (arms: {names})")
 
     def _move_legacy_keys(self) -> None:
         """``ray_address`` / ``trial_cpus`` / ``trial_gpus`` → ``executors.ray`` (a value at the old default is
@@ -144,3 +186,10 @@ class StudyConfig(Config):
 
     def _resolve_transfer(self) -> None:
         object.__setattr__(self, "transfer", RESOLVERS.get("study_transfer")(self.transfer, self.study))
+        RESOLVERS.get("study_arms")(self)  # each strategy built with its arm's config: a bad setting fails at load
+
+
+def source_label(source: str) -> str:
+    """How an arm names its source: a catalogue name as given, a folder by its last component."""
+    text = source.strip().rstrip("/")
+    return Path(text).name if ("/" in text or text.startswith("~")) else text

@@ -16,9 +16,9 @@ from medtransfer.baselines.base import get_baseline
 from medtransfer.config import Config, from_dict, to_dict
 from medtransfer.errors import ConfigError
 from medtransfer.io import check_output_folder
+from medtransfer.models.catalogue import lookup
 from medtransfer.models.weights import resolve_weights
 from medtransfer.pipelines.base import pipeline_for
-from medtransfer.pretrain.catalogue import lookup
 from medtransfer.studies.config import StudyConfig
 from medtransfer.studies.grid import expand, reference_arm
 from medtransfer.studies.ledger import LEDGER_FILE, STUDY_MARKER

@@ -93,18 +93,22 @@ def _run_pool(ledger: Ledger, todo: list[Trial], ctx: StudyContext, workers: int
             running.clear()
         finally:
             pool.shutdown(wait=not lost, cancel_futures=True)
-        if len(lost) == 1:
-            worker_died(ledger, lost[0], queue)
-            suspects.add(lost[0].id)
-        else:
-            for trial in reversed(lost):
-                log.warning(
-                    "a worker died while %d trials ran; %s will run alone to find the cause", len(lost), trial.id
-                )
-                ledger.requeue(trial.id, "worker pool broke; run again alone", refund=True)
-                suspects.add(trial.id)
-                queue.insert(0, trial)
+        _requeue_lost(ledger, lost, queue, suspects)
         bar.update()
+
+
+def _requeue_lost(ledger: Ledger, lost: list[Trial], queue: list[Trial], suspects: set[str]) -> None:
+    """After the pool broke: a trial that died alone used up an attempt (:func:`worker_died`); trials that shared
+    the pool go back to the front of the queue, refunded, to run alone as suspects."""
+    if len(lost) == 1:
+        worker_died(ledger, lost[0], queue)
+        suspects.add(lost[0].id)
+        return
+    for trial in reversed(lost):
+        log.warning("a worker died while %d trials ran; %s will run alone to find the cause", len(lost), trial.id)
+        ledger.requeue(trial.id, "worker pool broke; run again alone", refund=True)
+        suspects.add(trial.id)
+        queue.insert(0, trial)
 
 
 def _init_worker(threads: int, level: int) -> None:

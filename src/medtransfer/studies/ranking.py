@@ -29,7 +29,8 @@ import numpy as np
 
 from medtransfer.io import atomic_write_text
 from medtransfer.pretrain import rank  # rank.source_features etc.: looked up per call (tests replace them)
-from medtransfer.studies.grid import resolve_sizes, source_label
+from medtransfer.studies.config import source_label
+from medtransfer.studies.grid import resolve_sizes
 from medtransfer.studies.trial import StudyContext, prepared
 
 log = logging.getLogger(__name__)

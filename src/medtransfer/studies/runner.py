@@ -19,10 +19,10 @@ from pathlib import Path
 
 from medtransfer.baselines.base import get_baseline
 from medtransfer.config import write_run_info
-from medtransfer.errors import ConfigError, UserError
+from medtransfer.errors import UserError
 from medtransfer.io import atomic_write_text, check_output_folder, entries, remove_new_entries
+from medtransfer.models.catalogue import lookup
 from medtransfer.pipelines.base import pipeline_for
-from medtransfer.pretrain.catalogue import lookup
 from medtransfer.studies.config import StudyConfig
 from medtransfer.studies.executors import EXECUTORS, execute
 from medtransfer.studies.grid import Trial, expand, reference_arm
@@ -30,7 +30,6 @@ from medtransfer.studies.identity import check_same_study, study_lock
 from medtransfer.studies.ledger import LEDGER_FILE, STUDY_MARKER, Ledger
 from medtransfer.studies.ranking import RANKING_FILE, rank_for_report
 from medtransfer.studies.trial import SPLITS_DIR, StudyContext
-from medtransfer.transfer.strategies import build_strategy
 
 log = logging.getLogger(__name__)
 
@@ -62,32 +61,10 @@ def run_study(
     before = entries(out)
     out.mkdir(parents=True, exist_ok=True)
     with study_lock(out):
-        ledger = None
-        try:
-            ledger = Ledger(out / LEDGER_FILE, create=not resume)
-            check_same_study(ledger, cfg)
-            trials, ctx = plan(cfg, out, progress)
-            if not (out / "run_info.json").exists():
-                write_run_info(out, cfg, seed=cfg.seed)
-                atomic_write_text(out / STUDY_MARKER, json.dumps({"kind": "study"}))
-            else:
-                resumes = json.loads(ledger.get_meta("resumes") or "[]")
-                ledger.set_meta("resumes", json.dumps([*resumes, time.strftime("%Y-%m-%d %H:%M:%S")]))
-            ledger.add(trials)
-        except BaseException:
-            if ledger is not None:
-                ledger.close()
-            if not resume:  # a study that could not start leaves nothing behind
-                remove_new_entries(out, before)
-            raise
+        ledger, trials, ctx = _open(cfg, out, resume, before, progress)
         with ledger:
             if resume:
-                stale_temporaries(out)
-                back = ledger.recover()
-                if back:
-                    log.info("resuming %d interrupted trial(s): %s", len(back), ", ".join(back[:3]))
-                if retry_failed:
-                    log.info("retrying %d failed trial(s)", ledger.retry_failed())
+                _recover(ledger, out, retry_failed)
             ranks = cfg.study.rank and cfg.study.sources and pipeline_for(cfg.task).ranks_sources
             if ranks and not (out / RANKING_FILE).exists():
                 rank_for_report(ctx, out, progress)
@@ -98,6 +75,43 @@ def run_study(
 
         report_study(out)
     return counts
+
+
+def _open(
+    cfg: StudyConfig, out: Path, resume: bool, before, progress: bool
+) -> tuple[Ledger, list[Trial], StudyContext]:
+    """The study's ledger (new, or the folder's on resume, checked to be the same study), its plan, run info and
+    trials; on any failure of a new study what was written is removed again. Call holding the study's lock."""
+    ledger = None
+    try:
+        ledger = Ledger(out / LEDGER_FILE, create=not resume)
+        check_same_study(ledger, cfg)
+        trials, ctx = plan(cfg, out, progress)
+        if not (out / "run_info.json").exists():
+            write_run_info(out, cfg, seed=cfg.seed)
+            atomic_write_text(out / STUDY_MARKER, json.dumps({"kind": "study"}))
+        else:
+            resumes = json.loads(ledger.get_meta("resumes") or "[]")
+            ledger.set_meta("resumes", json.dumps([*resumes, time.strftime("%Y-%m-%d %H:%M:%S")]))
+        ledger.add(trials)
+    except BaseException:
+        if ledger is not None:
+            ledger.close()
+        if not resume:  # a study that could not start leaves nothing behind
+            remove_new_entries(out, before)
+        raise
+    return ledger, trials, ctx
+
+
+def _recover(ledger: Ledger, out: Path, retry_failed: bool) -> None:
+    """On resume: half-written temporaries removed, interrupted trials back to pending (and failed ones with
+    ``--retry-failed``)."""
+    stale_temporaries(out)
+    back = ledger.recover()
+    if back:
+        log.info("resuming %d interrupted trial(s): %s", len(back), ", ".join(back[:3]))
+    if retry_failed:
+        log.info("retrying %d failed trial(s)", ledger.retry_failed())
 
 
 # --------------------------------------------------------------------------- planning
@@ -130,7 +144,6 @@ def plan(cfg: StudyConfig, out: Path, progress: bool) -> tuple[list[Trial], Stud
     if cfg.study.test and cfg.study.test.path:
         pipe.preflight_test(cfg, ds)
     ctx = StudyContext(cfg, str(out), sources)
-    _preflight_strategies(ctx, trials)
     pipe.warm(cfg, ds, progress)  # e.g. images decoded once, before the workers start
     log.info(
         "study: %d trials (%d arms × %d sizes × %d seeds), %s %s",
@@ -142,21 +155,6 @@ def plan(cfg: StudyConfig, out: Path, progress: bool) -> tuple[list[Trial], Stud
         counts,
     )
     return trials, ctx
-
-
-def _preflight_strategies(ctx: StudyContext, trials: list[Trial]) -> None:
-    """Build each strategy once with its trials' config (``study.strategy_settings`` applied), so that a bad
-    setting fails now and not in every trial."""
-    seen: set[str] = set()
-    for trial in trials:
-        if trial.kind != "net" or trial.strategy in seen:
-            continue
-        seen.add(trial.strategy)
-        try:
-            train_cfg = ctx.train_config(trial)
-            build_strategy(train_cfg.transfer, train_cfg.train)
-        except ConfigError as e:
-            raise ConfigError(f"study strategy '{trial.strategy}': {e}") from None
 
 
 def stale_temporaries(out: Path) -> int:

@@ -279,16 +279,8 @@ def _baseline_trial(ctx: StudyContext, trial: Trial, folder: Path, progress: boo
         return baseline.features(images, idx, cache_dir, key, workers=study.radiomics_workers, progress=progress)
 
     x_train = features(prep.images, ds, train_idx)
-    if study.test is not None and study.test.path:
-        test_ds, test_images, test_idx = _external(ctx)
-        x_test = features(test_images, test_ds, test_idx)
-        pred_file, split_name = EXTERNAL_PREDICTIONS, "external"
-    else:
-        test_ds, test_idx = ds, split.indices("test")
-        if len(test_idx) == 0:
-            test_idx = split.indices("val")
-        x_test = features(prep.images, ds, test_idx)
-        pred_file, split_name = PREDICTIONS_FILE, "test" if len(split.indices("test")) else "val"
+    test_ds, test_images, test_idx, pred_file, split_name = _baseline_test_set(ctx, prep)
+    x_test = features(test_images, test_ds, test_idx)
     fitted = baseline.fit(x_train, ds.labels[train_idx], kind.name, trial.seed)
     outputs = baseline.predict(fitted, x_test)
     thresholds = None  # the operating point, chosen on the validation split as a network's is
@@ -320,6 +312,19 @@ def _baseline_trial(ctx: StudyContext, trial: Trial, folder: Path, progress: boo
     atomic_write_text(folder / "metrics.json", json.dumps(to_jsonable(metrics), indent=2))
     write_status(folder, "done")
     return metrics
+
+
+def _baseline_test_set(ctx: StudyContext, prep):
+    """Where a baseline trial is scored: ``(dataset, images, indices, predictions file, split name)`` of the study's
+    external test set, else of the split's test images, else (no test split) of its validation images."""
+    if _has_external(ctx):
+        test_ds, test_images, test_idx = _external(ctx)
+        return test_ds, test_images, test_idx, EXTERNAL_PREDICTIONS, "external"
+    split = prep.split
+    test_idx = split.indices("test")
+    if len(test_idx):
+        return prep.ds, prep.images, test_idx, PREDICTIONS_FILE, "test"
+    return prep.ds, prep.images, split.indices("val"), PREDICTIONS_FILE, "val"
 
 
 # Per process: a study's external test set (dataset, decoded images, indices), loaded once.

@@ -15,7 +15,7 @@ import pandas as pd
 from medtransfer.config import Config
 from medtransfer.training.checkpoint import load_weights_file
 from medtransfer.training.device import optimizer_and_scheduler
-from medtransfer.training.loop import fit
+from medtransfer.training.loop import fit_model
 from medtransfer.transfer.strategies import build_strategy
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ def fit_best(cfg: Config, out: Path, model, task, train, val, device, progress: 
     optimizer, scheduler = optimizer_and_scheduler(
         strategy, model, cfg.train, device, cfg.train.epochs * len(train), len(train)
     )
-    state = fit(
+    state = fit_model(
         model, task, strategy, optimizer, scheduler, train, val, cfg.train, cfg.seed, out, progress, score=score
     )
     pd.DataFrame(state.history).to_csv(out / "history.csv", index=False)

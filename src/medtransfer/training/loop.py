@@ -15,7 +15,6 @@ queues the next step while the device computes. ``train.grad_accum`` splits each
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -45,13 +44,12 @@ from medtransfer.training.validation import outputs
 SYNC_EVERY = 50
 
 
-@functools.singledispatch
 def fit(run: Run, callbacks: Sequence[Callback]) -> FitState:
     """Train ``run`` from epoch ``run.state.epoch`` to ``run.cfg.epochs``, firing the events at ``callbacks``.
 
     Epoch ``e`` seeds torch by ``(seed, e)`` for dropout; ``run.state.epoch`` counts the epochs done before the
     epoch's ``after_epoch``. A callback's :class:`CancelFit` ends the run (early stopping); ``after_fit`` fires
-    however it ends. ``fit(model, task, strategy, ...)`` is a run with the standard callbacks (:func:`_fit_model`).
+    however it ends. :func:`fit_model` is a run with the standard callbacks.
     """
     events = Callbacks(callbacks)
     try:
@@ -70,8 +68,7 @@ def fit(run: Run, callbacks: Sequence[Callback]) -> FitState:
     return run.state
 
 
-@fit.register(torch.nn.Module)
-def _fit_model(
+def fit_model(
     model: torch.nn.Module,
     task: Task,
     strategy,
@@ -85,9 +82,8 @@ def _fit_model(
     progress: bool = True,
     score=None,
 ) -> FitState:
-    """``fit(model, task, strategy, optimizer, scheduler, train, val, cfg, seed, out_dir, progress, score)``: train
-    ``model`` with :func:`~medtransfer.training.callbacks.standard_callbacks`; writes ``checkpoint.pt`` each epoch
-    (and resumes from it) and ``best.safetensors`` at each new best.
+    """Train ``model`` with :func:`~medtransfer.training.callbacks.standard_callbacks`; writes ``checkpoint.pt``
+    each epoch (and resumes from it) and ``best.safetensors`` at each new best.
 
     ``train`` yields ``(x, y)`` batches for ``task.loss(model(x), y)``; the best epoch is the one with the highest
     ``score(model)`` (default: on ``val``, the AUC or minus the loss, as ``strategy.setting("select_by")`` says;
@@ -99,7 +95,6 @@ def _fit_model(
     return fit(run, standard_callbacks(cfg, out_dir, val, score, progress))
 
 
-@functools.singledispatch
 def train_one_epoch(run: Run, events: Callbacks) -> float:
     """One pass over ``run.train``: one optimizer and scheduler step per batch; returns the mean batch loss.
 
@@ -134,8 +129,7 @@ def train_one_epoch(run: Run, events: Callbacks) -> float:
     return total.item() / max(len(train), 1)
 
 
-@train_one_epoch.register(torch.nn.Module)
-def _train_model_epoch(
+def train_model_epoch(
     model: torch.nn.Module,
     task: Task,
     strategy,
@@ -147,14 +141,14 @@ def _train_model_epoch(
     epoch: int,
     on_step: Callable[[str | None], object],
 ) -> float:
-    """``train_one_epoch(model, task, strategy, optimizer, scheduler, train, cfg, seed, epoch, on_step)``: epoch
-    ``epoch`` outside :func:`fit` (benchmarks, tests), with the step callbacks ``fit`` runs: the strategy's hooks,
-    the divergence guard, and ``on_step(text)`` after every step (the progress text at a host sync, else ``None``).
+    """Epoch ``epoch`` of ``model`` outside :func:`fit` (benchmarks, tests), with the step callbacks ``fit`` runs:
+    the strategy's hooks, the divergence guard, and ``on_step(text)`` after every step (the progress text at a host
+    sync, else ``None``).
 
     Example::
 
-        loss = train_one_epoch(model, task, strategy, optimizer, scheduler, batches, cfg, seed=0, epoch=0,
-                               on_step=lambda info: None)
+        loss = train_model_epoch(model, task, strategy, optimizer, scheduler, batches, cfg, seed=0, epoch=0,
+                                 on_step=lambda info: None)
     """
     run = Run(model, task, strategy, optimizer, scheduler, train, cfg, seed, epoch=epoch)
     return train_one_epoch(run, Callbacks([StrategyHooks(), DivergenceGuard(), StepText(on_step)]))

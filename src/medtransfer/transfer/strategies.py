@@ -42,10 +42,11 @@ settings dataclass (:func:`settings_from_dict`). In a study, ``transfer`` holds 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from medtransfer.config import RESOLVERS, TrainConfig, TransferConfig, apply_overrides, from_dict
+from medtransfer.config import RESOLVERS, Config, TrainConfig, TransferConfig, apply_overrides, from_dict, to_dict
 from medtransfer.errors import ConfigError, UnknownNameError
 from medtransfer.registry import Registry, suggest
 from medtransfer.transfer.base import (
@@ -59,6 +60,8 @@ from medtransfer.transfer.base import (
     reset_head,
     set_trainable,
 )
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "NORM_TYPES",
@@ -269,10 +272,32 @@ def study_transfer(section: Mapping[str, Any] | TransferConfig | None, study: An
         settings = settings_from_dict(arm)
         resolved.update({k: v for k, v in dataclasses.asdict(settings).items() if k != "strategy"})
         _check_arm_overrides(name, arm, (study.strategy_settings or {}).get(name))
+    for name in study.strategy_settings or {}:
+        if name not in arms:  # kept for a strategy the study does not run (a trimmed example); a misspelt one fails
+            settings_class(name, "study.strategy_settings")
+            log.warning("study.strategy_settings.%s is ignored: '%s' is not in study.strategies", name, name)
     return resolved
 
 
+def check_study_arms(cfg: Any) -> None:
+    """Build each strategy of a study once with its arm's config (the shared ``transfer`` keys it owns, then its
+    ``study.strategy_settings``, ``train.*`` overrides included): a bad setting, or one that does not fit the
+    training (fastai's ``freeze_epochs`` against ``train.epochs``), fails when the study's config loads."""
+    base = {k: v for k, v in to_dict(cfg).items() if k != "study"}
+    for name in cfg.study.strategies:
+        data = apply_overrides(
+            {**base, "transfer": arm_transfer(base["transfer"], name)},
+            (cfg.study.strategy_settings or {}).get(name, []),
+        )
+        try:
+            arm = from_dict(Config, data)
+            build_strategy(arm.transfer, arm.train)
+        except ConfigError as e:
+            raise ConfigError(f"study strategy '{name}': {e}") from None
+
+
 RESOLVERS.register("study_transfer", study_transfer)  # a study section's shared transfer keys, at load
+RESOLVERS.register("study_arms", check_study_arms)
 
 
 def _check_arm_overrides(name: str, arm: dict[str, Any], overrides: Any) -> None:

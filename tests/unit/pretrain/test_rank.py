@@ -106,7 +106,7 @@ def test_logme_ranks_features_for_a_regression_target():
 
 def test_score_source_is_features_once_then_scores_on_any_subset(setting):
     """score_source = source_features + score_features; a subset of the rows scores as features of the subset."""
-    from medtransfer.pretrain.catalogue import lookup
+    from medtransfer.models.catalogue import lookup
 
     sources, target = setting
     tgt = load_target(str(target))

@@ -10,9 +10,9 @@ import yaml
 
 from medtransfer.config import PretrainConfig, load_config, to_dict
 from medtransfer.errors import ConfigError
+from medtransfer.models.catalogue import list_sources
 from medtransfer.pretrain import build as build_module
 from medtransfer.pretrain import source_build
-from medtransfer.pretrain.catalogue import list_sources
 from medtransfer.pretrain.source_build import build_config, build_source, check_name, partial_builds, partial_folder
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "sources"

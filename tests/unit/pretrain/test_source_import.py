@@ -14,8 +14,8 @@ from timm.models import save_for_hf
 
 from medtransfer.config import ModelConfig
 from medtransfer.errors import UserError
+from medtransfer.models.catalogue import list_sources
 from medtransfer.models.weights import create_model
-from medtransfer.pretrain.catalogue import list_sources
 from medtransfer.pretrain.source_import import import_source
 
 VIT, CONVNEXT, RESNET = "vit_tiny_patch16_224", "convnext_atto", "resnet18"

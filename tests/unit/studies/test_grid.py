@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from medtransfer.errors import ConfigError, UnknownNameError
-from medtransfer.studies.config import StudySection
-from medtransfer.studies.grid import expand, reference_arm, resolve_sizes, safe_name, source_label
+from medtransfer.studies.config import StudySection, source_label
+from medtransfer.studies.grid import expand, reference_arm, resolve_sizes, safe_name
 
 
 def section(**kw) -> StudySection:
@@ -18,6 +18,14 @@ def section(**kw) -> StudySection:
         "baselines": ["radiomics"],
     }
     return StudySection(**{**base, **kw})
+
+
+def study_config(**kw):
+    """The whole study config: strategy names are checked by the strategies when it loads."""
+    from medtransfer.config import from_dict, to_dict
+    from medtransfer.studies.config import StudyConfig
+
+    return from_dict(StudyConfig, {"data": {"path": "synthetic:chest,n=60"}, "study": to_dict(section(**kw))})
 
 
 def test_every_arm_at_every_size_and_seed_small_n_first():
@@ -44,17 +52,16 @@ def test_every_arm_at_every_size_and_seed_small_n_first():
 def test_sizes_not_below_the_pool_collapse_into_all():
     assert resolve_sizes([50, 10, 100, 200], pool=100) == [("10", 10), ("50", 50), ("all", 100)]
     assert resolve_sizes(["all", 5, "ALL"], pool=8) == [("5", 5), ("all", 8)]
-    with pytest.raises(ConfigError, match="neither a number"):
-        resolve_sizes(["most"], pool=8)
-    with pytest.raises(ConfigError, match="at least 1"):
-        resolve_sizes([0], pool=8)
-    with pytest.raises(ConfigError, match="empty"):
-        resolve_sizes([], pool=8)
+    for bad in (["most"], [0], []):  # checked when the config loads, not when the grid is expanded
+        with pytest.raises(ConfigError, match="study.n must be a"):
+            section(n=bad)
+    with pytest.raises(ConfigError, match="training split is empty"):
+        resolve_sizes([5], pool=0)
 
 
 def test_names_are_checked_before_any_work():
     with pytest.raises(UnknownNameError, match="finetune"):
-        expand(section(strategies=["fine_tune"]), 40)
+        study_config(strategies=["fine_tune"])
     with pytest.raises(UnknownNameError, match="radiomics"):
         expand(section(baselines=["radiomic"]), 40)
     with pytest.raises(ConfigError, match="duplicates"):
@@ -89,16 +96,16 @@ def test_exclude_drops_arms_and_checks_names():
 
 def test_strategy_settings_name_a_study_strategy_and_hold_overrides():
     expand(section(strategy_settings={"recipe": ["train.lr=0.001"]}), 40)
-    with pytest.raises(ConfigError, match="did you mean 'recipe'"):
-        expand(section(strategy_settings={"recipes": ["train.lr=0.001"]}), 40)
+    with pytest.raises(UnknownNameError, match="study.strategy_settings: unknown strategy 'recipes'; did you mean"):
+        study_config(strategy_settings={"recipes": ["train.lr=0.001"]})
     with pytest.raises(ConfigError, match="key.sub=value"):
         expand(section(strategy_settings={"recipe": ["train.lr"]}), 40)
 
 
 def test_strategy_settings_of_a_strategy_not_run_are_ignored_with_a_notice(caplog):
     # an example config trimmed to fewer strategies keeps the settings of the others: a notice, not an error
-    s = section(strategies=["finetune"], strategy_settings={"romero": ["train.lr=0.001"]})
     with caplog.at_level("WARNING"):
+        s = study_config(strategies=["finetune"], strategy_settings={"romero": ["train.lr=0.001"]}).study
         trials = expand(s, 40)
     assert {t.strategy for t in trials if t.kind == "net"} == {"finetune"}
     assert "study.strategy_settings.romero is ignored" in caplog.text

@@ -241,6 +241,7 @@ def test_a_trained_trial_whose_external_scoring_failed_is_scored_on_retry(tmp_pa
     """The training finished (its folder says done), then scoring the study's test set failed: a retry scores the
     test set from the kept model instead of counting the trial's own split as its result."""
     from medtransfer.errors import DataError
+
     external = "synthetic:chest,n=40,visibility=0.8,size=32,seed=9"
     cfg = study_config(n=[12], strategies=["finetune"], seeds=[0], test={"path": external})
     out = tmp_path / "s"

@@ -16,7 +16,7 @@ from medtransfer.training import device as device_mod
 from medtransfer.training import loop
 from medtransfer.training.batches import Batches
 from medtransfer.training.device import maybe_compile
-from medtransfer.training.loop import forward_backward, train_one_epoch
+from medtransfer.training.loop import forward_backward, train_model_epoch
 from medtransfer.training.tasks import Task
 
 
@@ -90,7 +90,7 @@ def epoch_of(accum: int) -> tuple[nn.Module, float, list, torch.optim.lr_schedul
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     infos: list = []
-    loss = train_one_epoch(
+    loss = train_model_epoch(
         model, Task("multilabel", 2), NoFreezing(), optimizer, scheduler, batches, cfg, 0, 0, infos.append
     )
     return model, loss, infos, scheduler
@@ -136,7 +136,7 @@ def test_fit_without_validation_keeps_the_epoch_with_the_lowest_training_loss(tm
     model = bn_free_model()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    state = loop.fit(
+    state = loop.fit_model(
         model, LossOnly(), NoStrategy(), optimizer, scheduler, random_batches(cfg), None, cfg, 0, tmp_path, False
     )
     assert [list(row) for row in state.history] == [["epoch", "train_loss", "lr", "seconds"]] * 3
@@ -181,7 +181,7 @@ def test_a_tied_validation_score_keeps_the_later_epoch_but_not_the_patience(tmp_
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     task = Task("multilabel", 2)
-    state = loop.fit(
+    state = loop.fit_model(
         model,
         task,
         NoStrategy(),

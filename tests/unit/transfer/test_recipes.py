@@ -255,7 +255,7 @@ def test_the_loop_counts_steps_over_the_whole_run() -> None:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 1.0)
     cfg = TrainConfig(epochs=2, batch_size=4, grad_clip=None)
     for epoch in range(2):
-        loop.train_one_epoch(model, Task("binary", 1), Spy(), opt, sched, batches, cfg, 0, epoch, lambda i: None)
+        loop.train_model_epoch(model, Task("binary", 1), Spy(), opt, sched, batches, cfg, 0, epoch, lambda i: None)
     assert seen == [0, 1, 2, 3, 4, 5]
 
 

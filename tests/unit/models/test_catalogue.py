@@ -7,7 +7,7 @@ import yaml
 
 from medtransfer.errors import UserError
 from medtransfer.models.backbones import build_model
-from medtransfer.pretrain.catalogue import list_sources, lookup, sources_dir
+from medtransfer.models.catalogue import list_sources, lookup, sources_dir
 from medtransfer.training.checkpoint import save_weights
 
 
