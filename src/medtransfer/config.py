@@ -19,12 +19,14 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
 from medtransfer.errors import ConfigError, UnknownNameError
+from medtransfer.io import atomic_write_text
 from medtransfer.registry import Registry, suggest
 
 # Values that name a registered thing are resolved by the package that owns the names, registered here when its
@@ -530,7 +532,6 @@ def replace(cfg: C, **changes: Any) -> C:
 
 def package_versions() -> dict[str, str]:
     """Versions of Python, medtransfer and the libraries that determine results."""
-    from importlib import metadata
 
     out = {"python": sys.version.split()[0], "platform": platform.platform()}
     for pkg in ("medtransfer", "torch", "torchvision", "timm", "monai", "numpy", "scipy", "scikit-learn", "pandas"):
@@ -543,14 +544,12 @@ def package_versions() -> dict[str, str]:
 
 def dump_yaml(data: dict[str, Any], path: str | Path) -> None:
     """Write YAML atomically (temporary file + rename)."""
-    from medtransfer.io import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
 
 
 def write_run_info(out_dir: str | Path, cfg: Any, seed: int | None = None, extra: dict | None = None) -> None:
     """Write ``config.yaml`` (resolved), and ``run_info.json`` (versions, seed, command line) into ``out_dir``."""
-    from medtransfer.io import atomic_write_text
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -23,13 +23,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from safetensors import safe_open
-
 from medtransfer.config import Config
 from medtransfer.data.splits import Split, load_split
 from medtransfer.errors import UserError
 from medtransfer.registry import Registry
 from medtransfer.tasks.base import TaskKind, kind_names, task_kind
+from medtransfer.training.checkpoint import run_task
 
 
 class Pipeline:
@@ -117,12 +116,5 @@ def pipeline_for(task: str | None) -> Pipeline:
 
 def pipeline_of_run(run_dir: str | Path) -> Pipeline:
     """The pipeline of a finished run folder, from the task its ``model.safetensors`` records."""
-    weights = Path(run_dir) / "model.safetensors"
-    if not weights.is_file():
-        raise UserError(f"{run_dir} has no model.safetensors; is it a finished `medtransfer train` run folder?")
-    try:
-        with safe_open(str(weights), "pt") as f:
-            task = (f.metadata() or {}).get("task")
-    except Exception as e:  # noqa: BLE001 - a damaged file; say which
-        raise UserError(f"cannot read {weights}: {' '.join(str(e).split())}") from None
+    task = run_task(run_dir)
     return pipeline_for(task if task in kind_names() else None)

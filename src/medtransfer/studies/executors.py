@@ -33,6 +33,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
 from medtransfer.config import RESOLVERS, from_dict, to_dict
 from medtransfer.errors import ConfigError, UnknownNameError
 from medtransfer.registry import Registry
@@ -167,7 +169,6 @@ class StudyProgress:
     """One bar for the whole study: trials done and failed, the trial running, and an ETA."""
 
     def __init__(self, ledger: Ledger, enabled: bool) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.ledger = ledger
         self.enabled = enabled

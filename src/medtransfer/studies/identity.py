@@ -15,6 +15,7 @@ from filelock import FileLock, Timeout
 from medtransfer.config import to_dict
 from medtransfer.errors import UserError
 from medtransfer.studies.config import HOW_IT_RUNS, StudyConfig
+from medtransfer.studies.executors import EXECUTORS
 from medtransfer.studies.ledger import Ledger
 
 LOCK_FILE = ".lock"
@@ -40,7 +41,6 @@ def fingerprint(cfg: StudyConfig) -> dict:
     The executor and its settings are left out, except the settings its ``fingerprint_keys`` name (none for the
     built-in ones, so a study resumes with any of them): ``study.executor: {NAME: {KEY: VALUE}}`` when there are.
     """
-    from medtransfer.studies.executors import EXECUTORS
 
     data = to_dict(cfg)
     for key in (*HOW_IT_RUNS, *REPORT_ONLY):

@@ -6,9 +6,11 @@ It has no settings of its own (``study.executors.local: {}``): ``study.workers``
 from __future__ import annotations
 
 import concurrent.futures as cf
+import ctypes
 import logging
 import multiprocessing
 import os
+import signal
 from typing import TYPE_CHECKING
 
 from medtransfer.studies.executors import EXECUTORS, Executor, StudyProgress, record_result, worker_died
@@ -27,7 +29,7 @@ class LocalExecutor(Executor):
     name = "local"
 
     def run(self, ledger: Ledger, todo: list[Trial], ctx: StudyContext, workers: int, bar: StudyProgress) -> None:
-        from medtransfer.studies.trial import run_trial
+        from medtransfer.studies.trial import run_trial  # deferred: torch; `--help` lists the executors
 
         if workers > 1:
             _run_pool(ledger, todo, ctx, workers, bar)
@@ -50,7 +52,7 @@ def _run_pool(ledger: Ledger, todo: list[Trial], ctx: StudyContext, workers: int
     are then run *alone* ("suspects"), so that a second death is attributable: only then does the trial that
     died use up an attempt (``MAX_ATTEMPTS``), and innocent trials that shared the pool are never failed.
     """
-    from medtransfer.studies.trial import run_trial
+    from medtransfer.studies.trial import run_trial  # deferred: torch; `--help` lists the executors
 
     threads = max(1, (os.cpu_count() or 1) // workers)
     queue = list(todo)
@@ -112,7 +114,7 @@ def _requeue_lost(ledger: Ledger, lost: list[Trial], queue: list[Trial], suspect
 
 
 def _init_worker(threads: int, level: int) -> None:
-    import torch
+    import torch  # deferred: heavy, and only a worker process needs it
 
     torch.set_num_threads(threads)
     logging.basicConfig(level=level)
@@ -122,9 +124,6 @@ def _init_worker(threads: int, level: int) -> None:
 def _die_with_parent() -> None:
     """Linux: a worker gets SIGKILL when the driver dies, so a killed study leaves no orphan still writing."""
     try:
-        import ctypes
-        import signal
-
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass

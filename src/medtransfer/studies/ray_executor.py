@@ -184,9 +184,9 @@ def _describe(ray: ModuleType, err: BaseException) -> str:
 
 def _run_on_worker(ctx: StudyContext, trial: Trial, threads: int, level: int) -> TrialResult:
     """The Ray task: one trial, exactly as the local executor runs it."""
-    import torch
+    import torch  # deferred: heavy, and only a worker process needs it
 
-    from medtransfer.studies.trial import run_trial
+    from medtransfer.studies.trial import run_trial  # deferred: torch; `--help` lists the executors
 
     torch.set_num_threads(threads)  # Ray reuses workers; a trial gets the CPUs it reserved, whatever ran before
     logging.basicConfig(level=level)

@@ -29,6 +29,7 @@ from medtransfer.studies.grid import Trial, expand, reference_arm
 from medtransfer.studies.identity import check_same_study, study_lock
 from medtransfer.studies.ledger import LEDGER_FILE, STUDY_MARKER, Ledger
 from medtransfer.studies.ranking import RANKING_FILE, rank_for_report
+from medtransfer.studies.report import report_study
 from medtransfer.studies.trial import SPLITS_DIR, StudyContext
 
 log = logging.getLogger(__name__)
@@ -71,8 +72,6 @@ def run_study(
             execute(ledger, {t.id: t for t in trials}, ctx, workers, progress)
             counts = ledger.counts()
     if report:
-        from medtransfer.studies.report import report_study
-
         report_study(out)
     return counts
 

@@ -11,6 +11,7 @@ device still computes step ``k``.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -61,7 +62,6 @@ class Batches:
 
     def with_augment(self, augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None) -> Batches:
         """The same batches (same order, no shuffling change) with another augmentation: test-time views."""
-        import copy
 
         other = copy.copy(self)
         other.augment = augment

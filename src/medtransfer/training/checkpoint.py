@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from medtransfer.errors import UserError
@@ -36,3 +37,16 @@ def save_weights(path: str | Path, model: torch.nn.Module, metadata: dict[str, s
 def load_weights_file(path: str | Path, model: torch.nn.Module) -> None:
     """Load our own safetensors weights (exact keys) into ``model``."""
     model.load_state_dict(load_file(str(path)))
+
+
+def run_task(run_dir: str | Path) -> str | None:
+    """The task a finished run folder's ``model.safetensors`` records (``None`` when it records none); a folder
+    without the file, or a damaged file, is refused with one line naming it."""
+    weights = Path(run_dir) / "model.safetensors"
+    if not weights.is_file():
+        raise UserError(f"{run_dir} has no model.safetensors; is it a finished `medtransfer train` run folder?")
+    try:
+        with safe_open(str(weights), "pt") as f:
+            return (f.metadata() or {}).get("task")
+    except Exception as e:  # noqa: BLE001 - a damaged file; say which
+        raise UserError(f"cannot read {weights}: {' '.join(str(e).split())}") from None

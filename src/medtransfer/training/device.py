@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 from collections.abc import Iterator
 
 import torch
 
 from medtransfer.config import TrainConfig
+from medtransfer.training.schedules import StepSchedule, build_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +56,6 @@ def optimizer_and_scheduler(
 
         optimizer, scheduler = optimizer_and_scheduler(strategy, model, cfg.train, device, epochs * len(b), len(b))
     """
-    from medtransfer.training.schedules import StepSchedule, build_scheduler
 
     strategy.plan(total_steps, steps_per_epoch)
     optimizer = make_optimizer(strategy.param_groups(model), cfg, device, **strategy.optimizer_options())
@@ -87,7 +88,6 @@ def maybe_compile(model: torch.nn.Module, device: torch.device) -> bool:
 
 
 def _compile_unsupported(device: torch.device) -> str | None:
-    import shutil
 
     import torch._dynamo
 

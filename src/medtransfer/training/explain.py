@@ -33,8 +33,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from medtransfer.data.cache import cached_images
 from medtransfer.errors import UserError
 from medtransfer.io import check_out_folder, write_folder
+from medtransfer.tasks.base import kind_names, task_kind
+from medtransfer.training.batches import Batches
+from medtransfer.training.checkpoint import run_task
+from medtransfer.training.inference import _load_target, _scores, _select, check_labels, load_run
+from medtransfer.training.run import pick_device
 from medtransfer.training.saliency import METHODS, Explainer
 
 log = logging.getLogger(__name__)
@@ -201,8 +207,6 @@ def saliency_maps(
     """Maps of output ``targets[j]`` on cached image ``images[positions[j]]`` of a loaded run ``tm``
     (:class:`~medtransfer.training.inference.TrainedModel`), preprocessed as ``evaluate`` does; and the Grad-CAM
     layer used (``None`` for occlusion)."""
-    from medtransfer.training.batches import Batches
-    from medtransfer.training.run import pick_device
 
     dev = pick_device(device)
     norm = tm.model.normalization
@@ -264,18 +268,7 @@ class Explained:
 
 def check_explainable(run_dir: str | Path) -> None:
     """Refuse a folder that is not a finished 2-D run, naming what ``explain`` supports."""
-    from safetensors import safe_open
-
-    from medtransfer.tasks.base import kind_names, task_kind
-
-    weights = Path(run_dir) / "model.safetensors"
-    if not weights.is_file():
-        raise UserError(f"{run_dir} has no model.safetensors; is it a finished `medtransfer train` run folder?")
-    try:
-        with safe_open(str(weights), "pt") as f:
-            task = (f.metadata() or {}).get("task")
-    except Exception as e:  # noqa: BLE001 - a damaged file; say which
-        raise UserError(f"cannot read {weights}: {' '.join(str(e).split())}") from None
+    task = run_task(run_dir)
     if task in kind_names() and task_kind(task).family != "images":
         raise UserError(
             f"{run_dir} is a {task} run (3-D volumes); explain supports 2-D image runs: binary, multiclass, "
@@ -307,8 +300,6 @@ def explain_run(
     Everything the user can get wrong (the run, the method, ``n``, ``--out``) is checked before the images are
     read and anything is written; ``out`` appears complete or not at all.
     """
-    from medtransfer.data.cache import cached_images
-    from medtransfer.training.inference import _load_target, _scores, _select, check_labels, load_run
 
     info = _check_request(run_dir, method, select, n)
     tm = load_run(run_dir)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from medtransfer.config import TrainConfig
+from medtransfer.data.transforms import RadiographAugment
 from medtransfer.training.batches import Batches
 from medtransfer.training.callbacks import (
     Callback,
@@ -216,8 +217,6 @@ def predict(model: torch.nn.Module, task: Task, batches: Batches, tta: int = 0, 
     """
     views = [task.scores(outputs(model, batches).float())]
     if tta:
-        from medtransfer.data.transforms import RadiographAugment
-
         augmented = batches.with_augment(augment or RadiographAugment())
         views += [task.scores(outputs(model, augmented, seed=1000 + v).float()) for v in range(tta)]
     return torch.stack(views).mean(0).cpu().numpy().astype(np.float64)

@@ -8,6 +8,7 @@ loss diverged. :func:`lr_find` runs the same test on any model, loss and batches
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator
@@ -19,7 +20,14 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
-from medtransfer.training.callbacks import Callback, CancelFit, Run
+from medtransfer.errors import TrainingFailed
+from medtransfer.io import atomic_write
+from medtransfer.models.weights import create_model
+from medtransfer.training.callbacks import Callback, CancelFit, Run, StrategyHooks
+from medtransfer.training.loop import fit
+from medtransfer.training.run import _batches, pick_device, prepare
+from medtransfer.training.tasks import make_task
+from medtransfer.transfer.strategies import build_strategy
 
 
 class RangeTest:
@@ -192,8 +200,6 @@ def plot_lr_find(lrs: list[float], losses: list[float], suggestion: float, path)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from medtransfer.io import atomic_write
-
     fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=120)
     ax.plot(lrs, losses, color="C0")
     if math.isfinite(suggestion) and lrs:
@@ -218,15 +224,6 @@ def suggest_lr(cfg, num_iter: int = 100, progress: bool = True, plot: str | Path
     through as many passes over the data as needed, with the strategy's hooks (planned for ``num_iter`` steps) and
     :class:`LRFinder`; ``cfg`` is a :class:`~medtransfer.config.Config`.
     """
-    import dataclasses
-
-    from medtransfer.errors import TrainingFailed
-    from medtransfer.models.weights import create_model
-    from medtransfer.training.callbacks import StrategyHooks
-    from medtransfer.training.loop import fit
-    from medtransfer.training.run import _batches, pick_device, prepare
-    from medtransfer.training.tasks import make_task
-    from medtransfer.transfer.strategies import build_strategy
 
     prep = prepare(cfg, progress)
     torch.manual_seed(cfg.seed)

@@ -24,6 +24,7 @@ from medtransfer.data.dataset import ImageDataset
 from medtransfer.data.sources.base import detect_format
 from medtransfer.data.splits import Split
 from medtransfer.data.transforms import RadiographAugment
+from medtransfer.io import atomic_write
 from medtransfer.models.weights import create_model, resolve_weights
 from medtransfer.tasks.base import task_kind
 from medtransfer.training.batches import Batches
@@ -219,8 +220,6 @@ def write_batch_grid(cfg: Config, plan: RunPlan, path: str | Path, n: int = 16) 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from medtransfer.io import atomic_write
 
     k = min(n, len(plan.sample_idx))
     t = cfg.train

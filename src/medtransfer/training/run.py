@@ -29,8 +29,9 @@ from medtransfer.data.splits import Split, load_split, make_split
 from medtransfer.data.transforms import RadiographAugment
 from medtransfer.errors import ConfigError, DataError, TrainingFailed
 from medtransfer.evaluation.metrics import to_jsonable
-from medtransfer.io import MARKERS, atomic_write_text, check_output_folder, entries, remove_new_entries
-from medtransfer.models.weights import create_model
+from medtransfer.io import MARKERS, atomic_write, atomic_write_text, check_output_folder, entries, remove_new_entries
+from medtransfer.models.backbones import check_backbone
+from medtransfer.models.weights import create_model, resolve_weights
 from medtransfer.tasks.base import task_kind
 from medtransfer.training.batches import Batches
 from medtransfer.training.checkpoint import load_checkpoint, save_weights
@@ -215,8 +216,6 @@ def check_task(cfg: Config, prep: Prepared) -> None:
 def preflight(cfg: Config) -> None:
     """Resolve every name of a classification config (backbone, weights source, strategy) without building or
     loading anything large."""
-    from medtransfer.models.backbones import check_backbone
-    from medtransfer.models.weights import resolve_weights
 
     check_backbone(cfg.model.backbone, cfg.data.image_size)
     resolve_weights(cfg.model.source, cfg.model.backbone)
@@ -323,7 +322,6 @@ PREDICTIONS_FILE = "predictions.csv"
 def write_predictions(path: Path, ds: ImageDataset, idx: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
     """Per-image scores of the evaluated split (``image_id, patient_id, label:<name>, score:<name>``): what
     paired tests between models on the same images (DeLong) need."""
-    from medtransfer.io import atomic_write
 
     table = ds.meta.iloc[idx][["image_id", "patient_id"]].reset_index(drop=True)
     for k, name in enumerate(ds.label_names):
