@@ -72,9 +72,9 @@ class Pipeline:
         """Whatever the workers should find ready (decoded images), done once by the planner."""
 
     # ------------------------------------------------------------------ runs
-    def prepared(self, cfg: Config) -> Any:
-        """The data with ``cfg.data.split_file``'s split, loaded once per process (what the trials of one study
-        share); ``None`` where the family reloads per run."""
+    def prepared(self, cfg: Config, split_file: str | Path) -> Any:
+        """The data with ``split_file``'s split, loaded once per process (what the trials of one study share);
+        ``None`` where the family reloads per run."""
         return None
 
     def train(self, cfg: Config, out: str | Path, resume: bool = False, progress: bool = True, prepared=None) -> dict:

@@ -75,16 +75,16 @@ class Images(Pipeline):
     def warm(self, cfg: Config, ds: ImageDataset, progress: bool) -> None:
         cached_images(ds, cfg.data.image_size, cfg.data.cache_dir, progress=progress, resize=cfg.data.resize)
 
-    def prepared(self, cfg: Config) -> Prepared:
+    def prepared(self, cfg: Config, split_file: str | Path) -> Prepared:
         key = repr(sorted({**to_dict(cfg.data), "split_file": None, "task": cfg.task}.items()))
         if key not in _DATA:
             ds = load_data(cfg)
             d = cfg.data
             _DATA[key] = (ds, cached_images(ds, d.image_size, d.cache_dir, progress=False, resize=d.resize))
         ds, images = _DATA[key]
-        skey = (key, str(cfg.data.split_file))
+        skey = (key, str(split_file))
         if skey not in _SPLITS:
-            _SPLITS[skey] = self.read_split(cfg.data.split_file, ds)
+            _SPLITS[skey] = self.read_split(split_file, ds)
         return Prepared(ds, _SPLITS[skey], images)
 
     def train(self, cfg: Config, out: str | Path, resume: bool = False, progress: bool = True, prepared=None) -> dict:

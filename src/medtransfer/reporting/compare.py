@@ -24,7 +24,7 @@ from medtransfer.errors import UserError
 from medtransfer.evaluation.stats import paired_test
 from medtransfer.registry import suggest
 from medtransfer.reporting.tables import arm_order, metric_spec, n_levels
-from medtransfer.tasks.base import kind_of_metric
+from medtransfer.tasks.base import kind_of_metric, nanmean_rows
 
 log = logging.getLogger(__name__)
 
@@ -278,12 +278,7 @@ def case_comparisons(
 def case_dice(table: pd.DataFrame, columns: list[str]) -> np.ndarray:
     """Per row, the mean of the finite values in ``columns`` (NaN where none), without empty-mean warnings."""
     values = table[columns].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
-    finite = np.isfinite(values)
-    count = finite.sum(axis=1)
-    total = np.where(finite, values, 0.0).sum(axis=1)
-    out = np.full(len(values), np.nan)
-    np.divide(total, count, out=out, where=count > 0)
-    return out
+    return nanmean_rows(list(values.T), len(values))
 
 
 def _case_rows(

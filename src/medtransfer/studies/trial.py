@@ -82,7 +82,7 @@ def prepared(ctx: StudyContext, seed: int):
     """The target data with the seed's split (2-D images: ``training.run.Prepared``), loaded once per process by
     the study's pipeline and shared by every trial the process runs."""
     cfg = ctx.cfg
-    return pipeline_for(cfg.task).prepared(replace(cfg, **{"data.split_file": str(ctx.split_file(seed))}))
+    return pipeline_for(cfg.task).prepared(cfg, ctx.split_file(seed))
 
 
 CRASH_ENV = "MEDTRANSFER_TEST_CRASH_TRIAL"
